@@ -1,0 +1,121 @@
+"""The image-AI port: structured analysis of images and image editing.
+
+Adapters: ``gemini`` (google-genai) and ``local`` (an offline compositor for the demo and tests).
+Adapters raise ``processors.errors`` classes only, already classified as retryable or terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from processors.errors import RetryableError, TerminalError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    data: bytes
+    mime_type: str = "image/jpeg"
+
+
+@dataclass
+class Usage:
+    """What calls cost, summed per order item so cost per book is known."""
+
+    calls: int = 0
+    images: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, other: "Usage") -> None:
+        self.calls += other.calls
+        self.images += other.images
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "calls": self.calls,
+            "images": self.images,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+@dataclass
+class Analysis(Generic[ModelT]):
+    value: ModelT
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class GeneratedImage:
+    data: bytes
+    mime_type: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+
+class ContentBlocked(TerminalError):
+    """The model refused the request or its output for safety reasons.
+
+    The pipeline retries once with the softened prompt before letting this fail the item.
+    """
+
+    code = "content_blocked"
+    parent_message = (
+        "We could not create a picture for your book from this photo. "
+        "Please try again with a different photo."
+    )
+
+
+class AIUnavailable(RetryableError):
+    """Rate limits, 5xx, timeouts, a reply without an image: worth retrying later."""
+
+    code = "ai_unavailable"
+
+
+class AIBadResponse(RetryableError):
+    """The model answered, but not with what was asked (unparsable JSON, text instead of image)."""
+
+    code = "ai_bad_response"
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One personalized illustration: redraw ``base`` with the child from ``child_photo`` as hero.
+
+    ``identity_reference`` is the generated cover when drawing pages, so the child looks the same
+    throughout the book. ``child_name`` and ``character_box`` (fractions x, y, w, h of the base
+    image) are the structured facts the offline compositor needs; generative adapters rely on the
+    prompt, which already carries them.
+    """
+
+    prompt: str
+    base: ImagePart
+    child_photo: ImagePart
+    aspect_ratio: str
+    child_name: str
+    identity_reference: ImagePart | None = None
+    character_box: tuple[float, float, float, float] | None = None
+
+
+class ImageAI(Protocol):
+    async def check_models(self) -> None:
+        """Fail fast at start if a configured model does not exist (raise ``ValueError``)."""
+
+    async def analyze(
+        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT]
+    ) -> Analysis[ModelT]:
+        """Ask the analysis model for JSON matching ``schema``; validated, never silently None."""
+
+    async def generate_image(self, request: EditRequest) -> GeneratedImage:
+        """Draw one personalized illustration."""
+
+    async def aclose(self) -> None:
+        """Release connections."""

@@ -1,0 +1,60 @@
+"""Failure classes for one order item.
+
+Every failure is classified once, where it is raised (ARCHITECTURE section 7): the daemon only
+looks at ``retryable`` to decide between "back to pending with backoff" and "failed for good".
+``parent_message`` is what the app shows a parent, so it never carries exception text, paths,
+URLs or secrets; ``detail`` is for operators' logs.
+"""
+
+from __future__ import annotations
+
+
+class OrderError(Exception):
+    """A failure of one order item, with a stable machine code for ``order_items.error_code``."""
+
+    retryable: bool = False
+    code: str = "internal_error"
+    parent_message: str = "We could not create your book. Our team has been notified."
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        code: str | None = None,
+        parent_message: str | None = None,
+    ) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if parent_message is not None:
+            self.parent_message = parent_message
+
+
+class RetryableError(OrderError):
+    """Transient: the item goes back to ``pending`` and is retried after a backoff.
+
+    ``retry_after`` carries a server-requested delay (HTTP Retry-After, Gemini RetryInfo) in
+    seconds, which the backoff honours when it is longer than its own.
+    """
+
+    retryable = True
+    code = "temporarily_unavailable"
+    parent_message = "Your book is taking a little longer than usual. We will keep trying."
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        code: str | None = None,
+        parent_message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, code=code, parent_message=parent_message)
+        self.retry_after = retry_after
+
+
+class TerminalError(OrderError):
+    """Permanent: retrying cannot help, so the item fails at once with ``code``."""
+
+    retryable = False
