@@ -1,0 +1,238 @@
+"""The order-store port: the queue protocol of migrations/002_queue.sql, called as RPC.
+
+Both adapters (``postgres`` over psycopg, ``supabase`` over PostgREST) only differ in how they call
+a SQL function and what they raise when the database is away; everything the daemon means by
+"claim", "heartbeat" or "complete" is spelled out once here, on top of :meth:`OrderStore._rpc`.
+Results come back as JSON-shaped Python values (str ids and timestamps), the same from both.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable
+
+from processors.errors import RetryableError
+
+Row = dict[str, Any]
+
+
+class StoreUnavailable(RetryableError):
+    """The database did not answer (outage, restart, network): the daemon backs off and retries."""
+
+    code = "database_unavailable"
+
+
+class LeaseState(StrEnum):
+    OK = "ok"
+    LOST = "lost"
+    ORDER_NOT_PAID = "order_not_paid"
+
+
+class FailOutcome(StrEnum):
+    RETRY = "retry"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+class RetryOutcome(StrEnum):
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    NOT_FAILED = "not_failed"
+    ORDER_NOT_PAID = "order_not_paid"
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    """Everything one item's processing needs, loaded in one round trip."""
+
+    item: Row
+    order: Row
+    book: Row | None
+    pages: list[Row]
+    checkpoints: list[Row]
+
+
+class OrderStore(abc.ABC):
+    """Queue operations. Every write passes ``worker`` so the database can fence stale owners."""
+
+    #: Whether :meth:`listen` delivers wake-ups; without it the daemon relies on polling alone.
+    supports_listen: bool = False
+
+    @abc.abstractmethod
+    async def _rpc(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
+        """Call a SQL function with named arguments; a list of rows when ``returns_set``."""
+
+    async def open(self) -> None:
+        """Connect. Must not fail when the database is down: the daemon reports and retries."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def listen(self, on_ready: Callable[[], None]) -> None:
+        """Call ``on_ready`` whenever an item becomes claimable; runs until cancelled or the
+        connection drops (then it raises, and the caller falls back to polling)."""
+        raise NotImplementedError("this store does not support LISTEN")
+
+    async def claim(self, worker: str, limit: int, lease_seconds: int) -> list[Row]:
+        if limit <= 0:
+            return []
+        return await self._rpc(
+            "claim_order_items",
+            {"p_worker": worker, "p_limit": limit, "p_lease_seconds": lease_seconds},
+            returns_set=True,
+        )
+
+    async def heartbeat(self, item_id: str, worker: str, lease_seconds: int) -> LeaseState:
+        return LeaseState(
+            await self._rpc(
+                "heartbeat_order_item",
+                {"p_item": item_id, "p_worker": worker, "p_lease_seconds": lease_seconds},
+            )
+        )
+
+    async def set_progress(
+        self,
+        item_id: str,
+        worker: str,
+        progress: int,
+        step: str,
+        *,
+        pages_total: int | None = None,
+        usage: dict[str, int] | None = None,
+    ) -> bool:
+        return bool(
+            await self._rpc(
+                "set_order_item_progress",
+                {
+                    "p_item": item_id,
+                    "p_worker": worker,
+                    "p_progress": progress,
+                    "p_step": step,
+                    "p_pages_total": pages_total,
+                    "p_usage": usage,
+                },
+            )
+        )
+
+    async def checkpoint_page(
+        self,
+        item_id: str,
+        worker: str,
+        page_number: int,
+        image_path: str,
+        *,
+        prompt_version: str | None = None,
+        model: str | None = None,
+    ) -> bool:
+        return bool(
+            await self._rpc(
+                "checkpoint_order_item_page",
+                {
+                    "p_item": item_id,
+                    "p_worker": worker,
+                    "p_page_number": page_number,
+                    "p_image_path": image_path,
+                    "p_prompt_version": prompt_version,
+                    "p_model": model,
+                },
+            )
+        )
+
+    async def complete(
+        self,
+        item_id: str,
+        worker: str,
+        *,
+        pdf_path: str,
+        pdf_url: str,
+        cover_path: str,
+        cover_url: str,
+        usage: dict[str, int] | None = None,
+    ) -> bool:
+        return bool(
+            await self._rpc(
+                "complete_order_item",
+                {
+                    "p_item": item_id,
+                    "p_worker": worker,
+                    "p_pdf_path": pdf_path,
+                    "p_pdf_url": pdf_url,
+                    "p_cover_path": cover_path,
+                    "p_cover_url": cover_url,
+                    "p_usage": usage,
+                },
+            )
+        )
+
+    async def fail(
+        self,
+        item_id: str,
+        worker: str,
+        *,
+        error_code: str,
+        error_message: str,
+        retryable: bool,
+        retry_after: float | None = None,
+        backoff_base_seconds: float = 30.0,
+        backoff_max_seconds: float = 1800.0,
+    ) -> FailOutcome:
+        return FailOutcome(
+            await self._rpc(
+                "fail_order_item",
+                {
+                    "p_item": item_id,
+                    "p_worker": worker,
+                    "p_error_code": error_code,
+                    "p_error_message": error_message,
+                    "p_retryable": retryable,
+                    "p_retry_after_seconds": retry_after,
+                    "p_backoff_base_seconds": backoff_base_seconds,
+                    "p_backoff_max_seconds": backoff_max_seconds,
+                },
+            )
+        )
+
+    async def release(self, item_id: str, worker: str) -> bool:
+        return bool(
+            await self._rpc("release_order_item", {"p_item": item_id, "p_worker": worker})
+        )
+
+    async def load_context(self, item_id: str, worker: str) -> ItemContext | None:
+        data = await self._rpc("load_order_item_context", {"p_item": item_id, "p_worker": worker})
+        if data is None:
+            return None
+        return ItemContext(
+            item=data["item"],
+            order=data["order"],
+            book=data["book"],
+            pages=data["pages"],
+            checkpoints=data["checkpoints"],
+        )
+
+    async def retry_failed(self, item_id: str) -> RetryOutcome:
+        return RetryOutcome(await self._rpc("retry_failed_order_item", {"p_item": item_id}))
+
+    async def queue_depth(self) -> int:
+        """Paid items waiting now. Doubles as the liveness probe of the database."""
+        return int(await self._rpc("order_queue_depth", {}))
+
+    async def get_book_analysis(self, book_id: str, prompt_version: str, model: str) -> Row | None:
+        return await self._rpc(
+            "get_book_analysis",
+            {"p_book": book_id, "p_prompt_version": prompt_version, "p_model": model},
+        )
+
+    async def put_book_analysis(
+        self, book_id: str, prompt_version: str, model: str, analysis: Row
+    ) -> None:
+        await self._rpc(
+            "put_book_analysis",
+            {
+                "p_book": book_id,
+                "p_prompt_version": prompt_version,
+                "p_model": model,
+                "p_analysis": analysis,
+            },
+        )

@@ -1,0 +1,55 @@
+"""Shared fixtures: a real embedded Postgres and migrated databases cloned per test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+
+from monitor.migrate import migrate
+from monitor.store.postgres import PostgresStore
+from tests.postgres import Cluster
+
+MIGRATED_TEMPLATE = "migrated_template"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("pg") / "data")
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f'create database "{MIGRATED_TEMPLATE}"')
+    asyncio.run(migrate(cluster.url(MIGRATED_TEMPLATE)))
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def database_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A freshly migrated database of its own for one test."""
+    name = pg_cluster.create_database(template=MIGRATED_TEMPLATE)
+    yield pg_cluster.url(name)
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def empty_database_url(pg_cluster: Cluster) -> Iterator[str]:
+    name = pg_cluster.create_database()
+    yield pg_cluster.url(name)
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(database_url)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection]:
+    """A plain connection for arranging rows and checking them, as the app would."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
