@@ -234,7 +234,8 @@ $$;
 
 -- Retryable failures go back to 'pending' after an exponential backoff with jitter (at least the
 -- server-requested p_retry_after_seconds); terminal ones, and retryable ones whose attempts are
--- used up, end 'failed' with a notification. Returns 'retry', 'failed' or 'lost'.
+-- used up, end 'failed' with a notification. The attempt budget is the row's max_attempts, capped
+-- by the daemon's MAX_ATTEMPTS (p_max_attempts). Returns 'retry', 'failed' or 'lost'.
 create or replace function fail_order_item(
     p_item uuid,
     p_worker text,
@@ -243,7 +244,8 @@ create or replace function fail_order_item(
     p_retryable boolean,
     p_retry_after_seconds double precision default null,
     p_backoff_base_seconds double precision default 30,
-    p_backoff_max_seconds double precision default 1800
+    p_backoff_max_seconds double precision default 1800,
+    p_max_attempts integer default null
 )
 returns text
 language plpgsql
@@ -263,7 +265,7 @@ begin
     if not found then
         return 'lost';
     end if;
-    if not p_retryable or v_attempts >= v_max_attempts then
+    if not p_retryable or v_attempts >= least(v_max_attempts, coalesce(p_max_attempts, v_max_attempts)) then
         perform _fail_order_item_terminal(p_item, p_error_code, p_error_message);
         return 'failed';
     end if;

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,13 +19,17 @@ MIGRATED_TEMPLATE = "migrated_template"
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("pg") / "data")
+def pg_cluster() -> Iterator[Cluster]:
+    # Not under pytest's tmp_path: pgserver runs postgres as an unprivileged user that must be
+    # able to traverse the directory, and pytest's own dirs are private to the current user.
+    root = Path(tempfile.mkdtemp(prefix="book-monitor-pg-"))
+    cluster = Cluster(root / "data")
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute(f'create database "{MIGRATED_TEMPLATE}"')
     asyncio.run(migrate(cluster.url(MIGRATED_TEMPLATE)))
     yield cluster
     cluster.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -177,6 +177,7 @@ class OrderStore(abc.ABC):
         retry_after: float | None = None,
         backoff_base_seconds: float = 30.0,
         backoff_max_seconds: float = 1800.0,
+        max_attempts: int | None = None,
     ) -> FailOutcome:
         return FailOutcome(
             await self._rpc(
@@ -190,6 +191,7 @@ class OrderStore(abc.ABC):
                     "p_retry_after_seconds": retry_after,
                     "p_backoff_base_seconds": backoff_base_seconds,
                     "p_backoff_max_seconds": backoff_max_seconds,
+                    "p_max_attempts": max_attempts,
                 },
             )
         )

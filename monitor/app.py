@@ -1,0 +1,55 @@
+"""Wiring: which adapters and which processor the settings ask for."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import httpx
+
+from monitor.config import Settings
+from monitor.job import Processor
+from monitor.store.base import OrderStore
+
+DEFAULT_PROCESSOR = "processors.book:create_processor"
+
+
+def build_store(settings: Settings) -> OrderStore:
+    if settings.database_url:
+        from monitor.store.postgres import PostgresStore
+
+        return PostgresStore(
+            settings.database_url,
+            # Claims, heartbeats and progress of every in-flight item, plus headroom for health.
+            max_connections=settings.max_concurrent_orders + 4,
+        )
+    from monitor.store.supabase import SupabaseStore
+
+    assert settings.supabase_url and settings.supabase_service_role_key  # validated by config
+    return SupabaseStore.connect(
+        settings.supabase_url,
+        settings.supabase_service_role_key,
+        http_client=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)),
+    )
+
+
+async def load_processor(spec: str, settings: Settings) -> Processor:
+    """Import ``module:factory`` and build the processor from the settings.
+
+    The factory may be sync or async; the result may have an async ``aclose``.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"processor must look like module:factory, got {spec!r}")
+    factory: Any = getattr(importlib.import_module(module_name), attr)
+    processor = factory(settings)
+    if inspect.isawaitable(processor):
+        processor = await processor
+    return processor
+
+
+async def close_processor(processor: Processor) -> None:
+    aclose = getattr(processor, "aclose", None)
+    if aclose is not None:
+        await aclose()

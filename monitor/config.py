@@ -1,0 +1,261 @@
+"""One Settings object, built from the environment (and ``.env``), validated once at start.
+
+What is required depends on the adapters chosen: ``DATABASE_URL`` with local storage and the
+local AI provider is a complete configuration with no Supabase or Gemini account. Every problem
+is collected and reported in one message, so an operator fixes them in one go.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """The configuration is incomplete or invalid; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+class Secret(str):
+    """A string that never shows itself in ``repr``, logs or tracebacks of Settings."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and the status endpoint."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where orders live.
+    database_url: Secret | None = None
+    supabase_url: str | None = None
+    supabase_service_role_key: Secret | None = None
+    # The queue.
+    poll_interval_seconds: float = 10.0
+    max_concurrent_orders: int = 5
+    lease_seconds: int = 300
+    max_attempts: int = 3
+    retry_backoff_base_seconds: float = 30.0
+    retry_backoff_max_seconds: float = 1800.0
+    shutdown_grace_seconds: float = 30.0
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # The operations surface.
+    host: str = "0.0.0.0"
+    port: int = 5000
+    auto_start_monitor: bool = True
+    admin_token: Secret | None = None
+    log_format: str = "auto"
+    log_level: str = "INFO"
+    # Blob storage.
+    storage_backend: str = "local"
+    storage_bucket: str = "books"
+    storage_public: bool = False
+    signed_url_ttl_seconds: int = 7 * 24 * 3600
+    local_storage_dir: Path = Path("storage")
+    cache_dir: Path = Path(".cache")
+    # Image AI.
+    ai_provider: str = "local"
+    google_api_key: Secret | None = None
+    gemini_analysis_model: str = "gemini-2.5-flash"
+    gemini_image_models: tuple[str, ...] = ("gemini-2.5-flash-image",)
+    gemini_api_version: str = "v1beta"
+    gemini_base_url: str | None = None
+    gemini_timeout_seconds: float = 240.0
+    image_size: str = "2K"
+    page_concurrency: int = 4
+    ai_max_concurrency: int = 8
+    ai_requests_per_minute: float | None = None
+    ai_max_retries: int = 3
+    # Notifications and privacy.
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: Secret | None = None
+    photo_retention_days: int = 30
+
+    @property
+    def store_backend(self) -> str:
+        """``postgres`` when DATABASE_URL is set (it adds LISTEN), else ``supabase``."""
+        return "postgres" if self.database_url else "supabase"
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so log sinks can scrub them wherever they turn up."""
+        values = [getattr(self, f.name) for f in fields(self)]
+        found = [str(v) for v in values if isinstance(v, Secret) and v]
+        if self.database_url:
+            password = urlsplit(self.database_url).password
+            if password:
+                found.append(password)
+        return found
+
+    def describe(self) -> dict[str, Any]:
+        """The settings with secrets masked: safe for logs and the status endpoint."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                value = "***" if value else None
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        if self.database_url:
+            out["database_url"] = redact_url(self.database_url)
+        return out
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> "Settings":
+        """Build from ``environ`` (default: the process environment over ``.env``)."""
+        if environ is None:
+            file_values = dotenv_values(env_file) if env_file and Path(env_file).exists() else {}
+            environ = {**{k: v for k, v in file_values.items() if v is not None}, **os.environ}
+        return _Parser(environ).settings()
+
+
+class _Parser:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.env = {k: v for k, v in environ.items() if v is not None and v.strip() != ""}
+        self.problems: list[str] = []
+
+    def first(self, *names: str) -> str | None:
+        for name in names:
+            if name in self.env:
+                return self.env[name].strip()
+        return None
+
+    def typed(self, name: str, convert: Callable[[str], T], default: T, check: Callable[[T], bool] | None = None,
+              expect: str = "") -> T:
+        raw = self.first(name)
+        if raw is None:
+            return default
+        try:
+            value = convert(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not {expect or convert.__name__}")
+            return default
+        if check is not None and not check(value):
+            self.problems.append(f"{name}={raw!r} must be {expect}")
+            return default
+        return value
+
+    def positive_int(self, name: str, default: int) -> int:
+        return self.typed(name, int, default, lambda v: v > 0, "a positive integer")
+
+    def positive_float(self, name: str, default: float) -> float:
+        return self.typed(name, float, default, lambda v: v > 0, "a positive number")
+
+    def boolean(self, name: str, default: bool) -> bool:
+        return self.typed(name, _parse_bool, default, expect="true or false")
+
+    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+        value = (self.first(name) or default).lower()
+        if value not in options:
+            self.problems.append(f"{name}={value!r} must be one of {', '.join(options)}")
+            return default
+        return value
+
+    def settings(self) -> Settings:
+        database_url = self.first("DATABASE_URL")
+        supabase_url = self.first("SUPABASE_URL")
+        supabase_key = self.first("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY")
+        api_key = self.first("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_AI_API_KEY")
+
+        if database_url and not database_url.startswith(("postgres://", "postgresql://")):
+            self.problems.append("DATABASE_URL must be a postgresql:// connection string")
+        storage_backend = self.choice(
+            "STORAGE_BACKEND", ("supabase", "local"), "supabase" if supabase_url else "local"
+        )
+        ai_provider = self.choice("AI_PROVIDER", ("gemini", "local"), "gemini" if api_key else "local")
+        needs_supabase = not database_url or storage_backend == "supabase"
+        if needs_supabase:
+            why = "the supabase store (DATABASE_URL is not set)" if not database_url else "STORAGE_BACKEND=supabase"
+            if not supabase_url:
+                self.problems.append(f"SUPABASE_URL is required for {why}")
+            if not supabase_key:
+                self.problems.append(f"SUPABASE_SERVICE_ROLE_KEY is required for {why}")
+        if supabase_url and not supabase_url.startswith(("https://", "http://")):
+            self.problems.append("SUPABASE_URL must start with https://")
+        if ai_provider == "gemini" and not api_key:
+            self.problems.append("GOOGLE_API_KEY (or GEMINI_API_KEY) is required for AI_PROVIDER=gemini")
+
+        image_models = tuple(m.strip() for m in (self.first("GEMINI_IMAGE_MODEL") or "").split(",") if m.strip())
+        log_level = (self.first("LOG_LEVEL") or "INFO").upper()
+        if log_level not in {"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"}:
+            self.problems.append(f"LOG_LEVEL={log_level!r} is not a log level")
+            log_level = "INFO"
+        rpm = self.first("AI_REQUESTS_PER_MINUTE")
+
+        values: dict[str, Any] = dict(
+            database_url=Secret(database_url) if database_url else None,
+            supabase_url=supabase_url.rstrip("/") if supabase_url else None,
+            supabase_service_role_key=Secret(supabase_key) if supabase_key else None,
+            poll_interval_seconds=self.positive_float("POLL_INTERVAL_SECONDS", 10.0),
+            max_concurrent_orders=self.positive_int("MAX_CONCURRENT_ORDERS", 5),
+            lease_seconds=self.typed("LEASE_SECONDS", int, 300, lambda v: v >= 3, "an integer >= 3"),
+            max_attempts=self.positive_int("MAX_ATTEMPTS", 3),
+            retry_backoff_base_seconds=self.positive_float("RETRY_BACKOFF_BASE_SECONDS", 30.0),
+            retry_backoff_max_seconds=self.positive_float("RETRY_BACKOFF_MAX_SECONDS", 1800.0),
+            shutdown_grace_seconds=self.typed("SHUTDOWN_GRACE_SECONDS", float, 30.0, lambda v: v >= 0,
+                                              "a number >= 0"),
+            host=self.first("HOST") or "0.0.0.0",
+            port=self.typed("PORT", int, 5000, lambda v: 0 <= v < 65536, "a TCP port"),
+            auto_start_monitor=self.boolean("AUTO_START_MONITOR", True),
+            admin_token=Secret(t) if (t := self.first("ADMIN_TOKEN")) else None,
+            log_format=self.choice("LOG_FORMAT", ("auto", "json", "pretty"), "auto"),
+            log_level=log_level,
+            storage_backend=storage_backend,
+            storage_bucket=self.first("STORAGE_BUCKET") or "books",
+            storage_public=self.boolean("STORAGE_PUBLIC", False),
+            signed_url_ttl_seconds=self.positive_int("SIGNED_URL_TTL_SECONDS", 7 * 24 * 3600),
+            local_storage_dir=Path(self.first("LOCAL_STORAGE_DIR") or "storage"),
+            cache_dir=Path(self.first("CACHE_DIR") or ".cache"),
+            ai_provider=ai_provider,
+            google_api_key=Secret(api_key) if api_key else None,
+            gemini_analysis_model=self.first("GEMINI_ANALYSIS_MODEL") or "gemini-2.5-flash",
+            gemini_image_models=image_models or ("gemini-2.5-flash-image",),
+            gemini_api_version=self.first("GEMINI_API_VERSION") or "v1beta",
+            gemini_base_url=self.first("GEMINI_BASE_URL"),
+            gemini_timeout_seconds=self.positive_float("GEMINI_TIMEOUT_SECONDS", 240.0),
+            image_size=self.choice("IMAGE_SIZE", ("1k", "2k", "4k"), "2k").upper(),
+            page_concurrency=self.positive_int("PAGE_CONCURRENCY", 4),
+            ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", 8),
+            ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0) if rpm else None,
+            ai_max_retries=self.typed("AI_MAX_RETRIES", int, 3, lambda v: v >= 0, "an integer >= 0"),
+            notify_webhook_url=self.first("NOTIFY_WEBHOOK_URL"),
+            notify_webhook_secret=Secret(s) if (s := self.first("NOTIFY_WEBHOOK_SECRET")) else None,
+            photo_retention_days=self.typed("PHOTO_RETENTION_DAYS", int, 30, lambda v: v >= 0,
+                                            "an integer >= 0 (0 switches retention off)"),
+        )
+        if worker_id := self.first("WORKER_ID"):
+            values["worker_id"] = worker_id
+        if values["notify_webhook_url"] and not values["notify_webhook_secret"]:
+            self.problems.append("NOTIFY_WEBHOOK_SECRET is required when NOTIFY_WEBHOOK_URL is set")
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Settings(**values)
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)

@@ -1,0 +1,450 @@
+"""The daemon: an APScheduler poll loop that claims items and runs each in its own task.
+
+Postgres is the coordination engine (ARCHITECTURE section 5); this module only decides *when* to
+claim and keeps each claimed item's lease alive. Everything about *what* happens to an item is the
+injected processor's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from loguru import logger
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from monitor.config import Settings
+from monitor.job import BookResult, Job, LeaseLost, Processor
+from monitor.store.base import FailOutcome, LeaseState, OrderStore, Row, StoreUnavailable
+from processors.errors import OrderError
+
+POLL_JOB_ID = "poll"
+# LISTEN bursts (an order with several items, a batch import) collapse into one claim.
+WAKEUP_DEBOUNCE_SECONDS = 0.05
+LISTEN_RETRY_SECONDS = 5.0
+MAX_OUTAGE_BACKOFF_SECONDS = 60.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class InFlight:
+    """One item being processed by this worker."""
+
+    job: Job
+    started_at: datetime
+    task: asyncio.Task[None] | None = None
+    #: Why the item is being abandoned: "lease_lost", "order_not_paid" or "shutdown".
+    abandon_reason: str | None = None
+
+
+@dataclass
+class MonitorStats:
+    """What the status endpoint and health check report. Never personal data."""
+
+    started_at: datetime = field(default_factory=utcnow)
+    last_poll_at: datetime | None = None
+    last_claim_at: datetime | None = None
+    last_db_ok_at: datetime | None = None
+    db_down_since: datetime | None = None
+    db_error: str | None = None
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    abandoned: int = 0
+
+
+class Monitor:
+    """Claims paid items and runs the processor on each, at most ``max_concurrent_orders`` at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: OrderStore,
+        processor: Processor,
+        *,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.processor = processor
+        self.worker = settings.worker_id
+        self.stats = MonitorStats()
+        self.in_flight: dict[str, InFlight] = {}
+        self.claiming = settings.auto_start_monitor
+        self._on_event = on_event or (lambda name, data: None)
+        self._scheduler: AsyncIOScheduler | None = None
+        self._stopping = False
+        self._stop_requested = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
+        self._poll_again = False
+        self._wakeup_handle: asyncio.TimerHandle | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._outage_failures = 0
+        self._outage_retry_at = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._scheduler.add_job(
+            self.poll,
+            "interval",
+            seconds=self.settings.poll_interval_seconds,
+            id=POLL_JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+            misfire_grace_time=None,
+        )
+        self._scheduler.start()
+        if self.store.supports_listen:
+            self._listen_task = self._spawn(self._listen_forever())
+        logger.info(
+            "monitor started",
+            worker=self.worker,
+            poll_interval=self.settings.poll_interval_seconds,
+            max_concurrent=self.settings.max_concurrent_orders,
+            claiming=self.claiming,
+        )
+
+    def request_stop(self) -> None:
+        """Signal-safe: ask :meth:`run` to drain and exit."""
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT, then drain and shut down."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+            logger.info("stop requested; draining", in_flight=len(self.in_flight))
+        finally:
+            await self.shutdown()
+
+    async def run_once(self) -> int:
+        """Claim and process until nothing is claimable, then return how many items were run.
+
+        Raises StoreUnavailable when the database could not be reached, so cron sees a failure.
+        """
+        await self.store.open()
+        processed = 0
+        try:
+            while True:
+                claimed = await self._claim_batch()
+                processed += len(claimed)
+                if not claimed and not self.in_flight:
+                    if self.stats.db_down_since is not None:
+                        raise StoreUnavailable(self.stats.db_error or "database unavailable")
+                    return processed
+                if self.in_flight:
+                    await asyncio.wait(
+                        [f.task for f in self.in_flight.values() if f.task],
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop claiming, give in-flight items the grace period, release the rest, close.
+
+        APScheduler's executor cancels running jobs on shutdown, so our own item tasks are drained
+        first and the scheduler is stopped last.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.pause()
+        if self._wakeup_handle is not None:
+            self._wakeup_handle.cancel()
+        tasks = [f.task for f in self.in_flight.values() if f.task]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
+            for flight in list(self.in_flight.values()):
+                if flight.task in pending:
+                    flight.abandon_reason = "shutdown"
+                    flight.task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            await asyncio.gather(self._listen_task, return_exceptions=True)
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        await self.store.close()
+        logger.info("monitor stopped", completed=self.stats.completed, failed=self.stats.failed)
+
+    # ------------------------------------------------------------------ steering
+
+    def stop_claiming(self) -> None:
+        self.claiming = False
+        logger.info("claiming stopped by operator")
+
+    def start_claiming(self) -> None:
+        self.claiming = True
+        logger.info("claiming started by operator")
+        self.wake_up()
+
+    def wake_up(self) -> None:
+        """Poll soon (debounced). Safe to call from callbacks and from many places at once."""
+        if self._stopping or self._wakeup_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._wakeup_handle = loop.call_later(WAKEUP_DEBOUNCE_SECONDS, self._wakeup_now)
+
+    def _wakeup_now(self) -> None:
+        self._wakeup_handle = None
+        if not self._stopping:
+            self._spawn(self.poll())
+
+    # ------------------------------------------------------------------ polling
+
+    async def poll(self) -> None:
+        """One poll: claim what capacity allows and start the items.
+
+        Runs from the scheduler and from wake-ups; a wake-up during a running poll makes that poll
+        go round once more instead of being dropped, so no notification is lost.
+        """
+        if self._poll_lock.locked():
+            self._poll_again = True
+            return
+        async with self._poll_lock:
+            self._poll_again = True
+            while self._poll_again and not self._stopping:
+                self._poll_again = False
+                await self._claim_batch()
+
+    async def _claim_batch(self) -> list[Row]:
+        self.stats.last_poll_at = utcnow()
+        if not self.claiming or self._stopping:
+            return []
+        if time.monotonic() < self._outage_retry_at:
+            return []
+        capacity = self.settings.max_concurrent_orders - len(self.in_flight)
+        try:
+            claimed = await self.store.claim(self.worker, capacity, self.settings.lease_seconds)
+        except StoreUnavailable as exc:
+            self._record_outage(exc)
+            return []
+        self._record_db_ok()
+        if claimed:
+            self.stats.last_claim_at = utcnow()
+            logger.info("claimed {} item(s)", len(claimed), items=[r["id"] for r in claimed])
+        for row in claimed:
+            self._start_item(row)
+        return claimed
+
+    def _record_outage(self, exc: Exception) -> None:
+        self._outage_failures += 1
+        delay = min(2.0 ** self._outage_failures, MAX_OUTAGE_BACKOFF_SECONDS)
+        self._outage_retry_at = time.monotonic() + delay
+        if self.stats.db_down_since is None:
+            self.stats.db_down_since = utcnow()
+            logger.warning("database unavailable; backing off", error=str(exc))
+        self.stats.db_error = str(exc)
+        # Polls are interval-driven; make sure one comes right after the backoff even with a
+        # long poll interval, so recovery does not wait a whole interval.
+        asyncio.get_running_loop().call_later(delay, self.wake_up)
+
+    def _record_db_ok(self) -> None:
+        if self.stats.db_down_since is not None:
+            logger.info("database reachable again", down_since=self.stats.db_down_since.isoformat())
+        self.stats.db_down_since = None
+        self.stats.db_error = None
+        self.stats.last_db_ok_at = utcnow()
+        self._outage_failures = 0
+        self._outage_retry_at = 0.0
+
+    async def check_database(self) -> bool:
+        """Probe the database (used by health checks between polls); updates the stats."""
+        try:
+            await self.store.queue_depth()
+        except StoreUnavailable as exc:
+            self._record_outage(exc)
+            return False
+        self._record_db_ok()
+        return True
+
+    async def _listen_forever(self) -> None:
+        """LISTEN for ready items; on failure log once, poll meanwhile, and try again."""
+        warned = False
+        while not self._stopping:
+            try:
+                await self.store.listen(self._on_notify)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure means: fall back to polling
+                if not warned:
+                    logger.warning(
+                        "LISTEN unavailable, relying on polling until it is back",
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                    warned = True
+                await asyncio.sleep(LISTEN_RETRY_SECONDS)
+            else:
+                warned = False
+
+    def _on_notify(self) -> None:
+        self.wake_up()
+
+    # ------------------------------------------------------------------ one item
+
+    def _start_item(self, row: Row) -> None:
+        job = Job(item=row, worker=self.worker, store=self.store)
+        flight = InFlight(job=job, started_at=utcnow())
+        self.in_flight[job.item_id] = flight
+        flight.task = self._spawn(self._run_item(flight))
+
+    async def _run_item(self, flight: InFlight) -> None:
+        job = flight.job
+        try:
+            with logger.contextualize(item_id=job.item_id, attempt=job.attempt, worker=self.worker):
+                await self._process(flight)
+        finally:
+            self.in_flight.pop(job.item_id, None)
+            # Capacity just freed up: look for more work now rather than at the next interval.
+            self.wake_up()
+
+    async def _process(self, flight: InFlight) -> None:
+        job = flight.job
+        started = time.monotonic()
+        logger.info("processing item")
+        work = asyncio.ensure_future(self.processor(job))
+        keeper = self._spawn(self._keep_lease(flight, work))
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            await self._abandon(flight)
+            if flight.abandon_reason is None:
+                raise
+            return
+        except LeaseLost:
+            flight.abandon_reason = "lease_lost"
+            await self._abandon(flight)
+            return
+        except OrderError as exc:
+            await self._fail(job, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the daemon
+            logger.exception("processor crashed")
+            await self._fail(job, OrderError(f"{type(exc).__name__}: {exc}"), retryable=True)
+            return
+        finally:
+            keeper.cancel()
+        await self._complete(job, result, time.monotonic() - started)
+
+    async def _keep_lease(self, flight: InFlight, work: asyncio.Future[Any]) -> None:
+        """Heartbeat every lease/3; cancel the work when the lease is gone."""
+        lease = self.settings.lease_seconds
+        last_ok = time.monotonic()
+        while not work.done():
+            await asyncio.sleep(lease / 3)
+            try:
+                state = await self.store.heartbeat(flight.job.item_id, self.worker, lease)
+            except StoreUnavailable as exc:
+                logger.warning("heartbeat failed", error=str(exc))
+                if time.monotonic() - last_ok < lease:
+                    continue
+                # The lease has run out unrenewed: another worker may own the item by now.
+                state = LeaseState.LOST
+            if state is LeaseState.OK:
+                last_ok = time.monotonic()
+                continue
+            flight.abandon_reason = state.value if state is LeaseState.ORDER_NOT_PAID else "lease_lost"
+            work.cancel()
+            return
+
+    async def _abandon(self, flight: InFlight) -> None:
+        reason = flight.abandon_reason
+        job = flight.job
+        if reason == "shutdown":
+            released = await self._write(lambda: self.store.release(job.item_id, self.worker))
+            self.stats.released += 1
+            logger.info("released item for another worker", released=bool(released))
+        elif reason is not None:
+            self.stats.abandoned += 1
+            logger.warning("abandoned item", reason=reason)
+            self._on_event("abandoned", {"reason": reason})
+
+    async def _complete(self, job: Job, result: BookResult, seconds: float) -> None:
+        done = await self._write(
+            lambda: self.store.complete(
+                job.item_id,
+                self.worker,
+                pdf_path=result.pdf_path,
+                pdf_url=result.pdf_url,
+                cover_path=result.cover_path,
+                cover_url=result.cover_url,
+                usage=result.usage or None,
+            )
+        )
+        if done:
+            self.stats.completed += 1
+            logger.info("item completed", seconds=round(seconds, 2))
+            self._on_event("completed", {"seconds": seconds})
+        else:
+            logger.warning("completion refused: the lease was lost before it was written")
+
+    async def _fail(self, job: Job, exc: OrderError, *, retryable: bool | None = None) -> None:
+        retryable = exc.retryable if retryable is None else retryable
+        outcome = await self._write(
+            lambda: self.store.fail(
+                job.item_id,
+                self.worker,
+                error_code=exc.code,
+                error_message=exc.parent_message,
+                retryable=retryable,
+                retry_after=getattr(exc, "retry_after", None),
+                backoff_base_seconds=self.settings.retry_backoff_base_seconds,
+                backoff_max_seconds=self.settings.retry_backoff_max_seconds,
+                max_attempts=self.settings.max_attempts,
+            )
+        )
+        if outcome is FailOutcome.RETRY:
+            self.stats.retried += 1
+        elif outcome is FailOutcome.FAILED:
+            self.stats.failed += 1
+        logger.warning(
+            "item failed",
+            error_code=exc.code,
+            retryable=retryable,
+            outcome=outcome.value if outcome else "unwritten",
+            detail=exc.detail,
+        )
+        self._on_event("failed", {"error_code": exc.code, "outcome": outcome})
+
+    async def _write(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """A final write, retried through short database blips. None if it never got through:
+        the lease then expires and another worker finishes the item from its checkpoints."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(StoreUnavailable),
+                stop=stop_after_attempt(5),
+                wait=wait_exponential(multiplier=0.5, max=8),
+                reraise=True,
+            ):
+                with attempt:
+                    return await call()
+        except StoreUnavailable as exc:
+            logger.error("could not record the outcome; the lease will expire", error=str(exc))
+        return None
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Keep a reference to background tasks so they are not garbage-collected mid-flight."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,0 +1,90 @@
+"""The contract between the daemon (when and who) and a processor (what).
+
+A processor is any async callable taking a :class:`Job` and returning a :class:`BookResult`. It
+reports progress and checkpoints through the job, which fences every write: once the lease is
+lost, the next write raises :class:`LeaseLost` and the daemon abandons the item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Protocol
+
+from monitor.store.base import ItemContext, OrderStore, Row
+
+
+class LeaseLost(Exception):
+    """Another worker owns the item now (or it ended meanwhile): stop, write nothing more."""
+
+
+@dataclass(frozen=True)
+class BookResult:
+    pdf_path: str
+    pdf_url: str
+    cover_path: str
+    cover_url: str
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """One claimed order item, as a processor sees it."""
+
+    item: Row
+    worker: str
+    store: OrderStore
+    step: str = "Starting"
+    progress: int = 0
+
+    @property
+    def item_id(self) -> str:
+        return self.item["id"]
+
+    @property
+    def attempt(self) -> int:
+        return int(self.item.get("attempts") or 0)
+
+    async def load_context(self) -> ItemContext:
+        context = await self.store.load_context(self.item_id, self.worker)
+        if context is None:
+            raise LeaseLost(self.item_id)
+        return context
+
+    async def report(
+        self,
+        progress: int,
+        step: str,
+        *,
+        pages_total: int | None = None,
+        usage: dict[str, int] | None = None,
+    ) -> None:
+        """Write progress for the app's progress bar (and usage so far, for cost tracking)."""
+        self.progress, self.step = progress, step
+        if not await self.store.set_progress(
+            self.item_id, self.worker, progress, step, pages_total=pages_total, usage=usage
+        ):
+            raise LeaseLost(self.item_id)
+
+    async def checkpoint(
+        self, page_number: int, image_path: str, *, prompt_version: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Record a finished illustration (0 = cover) so no later attempt pays for it again."""
+        if not await self.store.checkpoint_page(
+            self.item_id, self.worker, page_number, image_path,
+            prompt_version=prompt_version, model=model,
+        ):
+            raise LeaseLost(self.item_id)
+
+
+class Processor(Protocol):
+    def __call__(self, job: Job) -> Awaitable[BookResult]: ...
+
+
+class ClosableProcessor(Processor, Protocol):
+    async def aclose(self) -> None: ...
+
+
+def describe_item(item: Row) -> dict[str, Any]:
+    """The non-personal facts about an item, for logs and the status endpoint."""
+    return {"item_id": item.get("id"), "attempt": item.get("attempts")}
