@@ -1,0 +1,242 @@
+"""Decoding, validation, normalization and quality checks for every image the pipeline touches.
+
+Three kinds of image come through here, each trusted differently:
+
+- the child's photo, uploaded by a parent: hostile until proven otherwise (``normalize_photo``);
+- catalog cover and page images: ours, but still decoded defensively (``load_page_image``);
+- model outputs: checked for the ways a model fails without an error (``fit_output``).
+
+All of them leave as 8-bit sRGB ``RGB`` images with no metadata attached, so nothing from an
+upload (GPS position, comments, a stale colour profile) can leak into what we send or print.
+
+Every function here is synchronous and CPU-bound: callers on the event loop run them through
+``asyncio.to_thread`` so heartbeats keep flowing while a 48-megapixel photo is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+
+import pillow_heif
+from loguru import logger
+from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
+
+from processors.errors import OrderError, RetryableError, TerminalError
+
+# Registers the "HEIF" format with Pillow so HEIC photos from iPhones open like any other.
+pillow_heif.register_heif_opener()
+
+MAX_PHOTO_BYTES = 20 * 1024 * 1024
+MIN_PHOTO_SIDE = 512
+
+# Pillow format names that ``Image.open`` may try. Restricting the plugins is the format sniff:
+# each plugin recognises its own magic bytes, so an HTML page named ``photo.jpg`` or a GIF
+# matches none. (The JPEG plugin also opens phone cameras' multi-picture JPEGs, as "MPO".)
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF")
+# Image models answer in one of these; catalog art is stored in them too.
+_GENERATED_FORMATS = ("JPEG", "PNG", "WEBP")
+
+# Aspect ratios the Gemini image models accept for ``image_config.aspect_ratio``.
+SUPPORTED_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+
+# Quality checks run on small copies: cheap, and insensitive to JPEG noise and resampling.
+_CHECK_SIDE = 256
+# Highest per-channel standard deviation (0-255 scale) that still counts as a blank image.
+BLANK_STDDEV = 3.0
+# Mean absolute difference (0-255 scale) under which an output is the input handed back.
+# Re-encoding or rescaling a picture moves it by under 1 (measured at JPEG quality 75), while
+# redrawing a character over a fifth of a page moves it by about 10.
+UNCHANGED_MEAN_DIFF = 1.5
+
+ErrorFactory = Callable[[str], OrderError]
+
+
+class PhotoInvalid(TerminalError):
+    """The child's photo cannot be used: the parent has to upload another one."""
+
+    code = "photo_invalid"
+    parent_message = (
+        "We could not read the photo. Please upload a JPEG, PNG, WEBP or HEIC photo "
+        "of at least 512 pixels."
+    )
+
+
+class BookImageInvalid(TerminalError):
+    """A catalog cover or page image does not decode: the book itself needs fixing."""
+
+    code = "book_image_invalid"
+
+
+class OutputInvalid(RetryableError):
+    """The image model answered with a picture we cannot use; another call may well succeed."""
+
+    code = "ai_bad_output"
+
+
+def normalize_photo(
+    data: bytes, *, max_bytes: int = MAX_PHOTO_BYTES, min_side: int = MIN_PHOTO_SIDE
+) -> Image.Image:
+    """Validate an uploaded photo and return it upright, as 8-bit sRGB RGB.
+
+    Everything that can be judged from the header (byte size, real format, pixel count, short
+    side) is judged before any pixel is decoded, so a decompression bomb costs a few bytes of
+    parsing. Animated images keep their first frame only. Raises ``PhotoInvalid``.
+    """
+    if len(data) > max_bytes:
+        raise PhotoInvalid(f"photo is {len(data)} bytes, the limit is {max_bytes}")
+    image = _open(data, PHOTO_FORMATS, PhotoInvalid)
+    if min(image.size) < min_side:
+        raise PhotoInvalid(f"photo is {image.width}x{image.height}, short side under {min_side}")
+    return _decode(image, PhotoInvalid)
+
+
+def load_page_image(data: bytes) -> Image.Image:
+    """Decode a catalog cover or page image to upright 8-bit sRGB RGB.
+
+    Raises ``BookImageInvalid`` (``book_image_invalid``): no retry can repair a broken catalog file.
+    """
+    return _decode(_open(data, _GENERATED_FORMATS, BookImageInvalid), BookImageInvalid)
+
+
+def downscale(img: Image.Image, max_side: int) -> Image.Image:
+    """Shrink ``img`` so its longer side is at most ``max_side``, keeping the aspect ratio.
+
+    Images already small enough are returned as they are, not copied, so treat the result as
+    read-only; images are never enlarged.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be positive, got {max_side}")
+    scale = max_side / max(img.size)
+    if scale >= 1:
+        return img
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def to_jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    """Encode as a baseline RGB JPEG carrying pixels only.
+
+    No EXIF (so a photo's GPS position never leaves the server), no colour profile (the pixels
+    are sRGB, which is what a profile-less JPEG means) and no comment, which Pillow would
+    otherwise copy from ``img.info``.
+    """
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=quality, optimize=True, progressive=False, comment=b"")
+    return out.getvalue()
+
+
+def image_part_bytes(img: Image.Image, max_side: int) -> bytes:
+    """JPEG bytes of ``img`` scaled down for a model request.
+
+    Pixels beyond what the model looks at only add upload time and input tokens.
+    """
+    return to_jpeg(downscale(img, max_side))
+
+
+def fit_output(output: bytes, *, original: Image.Image) -> Image.Image:
+    """Check a model's picture and bring it to ``original``'s exact pixel size.
+
+    ``original`` is the RGB page or cover the model was asked to redraw, as ``load_page_image``
+    returns it. Models return their own
+    resolution and sometimes a slightly different aspect ratio, so the output is centre-cropped
+    to the original's ratio and resized with LANCZOS. Raises ``OutputInvalid`` when the output
+    does not decode, is blank, or is the original handed back unchanged: each is a failed call,
+    never a page to print.
+    """
+    image = _decode(_open(output, _GENERATED_FORMATS, OutputInvalid), OutputInvalid)
+    small = downscale(image, _CHECK_SIDE)
+    if max(ImageStat.Stat(small).stddev) < BLANK_STDDEV:
+        raise OutputInvalid("model output is blank (near-uniform colour)")
+    fitted = ImageOps.fit(image, original.size, Image.Resampling.LANCZOS)
+    difference = ImageChops.difference(
+        downscale(fitted, _CHECK_SIDE), downscale(original, _CHECK_SIDE)
+    )
+    mean_difference = sum(ImageStat.Stat(difference).mean) / 3
+    if mean_difference < UNCHANGED_MEAN_DIFF:
+        raise OutputInvalid(
+            f"model output is the unchanged input (mean difference {mean_difference:.2f})"
+        )
+    return fitted
+
+
+def aspect_ratio_label(width: int, height: int) -> str:
+    """The supported aspect ratio nearest to ``width``:``height``.
+
+    Ratios are compared on a log scale, so that 2:1 and 1:2 are equally far from 1:1.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    target = math.log(width / height)
+
+    def distance(label: str) -> float:
+        w, h = label.split(":")
+        return abs(math.log(int(w) / int(h)) - target)
+
+    return min(SUPPORTED_ASPECT_RATIOS, key=distance)
+
+
+def _open(data: bytes, formats: tuple[str, ...], fail: ErrorFactory) -> Image.Image:
+    """Parse the header only and reject decompression bombs before any pixel is decoded.
+
+    Pillow raises ``DecompressionBombError`` above twice ``Image.MAX_IMAGE_PIXELS`` but only
+    warns between one and two times the limit; a ``warnings`` filter cannot turn that warning
+    into an error here, because filters are process-global and this runs in worker threads.
+    Comparing the header's size with the same limit rejects that range just as firmly.
+    """
+    if not data:
+        raise fail("empty file")
+    try:
+        image = Image.open(io.BytesIO(data), formats=formats)
+    except Image.DecompressionBombError as exc:
+        raise fail(f"decompression bomb: {exc}") from exc
+    except Exception as exc:  # Pillow signals unreadable headers with many exception types.
+        raise fail(f"not a readable {'/'.join(formats)} image: {exc}") from exc
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise fail(f"decompression bomb: {image.width}x{image.height} exceeds {limit} pixels")
+    return image
+
+
+def _decode(image: Image.Image, fail: ErrorFactory) -> Image.Image:
+    """Decode the pixels, apply the EXIF orientation and convert to 8-bit sRGB RGB.
+
+    Metadata is dropped from the result: it described the upload, not our pixels (the colour
+    profile no longer applies after conversion, the orientation has been applied).
+    """
+    try:
+        upright = ImageOps.exif_transpose(image)
+        rgb = _to_srgb(upright, image.info.get("icc_profile"))
+    except Exception as exc:  # Truncated or corrupt data surfaces as OSError, ValueError, ...
+        raise fail(f"image does not decode: {exc}") from exc
+    rgb.info = {}
+    return rgb
+
+
+def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """Bring any decoded mode to 8-bit RGB, through the embedded ICC profile when it works."""
+    if image.mode.startswith("I"):
+        # 16-bit greyscale: scale to 8 bits; a plain convert would clip everything above 255.
+        image = image.convert("I").point(lambda value: value / 256).convert("L")
+    if image.has_transparency_data:
+        # Transparent areas become white paper, not the black a plain RGB convert would give.
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    if image.mode not in ("RGB", "CMYK", "L"):
+        image = image.convert("RGB")
+    if icc_profile:
+        try:
+            # Profiles are built per call: LittleCMS profile handles are not safe to share
+            # between the worker threads this runs in.
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            srgb = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError) as exc:
+            # A broken or mismatched profile costs colour accuracy, not the photo.
+            logger.warning("ignoring unusable ICC profile: {}", exc)
+        else:
+            if converted is not None:
+                return converted
+    return image.convert("RGB") if image.mode != "RGB" else image
