@@ -1,0 +1,116 @@
+"""Blob storage in a local directory (``STORAGE_BACKEND=local``, ``LOCAL_STORAGE_DIR``).
+
+For the offline demo, the test suite and single-machine installs. Object keys map to files below
+the root; every write lands under a temporary name and is renamed into place, so a reader (the
+app, a web server, a second replica on a shared disk) never sees half a file. File I/O runs in a
+worker thread, so a PDF of many megabytes does not stall the event loop and its heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+from urllib.parse import quote
+
+from monitor.storage.base import ObjectNotFound, StorageUnavailable
+from monitor.storage.paths import InvalidPath, validate_key
+
+#: Objects are meant to be served (``base_url``), so they are world-readable like any upload.
+_FILE_MODE = 0o644
+
+
+class LocalStorage:
+    """The blob-storage port over a directory.
+
+    ``url_for`` gives ``base_url`` + key when the directory is published by a web server, else a
+    ``file://`` URL (useful on the machine itself only). Content types are not stored: files are
+    served by their extension, which the daemon's paths always carry.
+    """
+
+    def __init__(self, root: Path, base_url: str | None = None) -> None:
+        self._root = root.resolve()
+        self._base_url = base_url.rstrip("/") + "/" if base_url else None
+
+    async def download(self, path: str) -> bytes:
+        file = self._file(path)
+        try:
+            return await asyncio.to_thread(file.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(f"no object at {path!r}") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"reading {path!r} failed: {exc.strerror}") from exc
+
+    async def upload(self, path: str, data: bytes, content_type: str) -> None:
+        await self._write(path, lambda out: out.write(data))
+
+    async def upload_file(self, path: str, source: Path, content_type: str) -> None:
+        def copy(out: BinaryIO) -> None:
+            with source.open("rb") as src:
+                shutil.copyfileobj(src, out)
+
+        await self._write(path, copy)
+
+    async def url_for(self, path: str) -> str:
+        if self._base_url is None:
+            return self._file(path).as_uri()
+        return self._base_url + quote(validate_key(path))
+
+    async def delete(self, paths: list[str]) -> None:
+        files = [self._file(path) for path in paths]
+
+        def unlink_all() -> None:
+            for file in files:
+                file.unlink(missing_ok=True)
+
+        try:
+            await asyncio.to_thread(unlink_all)
+        except OSError as exc:
+            raise StorageUnavailable(f"deleting objects failed: {exc.strerror}") from exc
+
+    async def aclose(self) -> None:
+        """Nothing to release: files are opened and closed per call."""
+
+    async def _write(self, path: str, write: Callable[[BinaryIO], object]) -> None:
+        file = self._file(path)
+        try:
+            await asyncio.to_thread(_write_atomically, file, write)
+        except OSError as exc:
+            raise StorageUnavailable(f"writing {path!r} failed: {exc.strerror}") from exc
+
+    def _file(self, path: str) -> Path:
+        """The file for an object key; refuses keys that would resolve outside the root.
+
+        ``validate_key`` already rules out ``..`` and absolute keys; resolving also catches a
+        symlink below the root that points elsewhere.
+        """
+        file = self._root.joinpath(*validate_key(path).split("/"))
+        if not file.resolve().is_relative_to(self._root):
+            raise InvalidPath(f"storage path leaves the storage directory: {path!r}")
+        return file
+
+
+def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace ``target`` with what ``write`` writes, all or nothing.
+
+    The data goes to a temporary file in the same directory, is flushed to disk, and is renamed
+    over ``target``, so after a crash ``target`` holds the old or the new content, never a mix.
+    Blocking: call it in a thread.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, _FILE_MODE)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
