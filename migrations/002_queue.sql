@@ -286,6 +286,23 @@ begin
 end;
 $$;
 
+-- The child analysis is a paid call too: kept on the item so a resumed attempt reuses it.
+create or replace function save_child_analysis(p_item uuid, p_worker text, p_analysis jsonb)
+returns boolean
+language sql
+as $$
+    with updated as (
+        update order_items
+           set child_analysis = p_analysis,
+               updated_at = now()
+         where id = p_item
+           and claimed_by = p_worker
+           and generation_status = 'processing'
+        returning 1
+    )
+    select exists (select 1 from updated);
+$$;
+
 -- Graceful shutdown: hand the item back without counting the attempt. Checkpoints stay, so the
 -- next claimant resumes where this one stopped.
 create or replace function release_order_item(p_item uuid, p_worker text)

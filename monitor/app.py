@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 
 from monitor.config import Settings
 from monitor.job import Processor
+from monitor.storage.base import BlobStorage
 from monitor.store.base import OrderStore
 
-DEFAULT_PROCESSOR = "processors.book:create_processor"
+DEFAULT_PROCESSOR = "processors.factory:create_processor"
 
 
 def build_store(settings: Settings) -> OrderStore:
@@ -53,3 +55,26 @@ async def close_processor(processor: Processor) -> None:
     aclose = getattr(processor, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+async def build_storage(settings: Settings, resources: AsyncExitStack) -> BlobStorage:
+    """The blob storage the settings ask for; connections it opens are closed by ``resources``."""
+    if settings.storage_backend == "local":
+        from monitor.storage.local import LocalStorage
+
+        return LocalStorage(settings.local_storage_dir)
+    from monitor.storage.supabase import SupabaseStorage
+    from monitor.supabase_client import create_supabase_client
+
+    assert settings.supabase_url and settings.supabase_service_role_key  # validated by config
+    http_client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+    resources.push_async_callback(http_client.aclose)
+    client = await create_supabase_client(
+        settings.supabase_url, settings.supabase_service_role_key, http_client
+    )
+    return SupabaseStorage(
+        client,
+        settings.storage_bucket,
+        public=settings.storage_public,
+        signed_url_ttl=settings.signed_url_ttl_seconds,
+    )

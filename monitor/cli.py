@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from loguru import logger
 
@@ -39,12 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
             help="module:factory building the item processor (default: %(default)s)",
         )
     commands.add_parser("migrate", help="apply pending SQL migrations (needs DATABASE_URL)")
+
+    demo = commands.add_parser(
+        "demo", help="make one book end to end on an embedded Postgres, no account needed")
+    demo.add_argument("--photo", type=Path, help="the child's photo (default: a drawn sample)")
+    demo.add_argument("--name", default="Mia", help="the child's name (default: %(default)s)")
+    demo.add_argument("--age", type=int, default=5, help="the child's age (default: %(default)s)")
+    demo.add_argument("--gender", default="girl", help="girl, boy or child (default: %(default)s)")
+    demo.add_argument("--home", type=Path, default=Path(".demo"),
+                      help="where the demo keeps its database and files (default: %(default)s)")
+
+    book = commands.add_parser("import-book", help="add a book (cover + numbered pages) to the catalog")
+    book.add_argument("directory", type=Path)
+    book.add_argument("--title", required=True)
+    book.add_argument("--book-id", help="uuid to use (re-importing an id replaces its pages)")
+    book.add_argument("--genre")
+    book.add_argument("--age-min", type=int)
+    book.add_argument("--age-max", type=int)
+    book.add_argument("--trim", default="8.5x8.5", help="trim size in inches, WxH (default: %(default)s)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     command = args.command or "run"
+    if command == "demo":
+        return _demo(args)
     try:
         settings = Settings.from_env(env_file=args.env_file)
     except ConfigError as exc:
@@ -55,9 +77,57 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "migrate":
             return asyncio.run(_migrate(settings))
+        if command == "import-book":
+            return asyncio.run(_import_book(settings, args, parser))
         return asyncio.run(_serve(settings, processor_spec, once=command == "once"))
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run_demo
+
+    # The demo talks to a person: readable warnings only, the progress goes to stdout.
+    setup_logging(level="WARNING", fmt="pretty")
+    try:
+        return asyncio.run(run_demo(home=args.home, photo=args.photo, name=args.name,
+                                    age=args.age, gender=args.gender))
+    except ConfigError as exc:
+        print(f"run_monitor.py demo: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+async def _import_book(settings: Settings, args: argparse.Namespace,
+                       parser: argparse.ArgumentParser) -> int:
+    from contextlib import AsyncExitStack
+
+    from monitor.app import build_storage
+    from monitor.catalog import CatalogError, import_book, read_book_dir
+
+    try:
+        width, height = (float(v) for v in args.trim.lower().split("x"))
+    except ValueError:
+        parser.error(f"--trim must look like 8.5x11, got {args.trim!r}")
+    store = build_store(settings)
+    async with AsyncExitStack() as resources:
+        storage = await build_storage(settings, resources)
+        resources.push_async_callback(storage.aclose)
+        await store.open()
+        resources.push_async_callback(store.close)
+        try:
+            book_id = await import_book(
+                store, storage, read_book_dir(args.directory, args.title), book_id=args.book_id,
+                genre=args.genre, age_min=args.age_min, age_max=args.age_max,
+                trim_width_in=width, trim_height_in=height,
+            )
+        except CatalogError as exc:
+            logger.error(str(exc))
+            return EXIT_CONFIG
+        except StoreUnavailable as exc:
+            logger.error("database unreachable", error=str(exc))
+            return EXIT_FAILURE
+    print(book_id)
+    return EXIT_OK
 
 
 async def _migrate(settings: Settings) -> int:

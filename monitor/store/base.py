@@ -196,6 +196,14 @@ class OrderStore(abc.ABC):
             )
         )
 
+    async def save_child_analysis(self, item_id: str, worker: str, analysis: Row) -> bool:
+        return bool(
+            await self._rpc(
+                "save_child_analysis",
+                {"p_item": item_id, "p_worker": worker, "p_analysis": analysis},
+            )
+        )
+
     async def release(self, item_id: str, worker: str) -> bool:
         return bool(
             await self._rpc("release_order_item", {"p_item": item_id, "p_worker": worker})
@@ -238,3 +246,28 @@ class OrderStore(abc.ABC):
                 "p_analysis": analysis,
             },
         )
+
+    async def import_book(self, book: Row, pages: list[Row]) -> str:
+        """Add a catalog entry (or replace an existing id's pages); returns the book id."""
+        return await self._rpc("import_book", {"p_book": book, "p_pages": pages})
+
+    async def create_paid_order_item(
+        self, book_id: str, *, child_name: str, child_age: int | None, child_gender: str | None,
+        child_photo_path: str, user_id: str | None = None,
+    ) -> str:
+        """A paid order with one item, as the app creates it (demo and benchmarks)."""
+        return await self._rpc(
+            "create_paid_order_item",
+            {
+                "p_book": book_id,
+                "p_child_name": child_name,
+                "p_child_age": child_age,
+                "p_child_gender": child_gender,
+                "p_child_photo_path": child_photo_path,
+                "p_user": user_id,
+            },
+        )
+
+    async def item_summary(self, item_id: str) -> Row | None:
+        """Status, progress, results and error of one item, as the app would see them."""
+        return await self._rpc("order_item_summary", {"p_item": item_id})

@@ -1,0 +1,119 @@
+"""``run_monitor.py import-book``: how an operator adds a book to the catalog.
+
+A directory holds ``cover.<ext>`` and numbered page images (``01.jpg``, ``page-2.png``, ...), plus
+an optional ``pages.json`` mapping page numbers to ``{"text", "has_character", "character_box"}``
+(and ``"cover"`` to ``{"character_box"}``).
+Images are checked to decode, uploaded under ``catalog/{book_id}/``, and the rows are written by
+one SQL function call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor.storage.base import BlobStorage
+from monitor.store.base import OrderStore
+from processors.images import load_page_image
+
+IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+_PAGE_NUMBER = re.compile(r"(\d+)")
+
+
+class CatalogError(ValueError):
+    """The directory does not describe a book; the message says what to fix."""
+
+
+@dataclass
+class BookSource:
+    title: str
+    cover: Path
+    pages: dict[int, Path]
+    page_meta: dict[int, dict[str, Any]] = field(default_factory=dict)
+    cover_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_book_dir(directory: Path, title: str) -> BookSource:
+    if not directory.is_dir():
+        raise CatalogError(f"{directory} is not a directory")
+    images = [p for p in sorted(directory.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    covers = [p for p in images if p.stem.lower() == "cover"]
+    if not covers:
+        raise CatalogError(f"{directory} has no cover image (cover.jpg, cover.png or cover.webp)")
+    pages: dict[int, Path] = {}
+    for path in images:
+        if path in covers:
+            continue
+        match = _PAGE_NUMBER.search(path.stem)
+        if match is None:
+            raise CatalogError(f"{path.name}: page images need a number in their name")
+        number = int(match.group(1))
+        if number < 1 or number in pages:
+            raise CatalogError(f"{path.name}: page number {number} is invalid or used twice")
+        pages[number] = path
+    if not pages:
+        raise CatalogError(f"{directory} has no page images")
+    meta_file = directory / "pages.json"
+    meta: dict[int, dict[str, Any]] = {}
+    cover_meta: dict[str, Any] = {}
+    if meta_file.exists():
+        try:
+            raw = json.loads(meta_file.read_text(encoding="utf-8"))
+            cover_meta = dict(raw.pop("cover", {}))
+            meta = {int(k): dict(v) for k, v in raw.items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise CatalogError(f"pages.json must map page numbers to objects: {exc}") from exc
+        unknown = set(meta) - set(pages)
+        if unknown:
+            raise CatalogError(f"pages.json describes pages without images: {sorted(unknown)}")
+    return BookSource(title=title, cover=covers[0], pages=pages, page_meta=meta, cover_meta=cover_meta)
+
+
+async def import_book(
+    store: OrderStore,
+    storage: BlobStorage,
+    source: BookSource,
+    *,
+    book_id: str | None = None,
+    genre: str | None = None,
+    age_min: int | None = None,
+    age_max: int | None = None,
+    trim_width_in: float = 8.5,
+    trim_height_in: float = 8.5,
+) -> str:
+    book_id = str(uuid.UUID(book_id)) if book_id else str(uuid.uuid4())
+    prefix = f"catalog/{book_id}"
+    cover_path = await _upload(storage, source.cover, f"{prefix}/cover")
+    pages = []
+    for number, path in sorted(source.pages.items()):
+        meta = source.page_meta.get(number, {})
+        pages.append({
+            "page_number": number,
+            "image_path": await _upload(storage, path, f"{prefix}/pages/{number:02d}"),
+            "has_character": bool(meta.get("has_character", True)),
+            "character_box": meta.get("character_box"),
+            "text": meta.get("text"),
+        })
+    book = {
+        "id": book_id, "title": source.title, "genre": genre, "age_min": age_min,
+        "age_max": age_max, "cover_image_path": cover_path,
+        "cover_character_box": source.cover_meta.get("character_box"),
+        "trim_width_in": trim_width_in, "trim_height_in": trim_height_in,
+    }
+    return await store.import_book(book, pages)
+
+
+async def _upload(storage: BlobStorage, path: Path, key_stem: str) -> str:
+    data = path.read_bytes()
+    try:
+        load_page_image(data)
+    except Exception as exc:
+        raise CatalogError(f"{path.name} is not a readable image") from exc
+    suffix = path.suffix.lower()
+    key = f"{key_stem}{'.jpg' if suffix == '.jpeg' else suffix}"
+    await storage.upload(key, data, IMAGE_SUFFIXES[suffix])
+    return key

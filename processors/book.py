@@ -1,0 +1,303 @@
+"""One claimed order item in, one finished personalized book out (ARCHITECTURE section 2).
+
+Every paid image call ends in an uploaded image and a checkpoint row before it counts, so an item
+resumed after a crash or a lost lease skips what is done. Pages are kept on local disk, not in
+memory, so a 24-page book needs no more RAM than a 10-page one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from loguru import logger
+from PIL import Image
+
+from monitor.job import BookResult, Job
+from monitor.storage.base import BlobStorage, ObjectNotFound
+from monitor.storage.cache import BookAssetCache
+from monitor.storage.paths import (
+    generated_cover_path,
+    generated_page_path,
+    generated_pdf_path,
+    object_path,
+)
+from monitor.store.base import ItemContext, Row
+from processors.ai.base import ContentBlocked, EditRequest, ImageAI, ImagePart, Usage
+from processors.analysis import Analyzer
+from processors.analysis_models import ChildAnalysis, CoverAnalysis
+from processors.errors import TerminalError
+from processors.images import (
+    OutputInvalid,
+    aspect_ratio_label,
+    fit_output,
+    image_part_bytes,
+    load_page_image,
+    normalize_photo,
+    to_jpeg,
+)
+from processors.pdf import build_pdf_async
+from processors.prompts import ChildProfile, PromptBook, validate_child
+
+JPEG = "image/jpeg"
+# Inputs to the model are downscaled: the model does not need more, and uploads stay small.
+AI_INPUT_MAX_SIDE = 1536
+# A blank or unchanged output is redrawn this many times before the item is retried later.
+OUTPUT_REDRAWS = 1
+
+
+class BookNotFound(TerminalError):
+    code = "book_not_found"
+    parent_message = "The book you ordered is not available. Our team has been notified."
+
+
+class BookHasNoPages(TerminalError):
+    code = "book_has_no_pages"
+    parent_message = "The book you ordered is not available. Our team has been notified."
+
+
+class PhotoMissing(TerminalError):
+    code = "photo_missing"
+    parent_message = "We could not find your child's photo. Please upload it again."
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every illustration of one item is drawn from."""
+
+    book: Row
+    profile: ChildProfile
+    photo: ImagePart
+    cover: CoverAnalysis
+    child: ChildAnalysis
+
+
+class BookProcessor:
+    def __init__(
+        self,
+        *,
+        ai: ImageAI,
+        storage: BlobStorage,
+        assets: BookAssetCache,
+        analyzer: Analyzer,
+        prompts: PromptBook,
+        bucket: str,
+        supabase_url: str | None,
+        work_dir: Path,
+        page_concurrency: int = 4,
+        resources: AsyncExitStack | None = None,
+    ) -> None:
+        self.ai = ai
+        self.storage = storage
+        self.assets = assets
+        self.analyzer = analyzer
+        self.prompts = prompts
+        self.bucket = bucket
+        self.supabase_url = supabase_url
+        self.work_dir = work_dir
+        self.page_concurrency = page_concurrency
+        self._resources = resources or AsyncExitStack()
+
+    async def __call__(self, job: Job) -> BookResult:
+        context = await job.load_context()
+        book, pages = _catalog_entry(context)
+        item = context.item
+        usage = Usage(**{k: int(v) for k, v in (item.get("ai_usage") or {}).items()
+                         if k in ("calls", "images", "input_tokens", "output_tokens")})
+        profile = validate_child(item.get("child_name"), item.get("child_age"), item.get("child_gender"))
+        total = len(pages)
+        done = {int(c["page_number"]): c["image_path"] for c in context.checkpoints}
+        await job.report(2, "Looking at your photo", pages_total=total)
+
+        photo = await self._child_photo(item)
+        cover_original = await self._catalog_image(book["id"], book.get("cover_image_path"), "cover")
+        cover_part = ImagePart(await asyncio.to_thread(image_part_bytes, cover_original, AI_INPUT_MAX_SIDE))
+        cover_analysis, child_analysis = await asyncio.gather(
+            self.analyzer.cover(job.store, book, cover_part, usage),
+            self.analyzer.child(job, profile, photo, usage),
+        )
+        inputs = Inputs(book, profile, photo, cover_analysis, child_analysis)
+
+        work = self.work_dir / job.item_id
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            await job.report(10, "Drawing the cover", usage=usage.as_dict())
+            cover_file = work / "cover.jpg"
+            await self._cover(job, inputs, cover_original, cover_part, done, cover_file, usage)
+            identity = ImagePart(await asyncio.to_thread(_part_from_file, cover_file))
+            del cover_original
+
+            page_files = await self._pages(job, inputs, pages, identity, done, work, usage)
+            await job.report(92, "Binding your book", usage=usage.as_dict())
+            pdf_file = await build_pdf_async(
+                cover_file, page_files, work / "book.pdf",
+                trim_width_in=float(book.get("trim_width_in") or 8.5),
+                trim_height_in=float(book.get("trim_height_in") or 8.5),
+                title=str(book.get("title") or "Your book"),
+            )
+            await job.report(96, "Saving your book", usage=usage.as_dict())
+            pdf_path, cover_path = generated_pdf_path(job.item_id), generated_cover_path(job.item_id)
+            await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
+            pdf_url, cover_url = await asyncio.gather(
+                self.storage.url_for(pdf_path), self.storage.url_for(cover_path)
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return BookResult(pdf_path=pdf_path, pdf_url=pdf_url, cover_path=cover_path,
+                          cover_url=cover_url, usage=usage.as_dict())
+
+    async def _child_photo(self, item: Row) -> ImagePart:
+        raw_path = item.get("child_photo_path")
+        if not raw_path:
+            raise PhotoMissing("order item has no child_photo_path")
+        path = object_path(raw_path, bucket=self.bucket, supabase_url=self.supabase_url)
+        try:
+            data = await self.storage.download(path)
+        except ObjectNotFound as exc:
+            raise PhotoMissing("child photo not in storage") from exc
+        photo = await asyncio.to_thread(normalize_photo, data)
+        return ImagePart(await asyncio.to_thread(image_part_bytes, photo, AI_INPUT_MAX_SIDE))
+
+    async def _catalog_image(self, book_id: str, raw_path: str | None, what: str) -> Image.Image:
+        if not raw_path:
+            raise ObjectNotFound(f"book {what} has no image path")
+        path = object_path(raw_path, bucket=self.bucket, supabase_url=self.supabase_url)
+        data = await self.assets.get(book_id, path)
+        return await asyncio.to_thread(load_page_image, data)
+
+    async def _cover(self, job: Job, inputs: Inputs, original: Image.Image, original_part: ImagePart,
+                     done: dict[int, str], out: Path, usage: Usage) -> None:
+        if 0 in done:
+            await _download_to(self.storage, done[0], out)
+            return
+        request = EditRequest(
+            prompt=self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile),
+            base=original_part, child_photo=inputs.photo, child_name=inputs.profile.name,
+            aspect_ratio=aspect_ratio_label(*original.size),
+            character_box=_box(inputs.book.get("cover_character_box")),
+        )
+        softened = self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile,
+                                             softened=True)
+        jpeg, model = await self._draw(request, softened, original, usage)
+        await self._save(job, 0, generated_cover_path(job.item_id), jpeg, out, model)
+
+    async def _pages(self, job: Job, inputs: Inputs, pages: list[Row], identity: ImagePart,
+                     done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
+        slots = asyncio.Semaphore(self.page_concurrency)
+        finished = sum(1 for p in pages if int(p["page_number"]) in done)
+
+        async def one(page: Row) -> Path:
+            nonlocal finished
+            number = int(page["page_number"])
+            out = work / f"page-{number:03d}.jpg"
+            async with slots:
+                if number in done:
+                    await _download_to(self.storage, done[number], out)
+                    return out
+                await self._page(job, inputs, page, identity, out, usage)
+                finished += 1
+                await job.report(
+                    15 + int(75 * finished / len(pages)),
+                    f"Drawing page {finished} of {len(pages)}", usage=usage.as_dict(),
+                )
+            return out
+
+        tasks = [asyncio.ensure_future(one(page)) for page in pages]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # One page failing ends the item: stop the others instead of paying for them.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _page(self, job: Job, inputs: Inputs, page: Row, identity: ImagePart, out: Path,
+                    usage: Usage) -> None:
+        number = int(page["page_number"])
+        original = await self._catalog_image(inputs.book["id"], page.get("image_path"), f"page {number}")
+        path = generated_page_path(job.item_id, number)
+        if not page.get("has_character", True):
+            # Nobody to personalize on this page: it goes into the book as drawn, by design.
+            await self._save(job, number, path, await asyncio.to_thread(to_jpeg, original), out, None)
+            return
+        base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
+        request = EditRequest(
+            prompt=self.prompts.page_prompt(inputs.cover, inputs.child, inputs.book, page, inputs.profile),
+            base=base, child_photo=inputs.photo, identity_reference=identity,
+            child_name=inputs.profile.name, aspect_ratio=aspect_ratio_label(*original.size),
+            character_box=_box(page.get("character_box")),
+        )
+        softened = self.prompts.page_prompt(inputs.cover, inputs.child, inputs.book, page,
+                                            inputs.profile, softened=True)
+        jpeg, model = await self._draw(request, softened, original, usage)
+        await self._save(job, number, path, jpeg, out, model)
+
+    async def _draw(self, request: EditRequest, softened_prompt: str, original: Image.Image,
+                    usage: Usage) -> tuple[bytes, str]:
+        """One illustration: softened prompt once after a safety block, redraw a bad output."""
+        for redraw in range(OUTPUT_REDRAWS + 1):
+            try:
+                result = await self.ai.generate_image(request)
+            except ContentBlocked:
+                if request.prompt == softened_prompt:
+                    raise
+                logger.info("safety block; retrying once with the softened prompt")
+                request = replace(request, prompt=softened_prompt)
+                result = await self.ai.generate_image(request)
+            usage.add(result.usage)
+            try:
+                fitted = await asyncio.to_thread(fit_output, result.data, original=original)
+            except OutputInvalid:
+                if redraw == OUTPUT_REDRAWS:
+                    raise
+                logger.info("unusable model output; drawing again")
+                continue
+            return await asyncio.to_thread(to_jpeg, fitted), result.model
+        raise AssertionError("unreachable")
+
+    async def _save(self, job: Job, number: int, path: str, jpeg: bytes, out: Path,
+                    model: str | None) -> None:
+        """Upload, then checkpoint: once the row exists, the image is safely in storage."""
+        await self.storage.upload(path, jpeg, JPEG)
+        await job.checkpoint(number, path, prompt_version=self.prompts.version, model=model)
+        await asyncio.to_thread(out.write_bytes, jpeg)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(self.ai.aclose(), self.storage.aclose())
+        await self._resources.aclose()
+
+
+def _catalog_entry(context: ItemContext) -> tuple[Row, list[Row]]:
+    if context.book is None:
+        raise BookNotFound(f"book {context.item.get('book_id')} does not exist")
+    if not context.pages:
+        raise BookHasNoPages(f"book {context.book['id']} has no pages")
+    return context.book, sorted(context.pages, key=lambda p: int(p["page_number"]))
+
+
+def _box(value: object) -> tuple[float, float, float, float] | None:
+    """The catalog's character box as fractions, or None when absent or malformed."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        box = tuple(float(value[k]) for k in ("x", "y", "w", "h"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    x, y, w, h = box
+    if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x and 0 < h <= 1 - y):
+        return None
+    return x, y, w, h
+
+
+def _part_from_file(path: Path) -> bytes:
+    with Image.open(path) as img:
+        return image_part_bytes(img.convert("RGB"), AI_INPUT_MAX_SIDE)
+
+
+async def _download_to(storage: BlobStorage, path: str, out: Path) -> None:
+    data = await storage.download(path)
+    await asyncio.to_thread(out.write_bytes, data)

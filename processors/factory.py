@@ -1,0 +1,74 @@
+"""Builds the book processor the settings describe: the default processor of the daemon."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from monitor.app import build_storage
+from monitor.config import Settings
+from monitor.storage.cache import BookAssetCache
+from processors.ai.base import ImageAI
+from processors.ai.limits import LimitedAI, OnCall, OnRetry
+from processors.analysis import Analyzer
+from processors.book import BookProcessor
+from processors.prompts import PromptBook
+
+
+def build_ai(settings: Settings, *, on_retry: OnRetry | None = None,
+             on_call: OnCall | None = None) -> tuple[ImageAI, str]:
+    """The image AI within the process-wide limits, and the analysis model's name (cache key)."""
+    inner: ImageAI
+    if settings.ai_provider == "gemini":
+        from processors.ai.gemini import GeminiAI
+
+        assert settings.google_api_key  # validated by config
+        inner = GeminiAI(
+            settings.google_api_key,
+            analysis_model=settings.gemini_analysis_model,
+            image_models=list(settings.gemini_image_models),
+            api_version=settings.gemini_api_version,
+            image_size=settings.image_size,
+            timeout_seconds=settings.gemini_timeout_seconds,
+            base_url=settings.gemini_base_url,
+        )
+        model_name = settings.gemini_analysis_model
+    else:
+        from processors.ai.local import LocalAI
+
+        inner, model_name = LocalAI(), "local"
+    limited = LimitedAI(
+        inner,
+        max_concurrency=settings.ai_max_concurrency,
+        requests_per_minute=settings.ai_requests_per_minute,
+        max_retries=settings.ai_max_retries,
+        on_retry=on_retry,
+        on_call=on_call,
+    )
+    return limited, model_name
+
+
+async def create_processor(settings: Settings) -> BookProcessor:
+    """Fails fast (ValueError) when a configured model does not exist."""
+    resources = AsyncExitStack()
+    storage = await build_storage(settings, resources)
+    ai, model_name = build_ai(settings)
+    try:
+        await ai.check_models()
+    except BaseException:
+        await ai.aclose()
+        await storage.aclose()
+        await resources.aclose()
+        raise
+    prompts = PromptBook()
+    return BookProcessor(
+        ai=ai,
+        storage=storage,
+        assets=BookAssetCache(storage, settings.cache_dir / "books"),
+        analyzer=Analyzer(ai, prompts, model_name),
+        prompts=prompts,
+        bucket=settings.storage_bucket,
+        supabase_url=settings.supabase_url,
+        work_dir=settings.cache_dir / "work",
+        page_concurrency=settings.page_concurrency,
+        resources=resources,
+    )
