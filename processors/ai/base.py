@@ -86,6 +86,17 @@ class AIBadResponse(RetryableError):
     code = "ai_bad_response"
 
 
+class AIConfigError(RetryableError):
+    """The operator's setup is wrong (key rejected, no access, no such model), not the order.
+
+    Retryable, so paid orders wait for the fix instead of failing for parents; never retried
+    in-process, because the next few seconds will not fix a key. The queue's backoff and
+    ``max_attempts`` bound how long an item waits.
+    """
+
+    code = "ai_config_error"
+
+
 @dataclass(frozen=True)
 class EditRequest:
     """One personalized illustration: redraw ``base`` with the child from ``child_photo`` as hero.

@@ -1,0 +1,364 @@
+"""The ``gemini`` adapter of the image-AI port, on google-genai's async client.
+
+Every failure leaves this module classified (ARCHITECTURE section 7):
+
+==================================================  =========================================
+what Gemini did                                      raised
+==================================================  =========================================
+HTTP 429 RESOURCE_EXHAUSTED                          AIUnavailable ``ai_rate_limited``,
+                                                     ``retry_after`` from google.rpc.RetryInfo
+HTTP 408, 5xx; client timeout; connection failure    AIUnavailable (``ai_timeout`` for timeouts)
+HTTP 401, 403, 400 API_KEY_INVALID or                AIConfigError ``ai_config_error``
+FAILED_PRECONDITION, 404 on the last model
+other HTTP 4xx (INVALID_ARGUMENT...)                 TerminalError ``ai_invalid_request``
+promptFeedback.blockReason (any)                     ContentBlocked
+finishReason SAFETY, PROHIBITED_CONTENT, BLOCKLIST,  ContentBlocked
+SPII, IMAGE_SAFETY, IMAGE_PROHIBITED_CONTENT
+no image (NO_IMAGE, IMAGE_OTHER, OTHER, text only),  AIBadResponse
+RECITATION, undecodable or wrong-shaped image,
+analysis JSON that does not match the schema
+==================================================  =========================================
+
+Image models are tried in order: the next one is used when a model answers 404 NOT_FOUND or
+503 UNAVAILABLE (overloaded). A 429 does not move on: rate limits are handled by pacing and
+backoff (``limits.py``), and switching models on every 429 would mix drawing styles within one
+book for no gain.
+
+The SDK's own retries are switched off (``attempts=1``) so that ``LimitedAI`` alone decides
+when to retry, and SDK exceptions are never chained into ours: they hold the HTTP request,
+whose headers carry the API key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from io import BytesIO
+from typing import Any, TypeVar
+
+import aiohttp
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from loguru import logger
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ValidationError
+
+from processors.ai.base import (
+    AIBadResponse,
+    AIConfigError,
+    AIUnavailable,
+    Analysis,
+    ContentBlocked,
+    EditRequest,
+    GeneratedImage,
+    ImagePart,
+    Usage,
+)
+from processors.errors import OrderError, TerminalError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+_BLOCKING_FINISH_REASONS = frozenset(
+    {
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+    }
+)
+# 404: the model is gone or not served on this API version; 503: the model is overloaded.
+_FALLBACK_HTTP_CODES = frozenset({404, 503})
+# Gemini's output sizes only approximate the requested ratio (16:9 is 1344x768, 1.6% off).
+_ASPECT_TOLERANCE = 0.05
+_MAX_MESSAGE_CHARS = 300
+_RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+_ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+class GeminiAI:
+    """Analysis and image editing with Gemini models.
+
+    ``image_models`` are tried in order (module docstring). ``image_size`` (1K, 2K, 4K) can be
+    None for models that do not take it. ``base_url`` is left unset unless given, so the SDK's
+    own ``GOOGLE_GEMINI_BASE_URL`` keeps working for proxies and test servers.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        analysis_model: str,
+        image_models: Sequence[str],
+        api_version: str = "v1beta",
+        image_size: str | None = "2K",
+        timeout_seconds: float = 240,
+        base_url: str | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("a Gemini API key is required")
+        if not image_models:
+            raise ValueError("at least one Gemini image model is required")
+        self._api_key = api_key
+        self._analysis_model = analysis_model
+        self._image_models = list(image_models)
+        self._api_version = api_version
+        self._image_size = image_size
+        http_options = types.HttpOptions(
+            api_version=api_version,
+            timeout=max(1, round(timeout_seconds * 1000)),
+            retry_options=types.HttpRetryOptions(attempts=1),
+            base_url=base_url,
+        )
+        self._client = genai.Client(api_key=api_key, http_options=http_options)
+
+    async def check_models(self) -> None:
+        """Raise ``ValueError`` naming the first configured model Gemini does not know.
+
+        A rejected key is reported the same way (the daemon cannot work without it); outages
+        come out as ``AIUnavailable`` so the caller can tell them from configuration mistakes.
+        """
+        roles = {self._analysis_model: "analysis"}
+        for model in self._image_models:
+            roles.setdefault(model, "image")
+        for model, role in roles.items():
+            try:
+                with self._call_failures(model):
+                    await self._client.aio.models.get(model=model)
+            except genai_errors.APIError as err:
+                if err.code == 404:
+                    raise ValueError(
+                        f"Gemini {role} model {model!r} was not found on API version "
+                        f"{self._api_version}; check the configured model names"
+                    ) from None
+                classified = self._classify(err, model)
+                if isinstance(classified, AIConfigError):
+                    raise ValueError(
+                        f"Gemini rejected the configuration while checking {role} model "
+                        f"{model!r}: {classified.detail}"
+                    ) from None
+                raise classified from None
+
+    async def analyze(
+        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT]
+    ) -> Analysis[ModelT]:
+        """Ask for JSON matching ``schema``; parts are the prompt text, then ``images`` in order."""
+        config = types.GenerateContentConfig(
+            response_mime_type="application/json", response_schema=schema
+        )
+        parts = [types.Part.from_text(text=prompt), *map(_image_part, images)]
+        model, response = await self._generate([self._analysis_model], parts, config)
+        candidate = _accepted_candidate(response, model)
+        value = _parsed(response, candidate, schema, model)
+        return Analysis(value=value, model=model, usage=_usage(response, images=0))
+
+    async def generate_image(self, request: EditRequest) -> GeneratedImage:
+        """Draw one illustration.
+
+        The parts go in this order, which the prompts refer to: the prompt text, the original
+        page (``base``), the child photo, and the identity reference when there is one.
+        """
+        config = types.GenerateContentConfig(
+            response_modalities=["IMAGE"],
+            image_config=types.ImageConfig(
+                aspect_ratio=request.aspect_ratio, image_size=self._image_size
+            ),
+        )
+        images = [request.base, request.child_photo]
+        if request.identity_reference is not None:
+            images.append(request.identity_reference)
+        parts = [types.Part.from_text(text=request.prompt), *map(_image_part, images)]
+        model, response = await self._generate(self._image_models, parts, config)
+        candidate = _accepted_candidate(response, model)
+        image = _final_image(candidate, model)
+        _check_aspect_ratio(image.data, request.aspect_ratio, model)
+        return GeneratedImage(
+            data=image.data,
+            mime_type=image.mime_type,
+            model=model,
+            usage=_usage(response, images=1),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+
+    async def _generate(
+        self,
+        models: Sequence[str],
+        parts: list[types.Part],
+        config: types.GenerateContentConfig,
+    ) -> tuple[str, types.GenerateContentResponse]:
+        """Call the first model that can serve, moving on after 404 and 503 (module docstring)."""
+        for model in models:
+            try:
+                with self._call_failures(model):
+                    response = await self._client.aio.models.generate_content(
+                        model=model,
+                        contents=types.Content(role="user", parts=parts),
+                        config=config,
+                    )
+            except genai_errors.APIError as err:
+                failure = self._classify(err, model)
+                if err.code not in _FALLBACK_HTTP_CODES:
+                    raise failure from None
+                logger.warning("Gemini model {} cannot serve: {} {}", model, err.code, err.status)
+                continue
+            return model, response
+        raise failure from None
+
+    @contextlib.contextmanager
+    def _call_failures(self, model: str) -> Iterator[None]:
+        """Classify what the SDK lets through raw: timeouts, connection errors, non-JSON replies."""
+        try:
+            yield
+        except TimeoutError:
+            raise AIUnavailable(
+                f"{model}: no reply within the timeout", code="ai_timeout"
+            ) from None
+        except aiohttp.ClientError as err:
+            raise AIUnavailable(f"{model}: connection failed: {self._redact(str(err))}") from None
+        except genai_errors.UnknownApiResponseError:
+            raise AIBadResponse(f"{model}: the reply was not JSON") from None
+
+    def _classify(self, err: genai_errors.APIError, model: str) -> OrderError:
+        """Turn an HTTP error from Gemini into one of our classes (table in module docstring)."""
+        detail = f"{model}: HTTP {err.code} {err.status or ''}: {self._redact(err.message or '')}"
+        body = err.details if isinstance(err.details, dict) else {}
+        if err.code == 429:
+            return AIUnavailable(detail, code="ai_rate_limited", retry_after=_retry_delay(body))
+        if err.code == 408 or err.code >= 500:
+            return AIUnavailable(detail, retry_after=_retry_delay(body))
+        if (
+            err.code in (401, 403, 404)
+            or err.status == "FAILED_PRECONDITION"
+            or "API_KEY_INVALID" in _error_reasons(body)
+        ):
+            return AIConfigError(detail)
+        return TerminalError(detail, code="ai_invalid_request")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***")[:_MAX_MESSAGE_CHARS]
+
+
+def _image_part(image: ImagePart) -> types.Part:
+    return types.Part.from_bytes(data=image.data, mime_type=image.mime_type)
+
+
+def _accepted_candidate(response: types.GenerateContentResponse, model: str) -> types.Candidate:
+    """The first candidate, unless the prompt or the output was blocked for safety."""
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        raise ContentBlocked(
+            f"{model}: prompt blocked: {_name(feedback.block_reason)} "
+            f"{feedback.block_reason_message or ''}".rstrip()
+        )
+    if not response.candidates:
+        raise AIBadResponse(f"{model}: the reply has no candidates")
+    candidate = response.candidates[0]
+    reason = _name(candidate.finish_reason)
+    if reason in _BLOCKING_FINISH_REASONS:
+        raise ContentBlocked(f"{model}: output blocked: finishReason {reason}")
+    return candidate
+
+
+def _answer_parts(candidate: types.Candidate) -> list[types.Part]:
+    """The candidate's parts without the model's thoughts (interim text and draft images)."""
+    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    return [part for part in parts if not part.thought]
+
+
+def _answer_text(candidate: types.Candidate) -> str:
+    return "".join(part.text for part in _answer_parts(candidate) if part.text)
+
+
+def _parsed(
+    response: types.GenerateContentResponse,
+    candidate: types.Candidate,
+    schema: type[ModelT],
+    model: str,
+) -> ModelT:
+    """The SDK's ``parsed`` value, which it silently leaves None when the JSON does not fit."""
+    if isinstance(response.parsed, schema):
+        return response.parsed
+    text = _answer_text(candidate)
+    try:
+        return schema.model_validate_json(text)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in err.errors()[:3]
+        )
+        raise AIBadResponse(
+            f"{model}: analysis is not a valid {schema.__name__} "
+            f"(finishReason {_name(candidate.finish_reason)}): {problems}"
+        ) from None
+
+
+def _final_image(candidate: types.Candidate, model: str) -> ImagePart:
+    """The last non-thought inline image: thinking image models send drafts as thoughts first."""
+    images = [
+        ImagePart(part.inline_data.data, part.inline_data.mime_type or "image/png")
+        for part in _answer_parts(candidate)
+        if part.inline_data is not None and part.inline_data.data
+    ]
+    if images:
+        return images[-1]
+    said = _answer_text(candidate)[:200]
+    raise AIBadResponse(
+        f"{model}: no image in the reply (finishReason {_name(candidate.finish_reason)})"
+        + (f"; it said: {said!r}" if said else "")
+    )
+
+
+def _check_aspect_ratio(data: bytes, aspect_ratio: str, model: str) -> None:
+    """Reject replies that are not images, or not of the requested shape, before they are used."""
+    try:
+        with Image.open(BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError):
+        raise AIBadResponse(f"{model}: the returned image cannot be decoded") from None
+    wanted_w, wanted_h = (float(side) for side in aspect_ratio.split(":"))
+    if abs((width / height) / (wanted_w / wanted_h) - 1) > _ASPECT_TOLERANCE:
+        raise AIBadResponse(
+            f"{model}: asked for aspect ratio {aspect_ratio}, got a {width}x{height} image"
+        )
+
+
+def _usage(response: types.GenerateContentResponse, *, images: int) -> Usage:
+    """Tokens as billed: output includes the model's thinking tokens."""
+    meta = response.usage_metadata
+    if meta is None:
+        return Usage(calls=1, images=images)
+    return Usage(
+        calls=1,
+        images=images,
+        input_tokens=meta.prompt_token_count or 0,
+        output_tokens=(meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0),
+    )
+
+
+def _details(body: dict[str, Any]) -> list[dict[str, Any]]:
+    details = body.get("error", body).get("details")
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def _retry_delay(body: dict[str, Any]) -> float | None:
+    """Seconds from a google.rpc.RetryInfo detail; its retryDelay is a Duration like "17s"."""
+    for detail in _details(body):
+        if detail.get("@type") == _RETRY_INFO_TYPE:
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+def _error_reasons(body: dict[str, Any]) -> set[str]:
+    return {str(d.get("reason")) for d in _details(body) if d.get("@type") == _ERROR_INFO_TYPE}
+
+
+def _name(value: object) -> str:
+    """An SDK enum member or plain string as its wire name (unknown values arrive as strings)."""
+    return str(getattr(value, "value", value))

@@ -1,0 +1,180 @@
+"""Process-wide limits on image-AI calls: concurrency, pacing, retries.
+
+One ``LimitedAI`` wraps the adapter for the whole process, so five concurrent orders share one
+budget and do not turn into a 429 storm:
+
+- at most ``max_concurrency`` calls in flight (an ``asyncio.Semaphore``);
+- optionally at most ``requests_per_minute`` call starts, evenly spaced rather than in bursts;
+- ``RetryableError`` retried up to ``max_retries`` times with exponential backoff and jitter,
+  waiting at least a server's ``retry_after``. When the server asks for longer than
+  ``backoff_max`` (a spent daily quota), the error goes straight back to the queue, whose own
+  backoff suits long waits better than a worker holding an order. ``AIConfigError`` is never
+  retried in-process. Backoff sleeps hold no concurrency slot; a call waiting for its paced
+  start does, so the slots also bound how many calls queue up on the pacer.
+
+Metrics attach through two callbacks, so this module needs no metrics library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import tenacity
+from pydantic import BaseModel
+
+from processors.ai.base import (
+    AIConfigError,
+    Analysis,
+    EditRequest,
+    GeneratedImage,
+    ImageAI,
+    ImagePart,
+)
+from processors.errors import OrderError, RetryableError
+
+
+class _FromModel(Protocol):
+    model: str
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+ResultT = TypeVar("ResultT", bound=_FromModel)
+
+Sleep = Callable[[float], Awaitable[None]]
+OnRetry = Callable[[str], None]
+"""Called with the error code (``ai_rate_limited``, ``ai_timeout``...) before each retry."""
+OnCall = Callable[[str, str, float, str], None]
+"""Called after each attempt with kind (``analyze``/``generate_image``), model (``unknown`` when
+the call failed), seconds spent in the call, and outcome (``ok`` or the error code)."""
+
+
+class _Pacer:
+    """Spaces call starts ``interval`` seconds apart; reservations are made in arrival order."""
+
+    def __init__(self, requests_per_minute: float, sleep: Sleep) -> None:
+        self._interval = 60.0 / requests_per_minute
+        self._sleep = sleep
+        self._next_start = 0.0
+
+    async def wait_turn(self) -> None:
+        now = time.monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + self._interval
+        if start > now:
+            await self._sleep(start - now)
+
+
+class LimitedAI:
+    """An ``ImageAI`` that runs another one within the process-wide limits (module docstring).
+
+    ``sleep`` serves the backoff and pacing waits; tests pass one that records the delays.
+    ``check_models`` and ``aclose`` pass straight through: they run once, at start and stop.
+    """
+
+    def __init__(
+        self,
+        inner: ImageAI,
+        *,
+        max_concurrency: int,
+        requests_per_minute: float | None,
+        max_retries: int,
+        backoff_base: float = 2.0,
+        backoff_max: float = 60.0,
+        on_retry: OnRetry | None = None,
+        on_call: OnCall | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if max_retries < 0:
+            raise ValueError("max_retries must not be negative")
+        if requests_per_minute is not None and requests_per_minute <= 0:
+            raise ValueError("requests_per_minute must be positive when set")
+        self._inner = inner
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._pacer = _Pacer(requests_per_minute, sleep) if requests_per_minute else None
+        self._max_retries = max_retries
+        self._backoff = tenacity.wait_exponential_jitter(
+            initial=backoff_base, max=backoff_max, jitter=backoff_base
+        )
+        self._backoff_max = backoff_max
+        self._on_retry = on_retry
+        self._on_call = on_call
+        self._sleep = sleep
+
+    async def check_models(self) -> None:
+        await self._inner.check_models()
+
+    async def analyze(
+        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT]
+    ) -> Analysis[ModelT]:
+        return await self._run(
+            "analyze", lambda: self._inner.analyze(prompt=prompt, images=images, schema=schema)
+        )
+
+    async def generate_image(self, request: EditRequest) -> GeneratedImage:
+        return await self._run("generate_image", lambda: self._inner.generate_image(request))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def _run(self, kind: str, call: Callable[[], Awaitable[ResultT]]) -> ResultT:
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(_worth_retrying),
+            stop=self._stop,
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return await retrying(self._attempt, kind, call)
+
+    async def _attempt(self, kind: str, call: Callable[[], Awaitable[ResultT]]) -> ResultT:
+        async with self._slots:
+            if self._pacer is not None:
+                await self._pacer.wait_turn()
+            started = time.monotonic()
+            try:
+                result = await call()
+            except Exception as err:
+                self._report(kind, "unknown", started, _outcome(err))
+                raise
+            self._report(kind, result.model, started, "ok")
+            return result
+
+    def _report(self, kind: str, model: str, started: float, outcome: str) -> None:
+        if self._on_call is not None:
+            self._on_call(kind, model, time.monotonic() - started, outcome)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        return max(self._backoff(state), _retry_after(state) or 0.0)
+
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        """After ``max_retries``, or at once when the server asks for more than ``backoff_max``."""
+        retry_after = _retry_after(state)
+        too_long = retry_after is not None and retry_after > self._backoff_max
+        return too_long or state.attempt_number > self._max_retries
+
+    async def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        if self._on_retry is not None:
+            self._on_retry(_outcome(_exception(state)))
+
+
+def _worth_retrying(err: BaseException) -> bool:
+    return isinstance(err, RetryableError) and not isinstance(err, AIConfigError)
+
+
+def _exception(state: tenacity.RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
+
+
+def _retry_after(state: tenacity.RetryCallState) -> float | None:
+    err = _exception(state)
+    return err.retry_after if isinstance(err, RetryableError) else None
+
+
+def _outcome(err: BaseException | None) -> str:
+    return err.code if isinstance(err, OrderError) else "internal_error"
