@@ -81,7 +81,8 @@ class Settings:
     gemini_api_version: str = "v1beta"
     gemini_base_url: str | None = None
     gemini_timeout_seconds: float = 240.0
-    image_size: str = "2K"
+    #: Sent only when set: gemini-3-pro-image accepts 1K/2K/4K, gemini-2.5-flash-image rejects it.
+    image_size: str | None = None
     page_concurrency: int = 4
     ai_max_concurrency: int = 8
     ai_requests_per_minute: float | None = None
@@ -233,7 +234,8 @@ class _Parser:
             gemini_api_version=self.first("GEMINI_API_VERSION") or "v1beta",
             gemini_base_url=self.first("GEMINI_BASE_URL"),
             gemini_timeout_seconds=self.positive_float("GEMINI_TIMEOUT_SECONDS", 240.0),
-            image_size=self.choice("IMAGE_SIZE", ("1k", "2k", "4k"), "2k").upper(),
+            image_size=self.choice("IMAGE_SIZE", ("1k", "2k", "4k"), "2k").upper()
+            if self.first("IMAGE_SIZE") else None,
             page_concurrency=self.positive_int("PAGE_CONCURRENCY", 4),
             ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", 8),
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0) if rpm else None,

@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/python run_monitor.py demo
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .demo .cache storage .pytest_cache
