@@ -17,7 +17,7 @@ from monitor.store.base import OrderStore
 DEFAULT_PROCESSOR = "processors.factory:create_processor"
 
 
-def build_store(settings: Settings) -> OrderStore:
+async def build_store(settings: Settings) -> OrderStore:
     if settings.database_url:
         from monitor.store.postgres import PostgresStore
 
@@ -29,7 +29,7 @@ def build_store(settings: Settings) -> OrderStore:
     from monitor.store.supabase import SupabaseStore
 
     assert settings.supabase_url and settings.supabase_service_role_key  # validated by config
-    return SupabaseStore.connect(
+    return await SupabaseStore.connect(
         settings.supabase_url,
         settings.supabase_service_role_key,
         http_client=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)),

@@ -6,13 +6,18 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from monitor.migrate import migrate
+from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
+from monitor.store.supabase import SupabaseStore
+from tests.fakes.postgrest_server import FakePostgrestServer
 from tests.postgres import Cluster
 
 MIGRATED_TEMPLATE = "migrated_template"
@@ -47,12 +52,18 @@ def empty_database_url(pg_cluster: Cluster) -> Iterator[str]:
     pg_cluster.drop_database(name)
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(database_url)
-    await store.open()
-    yield store
-    await store.close()
+@pytest.fixture(params=["postgres", "supabase"])
+async def store(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[OrderStore]:
+    """The order store, once per adapter; ``supabase`` goes through a local PostgREST."""
+    async with AsyncExitStack() as stack:
+        if request.param == "postgres":
+            store: OrderStore = PostgresStore(database_url)
+        else:
+            server = await stack.enter_async_context(FakePostgrestServer(database_url))
+            store = await SupabaseStore.connect(server.url, server.service_key, httpx.AsyncClient())
+        await store.open()
+        stack.push_async_callback(store.close)
+        yield store
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The queue protocol (migrations/002_queue.sql) through the postgres store, on a real Postgres."""
+"""The queue protocol (migrations/002_queue.sql) on a real Postgres, through both store adapters
+(the ``store`` fixture is parametrized: psycopg directly, and supabase-py via the PostgREST shim)."""
 
 from __future__ import annotations
 
