@@ -11,6 +11,7 @@ import httpx
 
 from monitor.config import Settings
 from monitor.job import Processor
+from monitor.metrics import Metrics
 from monitor.storage.base import BlobStorage
 from monitor.store.base import OrderStore
 
@@ -36,8 +37,8 @@ async def build_store(settings: Settings) -> OrderStore:
     )
 
 
-async def load_processor(spec: str, settings: Settings) -> Processor:
-    """Import ``module:factory`` and build the processor from the settings.
+async def load_processor(spec: str, settings: Settings, metrics: Metrics) -> Processor:
+    """Import ``module:factory`` and build the processor: ``factory(settings, metrics)``.
 
     The factory may be sync or async; the result may have an async ``aclose``.
     """
@@ -45,7 +46,7 @@ async def load_processor(spec: str, settings: Settings) -> Processor:
     if not attr:
         raise ValueError(f"processor must look like module:factory, got {spec!r}")
     factory: Any = getattr(importlib.import_module(module_name), attr)
-    processor = factory(settings)
+    processor = factory(settings, metrics)
     if inspect.isawaitable(processor):
         processor = await processor
     return processor

@@ -19,7 +19,10 @@ from monitor.app import DEFAULT_PROCESSOR, build_store, close_processor, load_pr
 from monitor.config import ConfigError, Settings
 from monitor.daemon import Monitor
 from monitor.logs import setup_logging
+from monitor.metrics import Metrics
+from monitor.server import start_server
 from monitor.store.base import StoreUnavailable
+from monitor.webhook import OpsWebhook
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -108,7 +111,7 @@ async def _import_book(settings: Settings, args: argparse.Namespace,
         width, height = (float(v) for v in args.trim.lower().split("x"))
     except ValueError:
         parser.error(f"--trim must look like 8.5x11, got {args.trim!r}")
-    store = build_store(settings)
+    store = await build_store(settings)
     async with AsyncExitStack() as resources:
         storage = await build_storage(settings, resources)
         resources.push_async_callback(storage.aclose)
@@ -150,21 +153,44 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
+    metrics = Metrics()
     try:
-        processor = await load_processor(processor_spec, settings)
+        processor = await load_processor(processor_spec, settings, metrics)
     except (ImportError, AttributeError, ValueError) as exc:
         logger.error("cannot load the processor", processor=processor_spec, error=str(exc))
         return EXIT_CONFIG
-    monitor = Monitor(settings, build_store(settings), processor)
+    webhook = None
+    if settings.notify_webhook_url and settings.notify_webhook_secret:
+        webhook = OpsWebhook(settings.notify_webhook_url, settings.notify_webhook_secret)
+    monitor = Monitor(settings, await build_store(settings), processor, metrics=metrics,
+                      webhook=webhook)
     try:
         if once:
             processed = await monitor.run_once()
             logger.info("once: nothing left to claim", processed=processed)
         else:
-            await monitor.run()
+            return await _run_with_server(monitor)
     except StoreUnavailable as exc:
         logger.error("database unreachable", error=str(exc))
         return EXIT_FAILURE
     finally:
         await close_processor(processor)
+        if webhook is not None:
+            await webhook.aclose()
+    return EXIT_OK
+
+
+async def _run_with_server(monitor: Monitor) -> int:
+    """The daemon with its status server, which outlives the drain so health stays observable."""
+    settings = monitor.settings
+    try:
+        runner = await start_server(monitor)
+    except OSError as exc:
+        logger.error("cannot listen for the status server", host=settings.host, port=settings.port,
+                     error=str(exc))
+        return EXIT_FAILURE
+    try:
+        await monitor.run()
+    finally:
+        await runner.cleanup()
     return EXIT_OK

@@ -20,7 +20,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from monitor.config import Settings
 from monitor.job import BookResult, Job, LeaseLost, Processor
+from monitor.metrics import Metrics
 from monitor.store.base import FailOutcome, LeaseState, OrderStore, Row, StoreUnavailable
+from monitor.webhook import OpsWebhook
 from processors.errors import OrderError
 
 POLL_JOB_ID = "poll"
@@ -71,7 +73,8 @@ class Monitor:
         store: OrderStore,
         processor: Processor,
         *,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        metrics: Metrics | None = None,
+        webhook: OpsWebhook | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -80,7 +83,9 @@ class Monitor:
         self.stats = MonitorStats()
         self.in_flight: dict[str, InFlight] = {}
         self.claiming = settings.auto_start_monitor
-        self._on_event = on_event or (lambda name, data: None)
+        self.metrics = metrics or Metrics()
+        self.webhook = webhook
+        self.metrics.track_in_flight(lambda: len(self.in_flight))
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False
         self._stop_requested = asyncio.Event()
@@ -187,6 +192,11 @@ class Monitor:
         await self.store.close()
         logger.info("monitor stopped", completed=self.stats.completed, failed=self.stats.failed)
 
+    @property
+    def running(self) -> bool:
+        """Whether the poll scheduler is up and no shutdown has begun (for the health check)."""
+        return self._scheduler is not None and self._scheduler.running and not self._stopping
+
     # ------------------------------------------------------------------ steering
 
     def stop_claiming(self) -> None:
@@ -242,6 +252,7 @@ class Monitor:
         self._record_db_ok()
         if claimed:
             self.stats.last_claim_at = utcnow()
+            self.metrics.items_claimed(len(claimed))
             logger.info("claimed {} item(s)", len(claimed), items=[r["id"] for r in claimed])
         for row in claimed:
             self._start_item(row)
@@ -269,13 +280,15 @@ class Monitor:
         self._outage_retry_at = 0.0
 
     async def check_database(self) -> bool:
-        """Probe the database (used by health checks between polls); updates the stats."""
+        """Probe the database (used by health checks between polls); updates the stats and
+        the queue-depth gauge."""
         try:
-            await self.store.queue_depth()
+            depth = await self.store.queue_depth()
         except StoreUnavailable as exc:
             self._record_outage(exc)
             return False
         self._record_db_ok()
+        self.metrics.set_queue_depth(depth)
         return True
 
     async def _listen_forever(self) -> None:
@@ -336,11 +349,12 @@ class Monitor:
             await self._abandon(flight)
             return
         except OrderError as exc:
-            await self._fail(job, exc)
+            await self._fail(job, exc, time.monotonic() - started)
             return
         except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the daemon
             logger.exception("processor crashed")
-            await self._fail(job, OrderError(f"{type(exc).__name__}: {exc}"), retryable=True)
+            await self._fail(job, OrderError(f"{type(exc).__name__}: {exc}"),
+                             time.monotonic() - started, retryable=True)
             return
         finally:
             keeper.cancel()
@@ -373,11 +387,12 @@ class Monitor:
         if reason == "shutdown":
             released = await self._write(lambda: self.store.release(job.item_id, self.worker))
             self.stats.released += 1
+            self.metrics.item_abandoned(reason)
             logger.info("released item for another worker", released=bool(released))
         elif reason is not None:
             self.stats.abandoned += 1
+            self.metrics.item_abandoned(reason)
             logger.warning("abandoned item", reason=reason)
-            self._on_event("abandoned", {"reason": reason})
 
     async def _complete(self, job: Job, result: BookResult, seconds: float) -> None:
         done = await self._write(
@@ -393,12 +408,15 @@ class Monitor:
         )
         if done:
             self.stats.completed += 1
+            self.metrics.item_completed(seconds)
             logger.info("item completed", seconds=round(seconds, 2))
-            self._on_event("completed", {"seconds": seconds})
+            self._announce("order_item.completed", job, seconds=round(seconds, 3))
         else:
             logger.warning("completion refused: the lease was lost before it was written")
 
-    async def _fail(self, job: Job, exc: OrderError, *, retryable: bool | None = None) -> None:
+    async def _fail(
+        self, job: Job, exc: OrderError, seconds: float, *, retryable: bool | None = None
+    ) -> None:
         retryable = exc.retryable if retryable is None else retryable
         outcome = await self._write(
             lambda: self.store.fail(
@@ -415,8 +433,11 @@ class Monitor:
         )
         if outcome is FailOutcome.RETRY:
             self.stats.retried += 1
+            self.metrics.item_retried(exc.code, seconds)
         elif outcome is FailOutcome.FAILED:
             self.stats.failed += 1
+            self.metrics.item_failed(exc.code, seconds)
+            self._announce("order_item.failed", job, error_code=exc.code)
         logger.warning(
             "item failed",
             error_code=exc.code,
@@ -424,7 +445,12 @@ class Monitor:
             outcome=outcome.value if outcome else "unwritten",
             detail=exc.detail,
         )
-        self._on_event("failed", {"error_code": exc.code, "outcome": outcome})
+
+    def _announce(self, event: str, job: Job, **fields: Any) -> None:
+        """Tell the ops webhook, in the background: it must never delay or fail an item."""
+        if self.webhook is not None:
+            self._spawn(self.webhook.send(event, item_id=job.item_id, attempt=job.attempt,
+                                          worker=self.worker, **fields))
 
     async def _write(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """A final write, retried through short database blips. None if it never got through:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from loguru import logger
 from PIL import Image
 
 from monitor.job import BookResult, Job
+from monitor.metrics import Metrics
 from monitor.storage.base import BlobStorage, ObjectNotFound
 from monitor.storage.cache import BookAssetCache
 from monitor.storage.paths import (
@@ -29,7 +31,7 @@ from monitor.store.base import ItemContext, Row
 from processors.ai.base import ContentBlocked, EditRequest, ImageAI, ImagePart, Usage
 from processors.analysis import Analyzer
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
-from processors.errors import TerminalError
+from processors.errors import OrderError, TerminalError
 from processors.images import (
     OutputInvalid,
     aspect_ratio_label,
@@ -88,6 +90,7 @@ class BookProcessor:
         supabase_url: str | None,
         work_dir: Path,
         page_concurrency: int = 4,
+        metrics: Metrics | None = None,
         resources: AsyncExitStack | None = None,
     ) -> None:
         self.ai = ai
@@ -99,6 +102,7 @@ class BookProcessor:
         self.supabase_url = supabase_url
         self.work_dir = work_dir
         self.page_concurrency = page_concurrency
+        self.metrics = metrics or Metrics()
         self._resources = resources or AsyncExitStack()
 
     async def __call__(self, job: Job) -> BookResult:
@@ -132,12 +136,14 @@ class BookProcessor:
 
             page_files = await self._pages(job, inputs, pages, identity, done, work, usage)
             await job.report(92, "Binding your book", usage=usage.as_dict())
+            started = time.monotonic()
             pdf_file = await build_pdf_async(
                 cover_file, page_files, work / "book.pdf",
                 trim_width_in=float(book.get("trim_width_in") or 8.5),
                 trim_height_in=float(book.get("trim_height_in") or 8.5),
                 title=str(book.get("title") or "Your book"),
             )
+            self.metrics.pdf_built(time.monotonic() - started)
             await job.report(96, "Saving your book", usage=usage.as_dict())
             pdf_path, cover_path = generated_pdf_path(job.item_id), generated_cover_path(job.item_id)
             await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
@@ -223,6 +229,7 @@ class BookProcessor:
         if not page.get("has_character", True):
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
             await self._save(job, number, path, await asyncio.to_thread(to_jpeg, original), out, None)
+            self.metrics.page_generated("original")
             return
         base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
         request = EditRequest(
@@ -233,8 +240,13 @@ class BookProcessor:
         )
         softened = self.prompts.page_prompt(inputs.cover, inputs.child, inputs.book, page,
                                             inputs.profile, softened=True)
-        jpeg, model = await self._draw(request, softened, original, usage)
+        try:
+            jpeg, model = await self._draw(request, softened, original, usage)
+        except OrderError as exc:
+            self.metrics.page_generated(exc.code)
+            raise
         await self._save(job, number, path, jpeg, out, model)
+        self.metrics.page_generated("ok")
 
     async def _draw(self, request: EditRequest, softened_prompt: str, original: Image.Image,
                     usage: Usage) -> tuple[bytes, str]:

@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 from monitor.app import build_storage
 from monitor.config import Settings
+from monitor.metrics import Metrics
 from monitor.storage.cache import BookAssetCache
 from processors.ai.base import ImageAI
 from processors.ai.limits import LimitedAI, OnCall, OnRetry
@@ -47,11 +48,12 @@ def build_ai(settings: Settings, *, on_retry: OnRetry | None = None,
     return limited, model_name
 
 
-async def create_processor(settings: Settings) -> BookProcessor:
+async def create_processor(settings: Settings, metrics: Metrics | None = None) -> BookProcessor:
     """Fails fast (ValueError) when a configured model does not exist."""
+    metrics = metrics or Metrics()
     resources = AsyncExitStack()
     storage = await build_storage(settings, resources)
-    ai, model_name = build_ai(settings)
+    ai, model_name = build_ai(settings, on_retry=metrics.ai_retry, on_call=metrics.observe_ai_call)
     try:
         await ai.check_models()
     except BaseException:
@@ -70,5 +72,6 @@ async def create_processor(settings: Settings) -> BookProcessor:
         supabase_url=settings.supabase_url,
         work_dir=settings.cache_dir / "work",
         page_concurrency=settings.page_concurrency,
+        metrics=metrics,
         resources=resources,
     )

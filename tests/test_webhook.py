@@ -7,11 +7,19 @@ import hmac
 import json
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from monitor.config import Secret, Settings
+from monitor.daemon import Monitor
+from monitor.store.postgres import PostgresStore
 from monitor.webhook import SIGNATURE_HEADER, OpsWebhook
+from processors.errors import TerminalError
+from tests.factories import insert_book, insert_item, item_row
+from tests.processors import Failing, Recording
+from tests.waiting import eventually
 
 SECRET = "webhook-secret-for-tests"
 
@@ -64,3 +72,33 @@ async def test_an_unreachable_receiver_is_reported_not_raised() -> None:
     webhook = OpsWebhook("http://127.0.0.1:9/hook", SECRET, timeout=1)
     assert await webhook.send("order_item.failed", item_id="abc") is False
     await webhook.aclose()
+
+
+async def test_the_daemon_announces_outcomes_and_survives_a_dead_receiver(
+    receiver: tuple[Receiver, str], database_url: str, db: psycopg.Connection
+) -> None:
+    hook, url = receiver
+    book = insert_book(db)
+    done = insert_item(db, book_id=book, child_name="Zoe")
+    settings = Settings(database_url=Secret(database_url), poll_interval_seconds=0.2)
+    monitor = Monitor(settings, PostgresStore(database_url), Recording(), webhook=OpsWebhook(url, SECRET))
+    await monitor.start()
+    try:
+        await eventually(lambda: hook.received, what="the webhook call")
+    finally:
+        await monitor.shutdown()
+    [(body, _)] = hook.received
+    payload = json.loads(body)
+    assert (payload["event"], payload["item_id"]) == ("order_item.completed", done)
+    assert b"Zoe" not in body  # ids and codes only, never personal data
+
+    failing = insert_item(db, book_id=book)
+    dead = OpsWebhook("http://127.0.0.1:9/hook", SECRET, timeout=1)
+    processor = Failing(TerminalError("x", code="photo_rejected"))
+    monitor = Monitor(settings, PostgresStore(database_url), processor, webhook=dead)
+    await monitor.start()
+    try:
+        await eventually(lambda: item_row(db, failing)["generation_status"] == "failed")
+    finally:
+        await monitor.shutdown()
+    assert item_row(db, failing)["error_code"] == "photo_rejected"
