@@ -27,7 +27,7 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
         values = {
             "DATABASE_URL": database_url, "POLL_INTERVAL_SECONDS": "0.5", "LEASE_SECONDS": "30",
             "SHUTDOWN_GRACE_SECONDS": "10", "WORKER_ID": f"proc-{len(daemons)}",
-            "TEST_RECORD_FILE": str(tmp_path / "record.txt"),
+            "TEST_RECORD_FILE": str(tmp_path / "record.txt"), "PORT": "0",
         }
         values.update({k: str(v) for k, v in env.items()})
         daemon = DaemonProcess(values, processor=processor, log_file=tmp_path / f"daemon-{len(daemons)}.log")
