@@ -7,7 +7,7 @@ import time
 from typing import Callable
 
 
-async def eventually(condition: Callable[[], object], *, timeout: float = 15.0, what: str = "") -> None:
+async def eventually(condition: Callable[[], object], *, timeout: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -15,7 +15,7 @@ async def eventually(condition: Callable[[], object], *, timeout: float = 15.0, 
         await asyncio.sleep(0.05)
 
 
-def eventually_sync(condition: Callable[[], object], *, timeout: float = 15.0, what: str = "") -> None:
+def eventually_sync(condition: Callable[[], object], *, timeout: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
