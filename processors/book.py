@@ -117,6 +117,8 @@ class BookProcessor:
         await job.report(2, "Looking at your photo", pages_total=total)
 
         photo = await self._child_photo(item)
+        # A missing or broken catalog image must fail the item before any call is paid for.
+        await self._check_pages(book["id"], [p for p in pages if int(p["page_number"]) not in done])
         cover_original = await self._catalog_image(book["id"], book.get("cover_image_path"), "cover")
         cover_part = ImagePart(await asyncio.to_thread(image_part_bytes, cover_original, AI_INPUT_MAX_SIDE))
         cover_analysis, child_analysis = await asyncio.gather(
@@ -173,6 +175,12 @@ class BookProcessor:
         path = object_path(raw_path, bucket=self.bucket, supabase_url=self.supabase_url)
         data = await self.assets.get(book_id, path)
         return await asyncio.to_thread(load_page_image, data)
+
+    async def _check_pages(self, book_id: str, pages: list[Row]) -> None:
+        """Fetch (into the disk cache) and decode every page still to draw, one at a time, so
+        memory does not grow with the book's length."""
+        for page in pages:
+            await self._catalog_image(book_id, page.get("image_path"), f"page {page['page_number']}")
 
     async def _cover(self, job: Job, inputs: Inputs, original: Image.Image, original_part: ImagePart,
                      done: dict[int, str], out: Path, usage: Usage) -> None:
