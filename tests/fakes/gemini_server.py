@@ -38,6 +38,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, ImageOps
 
+from tests.fakes.base import LocalServer
+
 Behaviour = Callable[["FakeGemini", "RecordedRequest"], Awaitable[web.Response]]
 ImageMaker = Callable[["RecordedRequest"], tuple[bytes, str]]
 
@@ -116,7 +118,7 @@ class RecordedRequest:
         return ratio
 
 
-class FakeGemini:
+class FakeGemini(LocalServer):
     """The fake server: programmable replies, recorded requests, in-flight counters."""
 
     ANALYSIS_MODEL = "gemini-fake-analysis"
@@ -137,8 +139,6 @@ class FakeGemini:
         self.peak_in_flight = 0
         self._queue: deque[Behaviour] = deque()
         self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
 
     def enqueue(self, *behaviours: Behaviour) -> None:
         """Answer the next generateContent requests with ``behaviours``, in order.
@@ -160,28 +160,19 @@ class FakeGemini:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def start(self) -> None:
+    @property
+    def base_url(self) -> str:
+        return self.url
+
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/{version:v1|v1beta}/models/{target}", self._generate_content)
         app.router.add_get("/{version:v1|v1beta}/models/{model}", self._get_model)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
+        return app
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeGemini:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        await super().stop()
 
     async def _get_model(self, request: web.Request) -> web.Response:
         version, model = request.match_info["version"], request.match_info["model"]

@@ -39,6 +39,8 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from tests.fakes.base import LocalServer
+
 _SCHEMA = "public"
 
 #: PostgREST's HTTP status for a SQLSTATE (docs.postgrest.org, "Errors"): exact codes first,
@@ -147,7 +149,7 @@ class _Function:
         return sql.SQL("select to_json({})::text").format(call)
 
 
-class FakePostgrestServer:
+class FakePostgrestServer(LocalServer):
     """PostgREST's RPC endpoint on 127.0.0.1 with an ephemeral port; ``url`` is the project URL.
 
     Each request runs on a connection of its own to ``dsn``, in autocommit, as PostgREST runs one
@@ -157,32 +159,13 @@ class FakePostgrestServer:
     def __init__(self, dsn: str, *, service_key: str = "service-role-key-for-tests") -> None:
         self.service_key = service_key
         self.calls: list[RpcCall] = []
-        self.url = ""
         self._dsn = dsn
         self._faults: deque[_Fault] = deque()
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/rest/v1/rpc/{function}", self._rpc)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakePostgrestServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        return app
 
     def fail_next(
         self, count: int = 1, *, status: int = 503, body: Mapping[str, Any] | str | None = None

@@ -32,6 +32,8 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.base import LocalServer
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _API = "/storage/v1"
@@ -53,7 +55,7 @@ class _Fault:
     retry_after: str | None
 
 
-class FakeStorageServer:
+class FakeStorageServer(LocalServer):
     """Supabase Storage on 127.0.0.1 with an ephemeral port; ``url`` is the project URL.
 
     ``objects`` maps ``(bucket, key)`` to what was stored; ``requests`` counts requests by
@@ -72,13 +74,11 @@ class FakeStorageServer:
         self.buckets: dict[str, bool] = dict(buckets if buckets is not None else {"books": False})
         self.objects: dict[tuple[str, str], StoredObject] = {}
         self.requests: Counter[str] = Counter()
-        self.url = ""
         self._jwt_secret = uuid.uuid4().bytes
         self._clock_offset = 0.0
         self._faults: deque[_Fault] = deque()
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application(
             middlewares=[self._count, self._inject_faults, self._authenticate],
             client_max_size=_MAX_UPLOAD_BYTES,
@@ -92,24 +92,7 @@ class FakeStorageServer:
         app.router.add_post(f"{api}/{{bucket}}/{{key:.+}}", self._create)
         app.router.add_put(f"{api}/{{bucket}}/{{key:.+}}", self._update)
         app.router.add_delete(f"{api}/{{bucket}}", self._remove)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeStorageServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        return app
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "image/jpeg") -> None:
         """Seed an object, as the catalog import or the app would have uploaded it."""
