@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from loguru import logger
@@ -162,8 +163,21 @@ async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
     webhook = None
     if settings.notify_webhook_url and settings.notify_webhook_secret:
         webhook = OpsWebhook(settings.notify_webhook_url, settings.notify_webhook_secret)
-    monitor = Monitor(settings, await build_store(settings), processor, metrics=metrics,
-                      webhook=webhook)
+    store = await build_store(settings)
+    retention_resources = AsyncExitStack()
+    retention = None
+    if not once and settings.photo_retention_days > 0:
+        from functools import partial
+
+        from monitor.app import build_storage
+        from monitor.retention import purge_expired_photos
+
+        retention_storage = await build_storage(settings, retention_resources)
+        retention_resources.push_async_callback(retention_storage.aclose)
+        retention = partial(purge_expired_photos, store, retention_storage,
+                            days=settings.photo_retention_days, metrics=metrics)
+    monitor = Monitor(settings, store, processor, metrics=metrics, webhook=webhook,
+                      retention=retention)
     try:
         if once:
             processed = await monitor.run_once()
@@ -177,6 +191,7 @@ async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
         await close_processor(processor)
         if webhook is not None:
             await webhook.aclose()
+        await retention_resources.aclose()
     return EXIT_OK
 
 

@@ -26,6 +26,8 @@ from monitor.webhook import OpsWebhook
 from processors.errors import OrderError
 
 POLL_JOB_ID = "poll"
+RETENTION_JOB_ID = "photo_retention"
+RETENTION_INTERVAL_SECONDS = 3600
 # LISTEN bursts (an order with several items, a batch import) collapse into one claim.
 WAKEUP_DEBOUNCE_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 5.0
@@ -75,8 +77,11 @@ class Monitor:
         *,
         metrics: Metrics | None = None,
         webhook: OpsWebhook | None = None,
+        retention: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.settings = settings
+        #: The photo-retention run (monitor.retention), scheduled hourly when retention is on.
+        self.retention = retention
         self.store = store
         self.processor = processor
         self.worker = settings.worker_id
@@ -112,6 +117,17 @@ class Monitor:
             next_run_time=utcnow(),
             misfire_grace_time=None,
         )
+        if self.retention is not None and self.settings.photo_retention_days > 0:
+            self._scheduler.add_job(
+                self._run_retention,
+                "interval",
+                seconds=RETENTION_INTERVAL_SECONDS,
+                id=RETENTION_JOB_ID,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=utcnow(),
+                misfire_grace_time=None,
+            )
         self._scheduler.start()
         if self.store.supports_listen:
             self._listen_task = self._spawn(self._listen_forever())
@@ -312,6 +328,17 @@ class Monitor:
 
     def _on_notify(self) -> None:
         self.wake_up()
+
+    async def _run_retention(self) -> None:
+        """One photo-retention run; a failure is logged (no paths, no personal data) and the
+        next hourly run tries again."""
+        if self.retention is None or self._stopping:
+            return
+        try:
+            await self.retention()
+        except Exception as exc:  # noqa: BLE001 - retention must never take the daemon down
+            logger.warning("photo retention run failed; retrying next hour",
+                           error=type(exc).__name__)
 
     # ------------------------------------------------------------------ one item
 

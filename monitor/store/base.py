@@ -271,3 +271,16 @@ class OrderStore(abc.ABC):
     async def item_summary(self, item_id: str) -> Row | None:
         """Status, progress, results and error of one item, as the app would see them."""
         return await self._rpc("order_item_summary", {"p_item": item_id})
+
+    # ------------------------------------------------------------------ photo retention
+
+    async def items_due_for_photo_deletion(self, days: int, limit: int) -> list[Row]:
+        """Finished items older than ``days`` whose photo and page images are still stored:
+        rows of ``item_id`` and ``paths`` (the storage objects to delete; never the PDF or cover)."""
+        return await self._rpc(
+            "items_due_for_photo_deletion", {"p_days": days, "p_limit": limit}, returns_set=True
+        )
+
+    async def mark_photo_deleted(self, item_id: str) -> bool:
+        """Clear the item's photo path and page checkpoints once their objects are deleted."""
+        return bool(await self._rpc("mark_photo_deleted", {"p_item": item_id}))
