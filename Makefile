@@ -19,5 +19,8 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
+bench: $(INSTALLED)
+	$(BIN)/python -m bench --quick
+
 clean:
 	rm -rf $(VENV) .demo .cache storage .pytest_cache
