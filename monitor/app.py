@@ -37,8 +37,10 @@ async def build_store(settings: Settings) -> OrderStore:
     )
 
 
-async def load_processor(spec: str, settings: Settings, metrics: Metrics) -> Processor:
-    """Import ``module:factory`` and build the processor: ``factory(settings, metrics)``.
+async def load_processor(
+    spec: str, settings: Settings, metrics: Metrics, storage: BlobStorage
+) -> Processor:
+    """Import ``module:factory`` and build the processor: ``factory(settings, metrics, storage)``.
 
     The factory may be sync or async; the result may have an async ``aclose``.
     """
@@ -46,7 +48,7 @@ async def load_processor(spec: str, settings: Settings, metrics: Metrics) -> Pro
     if not attr:
         raise ValueError(f"processor must look like module:factory, got {spec!r}")
     factory: Any = getattr(importlib.import_module(module_name), attr)
-    processor = factory(settings, metrics)
+    processor = factory(settings, metrics, storage)
     if inspect.isawaitable(processor):
         processor = await processor
     return processor

@@ -12,15 +12,23 @@ import argparse
 import asyncio
 import sys
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 from loguru import logger
 
-from monitor.app import DEFAULT_PROCESSOR, build_store, close_processor, load_processor
+from monitor.app import (
+    DEFAULT_PROCESSOR,
+    build_storage,
+    build_store,
+    close_processor,
+    load_processor,
+)
 from monitor.config import ConfigError, Settings
 from monitor.daemon import Monitor
 from monitor.logs import setup_logging
 from monitor.metrics import Metrics
+from monitor.retention import purge_expired_photos
 from monitor.server import start_server
 from monitor.store.base import StoreUnavailable
 from monitor.webhook import OpsWebhook
@@ -103,9 +111,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 async def _import_book(settings: Settings, args: argparse.Namespace,
                        parser: argparse.ArgumentParser) -> int:
-    from contextlib import AsyncExitStack
-
-    from monitor.app import build_storage
     from monitor.catalog import CatalogError, import_book, read_book_dir
 
     try:
@@ -154,44 +159,37 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
+    """The composition root: one metrics registry and one storage, shared by every part."""
     metrics = Metrics()
-    try:
-        processor = await load_processor(processor_spec, settings, metrics)
-    except (ImportError, AttributeError, ValueError) as exc:
-        logger.error("cannot load the processor", processor=processor_spec, error=str(exc))
-        return EXIT_CONFIG
-    webhook = None
-    if settings.notify_webhook_url and settings.notify_webhook_secret:
-        webhook = OpsWebhook(settings.notify_webhook_url, settings.notify_webhook_secret)
-    store = await build_store(settings)
-    retention_resources = AsyncExitStack()
-    retention = None
-    if not once and settings.photo_retention_days > 0:
-        from functools import partial
-
-        from monitor.app import build_storage
-        from monitor.retention import purge_expired_photos
-
-        retention_storage = await build_storage(settings, retention_resources)
-        retention_resources.push_async_callback(retention_storage.aclose)
-        retention = partial(purge_expired_photos, store, retention_storage,
-                            days=settings.photo_retention_days, metrics=metrics)
-    monitor = Monitor(settings, store, processor, metrics=metrics, webhook=webhook,
-                      retention=retention)
-    try:
-        if once:
-            processed = await monitor.run_once()
-            logger.info("once: nothing left to claim", processed=processed)
-        else:
-            return await _run_with_server(monitor)
-    except StoreUnavailable as exc:
-        logger.error("database unreachable", error=str(exc))
-        return EXIT_FAILURE
-    finally:
-        await close_processor(processor)
-        if webhook is not None:
-            await webhook.aclose()
-        await retention_resources.aclose()
+    async with AsyncExitStack() as resources:
+        storage = await build_storage(settings, resources)
+        resources.push_async_callback(storage.aclose)
+        try:
+            processor = await load_processor(processor_spec, settings, metrics, storage)
+        except (ImportError, AttributeError, ValueError) as exc:
+            logger.error("cannot load the processor", processor=processor_spec, error=str(exc))
+            return EXIT_CONFIG
+        resources.push_async_callback(close_processor, processor)
+        webhook = None
+        if settings.notify_webhook_url and settings.notify_webhook_secret:
+            webhook = OpsWebhook(settings.notify_webhook_url, settings.notify_webhook_secret)
+            resources.push_async_callback(webhook.aclose)
+        store = await build_store(settings)
+        retention = None
+        if not once and settings.photo_retention_days > 0:
+            retention = partial(purge_expired_photos, store, storage,
+                                days=settings.photo_retention_days, metrics=metrics)
+        monitor = Monitor(settings, store, processor, metrics=metrics, webhook=webhook,
+                          retention=retention)
+        try:
+            if once:
+                processed = await monitor.run_once()
+                logger.info("once: nothing left to claim", processed=processed)
+            else:
+                return await _run_with_server(monitor)
+        except StoreUnavailable as exc:
+            logger.error("database unreachable", error=str(exc))
+            return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -287,7 +287,7 @@ class BookProcessor:
         await asyncio.to_thread(out.write_bytes, jpeg)
 
     async def aclose(self) -> None:
-        await asyncio.gather(self.ai.aclose(), self.storage.aclose())
+        """Close what the factory handed over: the AI client and storage it built itself."""
         await self._resources.aclose()
 
 

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from typing import Any
 
 from monitor.app import build_storage
 from monitor.config import Settings
 from monitor.metrics import Metrics
+from monitor.storage.base import BlobStorage
 from monitor.storage.cache import BookAssetCache
 from processors.ai.base import ImageAI
-from processors.ai.limits import LimitedAI, OnCall, OnRetry
+from processors.ai.limits import LimitedAI
 from processors.analysis import Analyzer
 from processors.book import BookProcessor
 from processors.prompts import PromptBook
 
 
-def build_ai(settings: Settings, *, on_retry: OnRetry | None = None,
-             on_call: OnCall | None = None) -> tuple[ImageAI, str]:
-    """The image AI within the process-wide limits, and the analysis model's name (cache key)."""
+def build_ai(settings: Settings, metrics: Metrics, **limit_options: Any) -> tuple[ImageAI, str]:
+    """The image AI within the process-wide limits, and the analysis model's name (cache key).
+
+    ``limit_options`` override ``LimitedAI``'s arguments (tests use a tiny backoff).
+    """
     inner: ImageAI
     if settings.ai_provider == "gemini":
         from processors.ai.gemini import GeminiAI
@@ -37,28 +41,37 @@ def build_ai(settings: Settings, *, on_retry: OnRetry | None = None,
         from processors.ai.local import LocalAI
 
         inner, model_name = LocalAI(), "local"
-    limited = LimitedAI(
-        inner,
+    options: dict[str, Any] = dict(
         max_concurrency=settings.ai_max_concurrency,
         requests_per_minute=settings.ai_requests_per_minute,
         max_retries=settings.ai_max_retries,
-        on_retry=on_retry,
-        on_call=on_call,
+        on_retry=metrics.ai_retry,
+        on_call=metrics.observe_ai_call,
     )
-    return limited, model_name
+    return LimitedAI(inner, **{**options, **limit_options}), model_name
 
 
-async def create_processor(settings: Settings, metrics: Metrics | None = None) -> BookProcessor:
-    """Fails fast (ValueError) when a configured model does not exist."""
+async def create_processor(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    storage: BlobStorage | None = None,
+    **limit_options: Any,
+) -> BookProcessor:
+    """Fails fast (ValueError) when a configured model does not exist.
+
+    ``storage`` is the daemon's, shared with other jobs and closed by its owner; without it the
+    processor builds and closes its own.
+    """
     metrics = metrics or Metrics()
     resources = AsyncExitStack()
-    storage = await build_storage(settings, resources)
-    ai, model_name = build_ai(settings, on_retry=metrics.ai_retry, on_call=metrics.observe_ai_call)
+    if storage is None:
+        storage = await build_storage(settings, resources)
+        resources.push_async_callback(storage.aclose)
+    ai, model_name = build_ai(settings, metrics, **limit_options)
+    resources.push_async_callback(ai.aclose)
     try:
         await ai.check_models()
     except BaseException:
-        await ai.aclose()
-        await storage.aclose()
         await resources.aclose()
         raise
     prompts = PromptBook()

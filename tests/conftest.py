@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -18,23 +15,25 @@ from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from monitor.store.supabase import SupabaseStore
 from tests.fakes.postgrest_server import FakePostgrestServer
-from tests.postgres import Cluster
+from tests.postgres import Cluster, temporary_cluster
 
 MIGRATED_TEMPLATE = "migrated_template"
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
-    # Not under pytest's tmp_path: pgserver runs postgres as an unprivileged user that must be
-    # able to traverse the directory, and pytest's own dirs are private to the current user.
-    root = Path(tempfile.mkdtemp(prefix="book-monitor-pg-"))
-    cluster = Cluster(root / "data")
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        conn.execute(f'create database "{MIGRATED_TEMPLATE}"')
-    asyncio.run(migrate(cluster.url(MIGRATED_TEMPLATE)))
-    yield cluster
-    cluster.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
+    with temporary_cluster("book-monitor-pg-") as cluster:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute(f'create database "{MIGRATED_TEMPLATE}"')
+        asyncio.run(migrate(cluster.url(MIGRATED_TEMPLATE)))
+        yield cluster
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A cluster of its own, for tests that stop it without disturbing the others."""
+    with temporary_cluster("book-monitor-pg-own-") as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -24,26 +24,22 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from aiohttp import web
 from PIL import Image, ImageDraw, ImageOps
 
-from monitor.app import build_storage
 from monitor.catalog import import_book, read_book_dir
 from monitor.config import Settings
 from monitor.daemon import Monitor
 from monitor.job import Processor
-from monitor.storage.cache import BookAssetCache
 from monitor.storage.local import LocalStorage
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
-from processors.ai.gemini import GeminiAI
-from processors.ai.limits import LimitedAI
-from processors.analysis import Analyzer
 from processors.book import AI_INPUT_MAX_SIDE, BookProcessor
+from processors.factory import create_processor
 from processors.images import image_part_bytes, load_page_image, normalize_photo, to_jpeg
-from processors.prompts import PromptBook
 from tests.fakes.gemini_server import (
     Behaviour,
     FakeGemini,
@@ -261,58 +257,18 @@ class PipelineEnv:
 
         Its ``LimitedAI`` backs off for seconds, so use it only where nothing is retried.
         """
-        from processors.factory import create_processor
-
-        processor = await create_processor(self.settings(**overrides))
-        self._stack.push_async_callback(processor.aclose)
-        return processor
+        return await self._create(self.settings(**overrides))
 
     async def processor(self, **overrides: str) -> BookProcessor:
-        """The factory's wiring with a tiny backoff whose delays are recorded in :attr:`sleeps`.
+        """The factory's processor with a tiny backoff whose delays are recorded in :attr:`sleeps`
+        and whose retried error codes are recorded in :attr:`retries`."""
+        return await self._create(
+            self.settings(**overrides),
+            backoff_base=0.01, on_retry=self.retries.append, sleep=self._record_sleep,
+        )
 
-        Mirrors ``create_processor``: the factory has no setting for the backoff base.
-        """
-        settings = self.settings(**overrides)
-        resources = AsyncExitStack()
-        storage = await build_storage(settings, resources)
-        assert settings.google_api_key
-        gemini = GeminiAI(
-            settings.google_api_key,
-            analysis_model=settings.gemini_analysis_model,
-            image_models=list(settings.gemini_image_models),
-            api_version=settings.gemini_api_version,
-            image_size=settings.image_size,
-            timeout_seconds=settings.gemini_timeout_seconds,
-            base_url=settings.gemini_base_url,
-        )
-        ai = LimitedAI(
-            gemini,
-            max_concurrency=settings.ai_max_concurrency,
-            requests_per_minute=settings.ai_requests_per_minute,
-            max_retries=settings.ai_max_retries,
-            backoff_base=0.01,
-            on_retry=self.retries.append,
-            sleep=self._record_sleep,
-        )
-        try:
-            await ai.check_models()
-        except BaseException:
-            await ai.aclose()
-            await resources.aclose()
-            raise
-        prompts = PromptBook()
-        processor = BookProcessor(
-            ai=ai,
-            storage=storage,
-            assets=BookAssetCache(storage, settings.cache_dir / "books"),
-            analyzer=Analyzer(ai, prompts, settings.gemini_analysis_model),
-            prompts=prompts,
-            bucket=settings.storage_bucket,
-            supabase_url=settings.supabase_url,
-            work_dir=settings.cache_dir / "work",
-            page_concurrency=settings.page_concurrency,
-            resources=resources,
-        )
+    async def _create(self, settings: Settings, **limit_options: Any) -> BookProcessor:
+        processor = await create_processor(settings, **limit_options)
         self._stack.push_async_callback(processor.aclose)
         return processor
 

@@ -5,7 +5,11 @@ Databases are cloned from a migrated template, so each test gets a clean schema 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pgserver
@@ -43,3 +47,19 @@ class Cluster:
 
     def cleanup(self) -> None:
         self.server.cleanup()
+
+
+@contextmanager
+def temporary_cluster(prefix: str) -> Iterator[Cluster]:
+    """A cluster in a fresh directory, stopped and removed afterwards.
+
+    Not under pytest's tmp_path: pgserver runs postgres as an unprivileged user that must be able
+    to traverse the directory, and pytest's own dirs are private to the current user.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = Cluster(root / "data")
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+        shutil.rmtree(root, ignore_errors=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from monitor.config import Settings
 from monitor.job import BookResult, Job
 from monitor.metrics import Metrics
+from monitor.storage.base import BlobStorage
 from processors.errors import RetryableError, TerminalError
 
 
@@ -79,7 +80,7 @@ class Crashing:
         raise RuntimeError("bug in the processor")
 
 
-def recording(settings: Settings, metrics: Metrics) -> Recording:
+def recording(settings: Settings, metrics: Metrics, storage: BlobStorage) -> Recording:
     record_file = os.environ.get("TEST_RECORD_FILE")
     return Recording(
         Path(record_file) if record_file else None,
@@ -88,10 +89,10 @@ def recording(settings: Settings, metrics: Metrics) -> Recording:
     )
 
 
-def retryable(settings: Settings, metrics: Metrics) -> Failing:
+def retryable(settings: Settings, metrics: Metrics, storage: BlobStorage) -> Failing:
     return Failing(RetryableError("test: transient", code="ai_unavailable"))
 
 
-def terminal(settings: Settings, metrics: Metrics) -> Failing:
+def terminal(settings: Settings, metrics: Metrics, storage: BlobStorage) -> Failing:
     return Failing(TerminalError("test: no face", code="photo_rejected",
                                  parent_message="Please upload a photo with one child."))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -95,16 +93,6 @@ def test_kill_9_mid_item_then_another_daemon_finishes_it_from_checkpoints(
     assert len(pages) <= 5
     assert item_row(db, item)["attempts"] == 2
     assert second.alive()
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[Cluster]:
-    """A cluster of its own, so stopping it does not disturb the other tests."""
-    root = Path(tempfile.mkdtemp(prefix="book-monitor-pg-restart-"))
-    cluster = Cluster(root / "data")
-    yield cluster
-    cluster.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_survives_a_postgres_stop_and_start(spawn: Spawn, own_cluster: Cluster) -> None:

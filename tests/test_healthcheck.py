@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -80,16 +78,6 @@ def test_nothing_listening(port: int, tmp_path: Path) -> None:
     code, output = healthcheck(port, tmp_path)
     assert code == 1
     assert output.startswith("unhealthy: no answer") and output.count("\n") == 1
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[Cluster]:
-    """A cluster of its own, so stopping it does not disturb the other tests."""
-    root = Path(tempfile.mkdtemp(prefix="book-monitor-pg-health-"))
-    cluster = Cluster(root / "data")
-    yield cluster
-    cluster.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_unhealthy_while_the_database_is_down(
