@@ -89,6 +89,24 @@ async def test_expired_lease_moves_item_and_fences_the_old_worker(
     assert await store.heartbeat(item, "new", 60) is LeaseState.OK
 
 
+async def test_a_released_item_keeps_its_place_ahead_of_newer_orders(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    book = insert_book(db)
+    older = insert_item(db, book_id=book)
+    [claimed] = await store.claim("w1", 1, 60)
+    assert claimed["id"] == older
+    newer = insert_item(db, book_id=book)
+
+    assert await store.release(older, "w1")
+
+    # The half-finished book of the longest-waiting customer resumes first.
+    [resumed] = await store.claim("w2", 1, 60)
+    assert resumed["id"] == older
+    [after] = await store.claim("w2", 1, 60)
+    assert after["id"] == newer
+
+
 async def test_checkpoints_survive_release_and_are_in_the_context(
     store: OrderStore, db: psycopg.Connection
 ) -> None:
