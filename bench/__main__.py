@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import report
+from bench import faults, report
 from bench.scenarios import SCENARIOS
 from bench.world import Bench
 
@@ -24,17 +24,21 @@ QUICK = {
     "single_pages": [10, 24], "single_repeats": 3,
     "poll_interval_s": 2.0, "pickup_items": 20, "pickup_poll_items": 12,
     "limit_images": 10, "window_s": 5.0, "saturation_orders": 6, "repeats": 1, "timeout_s": 150,
-    "memory_cases": [[1, 8], [4, 8], [1, 24], [4, 24]], "memory_side": 2048,
+    # [in-flight orders, pages, reply px]
+    "memory_cases": [[1, 8, 2048], [4, 8, 2048], [1, 24, 2048], [1, 8, 1024], [1, 8, 4096]],
     "replicas": [1, 2, 4], "scale_orders": 6, "scale_orders_per_replica": 1,
     "scale_page_concurrency": 2, "scale_limit_images": 40,
     "pdf_sides": [256, 2048], "pdf_repeats": 3,
+    # The fault-injection suite runs in its full form in both modes (30 orders, every fault).
+    "faults": faults.SUITE,
 }
 FULL = {
     **QUICK,
     "image_s": 1.0, "analysis_s": 0.5, "single_repeats": 5,
     "pickup_items": 40, "pickup_poll_items": 25, "poll_interval_s": 10.0,
     "limit_images": 20, "window_s": 10.0, "saturation_orders": 20, "repeats": 3, "timeout_s": 600,
-    "memory_cases": [[1, 8], [2, 8], [4, 8], [8, 8], [1, 24], [4, 24]],
+    "memory_cases": [[1, 8, 2048], [2, 8, 2048], [4, 8, 2048], [8, 8, 2048], [1, 24, 2048],
+                     [4, 24, 2048], [1, 8, 1024], [4, 8, 1024], [1, 8, 4096], [4, 8, 4096]],
     "scale_orders": 16, "pdf_repeats": 5,
 }
 

@@ -15,10 +15,25 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from aiohttp import web
 
 from tests.fakes.gemini_server import FakeGemini, RecordedRequest, rate_limited, succeed
+
+
+def is_analysis(request: RecordedRequest) -> bool:
+    """Analysis calls ask for JSON; image calls do not."""
+    return request.generation_config.get("responseMimeType") == "application/json"
+
+
+class Call(NamedTuple):
+    """One answered call, wall-clock times, with the request (for telling pages apart)."""
+
+    start: float
+    end: float
+    kind: str  # "analysis" | "image"
+    request: RecordedRequest
 
 
 @dataclass
@@ -33,8 +48,8 @@ class LatencyModel:
     rejected: int = 0
     images_ok: int = 0
     analyses: int = 0
-    #: (wall-clock start, wall-clock end, "analysis" | "image") of every answered call
-    timeline: list[tuple[float, float, str]] = field(default_factory=list)
+    #: every call answered with success, in the order they ended
+    timeline: list[Call] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -48,12 +63,11 @@ class LatencyModel:
         return max(0.0, mean * (1 + self._rng.uniform(-self.jitter, self.jitter)))
 
     async def __call__(self, fake: FakeGemini, request: RecordedRequest) -> web.Response:
-        is_analysis = request.generation_config.get("responseMimeType") == "application/json"
-        if is_analysis:
+        if is_analysis(request):
             self.analyses += 1
             began = time.time()
             await fake.sleep(self._draw(self.analysis_s))
-            self.timeline.append((began, time.time(), "analysis"))
+            self.timeline.append(Call(began, time.time(), "analysis", request))
             return await self._ok(fake, request)
         if self.limit_images is not None:
             now = time.monotonic()
@@ -66,6 +80,6 @@ class LatencyModel:
             self.accepted.append(now)
         began = time.time()
         await fake.sleep(self._draw(self.image_s))
-        self.timeline.append((began, time.time(), "image"))
+        self.timeline.append(Call(began, time.time(), "image", request))
         self.images_ok += 1
         return await self._ok(fake, request)

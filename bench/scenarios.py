@@ -1,4 +1,4 @@
-"""The six scenarios. Each returns a JSON-able dict of measured numbers."""
+"""The scenarios. Each returns a JSON-able dict of measured numbers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 from PIL import Image
 
-from bench.latency import LatencyModel
+from bench import faults
+from bench.latency import Call, LatencyModel
 from bench.world import Bench, RssSampler, big_jpeg, sized_replies, world
 from processors.pdf import build_pdf
 
@@ -50,10 +51,10 @@ def pdf_seconds(pages: int, side: int = 256) -> float:
         return time.perf_counter() - started
 
 
-def _busy_gaps(calls: list[tuple[float, float, str]]) -> float:
+def _busy_gaps(calls: list[Call]) -> float:
     """Seconds inside the AI span when no call was in flight at the fake (client-side work)."""
     gaps, reach = 0.0, None
-    for start, end, _ in sorted(calls):
+    for start, end, *_ in sorted(calls, key=lambda c: c.start):
         if reach is not None and start > reach:
             gaps += start - reach
         reach = end if reach is None else max(reach, end)
@@ -78,7 +79,7 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
                 if row["generation_status"] == "completed":
                     walls.append(float(row["generated"] - row["started"]))
                     calls = model.timeline[mark:]
-                    first, last = min(c[0] for c in calls), max(c[1] for c in calls)
+                    first, last = min(c.start for c in calls), max(c.end for c in calls)
                     before_ai.append(first - float(row["started"]))
                     ai_span.append(last - first)
                     after_ai.append(float(row["generated"]) - last)
@@ -209,11 +210,10 @@ async def saturation(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 async def memory(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     out = []
-    for inflight, pages in cfg["memory_cases"]:
+    for inflight, pages, side in cfg["memory_cases"]:
         model = LatencyModel(analysis_s=0.1, image_s=cfg["image_s"], jitter=cfg["jitter"])
-        model_fake_side = cfg["memory_side"]
         async with world(bench, model, (pages,)) as w:
-            w.fake.image_maker = sized_replies(model_fake_side)
+            w.fake.image_maker = sized_replies(side)
             d = w.start_daemon(MAX_CONCURRENT_ORDERS=inflight)
             await asyncio.sleep(2.0)
             sampler = RssSampler(d.pid)
@@ -235,7 +235,7 @@ async def memory(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
             rows = await w.rows(items)
             if any(r["generation_status"] != "completed" for r in rows):
                 print("[bench] memory: daemon log tail:\n" + "\n".join(d.logs().splitlines()[-5:]), flush=True)
-        out.append({"inflight": inflight, "pages": pages, "reply_px": model_fake_side,
+        out.append({"inflight": inflight, "pages": pages, "reply_px": side,
                     "cold_rss_mb": cold / MB, "idle_rss_mb": idle / MB, "peak_rss_mb": peak / MB,
                     "per_order_mb": (peak - idle) / MB / max(peak_inflight, 1),
                     "peak_inflight_observed": peak_inflight,
@@ -308,4 +308,5 @@ SCENARIOS = {
     "memory": memory,
     "scaleout": scale_out,
     "pdf": pdf,
+    "faults": faults.suite,
 }

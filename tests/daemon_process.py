@@ -17,6 +17,7 @@ class DaemonProcess:
         args = [sys.executable, str(REPO / "run_monitor.py"), "--env-file", os.devnull, command]
         if processor:
             args += ["--processor", processor]
+        self.env = env
         self.log_file = log_file
         self._log = log_file.open("ab")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))}
