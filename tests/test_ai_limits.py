@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from processors.ai.base import AIConfigError, AIUnavailable, ContentBlocked, ImagePart
+from processors.ai.base import AIConfigError, AIUnavailable, ContentBlocked, EditRequest, ImagePart
 from processors.ai.gemini import GeminiAI
 from processors.ai.limits import LimitedAI
 from processors.analysis_models import ChildAnalysis
@@ -194,6 +194,24 @@ async def test_requests_per_minute_spaces_call_starts(
     assert len(fake.generate_requests()) == 3
     # The first call starts at once; the others are asked to wait about one and two seconds.
     assert sorted(recorder.sleeps) == pytest.approx([1.0, 2.0], abs=0.5)
+
+
+async def test_analyses_and_images_are_paced_apart(
+    fake: FakeGemini, gemini: GeminiAI, recorder: Recorder
+) -> None:
+    # Gemini's quotas are per model: an analysis must not take the image model's paced turn.
+    ai = limited(gemini, recorder, requests_per_minute=60)
+    draw = EditRequest(prompt="Draw the child.", base=PHOTO, child_photo=PHOTO,
+                       aspect_ratio="1:1", child_name="Mia")
+
+    await analyze(ai)
+    await ai.generate_image(draw)
+    await analyze(ai)
+    await ai.generate_image(draw)
+
+    assert len(fake.generate_requests()) == 4
+    # Each kind waits only for its own previous start: the two second calls, about a second each.
+    assert sorted(recorder.sleeps) == pytest.approx([1.0, 1.0], abs=0.5)
 
 
 def test_limits_are_validated(gemini: GeminiAI) -> None:

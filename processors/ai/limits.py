@@ -4,7 +4,9 @@ One ``LimitedAI`` wraps the adapter for the whole process, so five concurrent or
 budget and do not turn into a 429 storm:
 
 - at most ``max_concurrency`` calls in flight (an ``asyncio.Semaphore``);
-- optionally at most ``requests_per_minute`` call starts, evenly spaced rather than in bursts;
+- optionally at most ``requests_per_minute`` call starts per kind of call (analysis, image),
+  evenly spaced rather than in bursts. Gemini's quotas are per model and the two kinds go to
+  different models, so a shared pacer would let analyses spend the image model's budget;
 - ``RetryableError`` retried up to ``max_retries`` times with exponential backoff and jitter,
   waiting at least a server's ``retry_after``. When the server asks for longer than
   ``backoff_max`` (a spent daily quota), the error goes straight back to the queue, whose own
@@ -95,7 +97,11 @@ class LimitedAI:
             raise ValueError("requests_per_minute must be positive when set")
         self._inner = inner
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._pacer = _Pacer(requests_per_minute, sleep) if requests_per_minute else None
+        self._pacers = (
+            {kind: _Pacer(requests_per_minute, sleep) for kind in ("analyze", "generate_image")}
+            if requests_per_minute
+            else {}
+        )
         self._max_retries = max_retries
         self._backoff = tenacity.wait_exponential_jitter(
             initial=backoff_base, max=backoff_max, jitter=backoff_base
@@ -134,8 +140,8 @@ class LimitedAI:
 
     async def _attempt(self, kind: str, call: Callable[[], Awaitable[ResultT]]) -> ResultT:
         async with self._slots:
-            if self._pacer is not None:
-                await self._pacer.wait_turn()
+            if kind in self._pacers:
+                await self._pacers[kind].wait_turn()
             started = time.monotonic()
             try:
                 result = await call()
