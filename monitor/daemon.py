@@ -16,12 +16,19 @@ from typing import Any, Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import stop_after_attempt
 
 from monitor.config import Settings
 from monitor.job import BookResult, Job, LeaseLost, Processor
 from monitor.metrics import Metrics
-from monitor.store.base import FailOutcome, LeaseState, OrderStore, Row, StoreUnavailable
+from monitor.store.base import (
+    FailOutcome,
+    LeaseState,
+    OrderStore,
+    Row,
+    StoreUnavailable,
+    through_outages,
+)
 from monitor.webhook import OpsWebhook
 from processors.errors import OrderError
 
@@ -98,6 +105,7 @@ class Monitor:
         self._poll_again = False
         self._wakeup_handle: asyncio.TimerHandle | None = None
         self._listen_task: asyncio.Task[None] | None = None
+        self._predecessor_checked = False
         self._outage_failures = 0
         self._outage_retry_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -261,6 +269,8 @@ class Monitor:
             return []
         capacity = self.settings.max_concurrent_orders - len(self.in_flight)
         try:
+            if not self._predecessor_checked:
+                await self._take_over_from_predecessor()
             claimed = await self.store.claim(self.worker, capacity, self.settings.lease_seconds)
         except StoreUnavailable as exc:
             self._record_outage(exc)
@@ -273,6 +283,15 @@ class Monitor:
         for row in claimed:
             self._start_item(row)
         return claimed
+
+    async def _take_over_from_predecessor(self) -> None:
+        """Before the first claim: leases still held under this worker id are a crashed
+        predecessor's (this process has claimed nothing yet), so free them for resumption now."""
+        expired = await self.store.expire_leases_of(self.worker)
+        self._predecessor_checked = True
+        if expired:
+            self.metrics.item_abandoned("predecessor_crashed", expired)
+            logger.warning("resuming items a crashed predecessor held", items=expired)
 
     def _record_outage(self, exc: Exception) -> None:
         self._outage_failures += 1
@@ -343,7 +362,8 @@ class Monitor:
     # ------------------------------------------------------------------ one item
 
     def _start_item(self, row: Row) -> None:
-        job = Job(item=row, worker=self.worker, store=self.store)
+        job = Job(item=row, worker=self.worker, store=self.store,
+                  outage_patience=self.settings.lease_seconds)
         flight = InFlight(job=job, started_at=utcnow())
         self.in_flight[job.item_id] = flight
         flight.task = self._spawn(self._run_item(flight))
@@ -483,14 +503,7 @@ class Monitor:
         """A final write, retried through short database blips. None if it never got through:
         the lease then expires and another worker finishes the item from its checkpoints."""
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(StoreUnavailable),
-                stop=stop_after_attempt(5),
-                wait=wait_exponential(multiplier=0.5, max=8),
-                reraise=True,
-            ):
-                with attempt:
-                    return await call()
+            return await through_outages(call, stop=stop_after_attempt(5), first_wait=0.5)
         except StoreUnavailable as exc:
             logger.error("could not record the outcome; the lease will expire", error=str(exc))
         return None

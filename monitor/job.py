@@ -8,9 +8,13 @@ lost, the next write raises :class:`LeaseLost` and the daemon abandons the item.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
-from monitor.store.base import ItemContext, OrderStore, Row
+from tenacity import stop_after_delay
+
+from monitor.store.base import ItemContext, OrderStore, Row, through_outages
+
+T = TypeVar("T")
 
 
 class LeaseLost(Exception):
@@ -28,13 +32,20 @@ class BookResult:
 
 @dataclass
 class Job:
-    """One claimed order item, as a processor sees it."""
+    """One claimed order item, as a processor sees it.
+
+    Its writes wait out a database outage for up to ``outage_patience`` seconds (the daemon gives
+    the lease): a checkpoint that gets through after a restart saves an image that is already
+    paid for and stored. Longer than the lease is pointless, as the heartbeat then gives the item
+    up; with 0 the first StoreUnavailable is raised.
+    """
 
     item: Row
     worker: str
     store: OrderStore
     step: str = "Starting"
     progress: int = 0
+    outage_patience: float = 0.0
 
     @property
     def item_id(self) -> str:
@@ -45,7 +56,7 @@ class Job:
         return int(self.item.get("attempts") or 0)
 
     async def load_context(self) -> ItemContext:
-        context = await self.store.load_context(self.item_id, self.worker)
+        context = await self._write(lambda: self.store.load_context(self.item_id, self.worker))
         if context is None:
             raise LeaseLost(self.item_id)
         return context
@@ -60,9 +71,9 @@ class Job:
     ) -> None:
         """Write progress for the app's progress bar (and usage so far, for cost tracking)."""
         self.progress, self.step = progress, step
-        if not await self.store.set_progress(
+        if not await self._write(lambda: self.store.set_progress(
             self.item_id, self.worker, progress, step, pages_total=pages_total, usage=usage
-        ):
+        )):
             raise LeaseLost(self.item_id)
 
     async def checkpoint(
@@ -70,11 +81,14 @@ class Job:
         model: str | None = None,
     ) -> None:
         """Record a finished illustration (0 = cover) so no later attempt pays for it again."""
-        if not await self.store.checkpoint_page(
+        if not await self._write(lambda: self.store.checkpoint_page(
             self.item_id, self.worker, page_number, image_path,
             prompt_version=prompt_version, model=model,
-        ):
+        )):
             raise LeaseLost(self.item_id)
+
+    async def _write(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await through_outages(call, stop=stop_after_delay(self.outage_patience), max_wait=2.0)
 
 
 class Processor(Protocol):

@@ -53,7 +53,7 @@ class Metrics:
         )
         self._abandoned = Counter(
             "items_abandoned", "Order items given up unfinished: lease_lost, order_not_paid, "
-            "shutdown.", ["reason"], **own,
+            "shutdown, predecessor_crashed (held by a crashed process with this worker id).", ["reason"], **own,
         )
         self._pages = Counter(
             "pages_generated", "Book pages illustrated, by outcome.", ["outcome"], **own
@@ -108,8 +108,8 @@ class Metrics:
         self._retried.labels(error_code).inc()
         self._order_duration.labels("retry").observe(seconds)
 
-    def item_abandoned(self, reason: str) -> None:
-        self._abandoned.labels(reason).inc()
+    def item_abandoned(self, reason: str, count: int = 1) -> None:
+        self._abandoned.labels(reason).inc(count)
 
     def track_in_flight(self, count: Callable[[], int]) -> None:
         """Read the in-flight gauge from ``count`` at scrape time, so it can never drift."""

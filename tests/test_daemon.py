@@ -178,3 +178,25 @@ async def test_once_processes_everything_claimable_then_returns(
     monitor = make_monitor(Recording(), max_concurrent_orders=2)
     assert await monitor.run_once() == 4
     assert all(status(db, i) == "completed" for i in items)
+
+
+async def test_a_restart_under_the_same_worker_id_resumes_its_items_at_once(
+    make_monitor: MonitorFactory, db: psycopg.Connection
+) -> None:
+    book = insert_book(db)
+    mine, other = insert_item(db, book_id=book), insert_item(db, book_id=book)
+    # Two items a kill -9 left behind, with the whole 30 s lease still to run: one held under
+    # the restarted process's worker id, one under another worker that may well be alive.
+    for item, worker in ((mine, "restarted"), (other, "someone-else")):
+        db.execute("""update order_items set generation_status = 'processing', claimed_by = %s,
+                             attempts = 1, lease_expires_at = now() + interval '30 seconds'
+                       where id = %s""", [worker, item])
+    processor = Recording()
+
+    monitor = make_monitor(processor, worker_id="restarted")
+    assert await monitor.run_once() == 1
+
+    assert processor.seen == [mine]
+    row = item_row(db, mine)
+    assert row["generation_status"] == "completed" and row["attempts"] == 2
+    assert item_row(db, other)["claimed_by"] == "someone-else"

@@ -309,3 +309,20 @@ async def _drain(conn: psycopg.AsyncConnection) -> list[str]:
     async for notify in conn.notifies(timeout=0.5):
         payloads.append(notify.payload)
     return payloads
+
+
+async def test_expire_leases_of_frees_only_that_workers_items(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    book = insert_book(db)
+    first, second = insert_item(db, book_id=book), insert_item(db, book_id=book)
+    [a] = await store.claim("crashed", 1, 300)
+    [b] = await store.claim("alive", 1, 300)
+
+    assert await store.expire_leases_of("crashed") == 1
+    assert await store.expire_leases_of("crashed") == 0  # already expired: nothing more to do
+
+    [resumed] = await store.claim("restarted", 5, 300)
+    assert resumed["id"] == a["id"] and resumed["attempts"] == 2
+    assert item_row(db, b["id"])["claimed_by"] == "alive"
+    assert {first, second} == {a["id"], b["id"]}

@@ -9,19 +9,40 @@ Results come back as JSON-shaped Python values (str ids and timestamps), the sam
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity.stop import stop_base
 
 from processors.errors import RetryableError
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 class StoreUnavailable(RetryableError):
     """The database did not answer (outage, restart, network): the daemon backs off and retries."""
 
     code = "database_unavailable"
+
+
+async def through_outages(call: Callable[[], Awaitable[T]], *, stop: stop_base,
+                          first_wait: float = 0.25, max_wait: float = 8.0) -> T:
+    """``call()``, tried again with backoff while the database is unavailable, until ``stop``.
+
+    A write that waits out a restart of the database keeps the work it records; failing at the
+    first refused connection would throw away paid image calls whose results are already stored.
+    Once ``stop`` says enough, the last :class:`StoreUnavailable` is raised.
+    """
+    async for attempt in AsyncRetrying(retry=retry_if_exception_type(StoreUnavailable), stop=stop,
+                                       wait=wait_exponential(multiplier=first_wait, max=max_wait),
+                                       reraise=True):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity either returns or re-raises")
 
 
 class LeaseState(StrEnum):
@@ -203,6 +224,9 @@ class OrderStore(abc.ABC):
                 {"p_item": item_id, "p_worker": worker, "p_analysis": analysis},
             )
         )
+
+    async def expire_leases_of(self, worker: str) -> int:
+        return int(await self._rpc("expire_leases_of", {"p_worker": worker}))
 
     async def release(self, item_id: str, worker: str) -> bool:
         return bool(
