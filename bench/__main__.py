@@ -22,8 +22,8 @@ from bench.world import Bench
 QUICK = {
     "analysis_s": 0.3, "image_s": 0.5, "jitter": 0.1, "page_concurrency": 4,
     "single_pages": [10, 24], "single_repeats": 3,
-    "poll_interval_s": 2.0, "pickup_items": 20, "pickup_poll_items": 12,
-    "limit_images": 10, "window_s": 5.0, "saturation_orders": 6, "repeats": 1, "timeout_s": 150,
+    "poll_interval_s": 2.0, "pickup_items": 20, "pickup_poll_items": 12, "pickup_spacing_s": [0.1, 1.0],
+    "limit_images": 20, "window_s": 5.0, "saturation_orders": 6, "repeats": 1, "timeout_s": 150,
     # [in-flight orders, pages, reply px]
     "memory_cases": [[1, 8, 2048], [4, 8, 2048], [1, 24, 2048], [1, 8, 1024], [1, 8, 4096]],
     "replicas": [1, 2, 4], "scale_orders": 6, "scale_orders_per_replica": 1,
@@ -35,7 +35,7 @@ QUICK = {
 FULL = {
     **QUICK,
     "image_s": 1.0, "analysis_s": 0.5, "single_repeats": 5,
-    "pickup_items": 40, "pickup_poll_items": 25, "poll_interval_s": 10.0,
+    "pickup_items": 40, "pickup_poll_items": 25, "poll_interval_s": 10.0, "pickup_spacing_s": [0.2, 5.0],
     "limit_images": 20, "window_s": 10.0, "saturation_orders": 20, "repeats": 3, "timeout_s": 600,
     "memory_cases": [[1, 8, 2048], [2, 8, 2048], [4, 8, 2048], [8, 8, 2048], [1, 24, 2048],
                      [4, 24, 2048], [1, 8, 1024], [4, 8, 1024], [1, 8, 4096], [4, 8, 4096]],

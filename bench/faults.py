@@ -46,7 +46,7 @@ Page = tuple[str, int]  # (order item id, page number; 0 is the cover)
 
 SUITE: dict[str, Any] = {
     "orders": 30, "replicas": 2, "analysis_s": 0.2, "image_s": 0.3, "jitter": 0.1,
-    "lease_s": 4, "first_fault_s": (2.0, 4.0), "kills": 4, "kill_gap_s": (2.0, 5.0),
+    "lease_s": 15, "first_fault_s": (2.0, 4.0), "kills": 4, "kill_gap_s": (2.0, 5.0),
     "outage_s": 3.0, "storm_s": 10.0, "storm_fraction": 0.5, "storm_retry_delay": "1s",
     "timeout_s": 240, "seed": 1,
 }
@@ -162,7 +162,8 @@ class Run:
 
 
 async def kill_and_restart(run: Run) -> list[Fault]:
-    """SIGKILL one replica at random moments while it holds work; a supervisor restarts it."""
+    """SIGKILL one replica at random moments while it holds work; a supervisor restarts it
+    under the same WORKER_ID, so it takes over what it held at once (no lease to wait out)."""
     faults = []
     await run.pause(run.cfg["first_fault_s"])
     for n in range(run.cfg["kills"]):
@@ -175,7 +176,7 @@ async def kill_and_restart(run: Run) -> list[Fault]:
         at = time.time()
         # Read after the kill: a dead process writes nothing, so this is exactly what it left.
         caught, done = await run.in_flight(victim.env["WORKER_ID"])
-        run.daemons[0] = run.w.start_daemon(**run.env)
+        run.daemons[0] = run.w.restart(victim)
         faults.append(Fault("SIGKILL", at, at, caught, done))
     return faults
 

@@ -126,7 +126,7 @@ async def pickup(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
             rng = __import__("random").Random(7)
             for i in range(count):
                 await _insert_paid(w.url, w.books[8], f"Pick{i}", quiet)
-                await asyncio.sleep(rng.uniform(0.2, 0.2 + cfg["poll_interval_s"]))
+                await asyncio.sleep(rng.uniform(*cfg["pickup_spacing_s"]))
             async with await psycopg.AsyncConnection.connect(w.url, autocommit=True) as conn:
                 cur = await conn.execute("select id::text from order_items")
                 items = [r[0] for r in await cur.fetchall() if r[0] not in before]

@@ -136,6 +136,13 @@ class World:
         self.daemons.append(daemon)
         return daemon
 
+    def restart(self, daemon: DaemonProcess) -> DaemonProcess:
+        """A new process under the same WORKER_ID, as a supervisor with a stable id restarts one."""
+        n = len(self.daemons)
+        again = DaemonProcess(daemon.env, log_file=self.home / f"daemon-{n}.log")
+        self.daemons.append(again)
+        return again
+
     async def order(self, pages: int, name: str = "Mia") -> str:
         return await self.store.create_paid_order_item(
             self.books[pages], child_name=name, child_age=5, child_gender="girl",
