@@ -87,6 +87,7 @@ class Settings:
     ai_max_concurrency: int = 8
     ai_requests_per_minute: float | None = None
     ai_max_retries: int = 3
+    ai_backoff_base_seconds: float = 2.0
     # Notifications and privacy.
     notify_webhook_url: str | None = None
     notify_webhook_secret: Secret | None = None
@@ -240,6 +241,7 @@ class _Parser:
             ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", 8),
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0) if rpm else None,
             ai_max_retries=self.typed("AI_MAX_RETRIES", int, 3, lambda v: v >= 0, "an integer >= 0"),
+            ai_backoff_base_seconds=self.positive_float("AI_BACKOFF_BASE_SECONDS", 2.0),
             notify_webhook_url=self.first("NOTIFY_WEBHOOK_URL"),
             notify_webhook_secret=Secret(s) if (s := self.first("NOTIFY_WEBHOOK_SECRET")) else None,
             photo_retention_days=self.typed("PHOTO_RETENTION_DAYS", int, 30, lambda v: v >= 0,

@@ -45,6 +45,7 @@ def build_ai(settings: Settings, metrics: Metrics, **limit_options: Any) -> tupl
         max_concurrency=settings.ai_max_concurrency,
         requests_per_minute=settings.ai_requests_per_minute,
         max_retries=settings.ai_max_retries,
+        backoff_base=settings.ai_backoff_base_seconds,
         on_retry=metrics.ai_retry,
         on_call=metrics.observe_ai_call,
     )
