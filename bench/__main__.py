@@ -22,7 +22,7 @@ from bench.world import Bench
 QUICK = {
     "analysis_s": 0.3, "image_s": 0.5, "jitter": 0.1, "page_concurrency": 4,
     "single_pages": [10, 24], "single_repeats": 3,
-    "poll_interval_s": 2.0, "pickup_items": 20, "pickup_poll_items": 12, "pickup_spacing_s": [0.1, 1.0],
+    "poll_interval_s": 2.0, "pickup_items": 16, "pickup_poll_items": 10, "pickup_spacing_s": [0.1, 1.0],
     "limit_images": 20, "window_s": 5.0, "saturation_orders": 6, "repeats": 1, "timeout_s": 150,
     # [in-flight orders, pages, reply px]
     "memory_cases": [[1, 8, 2048], [4, 8, 2048], [1, 24, 2048], [1, 8, 1024], [1, 8, 4096]],

@@ -45,7 +45,7 @@ PAGES = 8
 Page = tuple[str, int]  # (order item id, page number; 0 is the cover)
 
 SUITE: dict[str, Any] = {
-    "orders": 30, "replicas": 2, "analysis_s": 0.2, "image_s": 0.3, "jitter": 0.1,
+    "orders": 30, "replicas": 2, "analysis_s": 0.2, "image_s": 0.25, "jitter": 0.1,
     "lease_s": 15, "first_fault_s": (2.0, 4.0), "kills": 4, "kill_gap_s": (2.0, 5.0),
     "outage_s": 3.0, "storm_s": 10.0, "storm_fraction": 0.5, "storm_retry_delay": "1s",
     "timeout_s": 240, "seed": 1,

@@ -121,6 +121,8 @@ class World:
             "GEMINI_IMAGE_MODEL": self.fake.IMAGE_MODEL,
             "POLL_INTERVAL_SECONDS": "0.5",
             "RETRY_BACKOFF_BASE_SECONDS": "1",
+            # The in-process AI backoff, scaled like the latencies (2 s against 10-30 s calls).
+            "AI_BACKOFF_BASE_SECONDS": "0.05",
             "SHUTDOWN_GRACE_SECONDS": "2",
             "PORT": "0",
             "HOST": "127.0.0.1",
