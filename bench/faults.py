@@ -221,11 +221,12 @@ async def terminate_one(run: Run) -> list[Fault]:
     began = time.time()
     exit_code = await asyncio.to_thread(victim.terminate, 60)
     ended = time.time()
-    released = await run.query(
-        "select count(*) from order_items where id = any(%s::uuid[]) and generation_status = 'pending'",
-        [list(caught)])
+    # Not finished by the victim: handed back (the other replica may have claimed them already).
+    handed_back = await run.query(
+        """select count(*) from order_items where id = any(%s::uuid[])
+              and (generated_at is null or generated_at > to_timestamp(%s))""", [list(caught), ended])
     return [Fault("SIGTERM", began, ended, caught, done,
-                  {"exit_code": exit_code, "drain_s": ended - began, "released": released[0][0]})]
+                  {"exit_code": exit_code, "drain_s": ended - began, "handed_back": handed_back[0][0]})]
 
 
 INJECTORS: dict[str, Callable[[Run], Awaitable[list[Fault]]]] = {
