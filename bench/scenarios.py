@@ -38,14 +38,18 @@ def ai_calls(rows: list[dict[str, Any]]) -> int:
 # --- 1. single order against its critical path -------------------------------------------
 
 
+def jpeg_pages(folder: Path, pages: int, side: int) -> list[Path]:
+    """A cover and ``pages`` pages as ``side``-px JPEG files in ``folder``."""
+    paths = [folder / f"{n:02d}.jpg" for n in range(pages + 1)]
+    for path in paths:
+        path.write_bytes(big_jpeg(side))
+    return paths
+
+
 def pdf_seconds(pages: int, side: int = 256) -> float:
     """In-process img2pdf build time of a book of ``pages`` + cover at the fake's reply size."""
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for n in range(pages + 1):
-            p = Path(tmp) / f"{n:02d}.jpg"
-            p.write_bytes(big_jpeg(side))
-            paths.append(p)
+        paths = jpeg_pages(Path(tmp), pages, side)
         started = time.perf_counter()
         build_pdf(paths[0], paths[1:], Path(tmp) / "b.pdf", title="bench")
         return time.perf_counter() - started
@@ -277,11 +281,7 @@ def pdf(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     for side in cfg["pdf_sides"]:
         for pages in cfg["single_pages"]:
             with tempfile.TemporaryDirectory() as tmp:
-                paths = []
-                for n in range(pages + 1):
-                    p = Path(tmp) / f"{n:02d}.jpg"
-                    p.write_bytes(big_jpeg(side))
-                    paths.append(p)
+                paths = jpeg_pages(Path(tmp), pages, side)
                 jpeg_bytes = sum(p.stat().st_size for p in paths)
                 for engine in ("img2pdf", "pillow"):
                     times, size = [], 0
