@@ -52,8 +52,10 @@ class Metrics:
             ["error_code"], **own,
         )
         self._abandoned = Counter(
-            "items_abandoned", "Order items given up unfinished: lease_lost, order_not_paid, "
-            "shutdown, predecessor_crashed (held by a crashed process with this worker id).", ["reason"], **own,
+            "items_abandoned",
+            "Order items given up unfinished: lease_lost, order_not_paid, shutdown, "
+            "predecessor_crashed (held by a crashed process with this worker id).",
+            ["reason"], **own,
         )
         self._pages = Counter(
             "pages_generated", "Book pages illustrated, by outcome.", ["outcome"], **own

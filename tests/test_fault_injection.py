@@ -47,7 +47,9 @@ async def test_sigkill_and_restart_of_one_replica(bench: Bench) -> None:
 async def test_postgres_restart_mid_run(bench: Bench) -> None:
     report = await faults.run_fault(bench, "postgres_restart", faults.SHORT)
     assert_nothing_lost(report)
-    assert report["faults"][0]["duration_s"] >= faults.SHORT["outage_s"]
+    # Job writes wait out the outage (within the lease), so no page in flight is paid twice.
+    assert report["faults"][0]["pages_in_flight"] > 0
+    assert report["repeated_image_calls"] == 0
 
 
 async def test_429_storm_on_half_the_image_calls(bench: Bench) -> None:
