@@ -202,6 +202,9 @@ class BookProcessor:
     async def _pages(self, job: Job, inputs: Inputs, pages: list[Row], identity: ImagePart,
                      done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
         slots = asyncio.Semaphore(self.page_concurrency)
+        # Reports go out one at a time, in the order pages finish: concurrent writes could land
+        # out of order and the row would step back from "page 3 of 8" to "page 2 of 8".
+        reporting = asyncio.Lock()
         finished = sum(1 for p in pages if int(p["page_number"]) in done)
 
         async def one(page: Row) -> Path:
@@ -213,12 +216,13 @@ class BookProcessor:
                     await _download_to(self.storage, done[number], out)
                     return out
                 await self._page(job, inputs, page, identity, out, usage)
-                finished += 1
-                await job.report(
-                    15 + int(75 * finished / len(pages)),
-                    f"Drawing page {finished} of {len(pages)}", code=StepCode.DRAWING_PAGE,
-                    usage=usage.as_dict(),
-                )
+                async with reporting:
+                    finished += 1
+                    await job.report(
+                        15 + int(75 * finished / len(pages)),
+                        f"Drawing page {finished} of {len(pages)}", code=StepCode.DRAWING_PAGE,
+                        usage=usage.as_dict(),
+                    )
             return out
 
         tasks = [asyncio.ensure_future(one(page)) for page in pages]

@@ -24,7 +24,9 @@ class ResultLinks:
 
 async def sign_results(storage: BlobStorage, pdf_path: str, cover_path: str) -> ResultLinks:
     """URLs the app can open for the PDF and the cover."""
-    signed_at = datetime.now(timezone.utc)
+    # Whole seconds, as a JWT's "exp" is (RFC 7519 NumericDate; Storage signs with iat = now in
+    # seconds): a fraction would put the recorded expiry after the token's.
+    signed_at = datetime.now(timezone.utc).replace(microsecond=0)
     pdf_url, cover_url = await asyncio.gather(storage.url_for(pdf_path), storage.url_for(cover_path))
     ttl = storage.url_ttl_seconds
     expires_at = None if ttl is None else signed_at + timedelta(seconds=ttl)
