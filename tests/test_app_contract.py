@@ -118,7 +118,7 @@ def error_codes_in_source() -> set[str]:
     codes: set[str] = set()
     for package in ("processors", "monitor"):
         for path in (root / package).rglob("*.py"):
-            codes |= set(re.findall(r'\bcode\s*=\s*"([a-z_]+)"', path.read_text()))
+            codes |= set(re.findall(r'\bcode(?:\s*:\s*str)?\s*=\s*"([a-z_]+)"', path.read_text()))
     for path in MIGRATIONS_DIR.glob("*.sql"):
         codes |= set(re.findall(r"_fail_order_item_terminal\(\s*\w+,\s*'([a-z_]+)'",
                                 path.read_text()))
