@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -18,18 +19,23 @@ import psycopg
 import pytest
 
 from monitor.cli import main
+from monitor.config import ConfigError, Settings
+from monitor.daemon import Monitor
 from monitor.job import StepCode
+from monitor.metrics import Metrics
 from monitor.migrate import MIGRATIONS_DIR, migrate
 from monitor.storage.links import sign_results
 from monitor.storage.local import LocalStorage
 from monitor.storage.supabase import SupabaseStorage
 from monitor.store.base import OrderStore
+from monitor.store.postgres import PostgresStore
 from monitor.supabase_client import create_supabase_client
 from monitor.supabase_migrations import SUPABASE_MIGRATIONS_DIR, differences, export, render
 from monitor.url_refresh import refresh_expiring_urls
 from tests.factories import insert_book, insert_item, insert_order, item_row
 from tests.fakes.storage_server import FakeStorageServer
 from tests.pipeline_env import PipelineEnv
+from tests.processors import recording
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
 
@@ -335,8 +341,6 @@ async def test_completion_records_when_the_urls_expire(
 
 
 def test_a_margin_as_long_as_the_url_lifetime_is_refused() -> None:
-    from monitor.config import ConfigError, Settings
-
     env = {"DATABASE_URL": "postgresql://localhost/books", "AI_PROVIDER": "local",
            "SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k",
            "SIGNED_URL_TTL_SECONDS": "3600", "SIGNED_URL_REFRESH_MARGIN_SECONDS": "3600"}
@@ -439,3 +443,19 @@ async def test_an_exported_database_needs_nothing_from_migrate(empty_database_ur
             with conn.transaction():
                 conn.execute(text.encode())
     assert await migrate(empty_database_url) == []
+
+
+async def test_once_ends_with_the_sweep(
+    database_url: str, db: psycopg.Connection, storage_server: FakeStorageServer,
+    signed_storage: SupabaseStorage,
+) -> None:
+    """``run_monitor.py once`` re-signs what is due after the queue is empty (``run`` schedules
+    the same sweep hourly)."""
+    due = completed_item(db, storage_server, expires_in=60)
+    settings = Settings.from_env({"DATABASE_URL": database_url, "AI_PROVIDER": "local"})
+    store = PostgresStore(database_url)
+    monitor = Monitor(settings, store, recording(settings, Metrics(), signed_storage),
+                      url_refresh=partial(refresh_expiring_urls, store, signed_storage,
+                                          margin_seconds=DAY))
+    assert await monitor.run_once() == 0
+    assert item_row(db, due)["pdf_url"].startswith(storage_server.url)
