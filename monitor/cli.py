@@ -31,6 +31,7 @@ from monitor.metrics import Metrics
 from monitor.retention import purge_expired_photos
 from monitor.server import start_server
 from monitor.store.base import StoreUnavailable
+from monitor.url_refresh import refresh_expiring_urls
 from monitor.webhook import OpsWebhook
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="module:factory building the item processor (default: %(default)s)",
         )
     commands.add_parser("migrate", help="apply pending SQL migrations (needs DATABASE_URL)")
+    export = commands.add_parser(
+        "export-migrations",
+        help="write migrations/ in the Supabase CLI layout (supabase/migrations/) for db push")
+    export.add_argument("--out", type=Path, help="target directory (default: supabase/migrations)")
+    export.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the target is out of date")
 
     demo = commands.add_parser(
         "demo", help="make one book end to end on an embedded Postgres, no account needed")
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     if command == "demo":
         return _demo(args)
+    if command == "export-migrations":
+        return _export_migrations(args)
     try:
         settings = Settings.from_env(env_file=args.env_file)
     except ConfigError as exc:
@@ -107,6 +116,21 @@ def _demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"run_monitor.py demo: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def _export_migrations(args: argparse.Namespace) -> int:
+    """Needs no configuration: it only turns one directory of files into another."""
+    from monitor.supabase_migrations import SUPABASE_MIGRATIONS_DIR, differences, export
+
+    target = args.out or SUPABASE_MIGRATIONS_DIR
+    if args.check:
+        stale = differences(target=target)
+        for name in stale:
+            print(f"out of date: {target / name}", file=sys.stderr)
+        return EXIT_FAILURE if stale else EXIT_OK
+    for name in export(target=target):
+        print(target / name)
+    return EXIT_OK
 
 
 async def _import_book(settings: Settings, args: argparse.Namespace,
@@ -179,8 +203,12 @@ async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
         if not once and settings.photo_retention_days > 0:
             retention = partial(purge_expired_photos, store, storage,
                                 days=settings.photo_retention_days, metrics=metrics)
+        url_refresh = None
+        if storage.url_ttl_seconds is not None:
+            url_refresh = partial(refresh_expiring_urls, store, storage,
+                                  margin_seconds=settings.signed_url_refresh_margin_seconds)
         monitor = Monitor(settings, store, processor, metrics=metrics, webhook=webhook,
-                          retention=retention)
+                          retention=retention, url_refresh=url_refresh)
         try:
             if once:
                 processed = await monitor.run_once()

@@ -71,6 +71,8 @@ class Settings:
     storage_bucket: str = "books"
     storage_public: bool = False
     signed_url_ttl_seconds: int = 7 * 24 * 3600
+    #: Signed result URLs expiring within this are signed again by the hourly sweep.
+    signed_url_refresh_margin_seconds: int = 24 * 3600
     local_storage_dir: Path = Path("storage")
     cache_dir: Path = Path(".cache")
     # Image AI.
@@ -226,6 +228,8 @@ class _Parser:
             storage_bucket=self.first("STORAGE_BUCKET") or "books",
             storage_public=self.boolean("STORAGE_PUBLIC", False),
             signed_url_ttl_seconds=self.positive_int("SIGNED_URL_TTL_SECONDS", 7 * 24 * 3600),
+            signed_url_refresh_margin_seconds=self.positive_int(
+                "SIGNED_URL_REFRESH_MARGIN_SECONDS", 24 * 3600),
             local_storage_dir=Path(self.first("LOCAL_STORAGE_DIR") or "storage"),
             cache_dir=Path(self.first("CACHE_DIR") or ".cache"),
             ai_provider=ai_provider,
@@ -251,6 +255,12 @@ class _Parser:
             values["worker_id"] = worker_id
         if values["notify_webhook_url"] and not values["notify_webhook_secret"]:
             self.problems.append("NOTIFY_WEBHOOK_SECRET is required when NOTIFY_WEBHOOK_URL is set")
+        signs_urls = values["storage_backend"] == "supabase" and not values["storage_public"]
+        if signs_urls and (values["signed_url_refresh_margin_seconds"]
+                           >= values["signed_url_ttl_seconds"]):
+            # Every URL would be due again as soon as it is signed: the sweep would never rest.
+            self.problems.append("SIGNED_URL_REFRESH_MARGIN_SECONDS must be below "
+                                 "SIGNED_URL_TTL_SECONDS")
         if self.problems:
             raise ConfigError(self.problems)
         return Settings(**values)

@@ -35,6 +35,9 @@ from processors.errors import OrderError
 POLL_JOB_ID = "poll"
 RETENTION_JOB_ID = "photo_retention"
 RETENTION_INTERVAL_SECONDS = 3600
+URL_REFRESH_JOB_ID = "url_refresh"
+#: SIGNED_URL_REFRESH_MARGIN_SECONDS must comfortably exceed this, or a URL may die between runs.
+URL_REFRESH_INTERVAL_SECONDS = 3600
 # LISTEN bursts (an order with several items, a batch import) collapse into one claim.
 WAKEUP_DEBOUNCE_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 5.0
@@ -85,10 +88,13 @@ class Monitor:
         metrics: Metrics | None = None,
         webhook: OpsWebhook | None = None,
         retention: Callable[[], Awaitable[int]] | None = None,
+        url_refresh: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.settings = settings
         #: The photo-retention run (monitor.retention), scheduled hourly when retention is on.
         self.retention = retention
+        #: The re-sign sweep of result URLs (monitor.url_refresh): hourly in run, once in once.
+        self.url_refresh = url_refresh
         self.store = store
         self.processor = processor
         self.worker = settings.worker_id
@@ -136,6 +142,17 @@ class Monitor:
                 next_run_time=utcnow(),
                 misfire_grace_time=None,
             )
+        if self.url_refresh is not None:
+            self._scheduler.add_job(
+                self._run_url_refresh,
+                "interval",
+                seconds=URL_REFRESH_INTERVAL_SECONDS,
+                id=URL_REFRESH_JOB_ID,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=utcnow(),
+                misfire_grace_time=None,
+            )
         self._scheduler.start()
         if self.store.supports_listen:
             self._listen_task = self._spawn(self._listen_forever())
@@ -177,6 +194,7 @@ class Monitor:
                 if not claimed and not self.in_flight:
                     if self.stats.db_down_since is not None:
                         raise StoreUnavailable(self.stats.db_error or "database unavailable")
+                    await self._run_url_refresh()
                     return processed
                 if self.in_flight:
                     await asyncio.wait(
@@ -359,6 +377,17 @@ class Monitor:
             logger.warning("photo retention run failed; retrying next hour",
                            error=type(exc).__name__)
 
+    async def _run_url_refresh(self) -> None:
+        """One re-sign sweep; a failure is logged (no paths, no URLs) and the next run, an
+        hour later or at the next ``once``, tries again."""
+        if self.url_refresh is None or self._stopping:
+            return
+        try:
+            await self.url_refresh()
+        except Exception as exc:  # noqa: BLE001 - the sweep must never take the daemon down
+            logger.warning("re-signing result URLs failed; retrying at the next run",
+                           error=type(exc).__name__)
+
     # ------------------------------------------------------------------ one item
 
     def _start_item(self, row: Row) -> None:
@@ -451,6 +480,7 @@ class Monitor:
                 cover_path=result.cover_path,
                 cover_url=result.cover_url,
                 usage=result.usage or None,
+                urls_expire_at=result.urls_expire_at,
             )
         )
         if done:

@@ -8,6 +8,8 @@ lost, the next write raises :class:`LeaseLost` and the daemon abandons the item.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 from tenacity import stop_after_delay
@@ -15,6 +17,21 @@ from tenacity import stop_after_delay
 from monitor.store.base import ItemContext, OrderStore, Row, through_outages
 
 T = TypeVar("T")
+
+
+class StepCode(StrEnum):
+    """``order_items.current_step_code`` while the pipeline works: stable, so an app can
+    translate it (the prose in ``current_step`` is English). The codes of queue transitions
+    (``starting``, ``waiting_to_retry``, ...) are written by the database itself; all of them
+    are listed in docs/app.md and allowed by a check constraint (migrations/012_app_contract.sql).
+    """
+
+    ANALYZING = "analyzing"
+    DRAWING_COVER = "drawing_cover"
+    #: ``pages_done`` of ``pages_total`` pages are finished and saved.
+    DRAWING_PAGE = "drawing_page"
+    BINDING = "binding"
+    UPLOADING = "uploading"
 
 
 class LeaseLost(Exception):
@@ -28,6 +45,8 @@ class BookResult:
     cover_path: str
     cover_url: str
     usage: dict[str, int] = field(default_factory=dict)
+    #: When the signed URLs stop working; None when they do not expire.
+    urls_expire_at: datetime | None = None
 
 
 @dataclass
@@ -66,13 +85,19 @@ class Job:
         progress: int,
         step: str,
         *,
+        code: StepCode | None = None,
         pages_total: int | None = None,
         usage: dict[str, int] | None = None,
     ) -> None:
-        """Write progress for the app's progress bar (and usage so far, for cost tracking)."""
+        """Write progress for the app's progress bar (and usage so far, for cost tracking).
+
+        ``code`` is written with the prose, always: without one the row's code is cleared, so
+        it can never describe an earlier step than ``current_step`` does.
+        """
         self.progress, self.step = progress, step
         if not await self._write(lambda: self.store.set_progress(
-            self.item_id, self.worker, progress, step, pages_total=pages_total, usage=usage
+            self.item_id, self.worker, progress, step, step_code=code, pages_total=pages_total,
+            usage=usage,
         )):
             raise LeaseLost(self.item_id)
 

@@ -2,6 +2,11 @@
 
 A session-level advisory lock serialises concurrent runs (two replicas starting at once, or an
 operator and a deploy hook), so the second run waits and then finds nothing left to do.
+
+When a run applied anything, PostgREST is told to reload its schema cache (``NOTIFY pgrst,
+'reload schema'``, https://docs.postgrest.org/en/v13/references/schema_cache.html): a
+self-hosted PostgREST without the DDL event trigger would otherwise answer PGRST202 for a new
+function until it restarts. Without a PostgREST listening, the notification is simply dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BOOKKEEPING_FILE = "000_schema_migrations.sql"
 # pg_advisory_lock key: any constant unique to this project; "bookmig" in ASCII.
 ADVISORY_LOCK_KEY = 0x626F6F6B6D6967
+#: PostgREST's default ``db-channel`` and its schema-reload message.
+POSTGREST_CHANNEL = "pgrst"
+POSTGREST_RELOAD = "reload schema"
 
 
 class MigrationError(RuntimeError):
@@ -70,6 +78,9 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 applied_now.append(migration.version)
                 logger.info("applied migration {}", migration.version)
         finally:
+            # Also after a failing file: what was applied before it is committed and visible.
+            if applied_now:
+                await conn.execute("select pg_notify(%s, %s)", [POSTGREST_CHANNEL, POSTGREST_RELOAD])
             await conn.execute("select pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
     return applied_now
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from loguru import logger
 from PIL import Image
 
-from monitor.job import BookResult, Job
+from monitor.job import BookResult, Job, StepCode
 from monitor.metrics import Metrics
 from monitor.storage.base import BlobStorage, ObjectNotFound
 from monitor.storage.cache import BookAssetCache
+from monitor.storage.links import sign_results
 from monitor.storage.paths import (
     generated_cover_path,
     generated_page_path,
@@ -114,7 +115,7 @@ class BookProcessor:
         profile = validate_child(item.get("child_name"), item.get("child_age"), item.get("child_gender"))
         total = len(pages)
         done = {int(c["page_number"]): c["image_path"] for c in context.checkpoints}
-        await job.report(2, "Looking at your photo", pages_total=total)
+        await job.report(2, "Looking at your photo", code=StepCode.ANALYZING, pages_total=total)
 
         photo = await self._child_photo(item)
         # A missing or broken catalog image must fail the item before any call is paid for.
@@ -130,14 +131,15 @@ class BookProcessor:
         work = self.work_dir / job.item_id
         work.mkdir(parents=True, exist_ok=True)
         try:
-            await job.report(10, "Drawing the cover", usage=usage.as_dict())
+            await job.report(10, "Drawing the cover", code=StepCode.DRAWING_COVER,
+                             usage=usage.as_dict())
             cover_file = work / "cover.jpg"
             await self._cover(job, inputs, cover_original, cover_part, done, cover_file, usage)
             identity = ImagePart(await asyncio.to_thread(_part_from_file, cover_file))
             del cover_original
 
             page_files = await self._pages(job, inputs, pages, identity, done, work, usage)
-            await job.report(92, "Binding your book", usage=usage.as_dict())
+            await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
             pdf_file = await build_pdf_async(
                 cover_file, page_files, work / "book.pdf",
@@ -146,16 +148,15 @@ class BookProcessor:
                 title=str(book.get("title") or "Your book"),
             )
             self.metrics.pdf_built(time.monotonic() - started)
-            await job.report(96, "Saving your book", usage=usage.as_dict())
+            await job.report(96, "Saving your book", code=StepCode.UPLOADING, usage=usage.as_dict())
             pdf_path, cover_path = generated_pdf_path(job.item_id), generated_cover_path(job.item_id)
             await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
-            pdf_url, cover_url = await asyncio.gather(
-                self.storage.url_for(pdf_path), self.storage.url_for(cover_path)
-            )
+            links = await sign_results(self.storage, pdf_path, cover_path)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return BookResult(pdf_path=pdf_path, pdf_url=pdf_url, cover_path=cover_path,
-                          cover_url=cover_url, usage=usage.as_dict())
+        return BookResult(pdf_path=pdf_path, pdf_url=links.pdf_url, cover_path=cover_path,
+                          cover_url=links.cover_url, usage=usage.as_dict(),
+                          urls_expire_at=links.expires_at)
 
     async def _child_photo(self, item: Row) -> ImagePart:
         raw_path = item.get("child_photo_path")
@@ -201,6 +202,9 @@ class BookProcessor:
     async def _pages(self, job: Job, inputs: Inputs, pages: list[Row], identity: ImagePart,
                      done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
         slots = asyncio.Semaphore(self.page_concurrency)
+        # Reports go out one at a time, in the order pages finish: concurrent writes could land
+        # out of order and the row would step back from "page 3 of 8" to "page 2 of 8".
+        reporting = asyncio.Lock()
         finished = sum(1 for p in pages if int(p["page_number"]) in done)
 
         async def one(page: Row) -> Path:
@@ -212,11 +216,13 @@ class BookProcessor:
                     await _download_to(self.storage, done[number], out)
                     return out
                 await self._page(job, inputs, page, identity, out, usage)
-                finished += 1
-                await job.report(
-                    15 + int(75 * finished / len(pages)),
-                    f"Drawing page {finished} of {len(pages)}", usage=usage.as_dict(),
-                )
+                async with reporting:
+                    finished += 1
+                    await job.report(
+                        15 + int(75 * finished / len(pages)),
+                        f"Drawing page {finished} of {len(pages)}", code=StepCode.DRAWING_PAGE,
+                        usage=usage.as_dict(),
+                    )
             return out
 
         tasks = [asyncio.ensure_future(one(page)) for page in pages]

@@ -26,6 +26,10 @@ class StorageUnavailable(RetryableError):
 
 
 class BlobStorage(Protocol):
+    #: Seconds a URL from :meth:`url_for` stays valid; None when it never expires (public bucket,
+    #: local directory). Tells the daemon whether, and when, result URLs must be signed again.
+    url_ttl_seconds: int | None
+
     async def download(self, path: str) -> bytes:
         """Return the object's bytes; raise ObjectNotFound or StorageUnavailable."""
 

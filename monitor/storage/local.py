@@ -32,6 +32,9 @@ class LocalStorage:
     served by their extension, which the daemon's paths always carry.
     """
 
+    #: Files do not expire, nor do URLs to them.
+    url_ttl_seconds: int | None = None
+
     def __init__(self, root: Path, base_url: str | None = None) -> None:
         self._root = root.resolve()
         self._base_url = base_url.rstrip("/") + "/" if base_url else None

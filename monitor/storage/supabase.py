@@ -49,6 +49,7 @@ class SupabaseStorage:
         self._files = client.storage.from_(bucket)
         self._public = public
         self._signed_url_ttl = signed_url_ttl
+        self.url_ttl_seconds: int | None = None if public else signed_url_ttl
 
     async def download(self, path: str) -> bytes:
         key = validate_key(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Callable, TypeVar
 
@@ -120,6 +121,7 @@ class OrderStore(abc.ABC):
         progress: int,
         step: str,
         *,
+        step_code: str | None = None,
         pages_total: int | None = None,
         usage: dict[str, int] | None = None,
     ) -> bool:
@@ -133,6 +135,7 @@ class OrderStore(abc.ABC):
                     "p_step": step,
                     "p_pages_total": pages_total,
                     "p_usage": usage,
+                    "p_step_code": step_code,
                 },
             )
         )
@@ -171,6 +174,7 @@ class OrderStore(abc.ABC):
         cover_path: str,
         cover_url: str,
         usage: dict[str, int] | None = None,
+        urls_expire_at: datetime | None = None,
     ) -> bool:
         return bool(
             await self._rpc(
@@ -183,6 +187,7 @@ class OrderStore(abc.ABC):
                     "p_cover_path": cover_path,
                     "p_cover_url": cover_url,
                     "p_usage": usage,
+                    "p_urls_expire_at": _timestamp(urls_expire_at),
                 },
             )
         )
@@ -308,3 +313,47 @@ class OrderStore(abc.ABC):
     async def mark_photo_deleted(self, item_id: str) -> bool:
         """Clear the item's photo path and page checkpoints once their objects are deleted."""
         return bool(await self._rpc("mark_photo_deleted", {"p_item": item_id}))
+
+    # ------------------------------------------------------------------ result URLs
+
+    async def items_with_expiring_urls(
+        self, margin_seconds: int, limit: int, *, skip: list[str] | None = None
+    ) -> list[Row]:
+        """Completed items whose signed URLs expire within ``margin_seconds`` (or whose expiry
+        is unknown), soonest first, leaving out the ids in ``skip``: rows of ``item_id``,
+        ``pdf_path`` and ``cover_image_path``, only ever paths under the item's own
+        ``generated/{item id}/`` folder."""
+        return await self._rpc(
+            "items_with_expiring_urls",
+            {"p_margin_seconds": margin_seconds, "p_limit": limit, "p_skip": skip or []},
+            returns_set=True,
+        )
+
+    async def refresh_urls(
+        self, item_id: str, *, pdf_path: str, pdf_url: str, cover_path: str, cover_url: str,
+        urls_expire_at: datetime | None,
+    ) -> bool:
+        """Store freshly signed URLs; false when the item is no longer completed with these
+        paths (nothing is written then)."""
+        return bool(
+            await self._rpc(
+                "refresh_order_item_urls",
+                {
+                    "p_item": item_id,
+                    "p_pdf_path": pdf_path,
+                    "p_pdf_url": pdf_url,
+                    "p_cover_path": cover_path,
+                    "p_cover_url": cover_url,
+                    "p_urls_expire_at": _timestamp(urls_expire_at),
+                },
+            )
+        )
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    """A timezone-aware datetime as ISO 8601, which both adapters pass on as JSON-safe text."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("timestamps sent to the database must be timezone-aware")
+    return value.isoformat()

@@ -1,0 +1,67 @@
+"""Result links that stay fresh: re-signing ``pdf_url`` and ``cover_image_url`` before they die.
+
+The bucket is private, so the URLs written at completion are signed for
+``SIGNED_URL_TTL_SECONDS``. An app that opens "My orders" a month later reads a dead link unless
+someone signs again: this sweep does, for completed items whose URLs expire within
+``SIGNED_URL_REFRESH_MARGIN_SECONDS`` (or whose expiry was never recorded), in bounded batches.
+With public or local storage URLs never expire and there is nothing to do.
+
+The SQL functions of migrations/012_app_contract.sql pick the items (only results under the
+item's own ``generated/{item id}/`` folder, the daemon's layout) and write nothing but the three
+URL columns. Re-signing is idempotent, so two replicas sweeping at once do no harm. Logs carry
+counts only, never paths or URLs (a signed URL is a credential).
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from monitor.storage.base import BlobStorage
+from monitor.storage.links import sign_results
+from monitor.store.base import OrderStore
+from processors.errors import TerminalError
+
+DEFAULT_BATCH = 100
+#: Safety stop for one run: at most this many batches, the rest waits for the next run.
+MAX_BATCHES = 50
+
+
+async def refresh_expiring_urls(
+    store: OrderStore,
+    storage: BlobStorage,
+    *,
+    margin_seconds: int,
+    batch: int = DEFAULT_BATCH,
+) -> int:
+    """Re-sign the result URLs of completed items that expire within ``margin_seconds``.
+
+    Returns the number of items given fresh URLs. An item whose objects cannot be signed (gone
+    from storage, a path the storage refuses) is skipped for this run and logged; storage or
+    database outages propagate, and the next run picks up where this one stopped.
+    """
+    if storage.url_ttl_seconds is None:
+        return 0
+    refreshed = 0
+    skipped: list[str] = []
+    for _ in range(MAX_BATCHES):
+        due = await store.items_with_expiring_urls(margin_seconds, batch, skip=skipped)
+        for row in due:
+            item_id = str(row["item_id"])
+            try:
+                links = await sign_results(storage, row["pdf_path"], row["cover_image_path"])
+            except TerminalError as exc:
+                skipped.append(item_id)
+                logger.warning("cannot re-sign the result URLs of an item", item_id=item_id,
+                               error_code=exc.code)
+                continue
+            if await store.refresh_urls(
+                item_id, pdf_path=row["pdf_path"], pdf_url=links.pdf_url,
+                cover_path=row["cover_image_path"], cover_url=links.cover_url,
+                urls_expire_at=links.expires_at,
+            ):
+                refreshed += 1
+        if len(due) < batch:
+            break
+    if refreshed or skipped:
+        logger.info("re-signed result URLs", items=refreshed, skipped=len(skipped))
+    return refreshed
