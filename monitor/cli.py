@@ -3,7 +3,7 @@
 Exit codes (documented in the README, relied on by supervisors and cron):
   0  the command finished (``run``: stopped by SIGTERM/SIGINT after draining)
   1  it failed at run time (database unreachable for ``migrate``, a migration failed, ...)
-  2  the configuration or the command line is invalid
+  2  the configuration or the command line is invalid (``demo`` without the ``[demo]`` extra too)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from monitor import __version__
 from monitor.app import (
     DEFAULT_PROCESSOR,
     build_storage,
@@ -36,11 +37,18 @@ from monitor.webhook import OpsWebhook
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
+def _program_name() -> str:
+    """``book-monitor`` when started by the console script, else ``run_monitor.py``."""
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return invoked if invoked == "book-monitor" else "run_monitor.py"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_monitor.py", description="Turns paid book orders into finished personalized books."
+        prog=_program_name(), description="Turns paid book orders into finished personalized books."
     )
     parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command")
     for name, help_text in (
         ("run", "run the daemon until SIGTERM (default)"),
@@ -97,15 +105,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from monitor.demo import run_demo
+    from monitor.demo import DemoExtraMissing, run_demo
 
     # The demo talks to a person: readable warnings only, the progress goes to stdout.
     setup_logging(level="WARNING", fmt="pretty")
     try:
         return asyncio.run(run_demo(home=args.home, photo=args.photo, name=args.name,
                                     age=args.age, gender=args.gender))
-    except ConfigError as exc:
-        print(f"run_monitor.py demo: {exc}", file=sys.stderr)
+    except (ConfigError, DemoExtraMissing) as exc:
+        print(f"{_program_name()} demo: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
 
