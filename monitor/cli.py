@@ -4,6 +4,8 @@ Exit codes (documented in the README, relied on by supervisors and cron):
   0  the command finished (``run``: stopped by SIGTERM/SIGINT after draining)
   1  it failed at run time (database unreachable for ``migrate``, a migration failed, ...)
   2  the configuration or the command line is invalid (``demo`` without the ``[demo]`` extra too)
+  3  ``show``/``retry``: no order item has this id
+  4  ``retry`` refused: the item is not failed or its order is no longer paid
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from monitor import __version__
+from monitor import __version__, ops
 from monitor.app import (
     DEFAULT_PROCESSOR,
     build_storage,
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--age-min", type=int)
     book.add_argument("--age-max", type=int)
     book.add_argument("--trim", default="8.5x8.5", help="trim size in inches, WxH (default: %(default)s)")
+    ops.add_commands(commands)
     return parser
 
 
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if command == "import-book":
             return asyncio.run(_import_book(settings, args, parser))
+        if command in ops.COMMANDS:
+            return asyncio.run(ops.run(settings, args))
         return asyncio.run(_serve(settings, processor_spec, once=command == "once"))
     except KeyboardInterrupt:
         return EXIT_OK
