@@ -39,6 +39,16 @@ as $$
         'oldest_waiting_since', (
             select min(oi.created_at) from order_items oi join orders o on o.id = oi.order_id
              where o.payment_status = 'paid' and oi.generation_status = 'pending'),
+        -- Money recorded in ai_usage (processors/ai/pricing.py) on items that changed in the
+        -- last 24 h, in-flight ones included; calls of models without a price are counted apart.
+        'cost_last_24h_usd', (
+            select coalesce(sum((ai_usage ->> 'cost_usd')::numeric), 0) from order_items
+             where updated_at >= now() - interval '24 hours'
+               and jsonb_typeof(ai_usage -> 'cost_usd') = 'number'),
+        'unpriced_calls_last_24h', (
+            select coalesce(sum((ai_usage ->> 'unpriced_calls')::bigint), 0) from order_items
+             where updated_at >= now() - interval '24 hours'
+               and jsonb_typeof(ai_usage -> 'unpriced_calls') = 'number'),
         'failed_last_24h', (
             select coalesce(jsonb_object_agg(code, n), '{}'::jsonb)
               from (select coalesce(error_code, 'unknown') as code, count(*) as n

@@ -140,6 +140,9 @@ def format_status(report: Row) -> str:
         f"{report['pending_unpaid']} not paid",
         f"oldest waiting since: {report.get('oldest_waiting_since') or '-'}",
     ]
+    unpriced = report.get("unpriced_calls_last_24h") or 0
+    lines.append(f"AI spend on items changed in the last 24 h: ${float(report['cost_last_24h_usd']):.4f}"
+                 + (f" (+{unpriced} calls of models without a price)" if unpriced else ""))
     failed = report.get("failed_last_24h") or {}
     lines.append("failed in the last 24 h: " + (
         ", ".join(f"{code} {n}" for code, n in sorted(failed.items(), key=lambda kv: -kv[1]))
