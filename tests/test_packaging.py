@@ -153,10 +153,13 @@ def test_fresh_venv_migrates_and_renders_prompts_from_the_wheel(
     where = subprocess.run(
         [str(python), "-c", "from monitor.migrate import MIGRATIONS_DIR as m; "
          "from processors.prompts import PROMPTS_DIR as p, PromptBook; "
-         "print(m); print(p); print(PromptBook().version)"],
+         "from processors.ai.pricing import DEFAULT_PRICES, PriceTable; "
+         "print(m); print(p); print(DEFAULT_PRICES); print(PromptBook().version); "
+         "print(len(PriceTable.load().prices))"],
         cwd=tmp_path, capture_output=True, text=True, check=True,
     ).stdout.split()
-    assert all("site-packages" in line for line in where[:2]), where
+    assert all("site-packages" in line for line in where[:3]), where
+    assert int(where[4]) > 0  # the default price table travels with the wheel
     assert sorted(p.name for p in Path(where[0]).glob("*.sql")) == sorted(
         p.name for p in MIGRATIONS_DIR.glob("*.sql"))
 
