@@ -51,7 +51,9 @@ def test_default_table_prices_the_documented_models_and_counts_the_rest() -> Non
     # No price known: never "free", counted apart.
     unknown = table.price(Settings.gemini_image_models[0], Usage(calls=2, images=2))
     assert unknown.cost_usd is None and unknown.unpriced_calls == 2
-    assert table.price("local", Usage(calls=1, images=1)).cost_usd == 0
+    from processors.ai.local import MODEL as LOCAL_MODEL
+
+    assert table.price(LOCAL_MODEL, Usage(calls=1, images=1)).cost_usd == 0
 
 
 def test_override_replaces_adds_and_removes_models(tmp_path: Path) -> None:
