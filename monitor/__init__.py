@@ -22,7 +22,7 @@ DISTRIBUTION = "book-order-monitor"
 
 
 def _version() -> str:
-    """The installed distribution's version; from a plain checkout, the one pyproject.toml declares."""
+    """The installed distribution's version; from a plain checkout, pyproject.toml's."""
     try:
         return version(DISTRIBUTION)
     except PackageNotFoundError:

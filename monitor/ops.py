@@ -1,4 +1,4 @@
-"""Operator commands: ``status``, ``list``, ``show``, ``retry`` (``run_monitor.py`` / ``book-monitor``).
+"""Operator commands: ``status``, ``list``, ``show``, ``retry`` (of run_monitor.py / book-monitor).
 
 They read the same configuration as the daemon and go through the same store, so they work with
 ``DATABASE_URL`` and with the Supabase store alike, from cron mode too (no status server needed).
@@ -22,6 +22,7 @@ import json
 import re
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
@@ -126,7 +127,7 @@ def _refuse(out: TextIO, as_json: bool, item: str, outcome: RetryOutcome) -> int
     return EXIT_NOT_FOUND if outcome is RetryOutcome.NOT_FOUND else EXIT_REFUSED
 
 
-def _emit(out: TextIO, as_json: bool, data: Any, formatter: Any) -> None:
+def _emit(out: TextIO, as_json: bool, data: Any, formatter: Callable[[Any], str]) -> None:
     print(json.dumps(data, indent=2, sort_keys=True) if as_json else formatter(data), file=out)
 
 
@@ -141,7 +142,8 @@ def format_status(report: Row) -> str:
         f"oldest waiting since: {report.get('oldest_waiting_since') or '-'}",
     ]
     unpriced = report.get("unpriced_calls_last_24h") or 0
-    lines.append(f"AI spend on items changed in the last 24 h: ${float(report['cost_last_24h_usd']):.4f}"
+    spend = float(report["cost_last_24h_usd"])
+    lines.append(f"AI spend on items changed in the last 24 h: ${spend:.4f}"
                  + (f" (+{unpriced} calls of models without a price)" if unpriced else ""))
     failed = report.get("failed_last_24h") or {}
     lines.append("failed in the last 24 h: " + (
@@ -164,7 +166,7 @@ def format_list(rows: list[Row]) -> str:
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(LIST_COLUMNS))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
                      for row in table)
 
 
@@ -173,7 +175,8 @@ def format_detail(detail: Row) -> str:
     lines = [
         f"item {item['id']}  order {order['id']} ({order['payment_status']})",
         f"book {book['id']}  {book.get('title') or '(not in the catalog)'}",
-        f"status {item['generation_status']}  {item['progress']}%  {item.get('current_step') or ''}",
+        f"status {item['generation_status']}  {item['progress']}%  "
+        f"{item.get('current_step') or ''}",
         f"pages {item['pages_done']}/{item.get('pages_total') or '?'}  attempts "
         f"{item['attempts']}/{item['max_attempts']}  claimed by {item.get('claimed_by') or '-'}",
         f"created {item['created_at']}  updated {item['updated_at']}",

@@ -155,8 +155,8 @@ class BookProcessor:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         logger.info("book finished", pages=total, seconds=round(time.monotonic() - started_at, 1),
-                    calls=usage.calls, images=usage.images, cost_usd=usage.as_dict().get("cost_usd"),
-                    unpriced_calls=usage.unpriced_calls)
+                    calls=usage.calls, images=usage.images,
+                    cost_usd=usage.as_dict().get("cost_usd"), unpriced_calls=usage.unpriced_calls)
         return BookResult(pdf_path=pdf_path, pdf_url=pdf_url, cover_path=cover_path,
                           cover_url=cover_url, usage=usage.as_dict())
 

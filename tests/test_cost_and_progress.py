@@ -114,9 +114,9 @@ async def test_a_book_records_its_cost_logs_each_page_and_counts_spend(
 ) -> None:
     prices = write_prices(tmp_path / "prices.json", {
         FakeGemini.ANALYSIS_MODEL: dict(zip(("input_per_million", "output_per_million"),
-                                            ANALYSIS_PRICE)),
+                                            ANALYSIS_PRICE, strict=True)),
         FakeGemini.IMAGE_MODEL: dict(zip(("input_per_million", "output_per_million"),
-                                         IMAGE_PRICE)),
+                                         IMAGE_PRICE, strict=True)),
     })
     book = await env.add_book()  # 4 pages, page 3 without a character: cover + 3 drawn pages
     item = await env.add_item(book.id)

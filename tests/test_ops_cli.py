@@ -26,7 +26,8 @@ from tests.factories import insert_book, insert_item, item_row
 
 
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))}
     env.update({"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"})
     return subprocess.run([sys.executable, str(REPO / "run_monitor.py"), "--env-file", os.devnull,
                            *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
@@ -98,8 +99,9 @@ def test_show_hides_personal_data_unless_asked(db: psycopg.Connection, database_
 
     detail = json.loads(cli(database_url, "show", items["processing"], "--json").stdout)
     assert "child_name" not in detail["item"] and "user_id" not in detail["order"]
-    assert detail["pages"] == [{"page_number": 0, "model": "gemini-x-image",
-                                "prompt_version": None, "created_at": detail["pages"][0]["created_at"]}]
+    (cover,) = detail["pages"]
+    assert cover == {"page_number": 0, "model": "gemini-x-image", "prompt_version": None,
+                     "created_at": cover["created_at"]}
 
     personal = json.loads(cli(database_url, "show", items["processing"], "--pii", "--json").stdout)
     assert personal["item"]["child_name"] == "Mia"

@@ -80,7 +80,8 @@ def test_lock_pins_every_dependency_within_its_range_with_hashes() -> None:
     assert pins and all("--hash=sha256:" in entry for entry in entries if "==" in entry)
     for spec in PYPROJECT["project"]["dependencies"]:
         requirement = Requirement(spec)
-        assert requirement.specifier.contains(pins[requirement.name]), (spec, pins[requirement.name])
+        pinned = pins[requirement.name]
+        assert requirement.specifier.contains(pinned), (spec, pinned)
     assert "pgserver" not in pins  # production lock: the demo extra stays out
 
 
