@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench lock clean
 
 install: $(INSTALLED)
 
@@ -21,6 +21,11 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python -m bench --quick
+
+# The production lock (no demo extra), with hashes: `pip install --require-hashes -r requirements.lock`.
+lock:
+	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .demo .cache storage .pytest_cache

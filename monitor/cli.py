@@ -3,7 +3,9 @@
 Exit codes (documented in the README, relied on by supervisors and cron):
   0  the command finished (``run``: stopped by SIGTERM/SIGINT after draining)
   1  it failed at run time (database unreachable for ``migrate``, a migration failed, ...)
-  2  the configuration or the command line is invalid
+  2  the configuration or the command line is invalid (``demo`` without the ``[demo]`` extra too)
+  3  ``show``/``retry``: no order item has this id
+  4  ``retry`` refused: the item is not failed or its order is no longer paid
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from monitor import __version__, ops
 from monitor.app import (
     DEFAULT_PROCESSOR,
     build_storage,
@@ -37,11 +40,18 @@ from monitor.webhook import OpsWebhook
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
+def _program_name() -> str:
+    """``book-monitor`` when started by the console script, else ``run_monitor.py``."""
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return invoked if invoked == "book-monitor" else "run_monitor.py"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_monitor.py", description="Turns paid book orders into finished personalized books."
+        prog=_program_name(), description="Turns paid book orders into finished personalized books."
     )
     parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command")
     for name, help_text in (
         ("run", "run the daemon until SIGTERM (default)"),
@@ -77,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--age-min", type=int)
     book.add_argument("--age-max", type=int)
     book.add_argument("--trim", default="8.5x8.5", help="trim size in inches, WxH (default: %(default)s)")
+    ops.add_commands(commands)
     return parser
 
 
@@ -100,21 +111,23 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if command == "import-book":
             return asyncio.run(_import_book(settings, args, parser))
+        if command in ops.COMMANDS:
+            return asyncio.run(ops.run(settings, args))
         return asyncio.run(_serve(settings, processor_spec, once=command == "once"))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from monitor.demo import run_demo
+    from monitor.demo import DemoExtraMissing, run_demo
 
     # The demo talks to a person: readable warnings only, the progress goes to stdout.
     setup_logging(level="WARNING", fmt="pretty")
     try:
         return asyncio.run(run_demo(home=args.home, photo=args.photo, name=args.name,
                                     age=args.age, gender=args.gender))
-    except ConfigError as exc:
-        print(f"run_monitor.py demo: {exc}", file=sys.stderr)
+    except (ConfigError, DemoExtraMissing) as exc:
+        print(f"{_program_name()} demo: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
 

@@ -90,6 +90,8 @@ class Settings:
     ai_requests_per_minute: float | None = None
     ai_max_retries: int = 3
     ai_backoff_base_seconds: float = 2.0
+    #: JSON price table laid over processors/ai/prices.json (USD per 1M tokens, per model).
+    ai_prices_file: Path | None = None
     # Notifications and privacy.
     notify_webhook_url: str | None = None
     notify_webhook_secret: Secret | None = None
@@ -175,6 +177,18 @@ class _Parser:
             return default
         return value
 
+    def price_file(self, name: str) -> Path | None:
+        """A price table file, read now so a typo fails at start rather than at the first call."""
+        from processors.ai.pricing import PriceTable, PriceTableError
+
+        if not (raw := self.first(name)):
+            return None
+        try:
+            PriceTable.load(Path(raw))
+        except PriceTableError as exc:
+            self.problems.append(f"{name}: {exc}")
+        return Path(raw)
+
     def settings(self) -> Settings:
         database_url = self.first("DATABASE_URL")
         supabase_url = self.first("SUPABASE_URL")
@@ -246,6 +260,7 @@ class _Parser:
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0) if rpm else None,
             ai_max_retries=self.typed("AI_MAX_RETRIES", int, 3, lambda v: v >= 0, "an integer >= 0"),
             ai_backoff_base_seconds=self.positive_float("AI_BACKOFF_BASE_SECONDS", 2.0),
+            ai_prices_file=self.price_file("AI_PRICES_FILE"),
             notify_webhook_url=self.first("NOTIFY_WEBHOOK_URL"),
             notify_webhook_secret=Secret(s) if (s := self.first("NOTIFY_WEBHOOK_SECRET")) else None,
             photo_retention_days=self.typed("PHOTO_RETENTION_DAYS", int, 30, lambda v: v >= 0,

@@ -27,6 +27,17 @@ PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                ".webp": "image/webp", ".heic": "image/heic", ".heif": "image/heif"}
 
 
+class DemoExtraMissing(RuntimeError):
+    """The embedded Postgres is an optional extra, absent from a production install."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the demo needs the embedded Postgres of the [demo] extra, which is not installed: "
+            "pip install 'book-order-monitor[demo]' (from a checkout: pip install '.[demo]', "
+            "or make demo)"
+        )
+
+
 def write_sample_book(directory: Path) -> Path:
     """The sample book as an operator would hand it to ``import-book``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -58,7 +69,10 @@ async def run_demo(*, home: Path, photo: Path | None, name: str, age: int, gende
 
     # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset (as on most servers); harmless.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-    import pgserver  # imported here: only the demo needs the embedded server
+    try:
+        import pgserver  # imported here: only the demo needs the embedded server
+    except ImportError as exc:
+        raise DemoExtraMissing() from exc
 
     home.mkdir(parents=True, exist_ok=True)
     server = await asyncio.to_thread(pgserver.get_server, home / "pg")

@@ -64,6 +64,12 @@ class Metrics:
             "ai_call_duration_seconds", "Duration of one AI model call, by kind, model, outcome.",
             ["kind", "model", "outcome"], buckets=AI_CALL_BUCKETS, **own,
         )
+        self._ai_spend = Counter(
+            "ai_spend_usd", "Money spent on AI calls by this worker, in USD per the price table "
+            "(AI_PRICES_FILE), by model and kind; calls of unpriced models are not in it.",
+            ["model", "kind"], **own,
+        )
+        self._spend_by_model: dict[str, float] = {}
         self._ai_retries = Counter(
             "ai_retries", "AI calls retried in-process, by the error code that caused it.",
             ["reason"], **own,
@@ -143,6 +149,15 @@ class Metrics:
     def observe_ai_call(self, kind: str, model: str, seconds: float, outcome: str) -> None:
         """``LimitedAI``'s ``on_call`` hook: one attempt, ``outcome`` ``ok`` or an error code."""
         self._ai_calls.labels(kind, model, outcome).observe(seconds)
+
+    def ai_spent(self, kind: str, model: str, usd: float) -> None:
+        """``LimitedAI``'s ``on_spend`` hook: the priced cost of one successful call."""
+        self._ai_spend.labels(model, kind).inc(usd)
+        self._spend_by_model[model] = self._spend_by_model.get(model, 0.0) + usd
+
+    def spend_by_model(self) -> dict[str, float]:
+        """USD spent by this process since it started, per model (for /monitor/status)."""
+        return {model: round(usd, 6) for model, usd in sorted(self._spend_by_model.items())}
 
     def ai_retry(self, reason: str) -> None:
         """``LimitedAI``'s ``on_retry`` hook: ``reason`` is the error code being retried."""

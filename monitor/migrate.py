@@ -18,7 +18,9 @@ from pathlib import Path
 import psycopg
 from loguru import logger
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from processors.resources import data_dir
+
+MIGRATIONS_DIR = data_dir(__file__, "migrations")
 BOOKKEEPING_FILE = "000_schema_migrations.sql"
 # pg_advisory_lock key: any constant unique to this project; "bookmig" in ASCII.
 ADVISORY_LOCK_KEY = 0x626F6F6B6D6967

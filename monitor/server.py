@@ -186,6 +186,8 @@ class _Api:
             "completed": stats.completed,
             "failed": stats.failed,
             "retried": stats.retried,
+            # USD per model spent by this process since it started (AI_PRICES_FILE prices it).
+            "aiSpendUsd": monitor.metrics.spend_by_model(),
             "inFlight": [_describe_flight(f) for f in monitor.in_flight.values()],
         }
 

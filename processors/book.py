@@ -107,11 +107,11 @@ class BookProcessor:
         self._resources = resources or AsyncExitStack()
 
     async def __call__(self, job: Job) -> BookResult:
+        started_at = time.monotonic()
         context = await job.load_context()
         book, pages = _catalog_entry(context)
         item = context.item
-        usage = Usage(**{k: int(v) for k, v in (item.get("ai_usage") or {}).items()
-                         if k in ("calls", "images", "input_tokens", "output_tokens")})
+        usage = Usage.from_dict(item.get("ai_usage"))
         profile = validate_child(item.get("child_name"), item.get("child_age"), item.get("child_gender"))
         total = len(pages)
         done = {int(c["page_number"]): c["image_path"] for c in context.checkpoints}
@@ -154,6 +154,9 @@ class BookProcessor:
             links = await sign_results(self.storage, pdf_path, cover_path)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        logger.info("book finished", pages=total, seconds=round(time.monotonic() - started_at, 1),
+                    calls=usage.calls, images=usage.images,
+                    cost_usd=usage.as_dict().get("cost_usd"), unpriced_calls=usage.unpriced_calls)
         return BookResult(pdf_path=pdf_path, pdf_url=links.pdf_url, cover_path=cover_path,
                           cover_url=links.cover_url, usage=usage.as_dict(),
                           urls_expire_at=links.expires_at)
@@ -196,7 +199,7 @@ class BookProcessor:
         )
         softened = self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile,
                                              softened=True)
-        jpeg, model = await self._draw(request, softened, original, usage)
+        jpeg, model = await self._draw(request, softened, original, usage, page=0)
         await self._save(job, 0, generated_cover_path(job.item_id), jpeg, out, model)
 
     async def _pages(self, job: Job, inputs: Inputs, pages: list[Row], identity: ImagePart,
@@ -255,7 +258,7 @@ class BookProcessor:
         softened = self.prompts.page_prompt(inputs.cover, inputs.child, inputs.book, page,
                                             inputs.profile, softened=True)
         try:
-            jpeg, model = await self._draw(request, softened, original, usage)
+            jpeg, model = await self._draw(request, softened, original, usage, page=number)
         except OrderError as exc:
             self.metrics.page_generated(exc.code)
             raise
@@ -263,8 +266,12 @@ class BookProcessor:
         self.metrics.page_generated("ok")
 
     async def _draw(self, request: EditRequest, softened_prompt: str, original: Image.Image,
-                    usage: Usage) -> tuple[bytes, str]:
-        """One illustration: softened prompt once after a safety block, redraw a bad output."""
+                    usage: Usage, *, page: int) -> tuple[bytes, str]:
+        """One illustration: softened prompt once after a safety block, redraw a bad output.
+
+        Logs one line per finished illustration (page 0 is the cover), so a ten-minute book is
+        not ten minutes of silence."""
+        started = time.monotonic()
         for redraw in range(OUTPUT_REDRAWS + 1):
             try:
                 result = await self.ai.generate_image(request)
@@ -282,6 +289,9 @@ class BookProcessor:
                     raise
                 logger.info("unusable model output; drawing again")
                 continue
+            logger.info("page drawn", page=page, model=result.model, redraws=redraw,
+                        softened=request.prompt == softened_prompt,
+                        seconds=round(time.monotonic() - started, 1))
             return await asyncio.to_thread(to_jpeg, fitted), result.model
         raise AssertionError("unreachable")
 

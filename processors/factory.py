@@ -12,6 +12,7 @@ from monitor.storage.base import BlobStorage
 from monitor.storage.cache import BookAssetCache
 from processors.ai.base import ImageAI
 from processors.ai.limits import LimitedAI
+from processors.ai.pricing import PriceTable
 from processors.analysis import Analyzer
 from processors.book import BookProcessor
 from processors.prompts import PromptBook
@@ -48,6 +49,8 @@ def build_ai(settings: Settings, metrics: Metrics, **limit_options: Any) -> tupl
         backoff_base=settings.ai_backoff_base_seconds,
         on_retry=metrics.ai_retry,
         on_call=metrics.observe_ai_call,
+        prices=PriceTable.load(settings.ai_prices_file),
+        on_spend=metrics.ai_spent,
     )
     return LimitedAI(inner, **{**options, **limit_options}), model_name
 

@@ -33,8 +33,9 @@ from typing import Any, Literal
 
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.errors import TerminalError
+from processors.resources import data_dir
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = data_dir(__file__, "prompts")
 REQUIRED_TEMPLATES = frozenset(
     {"cover_analysis", "child_analysis", "cover", "page", "softened_suffix"}
 )

@@ -189,6 +189,7 @@ async def test_a_paid_item_becomes_a_finished_book(
     assert row["ai_usage"] == {
         "calls": calls, "images": len(image_targets(book)),
         "input_tokens": calls * INPUT_TOKENS, "output_tokens": calls * OUTPUT_TOKENS,
+        "unpriced_calls": calls,  # the fake's models have no price (processors/ai/prices.json)
     }
     assert row["child_analysis"] == DEFAULT_ANALYSIS_JSON["child"]
     saved = checkpoints(db, item)

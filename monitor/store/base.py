@@ -314,6 +314,25 @@ class OrderStore(abc.ABC):
         """Clear the item's photo path and page checkpoints once their objects are deleted."""
         return bool(await self._rpc("mark_photo_deleted", {"p_item": item_id}))
 
+    # ------------------------------------------------------------------ operator reads (ops CLI)
+
+    async def queue_report(self) -> Row:
+        """Counts by state, in flight, waiting and since when, failures of the last 24 h by code."""
+        return await self._rpc("ops_queue_status", {})
+
+    async def list_items(self, *, status: str | None, since: str | None,
+                         error_code: str | None, limit: int) -> list[Row]:
+        """Items, newest change first; ``since`` is an ISO 8601 timestamp. No personal data."""
+        return await self._rpc(
+            "ops_list_order_items",
+            {"p_status": status, "p_since": since, "p_error_code": error_code, "p_limit": limit},
+            returns_set=True,
+        )
+
+    async def item_detail(self, item_id: str, *, pii: bool) -> Row | None:
+        """The row, order, book and page checkpoints; the personal fields only with ``pii``."""
+        return await self._rpc("ops_show_order_item", {"p_item": item_id, "p_pii": pii})
+
     # ------------------------------------------------------------------ result URLs
 
     async def items_with_expiring_urls(

@@ -6,8 +6,9 @@ Adapters raise ``processors.errors`` classes only, already classified as retryab
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -22,28 +23,54 @@ class ImagePart:
     mime_type: str = "image/jpeg"
 
 
+_COUNTS = ("calls", "images", "input_tokens", "output_tokens", "unpriced_calls")
+
+
 @dataclass
 class Usage:
-    """What calls cost, summed per order item so cost per book is known."""
+    """What calls cost, summed per order item so cost per book is known.
+
+    ``cost_usd`` is None until a price table priced a call (``processors.ai.pricing``): an
+    unpriced usage says nothing about money rather than "free". Calls of models the table has no
+    price for are counted in ``unpriced_calls``, so a total never hides them.
+    """
 
     calls: int = 0
     images: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float | None = None
+    unpriced_calls: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "Usage":
+        """The usage an item row recorded (``order_items.ai_usage``); unknown keys are ignored."""
+        data = data or {}
+        counts = {k: int(data[k]) for k in _COUNTS if k in data}
+        cost = data.get("cost_usd")
+        return cls(**counts, cost_usd=float(cost) if cost is not None else None)
 
     def add(self, other: "Usage") -> None:
         self.calls += other.calls
         self.images += other.images
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
+        if other.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
+        self.unpriced_calls += other.unpriced_calls
 
-    def as_dict(self) -> dict[str, int]:
-        return {
+    def as_dict(self) -> dict[str, int | float]:
+        counts: dict[str, int | float] = {
             "calls": self.calls,
             "images": self.images,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
         }
+        if self.cost_usd is not None:
+            counts["cost_usd"] = round(self.cost_usd, 6)
+        if self.unpriced_calls:
+            counts["unpriced_calls"] = self.unpriced_calls
+        return counts
 
 
 @dataclass

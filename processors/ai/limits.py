@@ -14,7 +14,9 @@ budget and do not turn into a 429 storm:
   retried in-process. Backoff sleeps hold no concurrency slot; a call waiting for its paced
   start does, so the slots also bound how many calls queue up on the pacer.
 
-Metrics attach through two callbacks, so this module needs no metrics library.
+Metrics attach through callbacks, so this module needs no metrics library. With a ``prices``
+table, every successful call's usage is priced here, the one place that sees every call, and
+its cost is reported through ``on_spend``.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from processors.ai.base import (
     GeneratedImage,
     ImageAI,
     ImagePart,
+    Usage,
 )
+from processors.ai.pricing import PriceTable
 from processors.errors import OrderError, RetryableError
 
 
 class _FromModel(Protocol):
     model: str
+    usage: Usage
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -51,6 +56,8 @@ OnRetry = Callable[[str], None]
 OnCall = Callable[[str, str, float, str], None]
 """Called after each attempt with kind (``analyze``/``generate_image``), model (``unknown`` when
 the call failed), seconds spent in the call, and outcome (``ok`` or the error code)."""
+OnSpend = Callable[[str, str, float], None]
+"""Called after each priced call with kind, model and its cost in USD."""
 
 
 class _Pacer:
@@ -87,6 +94,8 @@ class LimitedAI:
         backoff_max: float = 60.0,
         on_retry: OnRetry | None = None,
         on_call: OnCall | None = None,
+        prices: PriceTable | None = None,
+        on_spend: OnSpend | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if max_concurrency < 1:
@@ -109,6 +118,8 @@ class LimitedAI:
         self._backoff_max = backoff_max
         self._on_retry = on_retry
         self._on_call = on_call
+        self._prices = prices
+        self._on_spend = on_spend
         self._sleep = sleep
 
     async def check_models(self) -> None:
@@ -149,7 +160,15 @@ class LimitedAI:
                 self._report(kind, "unknown", started, _outcome(err))
                 raise
             self._report(kind, result.model, started, "ok")
+            self._price(kind, result.model, result.usage)
             return result
+
+    def _price(self, kind: str, model: str, usage: Usage) -> None:
+        if self._prices is None:
+            return
+        self._prices.price(model, usage)
+        if usage.cost_usd is not None and self._on_spend is not None:
+            self._on_spend(kind, model, usage.cost_usd)
 
     def _report(self, kind: str, model: str, started: float, outcome: str) -> None:
         if self._on_call is not None:
