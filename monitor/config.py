@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
+from monitor.webhook import secret_problem as webhook_secret_problem
+
 T = TypeVar("T")
 
 
@@ -251,6 +253,10 @@ class _Parser:
             values["worker_id"] = worker_id
         if values["notify_webhook_url"] and not values["notify_webhook_secret"]:
             self.problems.append("NOTIFY_WEBHOOK_SECRET is required when NOTIFY_WEBHOOK_URL is set")
+        if values["notify_webhook_secret"] and (
+            problem := webhook_secret_problem(values["notify_webhook_secret"])
+        ):
+            self.problems.append(f"NOTIFY_WEBHOOK_SECRET {problem}")
         if self.problems:
             raise ConfigError(self.problems)
         return Settings(**values)
