@@ -392,3 +392,37 @@ async def test_the_daemon_keeps_running_through_the_whole_corpus(
         assert (monitor.stats.retried, monitor.stats.abandoned) == (0, 0)
     finally:
         await monitor.shutdown()
+
+
+# --- what the log says about a refused path ------------------------------------------------
+
+PATH_CASES = ["photo_url_other_host", "photo_url_other_bucket", "photo_path_dot_dot",
+              "photo_of_another_user", "photo_url_another_user", "photo_object_missing"]
+
+
+async def test_log_lines_name_items_and_codes_never_paths_or_users(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    from loguru import logger
+
+    book = await env.add_book()
+    items = {name: await CASES[name].arrange(env, db, book) for name in PATH_CASES}
+    paths = {name: item_row(db, item)["child_photo_path"] for name, item in items.items()}
+    users = {str(r[0]) for r in db.execute("select user_id from orders")}
+    users |= {p.split("/")[1] for p in paths.values() if p.startswith("uploads/")}
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['message']} {m.record['extra']}"),
+                      level="DEBUG")
+    try:
+        assert await env.run_once(await env.processor()) == len(PATH_CASES)
+    finally:
+        logger.remove(sink)
+    text = "\n".join(lines)
+    for name, item in items.items():
+        assert item in text, f"{name}: its item id is what an operator searches for"
+        assert CASES[name].code in text
+    for user in users:
+        assert user not in text, "a user id reached the log"
+    for name, path in paths.items():
+        key = path.rsplit("/storage/v1/object/public/", 1)[-1]
+        assert path not in text and key not in text, f"{name}: the raw path reached the log"
