@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -25,13 +26,19 @@ def as_user(url: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
 
 
+RECIPE = Path(__file__).parent.parent / "docs" / "daemon_role.sql"
+
+
 @pytest.fixture
 def daemon_url(database_url: str) -> Iterator[str]:
-    """A login role created the way the README tells operators to: a member of book_monitor."""
+    """A login role made by the README's recipe (docs/daemon_role.sql), under a name and password
+    of this test's own (roles are shared by the cluster's databases)."""
     name, password = f"daemon_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
+    recipe = RECIPE.read_text()
+    assert "'change-me'" in recipe and "book_monitor_daemon" in recipe
+    statement = recipe.replace("book_monitor_daemon", name).replace("change-me", password)
     with psycopg.connect(database_url, autocommit=True) as owner:
-        owner.execute(sql.SQL("create role {} login password {} in role book_monitor").format(
-            sql.Identifier(name), sql.Literal(password)))
+        owner.execute(statement)
     try:
         yield as_user(database_url, name, password)
     finally:

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import runpy
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from unittest import mock
 
 import psycopg
 import pytest
@@ -26,14 +30,18 @@ from tests.processors import Failing, Recording
 from tests.waiting import eventually
 
 SECRET = "whsec_" + base64.b64encode(b"webhook-secret-for-the-tests-32b").decode()
+RECIPE = Path(__file__).parent.parent / "docs" / "webhook_receiver.py"
 
 
 class Receiver:
-    """A receiver as the README shows it: verify, then de-duplicate by ``webhook-id``."""
+    """The README's receiver (docs/webhook_receiver.py) behind a real HTTP endpoint, which can
+    be made to answer 500 before the recipe runs (a receiver that is down)."""
 
     def __init__(self) -> None:
+        with mock.patch.dict(os.environ, {"NOTIFY_WEBHOOK_SECRET": SECRET}):
+            self.recipe = runpy.run_path(str(RECIPE))
         self.requests: list[tuple[bytes, dict[str, str]]] = []
-        self.statuses: list[int] = []  # answered in turn; 200 once exhausted
+        self.failures: list[int] = []  # answered in turn before the recipe sees the request
         self.events: dict[str, dict] = {}  # what the receiver acted on, by webhook-id
         self.rows_seen: list[str] = []
         self.on_request = lambda: None
@@ -43,13 +51,12 @@ class Receiver:
         headers = dict(request.headers)
         self.requests.append((body, headers))
         self.on_request()
-        try:
-            payload = Webhook(SECRET).verify(body, headers)
-        except WebhookVerificationError:
-            return web.Response(status=400)
-        status = self.statuses.pop(0) if self.statuses else 200
-        if status == 200:
-            self.events.setdefault(headers["webhook-id"], payload)
+        if self.failures:
+            return web.Response(status=self.failures.pop(0))
+        before = set(self.recipe["seen"])
+        status = self.recipe["receive"](body, headers)
+        for msg_id in set(self.recipe["seen"]) - before:
+            self.events[msg_id] = json.loads(body)
         return web.Response(status=status)
 
 
@@ -62,6 +69,30 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     await server.start_server()
     yield hook, str(server.make_url("/hook"))
     await server.close()
+
+
+def test_the_readme_shows_the_receiver_recipe() -> None:
+    readme = (RECIPE.parent.parent / "README.md").read_text()
+    for line in RECIPE.read_text().splitlines():
+        if line.startswith(("verifier =", "        event = verifier.verify", "from standardwebhooks")):
+            assert line.strip() in readme, line
+
+
+async def test_the_receiver_refuses_a_forged_or_replayed_request(
+    receiver: tuple[Receiver, str],
+) -> None:
+    hook, url = receiver
+    webhook = OpsWebhook(url, SECRET)
+    assert await webhook.send("order_item.completed", item_id="abc")
+    await webhook.aclose()
+    [(body, headers)] = hook.requests
+    receive = hook.recipe["receive"]
+    assert receive(body, headers) == 200  # the same request again: answered, not acted on
+    assert len(hook.recipe["seen"]) == 1
+    old = signed_headers(Webhook(SECRET), "msg_replayed", body,
+                         datetime.now(timezone.utc) - timedelta(minutes=6))
+    assert receive(body, old) == 400
+    assert receive(body.replace(b"abc", b"abd"), headers) == 400
 
 
 async def test_the_reference_verifier_accepts_the_event(receiver: tuple[Receiver, str]) -> None:
@@ -117,7 +148,7 @@ async def test_a_receiver_answering_500_twice_gets_the_event_once(
     """Two 500s, then 200: three attempts under one webhook-id, acted on once, each attempt
     freshly signed; the order completed before the receiver ever accepted."""
     hook, url = receiver
-    hook.statuses = [500, 500]
+    hook.failures = [500, 500]
     item = insert_item(db, book_id=insert_book(db))
     hook.on_request = lambda: hook.rows_seen.append(item_row(db, item)["generation_status"])
     settings = Settings(database_url=Secret(database_url), poll_interval_seconds=0.2)
@@ -138,11 +169,11 @@ async def test_a_receiver_answering_500_twice_gets_the_event_once(
 
 async def test_retries_are_bounded_and_gone_stops_them(receiver: tuple[Receiver, str]) -> None:
     hook, url = receiver
-    hook.statuses = [503] * 10
+    hook.failures = [503] * 10
     webhook = OpsWebhook(url, SECRET, attempts=3, backoff_seconds=0.01)
     assert await webhook.send("order_item.failed", item_id="abc") is False
     assert len(hook.requests) == 3
-    hook.statuses = [410, 200]
+    hook.failures = [410]
     assert await webhook.send("order_item.failed", item_id="abc") is False
     assert len(hook.requests) == 4  # 410 Gone: the receiver wants no more, so no retry
     await webhook.aclose()
