@@ -81,8 +81,8 @@ async def run_demo(*, home: Path, photo: Path | None, name: str, age: int, gende
         photo_path = f"uploads/{parent}/photo{suffix}"
         await processor.storage.upload(photo_path, photo_bytes, PHOTO_TYPES.get(suffix, "image/jpeg"))
         item_id = await setup.create_paid_order_item(
-            book_id, child_name=name, child_age=age, child_gender=gender, child_photo_path=photo_path,
-            user_id=parent,
+            book_id, child_name=name, child_age=age, child_gender=gender,
+            child_photo_path=photo_path, user_id=parent,
         )
         print(f"Paid order item {item_id}: '{TITLE}' for {name}")
 

@@ -373,7 +373,8 @@ def foreign_photo_paths(world: World) -> dict[str, str]:
     mine, theirs = world.items
     return {
         "B's upload": f"uploads/{other}/photo.jpg",
-        "B's upload as public URL": f"{PROJECT}/storage/v1/object/public/books/uploads/{other}/p.jpg",
+        "B's upload as public URL":
+            f"{PROJECT}/storage/v1/object/public/books/uploads/{other}/p.jpg",
         "B's upload as signed URL": f"{PROJECT}/storage/v1/object/sign/books/uploads/{other}/p.jpg"
                                     "?token=x",
         "B's upload as authenticated URL":

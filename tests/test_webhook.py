@@ -74,7 +74,8 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 def test_the_readme_shows_the_receiver_recipe() -> None:
     readme = (RECIPE.parent.parent / "README.md").read_text()
     for line in RECIPE.read_text().splitlines():
-        if line.startswith(("verifier =", "        event = verifier.verify", "from standardwebhooks")):
+        if line.strip().startswith(("verifier =", "event = verifier.verify",
+                                    "from standardwebhooks")):
             assert line.strip() in readme, line
 
 
@@ -101,7 +102,8 @@ async def test_the_reference_verifier_accepts_the_event(receiver: tuple[Receiver
     assert await webhook.send("order_item.completed", item_id="abc", seconds=12.5)
     await webhook.aclose()
     [(body, headers)] = hook.requests
-    assert headers["webhook-id"].startswith("msg_") and headers["webhook-signature"].startswith("v1,")
+    assert headers["webhook-id"].startswith("msg_")
+    assert headers["webhook-signature"].startswith("v1,")
     payload = Webhook(SECRET).verify(body, headers)
     assert payload["event"] == "order_item.completed" and payload["item_id"] == "abc"
     # A body changed in transit no longer verifies, nor does another id or another secret.

@@ -24,7 +24,9 @@ class PhotoNotOwned(TerminalError):
     """The item's photo path is not in the upload folder of the order's user."""
 
     code = "photo_not_owned"
-    parent_message = "We could not use the photo for this book. Please upload your child's photo again."
+    parent_message = (
+        "We could not use the photo for this book. Please upload your child's photo again."
+    )
 
 
 def user_upload_prefix(user_id: str | UUID) -> str:

@@ -103,7 +103,9 @@ def _classified(action: str, key: str) -> Iterator[None]:
     except StorageApiError as exc:
         raise _classify(exc, action, key) from exc
     except httpx.RequestError as exc:  # connect/read errors and timeouts: no response at all
-        raise StorageUnavailable(f"storage {action} of {redacted(key)}: {type(exc).__name__}") from exc
+        raise StorageUnavailable(
+            f"storage {action} of {redacted(key)}: {type(exc).__name__}"
+        ) from exc
 
 
 def _classify(exc: StorageApiError, action: str, key: str) -> Exception:

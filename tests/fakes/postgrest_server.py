@@ -188,7 +188,9 @@ class FakePostgrestServer(LocalServer):
     ``calls`` records every request.
     """
 
-    def __init__(self, dsn: str, *, jwt_secret: str = "super-secret-jwt-token-for-the-tests") -> None:
+    def __init__(
+        self, dsn: str, *, jwt_secret: str = "super-secret-jwt-token-for-the-tests"
+    ) -> None:
         self.calls: list[RpcCall] = []
         self._dsn = dsn
         self._jwt_secret = jwt_secret.encode()
@@ -202,7 +204,8 @@ class FakePostgrestServer(LocalServer):
         def part(data: dict[str, Any]) -> str:
             return _b64url(json.dumps(data, separators=(",", ":")).encode())
 
-        signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'iss': 'supabase', 'role': role, **claims})}"
+        header = part({"alg": "HS256", "typ": "JWT"})
+        signing_input = f"{header}.{part({'iss': 'supabase', 'role': role, **claims})}"
         signature = hmac.new(self._jwt_secret, signing_input.encode(), hashlib.sha256).digest()
         return f"{signing_input}.{_b64url(signature)}"
 

@@ -42,7 +42,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _API = "/storage/v1"
 #: Supabase's default per-file upload limit: 50 MB on the Free plan and in self-hosted Storage
-#: (supabase.com/docs/guides/storage/uploads/file-limits; github.com/orgs/supabase/discussions/21903).
+#: (supabase.com/docs/guides/storage/uploads/file-limits;
+#: github.com/orgs/supabase/discussions/21903).
 _MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
