@@ -16,7 +16,7 @@ from PIL import Image
 
 from bench import faults
 from bench.latency import Call, LatencyModel
-from bench.world import Bench, RssSampler, big_jpeg, sized_replies, world
+from bench.world import PHOTO, USER, Bench, RssSampler, big_jpeg, sized_replies, world
 from processors.pdf import build_pdf
 
 MB = 1024 * 1024
@@ -113,8 +113,8 @@ async def _insert_paid(url: str, book: str, name: str, quiet: bool) -> None:
             # Replica mode skips ordinary triggers for this session: no pg_notify, polling only.
             await conn.execute("set session_replication_role = replica")
         await conn.execute(
-            "select create_paid_order_item(%s, %s, 5, 'girl', 'uploads/bench/photo.jpg', %s)",
-            [book, name, "00000000-0000-0000-0000-0000000000bb"])
+            "select create_paid_order_item(%s, %s, 5, 'girl', %s, %s)",
+            [book, name, PHOTO, USER])
 
 
 async def pickup(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from tests.postgres import Cluster
 
 TEMPLATE = "bench_template"
 USER = "00000000-0000-0000-0000-0000000000bb"
-PHOTO = "uploads/bench/photo.jpg"
+PHOTO = f"uploads/{USER}/photo.jpg"
 
 
 class Bench:

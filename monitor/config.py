@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
+from monitor.webhook import secret_problem as webhook_secret_problem
+
 T = TypeVar("T")
 
 
@@ -276,6 +278,10 @@ class _Parser:
             # Every URL would be due again as soon as it is signed: the sweep would never rest.
             self.problems.append("SIGNED_URL_REFRESH_MARGIN_SECONDS must be below "
                                  "SIGNED_URL_TTL_SECONDS")
+        if values["notify_webhook_secret"] and (
+            problem := webhook_secret_problem(values["notify_webhook_secret"])
+        ):
+            self.problems.append(f"NOTIFY_WEBHOOK_SECRET {problem}")
         if self.problems:
             raise ConfigError(self.problems)
         return Settings(**values)

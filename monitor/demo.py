@@ -91,10 +91,12 @@ async def run_demo(*, home: Path, photo: Path | None, name: str, age: int, gende
                                     genre="bedtime", age_min=3, age_max=7)
         photo_bytes = photo.read_bytes() if photo else draw_child_photo()
         suffix = photo.suffix.lower() if photo else ".jpg"
-        photo_path = f"uploads/{uuid.uuid4()}/photo{suffix}"
+        parent = str(uuid.uuid4())  # the photo is in the upload folder of the order's user
+        photo_path = f"uploads/{parent}/photo{suffix}"
         await processor.storage.upload(photo_path, photo_bytes, PHOTO_TYPES.get(suffix, "image/jpeg"))
         item_id = await setup.create_paid_order_item(
-            book_id, child_name=name, child_age=age, child_gender=gender, child_photo_path=photo_path
+            book_id, child_name=name, child_age=age, child_gender=gender,
+            child_photo_path=photo_path, user_id=parent,
         )
         print(f"Paid order item {item_id}: '{TITLE}' for {name}")
 

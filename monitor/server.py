@@ -235,8 +235,10 @@ class _Api:
             raise _error(web.HTTPForbidden, "admin_disabled",
                          "admin actions are disabled: set ADMIN_TOKEN to enable them")
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # aiohttp keeps header bytes that are not UTF-8 as surrogates: encode them back to the
+        # bytes that were sent, so any token compares (and fails) instead of raising.
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), expected.encode()
+            given.strip().encode("utf-8", "surrogateescape"), expected.encode()
         ):
             raise _error(web.HTTPUnauthorized, "unauthorized",
                          "send Authorization: Bearer <ADMIN_TOKEN>",

@@ -22,6 +22,7 @@ from monitor.metrics import Metrics
 from monitor.storage.base import BlobStorage, ObjectNotFound
 from monitor.storage.cache import BookAssetCache
 from monitor.storage.links import sign_results
+from monitor.storage.ownership import require_user_upload
 from monitor.storage.paths import (
     generated_cover_path,
     generated_page_path,
@@ -114,10 +115,13 @@ class BookProcessor:
         usage = Usage.from_dict(item.get("ai_usage"))
         profile = validate_child(item.get("child_name"), item.get("child_age"), item.get("child_gender"))
         total = len(pages)
-        done = {int(c["page_number"]): c["image_path"] for c in context.checkpoints}
+        # A checkpoint says a page is done; its image is read from this item's own result path,
+        # never from a path in the row.
+        done = {int(c["page_number"]): _result_path(job.item_id, int(c["page_number"]))
+                for c in context.checkpoints}
         await job.report(2, "Looking at your photo", code=StepCode.ANALYZING, pages_total=total)
 
-        photo = await self._child_photo(item)
+        photo = await self._child_photo(item, context.order.get("user_id"))
         # A missing or broken catalog image must fail the item before any call is paid for.
         await self._check_pages(book["id"], [p for p in pages if int(p["page_number"]) not in done])
         cover_original = await self._catalog_image(book["id"], book.get("cover_image_path"), "cover")
@@ -161,11 +165,13 @@ class BookProcessor:
                           cover_url=links.cover_url, usage=usage.as_dict(),
                           urls_expire_at=links.expires_at)
 
-    async def _child_photo(self, item: Row) -> ImagePart:
+    async def _child_photo(self, item: Row, user_id: str | None) -> ImagePart:
         raw_path = item.get("child_photo_path")
         if not raw_path:
             raise PhotoMissing("order item has no child_photo_path")
         path = object_path(raw_path, bucket=self.bucket, supabase_url=self.supabase_url)
+        # The daemon reads with the service role: it must not read another family's photo.
+        require_user_upload(path, user_id)
         try:
             data = await self.storage.download(path)
         except ObjectNotFound as exc:
@@ -327,6 +333,11 @@ def _box(value: object) -> tuple[float, float, float, float] | None:
     if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x and 0 < h <= 1 - y):
         return None
     return x, y, w, h
+
+
+def _result_path(item_id: str, number: int) -> str:
+    """Where this item's cover (0) or page ``number`` is stored once drawn."""
+    return generated_cover_path(item_id) if number == 0 else generated_page_path(item_id, number)
 
 
 def _part_from_file(path: Path) -> bytes:

@@ -41,11 +41,13 @@ def insert_item(
 ) -> str:
     order_id = order_id or insert_order(db, paid=paid)
     item_id = str(uuid.uuid4())
+    # The photo is in the order's user's upload folder, as migration 011 requires of every row.
+    (user_id,) = db.execute("select user_id from orders where id = %s", [order_id]).fetchone()
     db.execute(
         """insert into order_items (id, order_id, book_id, child_name, child_age, child_gender,
                                     child_photo_path, max_attempts)
            values (%s, %s, %s, %s, 5, 'girl', %s, %s)""",
-        [item_id, order_id, book_id, child_name, f"uploads/{item_id}/photo.jpg", max_attempts],
+        [item_id, order_id, book_id, child_name, f"uploads/{user_id}/{item_id}.jpg", max_attempts],
     )
     return item_id
 

@@ -195,6 +195,8 @@ class PipelineEnv:
     """Error codes ``LimitedAI`` retried in-process, in order (its ``on_retry`` callback)."""
     sleeps: list[float] = field(default_factory=list)
     """Backoff delays ``LimitedAI`` asked for; recorded, not slept, so retries cost no time."""
+    parent: str = field(default_factory=lambda: str(uuid.uuid4()))
+    """The signed-in user who places this world's orders; their photos are in their folder."""
     _targets: dict[bytes, Target] = field(default_factory=dict)
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _books: int = 0
@@ -315,8 +317,9 @@ class PipelineEnv:
         return SampleBook(str(book_id), title, cover, originals, has_character)
 
     async def add_photo(self, data: bytes | None = None, *, name: str = "photo.jpg") -> str:
-        """Upload a child photo as the app does; returns its object path."""
-        path = f"uploads/{uuid.uuid4()}/{name}"
+        """Upload a child photo as the app does, into the parent's upload folder; returns its
+        object path."""
+        path = f"uploads/{self.parent}/{uuid.uuid4()}/{name}"
         await self.storage.upload(path, draw_child_photo() if data is None else data, "image/jpeg")
         return path
 
@@ -336,7 +339,7 @@ class PipelineEnv:
             child_age=child_age,
             child_gender=child_gender,
             child_photo_path=photo_path if photo_path is not None else await self.add_photo(),
-            user_id=str(uuid.uuid4()),
+            user_id=self.parent,
         ))
 
     # ---------------------------------------------------------------- running

@@ -17,7 +17,12 @@ photo_object_missing      child_photo_path names no object             photo_mis
 photo_path_null           child_photo_path is null                     photo_missing       none
 photo_url_other_host      a Storage URL on another host                invalid_path        none
 photo_url_other_bucket    this project's Storage URL, another bucket   invalid_path        none
-photo_path_dot_dot        ../x                                         invalid_path        none
+photo_path_dot_dot        ../x (an old row, trigger off)               invalid_path        none
+photo_of_another_user     another user's upload (an old row)           photo_not_owned     none
+photo_url_another_user    the same as this project's Storage URL       photo_not_owned     none
+photo_generated_result    another item's generated cover (an old row)  photo_not_owned     none
+photo_catalog_image       the book's catalog cover (an old row)        photo_not_owned     none
+photo_order_handed_over   the order's user_id changed (an old row)     photo_not_owned     none
 child_name_10000_chars    10 000 characters of injection text          invalid_child_data  none
 child_age_99              an age outside 0-14                          invalid_child_data  none
 book_without_pages        the book has no book_pages rows              book_has_no_pages   none
@@ -26,6 +31,10 @@ book_id_null              book_id is null                              book_not_
 page_image_missing        page 2's object is not in storage            input_missing       none
 page_image_corrupt        page 2's object is not an image              book_image_invalid  none
 ========================  ===========================================  ==================  =========
+
+"An old row" is one written before migration 011, whose trigger now refuses such a path from any
+writer (tests/test_rls.py); the daemon checks it again before reading, as the service role reads
+any object.
 
 "AI calls" are the paid model calls made before the failure: none, because every input, the
 catalog's page images included, is fetched and checked before the first call.
@@ -51,6 +60,7 @@ import pytest
 from PIL import Image
 
 from monitor.storage.base import ObjectNotFound
+from monitor.storage.ownership import PhotoNotOwned
 from monitor.storage.paths import InvalidPath
 from processors.book import BookHasNoPages, BookNotFound, PhotoMissing
 from processors.images import BookImageInvalid, PhotoInvalid
@@ -137,6 +147,52 @@ def with_row(sql: str) -> Arrange:
     return arrange
 
 
+def old_row(sql: str, make_path: Callable[[PipelineEnv, str], Awaitable[str]] | None = None
+            ) -> Arrange:
+    """A good item changed by ``sql`` (with ``%(item)s`` and ``%(path)s``) as a row from before
+    migration 011: replica mode skips the ownership trigger, as it did not exist then."""
+
+    async def arrange(env: PipelineEnv, db: psycopg.Connection, book: SampleBook) -> str:
+        item = await env.add_item(book.id)
+        path = await make_path(env, item) if make_path else None
+        with db.transaction():
+            db.execute("set local session_replication_role = replica")
+            db.execute(sql, {"item": item, "path": path, "random": str(uuid.uuid4())})
+        return item
+
+    return arrange
+
+
+SET_PATH = "update order_items set child_photo_path = %(path)s where id = %(item)s"
+
+
+async def _another_users_photo(env: PipelineEnv, item: str) -> str:
+    """A good photo, really in storage, in another user's upload folder."""
+    key = f"uploads/{uuid.uuid4()}/photo.jpg"
+    await env.storage.upload(key, draw_child_photo(), "image/jpeg")
+    return key
+
+
+async def _another_users_photo_url(env: PipelineEnv, item: str) -> str:
+    return f"{SUPABASE_URL}/storage/v1/object/public/books/{await _another_users_photo(env, item)}"
+
+
+async def _generated_cover(env: PipelineEnv, item: str) -> str:
+    key = f"generated/{uuid.uuid4()}/cover.jpg"
+    await env.storage.upload(key, draw_child_photo(), "image/jpeg")
+    return key
+
+
+async def _catalog_cover(env: PipelineEnv, item: str) -> str:
+    with psycopg.connect(env.database_url) as conn:
+        return conn.execute("select b.cover_image_path from order_items oi join books b"
+                            " on b.id = oi.book_id where oi.id = %s", [item]).fetchone()[0]
+
+
+async def _dot_dot(env: PipelineEnv, item: str) -> str:
+    return "../x"
+
+
 async def _book_without_pages(env: PipelineEnv, db: psycopg.Connection, book: SampleBook) -> str:
     empty = await env.setup.import_book(
         {"title": "An Empty Book", "cover_image_path": f"catalog/{book.id}/cover.jpg"}, []
@@ -192,7 +248,7 @@ CASES: dict[str, Case] = {
         with_photo(png_header(10_000, 10_000), "photo.png"), "photo_invalid",
         PhotoInvalid.parent_message),
     "photo_object_missing": Case(
-        with_photo_path(lambda key: f"uploads/{uuid.uuid4()}/photo.jpg"), "photo_missing",
+        with_photo_path(lambda key: key.rsplit("/", 1)[0] + "/missing.jpg"), "photo_missing",
         PhotoMissing.parent_message),
     "photo_path_null": Case(
         with_row("update order_items set child_photo_path = null where id = %(item)s"),
@@ -205,7 +261,20 @@ CASES: dict[str, Case] = {
         with_photo_path(lambda key: f"{SUPABASE_URL}/storage/v1/object/public/secrets/{key}"),
         "invalid_path", InvalidPath.parent_message),
     "photo_path_dot_dot": Case(
-        with_photo_path(lambda key: "../x"), "invalid_path", InvalidPath.parent_message),
+        old_row(SET_PATH, _dot_dot), "invalid_path", InvalidPath.parent_message),
+    "photo_of_another_user": Case(
+        old_row(SET_PATH, _another_users_photo), "photo_not_owned", PhotoNotOwned.parent_message),
+    "photo_url_another_user": Case(
+        old_row(SET_PATH, _another_users_photo_url), "photo_not_owned",
+        PhotoNotOwned.parent_message),
+    "photo_generated_result": Case(
+        old_row(SET_PATH, _generated_cover), "photo_not_owned", PhotoNotOwned.parent_message),
+    "photo_catalog_image": Case(
+        old_row(SET_PATH, _catalog_cover), "photo_not_owned", PhotoNotOwned.parent_message),
+    "photo_order_handed_over": Case(
+        old_row("update orders set user_id = %(random)s"
+                " where id = (select order_id from order_items where id = %(item)s)"),
+        "photo_not_owned", PhotoNotOwned.parent_message),
     "child_name_10000_chars": Case(
         with_child(child_name=HOSTILE_NAME), InvalidChildData.code,
         f"Your child's name is too long (at most {NAME_MAX_CHARS} characters). "
@@ -323,3 +392,37 @@ async def test_the_daemon_keeps_running_through_the_whole_corpus(
         assert (monitor.stats.retried, monitor.stats.abandoned) == (0, 0)
     finally:
         await monitor.shutdown()
+
+
+# --- what the log says about a refused path ------------------------------------------------
+
+PATH_CASES = ["photo_url_other_host", "photo_url_other_bucket", "photo_path_dot_dot",
+              "photo_of_another_user", "photo_url_another_user", "photo_object_missing"]
+
+
+async def test_log_lines_name_items_and_codes_never_paths_or_users(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    from loguru import logger
+
+    book = await env.add_book()
+    items = {name: await CASES[name].arrange(env, db, book) for name in PATH_CASES}
+    paths = {name: item_row(db, item)["child_photo_path"] for name, item in items.items()}
+    users = {str(r[0]) for r in db.execute("select user_id from orders")}
+    users |= {p.split("/")[1] for p in paths.values() if p.startswith("uploads/")}
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['message']} {m.record['extra']}"),
+                      level="DEBUG")
+    try:
+        assert await env.run_once(await env.processor()) == len(PATH_CASES)
+    finally:
+        logger.remove(sink)
+    text = "\n".join(lines)
+    for name, item in items.items():
+        assert item in text, f"{name}: its item id is what an operator searches for"
+        assert CASES[name].code in text
+    for user in users:
+        assert user not in text, "a user id reached the log"
+    for name, path in paths.items():
+        key = path.rsplit("/storage/v1/object/public/", 1)[-1]
+        assert path not in text and key not in text, f"{name}: the raw path reached the log"

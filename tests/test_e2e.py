@@ -45,7 +45,7 @@ async def shelf(database_url: str, tmp_path: Path) -> AsyncIterator[Callable[...
     book_id = await import_book(store, storage, source)
 
     async def order(name: str = "Mia") -> str:
-        photo = f"uploads/{name.lower()}/photo.jpg"
+        photo = f"uploads/00000000-0000-0000-0000-0000000000aa/{name.lower()}.jpg"
         await storage.upload(photo, draw_child_photo(), "image/jpeg")
         return await store.create_paid_order_item(
             book_id, child_name=name, child_age=5, child_gender="girl", child_photo_path=photo,

@@ -3,6 +3,7 @@ both store adapters, with files in a local storage directory."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -25,7 +26,7 @@ def finished_item(db: psycopg.Connection, storage_dir: Path, book: str, *, days_
                   order: str | None = None) -> dict[str, str]:
     """An item that finished ``days_ago`` with every object it has in storage."""
     item = insert_item(db, book_id=book, order_id=order)
-    photo = photo or f"uploads/{item}/photo.jpg"
+    photo = photo or item_row(db, item)["child_photo_path"]
     paths = {
         "photo": photo,
         "cover": f"generated/{item}/cover.jpg",
@@ -125,8 +126,9 @@ async def test_a_photo_still_used_by_a_newer_item_is_kept_until_that_one_expires
 ) -> None:
     storage = LocalStorage(tmp_path)
     book = insert_book(db, pages=2)
-    order = insert_order(db)
-    shared = "uploads/parent/photo.jpg"
+    parent = str(uuid.uuid4())
+    order = insert_order(db, user_id=parent)
+    shared = f"uploads/{parent}/photo.jpg"
     old = finished_item(db, tmp_path, book, days_ago=40, photo=shared, order=order)
     newer = finished_item(db, tmp_path, book, days_ago=2, photo=shared, order=order)
     await purge_expired_photos(store, storage, days=30, batch=10)

@@ -33,9 +33,12 @@ def acting_as(conn: psycopg.Connection, role: str, user_id: str | None = None) -
 
 
 @contextmanager
-def refused(conn: psycopg.Connection) -> Iterator[None]:
-    """The statement inside must be refused by the database (privilege or policy)."""
-    with pytest.raises(errors.InsufficientPrivilege):
+def refused(
+    conn: psycopg.Connection, *kinds: type[psycopg.Error]
+) -> Iterator[None]:
+    """The statement inside must be refused by the database: by a privilege or policy, or by
+    another of ``kinds`` (the photo-ownership trigger raises CheckViolation)."""
+    with pytest.raises(kinds or errors.InsufficientPrivilege):
         with conn.transaction():  # a savepoint, so the outer request can go on
             yield
 
@@ -185,7 +188,9 @@ def test_app_inserts_a_pending_item_only_into_its_own_unpaid_order(
         assert row == ("pending", 0, 0, None, None)
         # Someone else's order, and its own already paid order (that would be a free book).
         for order in (world.pending_orders[1], world.orders[1], world.orders[0]):
-            with refused(app):
+            # (someone else's order: the photo is not its user's either, so the trigger of
+            # migration 011 may refuse before the policy does)
+            with refused(app, errors.InsufficientPrivilege, errors.CheckViolation):
                 app.execute(insert, [order, world.book, f"uploads/{me}/leo.jpg"])
         # Generation columns cannot be written on insert either.
         with refused(app):
@@ -229,12 +234,19 @@ def functions_of_the_schema(db: psycopg.Connection) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
+#: Pure predicates the app's policies call, so the app's role must be able to execute them; they
+#: read and write nothing.
+POLICY_PREDICATES = {"photo_path_in_user_uploads(text,uuid)"}
+
+
 def test_only_the_service_role_may_execute_the_functions(db: psycopg.Connection) -> None:
     functions = functions_of_the_schema(db)
     assert "claim_order_items(text,integer,integer)" in functions
     assert any(f.startswith("items_due_for_photo_deletion(") for f in functions)
+    assert POLICY_PREDICATES <= set(functions)
     for function in functions:
-        for role, allowed in (("anon", False), ("authenticated", False), ("public", False),
+        app = function in POLICY_PREDICATES
+        for role, allowed in (("anon", False), ("authenticated", app), ("public", False),
                               ("service_role", True)):
             if role == "public":
                 granted = db.execute(
@@ -308,19 +320,7 @@ async def test_supabase_objects_are_kept_and_storage_is_locked_down(
 ) -> None:
     """On a database that looks like Supabase (an auth.uid() of its own, a storage schema), the
     migrations keep Supabase's function and add the storage policies."""
-    with psycopg.connect(empty_database_url, autocommit=True) as conn:
-        conn.execute("create schema auth")
-        conn.execute("create function auth.uid() returns uuid language sql stable as"
-                     " $$ select '00000000-0000-0000-0000-0000000000aa'::uuid $$")
-        conn.execute("grant usage on schema auth to anon, authenticated, service_role")
-        conn.execute("create schema storage")
-        conn.execute("grant usage on schema storage to anon, authenticated, service_role")
-        conn.execute("create table storage.buckets (id text primary key, name text,"
-                     " public boolean default false)")
-        conn.execute("create table storage.objects (id uuid primary key default"
-                     " gen_random_uuid(), bucket_id text, name text)")
-        conn.execute("alter table storage.objects enable row level security")
-        conn.execute("grant select, insert on storage.objects to anon, authenticated")
+    make_supabase_like(empty_database_url)
     await migrate(empty_database_url)
     await migrate(empty_database_url)  # idempotent
     user = "00000000-0000-0000-0000-0000000000aa"
@@ -357,3 +357,229 @@ async def test_supabase_objects_are_kept_and_storage_is_locked_down(
                         [name])
         with acting_as(app, "anon", user):
             assert app.execute("select count(*) from storage.objects").fetchone()[0] == 0
+
+
+# --------------------------------------------------------------- confused deputy (migration 011)
+# The app writes two kinds of paths: order_items.child_photo_path (insert only; it has no update
+# privilege on order_items) and storage.objects.name (its uploads). Each way of pointing one at
+# another user's data is refused, for the app by its policy and for every writer by the trigger.
+
+PROJECT = "https://project-ref.supabase.co"
+
+
+def foreign_photo_paths(world: World) -> dict[str, str]:
+    """Every way we know to point user A's item at data that is not A's upload."""
+    me, other = world.users
+    mine, theirs = world.items
+    return {
+        "B's upload": f"uploads/{other}/photo.jpg",
+        "B's upload as public URL":
+            f"{PROJECT}/storage/v1/object/public/books/uploads/{other}/p.jpg",
+        "B's upload as signed URL": f"{PROJECT}/storage/v1/object/sign/books/uploads/{other}/p.jpg"
+                                    "?token=x",
+        "B's upload as authenticated URL":
+            f"{PROJECT}/storage/v1/object/authenticated/books/uploads/{other}/p.jpg",
+        "B's folder through a dot-dot": f"uploads/{me}/../{other}/photo.jpg",
+        "B's folder after an empty segment": f"uploads//{other}/photo.jpg",
+        "B's folder, absolute": f"/uploads/{other}/photo.jpg",
+        "B's generated cover": f"generated/{theirs}/cover.jpg",
+        "B's generated page": f"generated/{theirs}/pages/01.jpg",
+        "A's own generated cover": f"generated/{mine}/cover.jpg",
+        "the catalog cover": f"catalog/{world.book}/cover.jpg",
+        "a catalog page as URL": f"{PROJECT}/storage/v1/object/public/books/catalog/{world.book}/"
+                                 "pages/01.jpg",
+        "A's folder itself": f"uploads/{me}/",
+        "A's id as a file name": f"uploads/{me}",
+        "an uploads folder named like A": f"uploads/{me}x/photo.jpg",
+    }
+
+
+PHOTO_CASES = [
+    "B's upload", "B's upload as public URL", "B's upload as signed URL",
+    "B's upload as authenticated URL", "B's folder through a dot-dot",
+    "B's folder after an empty segment", "B's folder, absolute", "B's generated cover",
+    "B's generated page", "A's own generated cover", "the catalog cover", "a catalog page as URL",
+    "A's folder itself", "A's id as a file name", "an uploads folder named like A",
+]
+INSERT_ITEM = ("insert into order_items (order_id, book_id, child_name, child_age, child_gender,"
+               " child_photo_path) values (%s, %s, 'Leo', 4, 'boy', %s) returning id")
+
+
+@pytest.mark.parametrize("case", PHOTO_CASES)
+def test_the_app_cannot_insert_an_item_with_someone_elses_photo(
+    app: psycopg.Connection, world: World, case: str
+) -> None:
+    path = foreign_photo_paths(world)[case]
+    with acting_as(app, "authenticated", world.users[0]):
+        with refused(app, errors.CheckViolation):
+            app.execute(INSERT_ITEM, [world.pending_orders[0], world.book, path])
+
+
+@pytest.mark.parametrize("case", PHOTO_CASES)
+def test_the_app_policy_alone_refuses_someone_elses_photo(
+    app: psycopg.Connection, world: World, case: str
+) -> None:
+    """With the trigger out of the way, the insert policy itself holds (defence in depth)."""
+    path = foreign_photo_paths(world)[case]
+    with app.transaction(force_rollback=True):
+        app.execute("alter table order_items disable trigger order_items_child_photo_owned")
+        app.execute("set local role authenticated")
+        app.execute("select set_config('request.jwt.claims', %s, true)",
+                    [json.dumps({"role": "authenticated", "sub": world.users[0]})])
+        with refused(app):
+            app.execute(INSERT_ITEM, [world.pending_orders[0], world.book, path])
+
+
+def test_the_app_may_insert_its_own_photo_as_key_or_url(
+    app: psycopg.Connection, world: World
+) -> None:
+    me = world.users[0]
+    with acting_as(app, "authenticated", me):
+        for path in (f"uploads/{me}/leo.jpg", f"uploads/{me}/2026/leo 2.jpg",
+                     f"{PROJECT}/storage/v1/object/public/books/uploads/{me}/leo.jpg", None):
+            assert app.execute(INSERT_ITEM, [world.pending_orders[0], world.book, path]
+                               ).fetchone()[0]
+
+
+@pytest.mark.parametrize("case", PHOTO_CASES)
+def test_the_app_cannot_repoint_an_items_photo(
+    app: psycopg.Connection, db: psycopg.Connection, world: World, case: str
+) -> None:
+    path = foreign_photo_paths(world)[case]
+    with acting_as(app, "authenticated", world.users[0]):
+        with refused(app):
+            app.execute("update order_items set child_photo_path = %s", [path])
+    assert db.execute("select child_photo_path from order_items where id = %s",
+                      [world.items[0]]).fetchone()[0].startswith(f"uploads/{world.users[0]}/")
+
+
+@pytest.mark.parametrize("role", ["service_role", "owner"])
+@pytest.mark.parametrize("case", PHOTO_CASES)
+def test_no_writer_can_point_an_item_at_someone_elses_photo(
+    app: psycopg.Connection, world: World, case: str, role: str
+) -> None:
+    """The daemon's roles bypass RLS, the trigger does not: insert, update and both ways of
+    moving an item under another order's user are refused."""
+    path = foreign_photo_paths(world)[case]
+    me, other = world.users
+    with app.transaction(force_rollback=True):
+        if role == "service_role":
+            app.execute("set local role service_role")
+        with refused(app, errors.CheckViolation):
+            app.execute(INSERT_ITEM, [world.orders[0], world.book, path])
+        with refused(app, errors.CheckViolation):
+            app.execute("update order_items set child_photo_path = %s where id = %s",
+                        [path, world.items[0]])
+        with refused(app, errors.CheckViolation):
+            app.execute("select create_paid_order_item(%s, 'Leo', 4, 'boy', %s, %s)",
+                        [world.book, path, me])
+    with app.transaction(force_rollback=True):
+        if role == "service_role":
+            app.execute("set local role service_role")
+        # A's item moved into B's order, or A's order handed to B: A's photo is not B's.
+        with refused(app, errors.CheckViolation):
+            app.execute("update order_items set order_id = %s where id = %s",
+                        [world.orders[1], world.items[0]])
+        with refused(app, errors.CheckViolation):
+            app.execute("update orders set user_id = %s where id = %s", [other, world.orders[0]])
+        # And an order without a user owns no upload folder.
+        with refused(app, errors.CheckViolation):
+            app.execute("select create_paid_order_item(%s, 'Leo', 4, 'boy', %s)",
+                        [world.book, f"uploads/{me}/leo.jpg"])
+
+
+def test_rows_from_before_the_rule_still_load_and_can_be_cleared(
+    db: psycopg.Connection, world: World
+) -> None:
+    """The trigger checks writes of the path, not other columns of old rows: the queue keeps
+    working on a legacy row (the daemon refuses its photo), and retention may null it."""
+    item = world.items[0]
+    with db.transaction():
+        db.execute("set local session_replication_role = replica")
+        db.execute("update order_items set child_photo_path = %s where id = %s",
+                   [f"uploads/{world.users[1]}/photo.jpg", item])
+    assert {str(r[0]) for r in db.execute("select id from claim_order_items('w', 10, 60)")} \
+        == set(world.items)
+    assert db.execute("select set_order_item_progress(%s, 'w', 5, 'x')", [item]).fetchone()[0]
+    db.execute("update order_items set child_photo_path = null where id = %s", [item])
+
+
+# --------------------------------------------------------------- storage stand-in
+def make_supabase_like(url: str, user_grants: str = "select, insert") -> None:
+    """An auth.uid() of Supabase's own (a fixed user) and a stand-in storage schema: buckets and
+    objects with RLS on and the app's roles granted ``user_grants``, as Supabase grants them."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create schema auth")
+        conn.execute("create function auth.uid() returns uuid language sql stable as"
+                     " $$ select '00000000-0000-0000-0000-0000000000aa'::uuid $$")
+        conn.execute("grant usage on schema auth to anon, authenticated, service_role")
+        conn.execute("create schema storage")
+        conn.execute("grant usage on schema storage to anon, authenticated, service_role")
+        conn.execute("create table storage.buckets (id text primary key, name text,"
+                     " public boolean default false)")
+        conn.execute("create table storage.objects (id uuid primary key default"
+                     " gen_random_uuid(), bucket_id text, name text, version text)")
+        conn.execute("alter table storage.objects enable row level security")
+        conn.execute(f"grant {user_grants} on storage.objects to anon, authenticated")
+
+
+async def test_the_app_replaces_and_deletes_only_its_own_uploads(
+    empty_database_url: str,
+) -> None:
+    """Upsert is Storage's insert, or select + update of the existing row; remove is a delete
+    (supabase.com/docs/guides/storage/security/access-control). A may do both to A's upload and
+    to nothing else."""
+    make_supabase_like(empty_database_url, "select, insert, update, delete")
+    await migrate(empty_database_url)
+    me, other = "00000000-0000-0000-0000-0000000000aa", str(uuid.uuid4())
+    with psycopg.connect(empty_database_url, autocommit=True) as db:
+        book = insert_book(db, pages=1)
+        theirs_item = insert_item(db, book_id=book)
+        objects = {
+            "mine": f"uploads/{me}/photo.jpg",
+            "theirs": f"uploads/{other}/photo.jpg",
+            "result": f"generated/{theirs_item}/book.pdf",
+            "catalog": f"catalog/{book}/cover.jpg",
+        }
+        for name in objects.values():
+            db.execute("insert into storage.objects (bucket_id, name, version) values"
+                       " ('books', %s, 'v1')", [name])
+        db.execute("insert into storage.objects (bucket_id, name, version) values"
+                   " ('other', %s, 'v1')", [objects["mine"]])
+
+    def version(db: psycopg.Connection, name: str, bucket: str = "books") -> str | None:
+        row = db.execute("select version from storage.objects where bucket_id = %s and name = %s",
+                         [bucket, name]).fetchone()
+        return row[0] if row else None
+
+    with psycopg.connect(empty_database_url) as app:
+        with acting_as(app, "authenticated", me):
+            # Upsert of A's own upload: the existing row is seen and updated.
+            assert app.execute("update storage.objects set version = 'v2' where bucket_id ="
+                               " 'books' and name = %s", [objects["mine"]]).rowcount == 1
+            # B's upload, results, the catalog, another bucket: not visible, so not updated.
+            for key in ("theirs", "result", "catalog"):
+                assert app.execute("update storage.objects set version = 'v2' where name = %s",
+                                   [objects[key]]).rowcount == 0, key
+                assert app.execute("delete from storage.objects where name = %s",
+                                   [objects[key]]).rowcount == 0, key
+            assert app.execute("delete from storage.objects where bucket_id = 'other'"
+                               ).rowcount == 0
+            # Moving A's own object into B's folder or generated/ is refused by the check.
+            for target in (objects["theirs"], f"generated/{theirs_item}/cover.jpg",
+                           f"catalog/{book}/cover.jpg"):
+                with refused(app):
+                    app.execute("update storage.objects set name = %s where name = %s",
+                                [target, objects["mine"]])
+            # Writing into B's folder is refused outright.
+            with refused(app):
+                app.execute("insert into storage.objects (bucket_id, name) values ('books', %s)",
+                            [f"uploads/{other}/new.jpg"])
+            assert version(app, objects["mine"]) == "v2"
+            assert app.execute("delete from storage.objects where name = %s",
+                               [objects["mine"]]).rowcount == 1
+            app.execute("reset role")  # the owner's view of the same transaction
+            assert version(app, objects["mine"]) is None  # replaced, then deleted by A
+            for key in ("theirs", "result", "catalog"):
+                assert version(app, objects[key]) == "v1", key
+            assert version(app, objects["mine"], "other") == "v1"

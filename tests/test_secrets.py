@@ -35,7 +35,7 @@ DB_PASSWORD = "pg-planted-Q7w9Zx2v"
 SERVICE_KEY = "sk-planted-service-role-4f8e1a9b"
 GEMINI_KEY = "AIza-planted-gemini-7c3d2e1f"
 ADMIN_TOKEN = "admin-planted-token-9b8a7c6d"
-WEBHOOK_SECRET = "whsec-planted-5e4d3c2b"
+WEBHOOK_SECRET = "whsec_cGxhbnRlZC13ZWJob29rLXNlY3JldC01ZTRkM2MyYg=="
 PLANTED = (DB_PASSWORD, SERVICE_KEY, GEMINI_KEY, ADMIN_TOKEN, WEBHOOK_SECRET)
 
 
@@ -144,7 +144,7 @@ async def test_no_planted_secret_reaches_logs_http_rows_or_notifications(
                                                                TITLE))
 
         async def order(name: str, photo: bytes | None) -> str:
-            path = f"uploads/{name.lower()}/photo.jpg"
+            path = f"uploads/00000000-0000-0000-0000-0000000000aa/{name.lower()}.jpg"
             if photo is not None:
                 await storage.upload(path, photo, "image/jpeg")
             return await store.create_paid_order_item(

@@ -242,6 +242,22 @@ async def test_admin_actions_refuse_a_missing_or_wrong_token(
     assert status(db, failed) == "failed"
 
 
+@pytest.mark.parametrize("token", [b"\xff\xfe\x80", "t\u00f6k\u00e9n".encode()],
+                         ids=["not-utf8", "utf8-non-ascii"])
+async def test_a_non_ascii_token_is_unauthorized_not_an_error(serve: Serve, token: bytes) -> None:
+    """Raw header bytes, as a hostile client sends them (aiohttp's client would refuse them)."""
+    monitor, client = await serve(Recording())
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST /monitor/stop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                 b"Connection: close\r\nAuthorization: Bearer " + token + b"\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.split()[1] == b"401", status_line
+    assert monitor.claiming is True
+
+
 async def test_admin_actions_are_disabled_without_an_admin_token(serve: Serve) -> None:
     monitor, client = await serve(Recording(), admin_token=None)
     for path in ADMIN_ENDPOINTS:

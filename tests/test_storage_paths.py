@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -117,7 +118,18 @@ def test_error_details_never_echo_a_token_or_password(url: str) -> None:
         normalise(url)
     assert "secret-token" not in str(caught.value)
     assert "secret-token" not in caught.value.parent_message
-    assert "/storage/v1/object/" in caught.value.detail  # but it does say which URL
+    # It names the host, not the path: a path can hold a user's id (issue 11).
+    assert urlsplit(url).hostname in caught.value.detail
+    assert "x.png" not in caught.value.detail
+
+
+@pytest.mark.parametrize("key", ["uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/../x.jpg",
+                                 "uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/a\\b.jpg",
+                                 "/uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/x.jpg"])
+def test_error_details_never_echo_an_uploads_user_id(key: str) -> None:
+    with pytest.raises(InvalidPath) as caught:
+        validate_key(key)
+    assert "5ded9801" not in str(caught.value)
 
 
 def test_validate_key_returns_the_key_unchanged() -> None:

@@ -148,3 +148,60 @@ async def test_close_closes_the_http_client_only_when_the_store_owns_it(
     assert await owned.queue_depth() == 0
     await owned.close()
     assert owned_http.is_closed
+
+
+# --- each call as PostgREST runs it: one transaction, the token's role and claims ---------------
+
+WHOAMI = """
+create function {name}() returns jsonb language sql {volatility} as $$
+    select jsonb_build_object(
+        'user', current_user,
+        'claims', current_setting('request.jwt.claims', true)::jsonb,
+        'method', current_setting('request.method', true),
+        'read_only', current_setting('transaction_read_only'),
+        'uid', auth.uid())
+$$
+"""
+
+
+@pytest.mark.parametrize(("volatility", "read_only"), [("stable", "on"), ("volatile", "off")])
+async def test_a_call_runs_as_the_tokens_role_with_its_claims(
+    postgrest: FakePostgrestServer, http: httpx.AsyncClient, db: psycopg.Connection,
+    volatility: str, read_only: str,
+) -> None:
+    db.execute(WHOAMI.format(name="whoami", volatility=volatility))
+    db.execute("grant execute on function whoami() to service_role")
+    client = await create_supabase_client(postgrest.url, postgrest.service_key, http)
+    seen = (await client.rpc("whoami", {}).execute()).data
+    assert seen["user"] == "service_role" and seen["claims"]["role"] == "service_role"
+    assert (seen["method"], seen["read_only"], seen["uid"]) == ("POST", read_only, None)
+
+
+async def test_a_function_without_a_grant_is_refused_as_on_supabase(
+    postgrest: FakePostgrestServer, http: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    """The migrations' grants are what make the daemon's calls work: one taken back fails."""
+    db.execute("revoke execute on function order_queue_depth() from service_role")
+    store = await make_store(postgrest, http)
+    with pytest.raises(RuntimeError, match="42501"):
+        await store.queue_depth()
+    assert postgrest.calls[-1].status == 403
+
+
+async def test_an_app_users_token_cannot_run_the_queue(
+    postgrest: FakePostgrestServer, http: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    """The anon key plus a signed-in user's JWT, as the app sends them: 403 for the queue, and
+    ``auth.uid()`` is the token's ``sub`` where the user may call something."""
+    user = "00000000-0000-0000-0000-0000000000aa"
+    db.execute(WHOAMI.format(name="whoami", volatility="stable"))
+    db.execute("grant execute on function whoami() to authenticated")
+    options = AsyncClientOptions(
+        headers={"Authorization": f"Bearer {postgrest.token('authenticated', sub=user)}"},
+        httpx_client=http)
+    client = await AsyncClient.create(postgrest.url, postgrest.anon_key, options)
+    assert (await client.rpc("whoami", {}).execute()).data["uid"] == user
+    with pytest.raises(RuntimeError, match="42501"):
+        await SupabaseStore(client).claim("w", 10, 60)
+    assert postgrest.calls[-1].status == 403
+

@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable
 from urllib.parse import quote
 
 from monitor.storage.base import ObjectNotFound, StorageUnavailable
-from monitor.storage.paths import InvalidPath, validate_key
+from monitor.storage.paths import InvalidPath, redacted, validate_key
 
 #: Objects are meant to be served (``base_url``), so they are world-readable like any upload.
 _FILE_MODE = 0o644
@@ -44,9 +44,9 @@ class LocalStorage:
         try:
             return await asyncio.to_thread(file.read_bytes)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise ObjectNotFound(f"no object at {path!r}") from exc
+            raise ObjectNotFound(f"no object at {redacted(path)}") from exc
         except OSError as exc:
-            raise StorageUnavailable(f"reading {path!r} failed: {exc.strerror}") from exc
+            raise StorageUnavailable(f"reading {redacted(path)} failed: {exc.strerror}") from exc
 
     async def upload(self, path: str, data: bytes, content_type: str) -> None:
         await self._write(path, lambda out: out.write(data))
@@ -83,7 +83,7 @@ class LocalStorage:
         try:
             await asyncio.to_thread(_write_atomically, file, write)
         except OSError as exc:
-            raise StorageUnavailable(f"writing {path!r} failed: {exc.strerror}") from exc
+            raise StorageUnavailable(f"writing {redacted(path)} failed: {exc.strerror}") from exc
 
     def _file(self, path: str) -> Path:
         """The file for an object key; refuses keys that would resolve outside the root.
@@ -93,7 +93,7 @@ class LocalStorage:
         """
         file = self._root.joinpath(*validate_key(path).split("/"))
         if not file.resolve().is_relative_to(self._root):
-            raise InvalidPath(f"storage path leaves the storage directory: {path!r}")
+            raise InvalidPath(f"storage path leaves the storage directory: {redacted(path)}")
         return file
 
 

@@ -36,6 +36,20 @@ class InvalidPath(TerminalError):
     parent_message = "A picture for your book could not be used. Our team has been notified."
 
 
+def redacted(key: str) -> str:
+    """``key`` as a log line or error detail may show it: no user id, nothing the app typed.
+
+    Results and catalog objects are named by item and book ids, which logs carry anyway; an
+    upload's folder is a user's id, so only its kind is shown; anything else only by its length.
+    """
+    first, _, rest = key.partition("/")
+    if first in ("generated", "catalog") and _KEY_CHARS.fullmatch(key) and len(key) <= 200:
+        return repr(key)
+    if first == "uploads":
+        return "'uploads/<user>/...'"
+    return f"<a {len(key)}-character path>"
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` unchanged if it is a safe object key inside a bucket, else raise InvalidPath.
 
@@ -44,7 +58,7 @@ def validate_key(key: str) -> str:
     """
     if not key:
         raise InvalidPath("empty storage path")
-    shown = repr(key[:120])
+    shown = redacted(key)
     if len(key.encode()) > _MAX_KEY_BYTES:
         raise InvalidPath(f"storage path longer than {_MAX_KEY_BYTES} bytes: {shown}")
     if not _KEY_CHARS.fullmatch(key):
@@ -72,8 +86,9 @@ def object_path(value: str, *, bucket: str, supabase_url: str | None) -> str:
 
 def _key_from_url(value: str, *, bucket: str, supabase_url: str | None) -> str:
     url = urlsplit(value)
-    # Never echo user info or the query: they may hold a password or a signed URL's token.
-    shown = f"{url.scheme}://{url.netloc.rpartition('@')[2]}{url.path[:120]}"
+    # Never echo user info, the path or the query: they may hold a password, a user's id or a
+    # signed URL's token.
+    shown = f"{url.scheme}://{url.netloc.rpartition('@')[2]}/..."
     if supabase_url is None:
         raise InvalidPath(f"URL given but no Supabase project is configured: {shown}")
     own = urlsplit(supabase_url)
@@ -113,7 +128,7 @@ def canonical_uuid(value: str | UUID, *, what: str) -> str:
     try:
         return str(value if isinstance(value, UUID) else UUID(value))
     except (TypeError, ValueError):
-        raise InvalidPath(f"{what} is not a UUID: {str(value)[:80]!r}") from None
+        raise InvalidPath(f"{what} is not a UUID: {redacted(str(value))}") from None
 
 
 def generated_cover_path(item_id: str | UUID) -> str:

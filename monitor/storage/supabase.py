@@ -21,7 +21,7 @@ from storage3.exceptions import StorageApiError
 from supabase import AsyncClient
 
 from monitor.storage.base import ObjectNotFound, StorageUnavailable
-from monitor.storage.paths import validate_key
+from monitor.storage.paths import redacted, validate_key
 from processors.errors import TerminalError
 
 _RETRYABLE_STATUSES = frozenset({408, 423, 429})
@@ -72,7 +72,7 @@ class SupabaseStorage:
             signed = await self._files.create_signed_url(key, self._signed_url_ttl)
         url = signed["signedURL"]
         if not url:
-            raise StorageUnavailable(f"storage returned no signed URL for {key!r}")
+            raise StorageUnavailable(f"storage returned no signed URL for {redacted(key)}")
         return url
 
     async def delete(self, paths: list[str]) -> None:
@@ -104,7 +104,9 @@ def _classified(action: str, key: str) -> Iterator[None]:
     except StorageApiError as exc:
         raise _classify(exc, action, key) from exc
     except httpx.RequestError as exc:  # connect/read errors and timeouts: no response at all
-        raise StorageUnavailable(f"storage {action} of {key!r}: {type(exc).__name__}") from exc
+        raise StorageUnavailable(
+            f"storage {action} of {redacted(key)}: {type(exc).__name__}"
+        ) from exc
 
 
 def _classify(exc: StorageApiError, action: str, key: str) -> Exception:
@@ -112,7 +114,7 @@ def _classify(exc: StorageApiError, action: str, key: str) -> Exception:
     http_status = response.status_code if response is not None else None
     body_status = int(exc.status) if str(exc.status).isdigit() else None
     statuses = {status for status in (http_status, body_status) if status is not None}
-    detail = f"storage {action} of {key!r}: HTTP {http_status}, {body_status} {exc.code}"
+    detail = f"storage {action} of {redacted(key)}: HTTP {http_status}, {body_status} {exc.code}"
     if any(status in _RETRYABLE_STATUSES or status >= 500 for status in statuses):
         retry_after = _retry_after(response) if response is not None else None
         return StorageUnavailable(detail, retry_after=retry_after)

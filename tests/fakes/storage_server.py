@@ -6,6 +6,10 @@ unless ``x-upsert: true``, errors as HTTP 400 carrying the real status in the bo
 the object and its expiry, public URLs only for public buckets, bulk delete by ``prefixes``.
 Requests must carry the service key as ``apikey`` and as the bearer token, as supabase-py sends it.
 
+Every behaviour below cites what it imitates: the Storage API's own source (github.com/
+supabase/storage, ``src/http/routes/object/*.ts`` and ``src/http/error-handler.ts``) or the
+client that speaks it (supabase-py's storage3, ``storage3/_async/file_api.py``).
+
 Usage::
 
     async with FakeStorageServer(buckets={"books": False}) as server:
@@ -37,7 +41,9 @@ from tests.fakes.base import LocalServer
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _API = "/storage/v1"
-#: Supabase's default per-file upload limit.
+#: Supabase's default per-file upload limit: 50 MB on the Free plan and in self-hosted Storage
+#: (supabase.com/docs/guides/storage/uploads/file-limits;
+#: github.com/orgs/supabase/discussions/21903).
 _MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
@@ -84,6 +90,10 @@ class FakeStorageServer(LocalServer):
             client_max_size=_MAX_UPLOAD_BYTES,
         )
         api = f"{_API}/object"
+        # The routes of supabase/storage src/http/routes/object/: getSignedURL.ts (POST sign),
+        # getSignedObject.ts (GET sign), getPublicObject.ts, getObject.ts (authenticated and
+        # plain), createObject.ts (POST), updateObject.ts (PUT), deleteObjects.ts (DELETE with
+        # a JSON body of prefixes).
         app.router.add_post(f"{api}/sign/{{bucket}}/{{key:.+}}", self._sign)
         app.router.add_get(f"{api}/sign/{{bucket}}/{{key:.+}}", self._get_signed)
         app.router.add_get(f"{api}/public/{{bucket}}/{{key:.+}}", self._get_public)
@@ -128,6 +138,9 @@ class FakeStorageServer(LocalServer):
         if not self._faults:
             return await handler(request)
         fault = self._faults.popleft()
+        # What a gateway or an overloaded Storage answers: the status as HTTP status (a 429 or
+        # 5xx from in front of the renderer), the error-handler's body shape, Retry-After when
+        # the test gives one.
         body = {
             "statusCode": str(fault.status),
             "error": HTTPStatus(fault.status).phrase,
@@ -138,7 +151,11 @@ class FakeStorageServer(LocalServer):
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # Public and signed object URLs are opened by the app without the service key.
+        # Public and signed object URLs are opened by the app without the service key
+        # (getPublicObject.ts and getSignedObject.ts take no authorization; the signed URL's
+        # token is the credential). Everything else needs the JWT, which supabase-py sends as
+        # ``apikey`` and ``Authorization: Bearer`` (the real client runs against this fake in
+        # tests/test_storage_supabase.py, so a client that sent less would fail there).
         if request.method in ("GET", "HEAD") and request.path.startswith(
             (f"{_API}/object/public/", f"{_API}/object/sign/")
         ):
@@ -157,6 +174,8 @@ class FakeStorageServer(LocalServer):
         bucket, key = self._target(request)
         if bucket not in self.buckets:
             return _no_such_bucket()
+        # createObject.ts: an existing object is overwritten only with ``x-upsert: true``
+        # (storage3's upload sends it from file_options["upsert"]); otherwise 409 Duplicate.
         upsert = request.headers.get("x-upsert", "false").lower() == "true"
         if (bucket, key) in self.objects and not upsert:
             return _error(409, "ResourceAlreadyExists", "Duplicate", "The resource already exists")
@@ -166,11 +185,14 @@ class FakeStorageServer(LocalServer):
         bucket, key = self._target(request)
         if bucket not in self.buckets:
             return _no_such_bucket()
+        # updateObject.ts replaces an existing object only: NoSuchKey otherwise.
         if (bucket, key) not in self.objects:
             return _no_such_key()
         return await self._store(request, bucket, key)
 
     async def _store(self, request: web.Request, bucket: str, key: str) -> web.StreamResponse:
+        # storage3 uploads as multipart form data: the file part plus cacheControl
+        # (file_api.py _upload_or_update); the answer names the object as {"Id", "Key"}.
         if not request.content_type.startswith("multipart/"):
             return _error(400, "InvalidRequest", "InvalidRequest", "expected a multipart upload")
         data: bytes | None = None
@@ -195,6 +217,7 @@ class FakeStorageServer(LocalServer):
 
     async def _get_public(self, request: web.Request) -> web.StreamResponse:
         bucket, key = self._target(request)
+        # getPublicObject.ts serves only buckets marked public; a private one is "not found".
         if not self.buckets.get(bucket, False):
             return _no_such_bucket()
         return self._serve(bucket, key)
@@ -210,6 +233,9 @@ class FakeStorageServer(LocalServer):
             expires_in = int(body["expiresIn"])
         except (KeyError, TypeError, ValueError):
             return _error(400, "InvalidParameter", "InvalidParameter", "expiresIn is required")
+        # getSignedURL.ts: body {"expiresIn"} (an integer >= 1), answer {"signedURL":
+        # "/object/sign/{bucket}/{key}?token=<JWT>"}, the token's claims {"url": "{bucket}/{key}",
+        # "iat", "exp"} as in that route's schema example.
         now = int(self._now())
         token = self._encode_jwt({"url": f"{bucket}/{key}", "iat": now, "exp": now + expires_in})
         signed = f"/object/sign/{quote(bucket)}/{quote(key)}?token={token}"
@@ -217,6 +243,7 @@ class FakeStorageServer(LocalServer):
 
     async def _get_signed(self, request: web.Request) -> web.StreamResponse:
         bucket, key = self._target(request)
+        # getSignedObject.ts: the token must be ours and name this object; an expired one fails.
         claims = self._decode_jwt(request.query.get("token", ""))
         if claims is None or claims.get("url") != f"{bucket}/{key}":
             return _error(400, "InvalidSignature", "InvalidSignature", "invalid signature")
@@ -228,6 +255,8 @@ class FakeStorageServer(LocalServer):
         bucket = request.match_info["bucket"]
         if bucket not in self.buckets:
             return _no_such_bucket()
+        # deleteObjects.ts: {"prefixes": [keys]}; the answer lists the objects that were deleted,
+        # missing ones are simply absent (storage3's remove() returns that list).
         body = await request.json()
         removed = []
         for key in body.get("prefixes", []):
@@ -246,6 +275,7 @@ class FakeStorageServer(LocalServer):
         stored = self.objects.get((bucket, key))
         if stored is None:
             return _no_such_key()
+        # getObject.ts streams the object with its stored content type and cache-control.
         return web.Response(
             body=stored.data,
             content_type=stored.content_type.split(";")[0],
@@ -274,11 +304,13 @@ class FakeStorageServer(LocalServer):
 
 
 def _error(status: int, code: str, error: str, message: str) -> web.Response:
-    """Storage's error body; like Storage, HTTP 400 unless the status is 500."""
+    """Storage's error body; like Storage, HTTP 400 unless the status is 500 (src/http/
+    error-handler.ts: ``reply.status(renderableError.statusCode === '500' ? 500 : 400)``)."""
     body = {"statusCode": str(status), "code": code, "error": error, "message": message}
     return web.json_response(body, status=500 if status == 500 else 400)
 
 
+# The codes and messages of src/storage/errors.ts (ERRORS.NoSuchKey, ERRORS.NoSuchBucket).
 def _no_such_key() -> web.Response:
     return _error(404, "NoSuchKey", "not_found", "Object not found")
 
