@@ -272,3 +272,8 @@ begin
     end loop;
 end
 $$;
+
+-- Run as owner, executable by book_monitor (migrations/011).
+select _secure_daemon_functions(array[
+    'set_order_item_progress', 'complete_order_item', 'expire_leases_of',
+    'items_with_expiring_urls', 'refresh_order_item_urls']);

@@ -147,3 +147,7 @@ as $$
       left join books b on b.id = oi.book_id
      where oi.id = p_item;
 $$;
+
+-- Run as owner, executable by book_monitor (migrations/011).
+select _secure_daemon_functions(array[
+    'ops_queue_status', 'ops_list_order_items', 'ops_show_order_item']);

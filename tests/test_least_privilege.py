@@ -3,6 +3,7 @@ queue functions and read on the catalog are enough to run the queue, and nothing
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +84,23 @@ def test_the_role_reads_the_catalog_and_nothing_else(
         ):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+# Called by the store only for the catalog import and the demo, both run with the owner's URL.
+OWNER_ONLY = {"import_book", "create_paid_order_item", "order_item_summary"}
+STORE_SOURCE = Path(__file__).parent.parent / "monitor" / "store" / "base.py"
+
+
+def test_every_function_the_store_calls_is_secured_for_the_role(db: psycopg.Connection) -> None:
+    """A migration that redefines a queue function without ``_secure_daemon_functions`` would
+    leave the least-privileged daemon refused at run time: this names the function instead."""
+    called = set(re.findall(r'_rpc\(\s*"(\w+)"', STORE_SOURCE.read_text())) - OWNER_ONLY
+    assert {"claim_order_items", "complete_order_item", "ops_queue_status"} <= called
+    rows = db.execute(
+        "select p.proname, p.prosecdef, has_function_privilege('book_monitor', p.oid, 'execute')"
+        "  from pg_proc p where p.pronamespace = 'public'::regnamespace"
+        "   and p.proname = any(%s)", [sorted(called)]
+    ).fetchall()
+    assert {name for name, _, _ in rows} == called
+    insecure = sorted(name for name, definer, granted in rows if not (definer and granted))
+    assert insecure == []

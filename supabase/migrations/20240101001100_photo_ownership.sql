@@ -174,8 +174,14 @@ create policy books_read_daemon on books for select to book_monitor using (true)
 drop policy if exists book_pages_read_daemon on book_pages;
 create policy book_pages_read_daemon on book_pages for select to book_monitor using (true);
 
--- Every overload of the queue functions (by name, so a later signature change is covered).
-do $$
+-- The daemon's functions run as their owner and are executable by book_monitor. `create or
+-- replace` resets security definer and a dropped signature loses its grant, so every migration
+-- that (re)defines a daemon function ends by passing its name here (every overload of each name is
+-- covered); tests/test_least_privilege.py fails when a function the store calls is left out.
+create or replace function _secure_daemon_functions(p_names text[])
+returns void
+language plpgsql
+as $fn$
 declare
     f record;
 begin
@@ -183,20 +189,22 @@ begin
         select p.oid::regprocedure as signature
           from pg_proc p
          where p.pronamespace = 'public'::regnamespace
-           and p.proname = any (array[
-               'claim_order_items', 'heartbeat_order_item', 'set_order_item_progress',
-               'checkpoint_order_item_page', 'complete_order_item', 'fail_order_item',
-               'save_child_analysis', 'release_order_item', 'load_order_item_context',
-               'expire_leases_of', 'retry_failed_order_item', 'order_queue_depth',
-               'get_book_analysis', 'put_book_analysis',
-               'items_due_for_photo_deletion', 'mark_photo_deleted'])
+           and p.proname = any (p_names)
     loop
         execute format('alter function %s security definer set search_path = public, pg_temp',
                        f.signature);
         execute format('grant execute on function %s to book_monitor', f.signature);
     end loop;
 end
-$$;
+$fn$;
+
+select _secure_daemon_functions(array[
+    'claim_order_items', 'heartbeat_order_item', 'set_order_item_progress',
+    'checkpoint_order_item_page', 'complete_order_item', 'fail_order_item',
+    'save_child_analysis', 'release_order_item', 'load_order_item_context',
+    'expire_leases_of', 'retry_failed_order_item', 'order_queue_depth',
+    'get_book_analysis', 'put_book_analysis',
+    'items_due_for_photo_deletion', 'mark_photo_deleted']);
 
 -- Recorded for `run_monitor.py migrate`, which then skips this file.
-select record_migration('011_photo_ownership.sql', 'ace104bc1317368f88e0072e8c0cd3634cc93383ec2a07d1664ac6025c81dbb9');
+select record_migration('011_photo_ownership.sql', 'b0a94d0eb910fadbecaa1684eb3dff9084fa03079ecf33631aaf7be161b8e11a');

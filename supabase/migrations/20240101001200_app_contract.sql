@@ -275,5 +275,10 @@ begin
 end
 $$;
 
+-- Run as owner, executable by book_monitor (migrations/011).
+select _secure_daemon_functions(array[
+    'set_order_item_progress', 'complete_order_item', 'expire_leases_of',
+    'items_with_expiring_urls', 'refresh_order_item_urls']);
+
 -- Recorded for `run_monitor.py migrate`, which then skips this file.
-select record_migration('012_app_contract.sql', '72cda7b73bf1a57fedcb2f9defcd2ca5e2d86977bc3c99036fa2656b1d079002');
+select record_migration('012_app_contract.sql', 'af52c6b53a3a191cb7a63c20f4f322dbfe87c91c0640fa176764f69ad3634ca7');

@@ -150,5 +150,9 @@ as $$
      where oi.id = p_item;
 $$;
 
+-- Run as owner, executable by book_monitor (migrations/011).
+select _secure_daemon_functions(array[
+    'ops_queue_status', 'ops_list_order_items', 'ops_show_order_item']);
+
 -- Recorded for `run_monitor.py migrate`, which then skips this file.
-select record_migration('013_operator_queries.sql', 'e1f321f27f1913714469605f22e80262484bdc57b7a7350ca4bc1df74cf4106f');
+select record_migration('013_operator_queries.sql', '0bc1f11d9034fe04c59622958d96dae7f35be3ccfcbf21502b20b0b21458420f');
