@@ -139,7 +139,8 @@ async def test_child_analysis_returns_what_the_model_said(fake: FakeGemini, ai: 
     [
         '{"face_count": 1, "hair": "brown", ',  # cut off
         '{"face_count": "two", "hair": "x", "eyes": "x", "skin_tone": "x", "glasses": false}',
-        '{"face_count": 1}',  # valid JSON, missing required fields
+        '{"hair": "brown", "eyes": "green"}',  # valid JSON without the deciding face_count
+        '{"face_count": -1}',
     ],
 )
 async def test_analysis_that_does_not_fit_the_schema_is_a_bad_response(
