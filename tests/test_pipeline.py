@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import psycopg
 import pytest
+from loguru import logger
 from PIL import Image, ImageStat
 from pypdf import PdfReader
 
@@ -625,3 +626,97 @@ async def test_the_cover_is_analyzed_once_for_every_order_of_the_book(
     calls = sorted(item_row(db, item)["ai_usage"]["calls"] for item in items)
     drawn = len(image_targets(book))
     assert calls == [1 + drawn, 1 + drawn, 2 + drawn]
+
+
+# --- honest usage, bounded time, siblings that finish ---------------------------------------
+
+
+FAULT_MIX: list[tuple[Target, tuple[Behaviour, ...]]] = [
+    (1, (rate_limited("0.01s"),)),
+    (2, (unavailable(), unavailable())),  # both image models overloaded once
+    (4, (finish_reason("IMAGE_SAFETY"),)),
+    ("cover", (text_only(),)),
+    (2, (wrong_aspect_ratio("2:1"),)),
+    (4, (hang(),)),
+    ("child_analysis", (malformed_json(),)),
+]
+
+
+async def test_after_a_fault_mix_each_row_carries_what_was_answered(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    processor = await env.processor(GEMINI_TIMEOUT_SECONDS="2")
+    for target, behaviours in FAULT_MIX:
+        book = await env.add_book()  # a book of its own, so its cover analysis is this item's
+        item = await env.add_item(book.id)
+        env.script.on(target, *behaviours)
+        since = len(env.fake.requests)
+
+        await env.run_once(processor)
+
+        assert_completed_book(env, db, item, book)
+        mine = env.fake.requests[since:]
+        usage = item_row(db, item)["ai_usage"]
+        assert usage["calls"] == len(env.fake.answered(mine)), target
+        assert usage["unanswered"] == sum(
+            1 for r in mine if r.action == "generateContent" and r.status is None), target
+        assert sum(m["calls"] for m in usage["by_model"].values()) == usage["calls"]
+
+
+async def test_a_hung_call_costs_at_most_the_page_deadline_and_says_so(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on(1, hang())
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m), format="{level} {message} {extra}")
+    try:
+        # The call timeout alone would hold the page for 10 minutes; the deadline ends it.
+        await env.run_once(await env.processor(GEMINI_TIMEOUT_SECONDS="600",
+                                               PAGE_DEADLINE_SECONDS="2"))
+    finally:
+        logger.remove(sink)
+
+    row = assert_not_completed(env, db, item, status="pending", code="ai_timeout",
+                               message=AIUnavailable.parent_message)
+    (warning,) = [line for line in lines if "giving up on this illustration" in line]
+    assert warning.startswith("WARNING") and "'page': 1" in warning and item in warning
+    assert row["ai_usage"]["unanswered"] == 1
+    assert {2, 4} <= set(checkpoints(db, item))  # the other pages were finished and kept
+
+
+async def test_pages_in_flight_when_one_fails_finish_and_are_kept(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on(1, http_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument."))
+    env.script.on(2, delayed(1.0))
+    env.script.on(4, delayed(1.0))
+
+    await env.run_once(await env.processor(PAGE_CONCURRENCY="4"))
+
+    row = assert_not_completed(env, db, item, status="failed", code="ai_invalid_request",
+                               message=TerminalError.parent_message)
+    saved = checkpoints(db, item)
+    assert {2, 4} <= set(saved)  # paid for while page 1 failed: checkpointed, not thrown away
+    assert row["ai_usage"]["calls"] == len(env.fake.answered())
+
+
+async def test_a_failed_cover_analysis_is_not_paid_for_again_by_the_next_order(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    first = await env.add_item(book.id)
+    env.script.on("cover_analysis", malformed_json(), malformed_json())
+    processor = await env.processor()
+    await env.run_once(processor)
+    second = await env.add_item(book.id, child_name="Noah")
+
+    await env.run_once(processor)
+
+    for item in (first, second):
+        assert_not_completed(env, db, item, status="failed", code="ai_bad_response",
+                             message=TerminalError.parent_message)
+    assert len(env.requests_for("cover_analysis")) == 2  # the first order's two tries only
