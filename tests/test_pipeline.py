@@ -720,3 +720,21 @@ async def test_a_failed_cover_analysis_is_not_paid_for_again_by_the_next_order(
         assert_not_completed(env, db, item, status="failed", code="ai_bad_response",
                              message=TerminalError.parent_message)
     assert len(env.requests_for("cover_analysis")) == 2  # the first order's two tries only
+
+
+async def test_an_account_limited_by_google_pauses_claiming_instead_of_failing_orders(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("cover", finish_reason("PUP_LIMITED_DISABLED"))
+    monitor = env.monitor(await env.processor())
+
+    with pytest.raises(AINotReady, match="PUP_LIMITED_DISABLED"):
+        await monitor.run_once()
+
+    row = item_row(db, item)
+    assert (row["generation_status"], row["attempts"], row["error_code"]) == ("pending", 0, None)
+    assert notifications(db, item) == []
+    assert monitor.ai_problem is not None and "Prohibited Use Policy" in monitor.ai_problem
+    assert row["ai_usage"]["calls"] == len(env.fake.answered())  # the analyses and the cover
