@@ -92,8 +92,8 @@ class Settings:
     output_aspect_tolerance: float = 0.04
     #: First wait before the models are checked again when none is usable (doubles, max 600).
     model_check_retry_seconds: float = 30.0
-    #: Sent only to models that take the size (processors/ai/models.py): gemini-3-pro-image
-    #: takes 1K/2K/4K, gemini-3.1-flash-image also 512.
+    #: Sent only to models that take the size (processors/ai/models.py): both current image
+    #: models take 1K/2K/4K, gemini-2.5-flash-image took none.
     image_size: str | None = None
     page_concurrency: int = 4
     ai_max_concurrency: int = 8
@@ -251,7 +251,7 @@ class _Parser:
             output_aspect_tolerance=self.typed("OUTPUT_ASPECT_TOLERANCE", float, 0.04,
                                                lambda v: 0 < v < 0.5, "a number between 0 and 0.5"),
             model_check_retry_seconds=self.positive_float("MODEL_CHECK_RETRY_SECONDS", 30.0),
-            image_size=self.choice("IMAGE_SIZE", ("512", "1k", "2k", "4k"), "2k").upper()
+            image_size=self.choice("IMAGE_SIZE", ("1k", "2k", "4k"), "2k").upper()
             if self.first("IMAGE_SIZE") else None,
             page_concurrency=self.positive_int("PAGE_CONCURRENCY", 4),
             ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", 8),

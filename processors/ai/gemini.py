@@ -101,7 +101,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 class GeminiAI:
     """Analysis and image editing with Gemini models.
 
-    ``image_models`` are tried in order (module docstring). ``image_size`` (512, 1K, 2K, 4K) is
+    ``image_models`` are tried in order (module docstring). ``image_size`` (1K, 2K, 4K) is
     sent only to models that take that size. ``base_url`` is left unset unless given, so the
     SDK's own ``GOOGLE_GEMINI_BASE_URL`` keeps working for proxies and test servers.
     """
@@ -126,6 +126,7 @@ class GeminiAI:
         self._image_models = list(dict.fromkeys(image_models))
         self._api_version = api_version
         self._image_size = image_size
+        self._timeout = timeout_seconds
         #: Models that answered 404 NOT_FOUND: skipped for the rest of the process.
         self._missing: set[str] = set()
         http_options = types.HttpOptions(
@@ -151,7 +152,8 @@ class GeminiAI:
         for model, role in roles.items():
             try:
                 with self._call_failures(model):
-                    await self._client.aio.models.get(model=model)
+                    async with asyncio.timeout(self._timeout):
+                        await self._client.aio.models.get(model=model)
             except genai_errors.APIError as err:
                 classified = self._classify(err, model)
                 if err.code != 404:
@@ -253,12 +255,15 @@ class GeminiAI:
         )
         for model in models:
             try:
+                # Our own bound as well as the SDK's: google-genai 1.49's async client does not
+                # apply HttpOptions.timeout (make test-floors), and a call must never hang.
                 with self._call_failures(model, usage):
-                    response = await self._client.aio.models.generate_content(
-                        model=model,
-                        contents=types.Content(role="user", parts=parts),
-                        config=config(model),
-                    )
+                    async with asyncio.timeout(self._timeout):
+                        response = await self._client.aio.models.generate_content(
+                            model=model,
+                            contents=types.Content(role="user", parts=parts),
+                            config=config(model),
+                        )
             except genai_errors.APIError as err:
                 failure = self._classify(err, model)
                 if err.code not in _FALLBACK_HTTP_CODES:

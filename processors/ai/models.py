@@ -10,7 +10,9 @@ that Google has shut down is named at start with its documented replacement. Sou
 - https://ai.google.dev/gemini-api/docs/image-generation and the ``ImageConfig`` reference
   (https://ai.google.dev/api/generate-content#ImageConfig): aspect ratios and ``imageSize``
   values per model. gemini-2.5-flash-image takes no ``imageSize``; gemini-3-pro-image takes
-  1K/2K/4K; gemini-3.1-flash-image adds 512 and the extreme ratios 1:4, 4:1, 1:8, 8:1;
+  1K/2K/4K; gemini-3.1-flash-image adds the extreme ratios 1:4, 4:1, 1:8, 8:1. Its smallest
+  size is written "512" in some sources and "512px" in others (googleapis/python-genai#2110),
+  so it is left out until checked against the live API;
 - https://ai.google.dev/gemini-api/docs/pricing (price per image, in README.md).
 
 Update this table, not the code, when Google adds or retires a model.
@@ -42,7 +44,7 @@ CATALOG: dict[str, ModelInfo] = {
     for m in (
         # Current GA models (deprecations page, 2026-12-01).
         ModelInfo("gemini-3.5-flash", "analysis"),
-        ModelInfo("gemini-3.1-flash-image", "image", _FOURTEEN_RATIOS, ("512", "1K", "2K", "4K")),
+        ModelInfo("gemini-3.1-flash-image", "image", _FOURTEEN_RATIOS, ("1K", "2K", "4K")),
         ModelInfo("gemini-3-pro-image", "image", _TEN_RATIOS, ("1K", "2K", "4K")),
         # Shut down: named at start with their replacement.
         ModelInfo("gemini-2.5-flash", "analysis", retired=True, replacement="gemini-3.5-flash"),
@@ -52,7 +54,7 @@ CATALOG: dict[str, ModelInfo] = {
         ModelInfo("gemini-3-pro-image-preview", "image", _TEN_RATIOS, ("1K", "2K", "4K"),
                   retired=True, replacement="gemini-3-pro-image"),
         ModelInfo("gemini-3.1-flash-image-preview", "image", _FOURTEEN_RATIOS,
-                  ("512", "1K", "2K", "4K"), retired=True, replacement="gemini-3.1-flash-image"),
+                  ("1K", "2K", "4K"), retired=True, replacement="gemini-3.1-flash-image"),
     )
 }
 

@@ -48,8 +48,9 @@ ImageMaker = Callable[["RecordedRequest"], tuple[bytes, str]]
 #
 # - Aspect ratios and imageSize per model: https://ai.google.dev/gemini-api/docs/image-generation
 #   ("Aspect ratios and image size") and the ImageConfig reference
-#   https://ai.google.dev/api/generate-content#ImageConfig. Gemini 3.1 Flash Image adds the 512
-#   size and the 1:4, 4:1, 1:8, 8:1 ratios to Gemini 3 Pro Image's ten ratios and 1K/2K/4K;
+#   https://ai.google.dev/api/generate-content#ImageConfig. Gemini 3.1 Flash Image adds the
+#   1:4, 4:1, 1:8, 8:1 ratios to Gemini 3 Pro Image's ten ratios; both take 1K/2K/4K (its 512
+#   tier is spelled differently by different sources, so the fake leaves it out);
 #   gemini-2.5-flash-image has the ten ratios and takes no imageSize.
 # - Shut-down models: https://ai.google.dev/gemini-api/docs/deprecations ("Once a model is shut
 #   down, it is completely turned off, and the endpoint is no longer available"): both
@@ -68,7 +69,7 @@ class ModelSpec:
 
 MODEL_SPECS: dict[str, ModelSpec] = {
     "gemini-3.5-flash": ModelSpec(),
-    "gemini-3.1-flash-image": ModelSpec(FOURTEEN_RATIOS, frozenset({"512", "1K", "2K", "4K"})),
+    "gemini-3.1-flash-image": ModelSpec(FOURTEEN_RATIOS, frozenset({"1K", "2K", "4K"})),
     "gemini-3-pro-image": ModelSpec(TEN_RATIOS, frozenset({"1K", "2K", "4K"})),
     # Still served by the fake for tests of a model without imageSize (its real shutdown:
     # October 2, 2026); tests retire it with ``fake.retire``.
@@ -241,7 +242,7 @@ class FakeGemini(LocalServer):
             model=model,
             action=action,
             parts=[_recorded_part(p) for c in body.get("contents", []) for p in c.get("parts", [])],
-            generation_config=body.get("generationConfig", {}),
+            generation_config=_camel_config(body.get("generationConfig", {})),
         )
         self.requests.append(recorded)
         self.in_flight += 1
@@ -578,6 +579,25 @@ def _jpeg(image: Image.Image) -> bytes:
     buffer = BytesIO()
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def _camel_config(config: dict[str, Any]) -> dict[str, Any]:
+    """generationConfig with its own and imageConfig's field names in lowerCamelCase.
+
+    The API parses proto3 JSON, whose parsers "accept both the lowerCamelCase name and the
+    original proto field name" (https://protobuf.dev/programming-guides/json/); older SDKs
+    (google-genai 1.49) send ``image_config.aspect_ratio`` in snake_case. The schema's own
+    property names (``face_count``) are data, not field names, and are left alone.
+    """
+    out = {_camel(k): v for k, v in config.items()}
+    if isinstance(out.get("imageConfig"), dict):
+        out["imageConfig"] = {_camel(k): v for k, v in out["imageConfig"].items()}
+    return out
 
 
 def _recorded_part(part: dict[str, Any]) -> RecordedPart:
