@@ -220,6 +220,8 @@ class FakeGemini(LocalServer):
         await super().stop()
 
     async def _get_model(self, request: web.Request) -> web.Response:
+        """models.get: the Model resource, or 404 NOT_FOUND for a name not served
+        (https://ai.google.dev/api/models#method:-models.get)."""
         version, model = request.match_info["version"], request.match_info["model"]
         recorded = RecordedRequest(api_version=version, model=model, action="get")
         self.requests.append(recorded)
@@ -379,7 +381,11 @@ def succeed() -> Behaviour:
 
 
 def with_thoughts(*, final: bool = True) -> Behaviour:
-    """A thinking model: a thought text and a draft image, then the answer (unless not final)."""
+    """A thinking model: a thought text and a draft image, then the answer (unless not final).
+
+    Gemini 3 image models send interim "thought" images before the final one
+    (image-generation page, "Thinking process"; ``Part.thought`` in the API reference).
+    """
 
     async def reply(fake: FakeGemini, request: RecordedRequest) -> web.Response:
         thoughts = [
@@ -424,7 +430,10 @@ def unavailable() -> Behaviour:
 
 
 def delayed(seconds: float, then: Behaviour | None = None) -> Behaviour:
-    """Answer like ``then`` (default: success) after ``seconds``: for timeouts and latency."""
+    """Answer like ``then`` (default: success) after ``seconds``: for timeouts and latency.
+
+    The API sets no deadline of its own on a generation; bounding it is the client's job
+    (google-genai ``types.HttpOptions.timeout``)."""
     inner = then or succeed()
 
     async def reply(fake: FakeGemini, request: RecordedRequest) -> web.Response:
@@ -474,6 +483,9 @@ def text_only(text: str = "I can't draw that, but here is a description instead.
 
 
 def malformed_json(text: str = '{"art_style": "watercolor", "palette": [') -> Behaviour:
+    """JSON cut off mid-way, as a reply stopped early can be (structured-output page:
+    "validate the output"; FinishReason MAX_TOKENS in the API reference)."""
+
     async def reply(fake: FakeGemini, request: RecordedRequest) -> web.Response:
         return candidate_response([{"text": text}])
 
@@ -611,7 +623,9 @@ def _recorded_part(part: dict[str, Any]) -> RecordedPart:
 
 
 def decode_base64(text: str) -> bytes:
-    """Decode either base64 alphabet (standard or URL-safe), as the real API accepts both."""
+    """Decode either base64 alphabet (standard or URL-safe), as the real API accepts both
+    (proto3 JSON bytes fields, https://protobuf.dev/programming-guides/json/; google-genai
+    sends URL-safe, google/genai/_common.py ``encode_unserializable_types``)."""
     normalized = text.replace("-", "+").replace("_", "/")
     try:
         return base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
