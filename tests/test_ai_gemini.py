@@ -385,6 +385,7 @@ async def test_the_ratio_asked_is_the_nearest_the_model_accepts(
 
 
 async def test_image_size_is_never_sent_to_a_model_that_refuses_it(fake: FakeGemini) -> None:
+    fake.models.add(fake.NO_SIZE_IMAGE_MODEL)  # as while gemini-2.5-flash-image still ran
     ai = make_ai(fake, image_models=[fake.NO_SIZE_IMAGE_MODEL, fake.SECOND_IMAGE_MODEL],
                  image_size="2K")
     fake.enqueue(unavailable())  # the first model is overloaded once: the second gets the call
@@ -408,6 +409,7 @@ async def test_the_fake_refuses_image_size_where_the_model_does(fake: FakeGemini
     from google.genai import errors as genai_errors
     from google.genai import types
 
+    fake.models.add(fake.NO_SIZE_IMAGE_MODEL)
     ai = make_ai(fake)
     with pytest.raises(genai_errors.ClientError) as caught:
         await ai._client.aio.models.generate_content(
@@ -473,6 +475,14 @@ async def test_a_missing_model_is_skipped_while_another_of_its_kind_remains(
 
     assert len(warnings) == 1 and "'gemini-does-not-exist' was not found" in warnings[0]
     assert [r.model for r in fake.generate_requests()] == [fake.IMAGE_MODEL]
+
+
+async def test_a_shut_down_image_model_is_not_found(fake: FakeGemini) -> None:
+    ai = make_ai(fake, image_models=[fake.NO_SIZE_IMAGE_MODEL, fake.IMAGE_MODEL])
+
+    (warning,) = await ai.check_models()
+    await ai.aclose()
+    assert "use 'gemini-3.1-flash-image' instead" in warning
 
 
 async def test_a_retired_default_is_named_with_its_replacement(fake: FakeGemini) -> None:

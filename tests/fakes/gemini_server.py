@@ -71,14 +71,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "gemini-3.5-flash": ModelSpec(),
     "gemini-3.1-flash-image": ModelSpec(FOURTEEN_RATIOS, frozenset({"1K", "2K", "4K"})),
     "gemini-3-pro-image": ModelSpec(TEN_RATIOS, frozenset({"1K", "2K", "4K"})),
-    # Still served by the fake for tests of a model without imageSize (its real shutdown:
-    # October 2, 2026); tests retire it with ``fake.retire``.
+    # Shut down on October 2, 2026 (so not served by default); a test that needs a model that
+    # takes no imageSize serves it again with ``fake.models.add``.
     "gemini-2.5-flash-image": ModelSpec(TEN_RATIOS, frozenset()),
 }
 # Shut down per the deprecations page: 404 on models.get and generateContent.
 RETIRED_MODELS = frozenset({
-    "gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-image-preview",
-    "gemini-3.1-flash-image-preview",
+    "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-image",
+    "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview",
 })
 _REPLY_LONG_SIDE = 256
 _RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
@@ -162,7 +162,7 @@ class FakeGemini(LocalServer):
     def __init__(self, *, api_key: str = "fake-api-key-0123456789") -> None:
         self.api_key = api_key
         #: The models served now; any other name answers 404 NOT_FOUND.
-        self.models: set[str] = set(MODEL_SPECS)
+        self.models: set[str] = set(MODEL_SPECS) - RETIRED_MODELS
         self.analysis_json: dict[str, dict[str, Any] | str] = {
             kind: copy.deepcopy(answer) for kind, answer in DEFAULT_ANALYSIS_JSON.items()
         }
