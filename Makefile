@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test bench lock clean
+# The oldest versions requirements.txt allows of the two SDKs whose APIs drift fastest, in a venv
+# of their own, against the tests of the adapters built on them.
+FLOORS_VENV := .venv-floors
+FLOOR_PACKAGES := google-genai|supabase
+ADAPTER_TESTS := tests/test_ai_gemini.py tests/test_store_supabase.py tests/test_storage_supabase.py
+
+.PHONY: install demo test test-floors bench lock clean
 
 install: $(INSTALLED)
 
@@ -19,6 +25,15 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
+test-floors:
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	sed -E 's/^($(FLOOR_PACKAGES))>=([^,]+),.*/\1==\2/' requirements.txt > $(FLOORS_VENV)/requirements.txt
+	grep -v '^-r ' requirements-dev.txt >> $(FLOORS_VENV)/requirements.txt
+	$(FLOORS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(FLOORS_VENV)/requirements.txt
+	$(FLOORS_VENV)/bin/python -m pip list --format=freeze | grep -iE '^($(FLOOR_PACKAGES))=='
+	$(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider $(ADAPTER_TESTS)
+
 bench: $(INSTALLED)
 	$(BIN)/python -m bench --quick
 
@@ -28,4 +43,4 @@ lock:
 		--python-platform x86_64-manylinux_2_28 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .demo .cache storage .pytest_cache
+	rm -rf $(VENV) $(FLOORS_VENV) .demo .cache storage .pytest_cache

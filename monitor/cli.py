@@ -28,7 +28,7 @@ from monitor.app import (
     load_processor,
 )
 from monitor.config import ConfigError, Settings
-from monitor.daemon import Monitor
+from monitor.daemon import AINotReady, Monitor
 from monitor.logs import setup_logging
 from monitor.metrics import Metrics
 from monitor.retention import purge_expired_photos
@@ -231,6 +231,9 @@ async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
         except StoreUnavailable as exc:
             logger.error("database unreachable", error=str(exc))
             return EXIT_FAILURE
+        except AINotReady as exc:
+            logger.error("AI not usable; nothing claimed", error=str(exc))
+            return EXIT_CONFIG
     return EXIT_OK
 
 

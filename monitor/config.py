@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import dotenv_values
 
 from monitor.webhook import secret_problem as webhook_secret_problem
+from processors.ai.models import DEFAULT_ANALYSIS_MODEL, DEFAULT_IMAGE_MODELS
 
 T = TypeVar("T")
 
@@ -80,12 +81,22 @@ class Settings:
     # Image AI.
     ai_provider: str = "local"
     google_api_key: Secret | None = None
-    gemini_analysis_model: str = "gemini-2.5-flash"
-    gemini_image_models: tuple[str, ...] = ("gemini-2.5-flash-image",)
+    # Current GA models, processors/ai/models.py (Gemini API deprecations page, 2026-12-01).
+    gemini_analysis_model: str = DEFAULT_ANALYSIS_MODEL
+    gemini_image_models: tuple[str, ...] = DEFAULT_IMAGE_MODELS
     gemini_api_version: str = "v1beta"
     gemini_base_url: str | None = None
-    gemini_timeout_seconds: float = 240.0
-    #: Sent only when set: gemini-3-pro-image accepts 1K/2K/4K, gemini-2.5-flash-image rejects it.
+    #: One call. Image models answer in roughly 10-60 s (the 4K tier of gemini-3-pro-image
+    #: slowest); 120 s leaves room for that without letting a hung call hold a page for long.
+    gemini_timeout_seconds: float = 120.0
+    #: One illustration, across its retries, redraws and the softened-prompt retry.
+    page_deadline_seconds: float = 420.0
+    #: How far a picture may stray from the ratio asked for (0.04: about 4%).
+    output_aspect_tolerance: float = 0.04
+    #: First wait before the models are checked again when none is usable (doubles, max 600).
+    model_check_retry_seconds: float = 30.0
+    #: Sent only to models that take the size (processors/ai/models.py): both current image
+    #: models take 1K/2K/4K, gemini-2.5-flash-image took none.
     image_size: str | None = None
     page_concurrency: int = 4
     ai_max_concurrency: int = 8
@@ -250,11 +261,15 @@ class _Parser:
             cache_dir=Path(self.first("CACHE_DIR") or ".cache"),
             ai_provider=ai_provider,
             google_api_key=Secret(api_key) if api_key else None,
-            gemini_analysis_model=self.first("GEMINI_ANALYSIS_MODEL") or "gemini-2.5-flash",
-            gemini_image_models=image_models or ("gemini-2.5-flash-image",),
+            gemini_analysis_model=self.first("GEMINI_ANALYSIS_MODEL") or DEFAULT_ANALYSIS_MODEL,
+            gemini_image_models=image_models or DEFAULT_IMAGE_MODELS,
             gemini_api_version=self.first("GEMINI_API_VERSION") or "v1beta",
             gemini_base_url=self.first("GEMINI_BASE_URL"),
-            gemini_timeout_seconds=self.positive_float("GEMINI_TIMEOUT_SECONDS", 240.0),
+            gemini_timeout_seconds=self.positive_float("GEMINI_TIMEOUT_SECONDS", 120.0),
+            page_deadline_seconds=self.positive_float("PAGE_DEADLINE_SECONDS", 420.0),
+            output_aspect_tolerance=self.typed("OUTPUT_ASPECT_TOLERANCE", float, 0.04,
+                                               lambda v: 0 < v < 0.5, "a number between 0 and 0.5"),
+            model_check_retry_seconds=self.positive_float("MODEL_CHECK_RETRY_SECONDS", 30.0),
             image_size=self.choice("IMAGE_SIZE", ("1k", "2k", "4k"), "2k").upper()
             if self.first("IMAGE_SIZE") else None,
             page_concurrency=self.positive_int("PAGE_CONCURRENCY", 4),

@@ -42,6 +42,11 @@ URL_REFRESH_INTERVAL_SECONDS = 3600
 WAKEUP_DEBOUNCE_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 5.0
 MAX_OUTAGE_BACKOFF_SECONDS = 60.0
+MAX_AI_CHECK_BACKOFF_SECONDS = 600.0
+
+
+class AINotReady(RuntimeError):
+    """``once`` found the AI unusable (no usable model, account limited): nothing was claimed."""
 
 
 def utcnow() -> datetime:
@@ -114,6 +119,11 @@ class Monitor:
         self._predecessor_checked = False
         self._outage_failures = 0
         self._outage_retry_at = 0.0
+        #: Why the AI cannot be used now (no usable model, account limited); claiming is paused
+        #: while it is set, and the processor's ``check_ready`` is retried with backoff.
+        self.ai_problem: str | None = None
+        self._ai_checks = 0
+        self._ai_check_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -194,6 +204,8 @@ class Monitor:
                 if not claimed and not self.in_flight:
                     if self.stats.db_down_since is not None:
                         raise StoreUnavailable(self.stats.db_error or "database unavailable")
+                    if self.ai_problem is not None:
+                        raise AINotReady(self.ai_problem)
                     await self._run_url_refresh()
                     return processed
                 if self.in_flight:
@@ -285,6 +297,8 @@ class Monitor:
             return []
         if time.monotonic() < self._outage_retry_at:
             return []
+        if not await self._ai_ready():
+            return []
         capacity = self.settings.max_concurrent_orders - len(self.in_flight)
         try:
             if not self._predecessor_checked:
@@ -321,6 +335,36 @@ class Monitor:
         self.stats.db_error = str(exc)
         # Polls are interval-driven; make sure one comes right after the backoff even with a
         # long poll interval, so recovery does not wait a whole interval.
+        asyncio.get_running_loop().call_later(delay, self.wake_up)
+
+    async def _ai_ready(self) -> bool:
+        """Whether the processor can draw books now; while not, claiming is paused and the
+        processor's ``check_ready`` (when it has one) is retried with exponential backoff."""
+        if self.ai_problem is None:
+            problem = getattr(self.processor, "ready_problem", None)
+            if problem is None:
+                return True
+            self._pause_for_ai(problem)
+            return False
+        if time.monotonic() < self._ai_check_at:
+            return False
+        check = getattr(self.processor, "check_ready", None)
+        problem = await check() if check is not None else None
+        if problem is not None:
+            self._pause_for_ai(problem)
+            return False
+        logger.info("AI usable again; claiming resumes", was=self.ai_problem)
+        self.ai_problem, self._ai_checks, self._ai_check_at = None, 0, 0.0
+        return True
+
+    def _pause_for_ai(self, problem: str) -> None:
+        self.ai_problem = problem
+        self._ai_checks += 1
+        delay = min(self.settings.model_check_retry_seconds * 2.0 ** (self._ai_checks - 1),
+                    MAX_AI_CHECK_BACKOFF_SECONDS)
+        self._ai_check_at = time.monotonic() + delay
+        logger.error("AI not usable; claiming paused, checking again in {:.0f}s: {}",
+                     delay, problem)
         asyncio.get_running_loop().call_later(delay, self.wake_up)
 
     def _record_db_ok(self) -> None:
@@ -425,6 +469,9 @@ class Monitor:
             await self._abandon(flight)
             return
         except OrderError as exc:
+            if getattr(exc, "pauses_claiming", False):
+                await self._release_for_configuration(job, exc)
+                return
             await self._fail(job, exc, time.monotonic() - started)
             return
         except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the daemon
@@ -457,10 +504,29 @@ class Monitor:
             work.cancel()
             return
 
+    async def _release_for_configuration(self, job: Job, exc: OrderError) -> None:
+        """The operator's setup failed, not the order: hand the item back without using up an
+        attempt, and pause claiming until the setup checks out (``_ai_ready``)."""
+        await self._record_usage(job)
+        released = await self._write(lambda: self.store.release(job.item_id, self.worker))
+        self.stats.released += 1
+        self.metrics.item_abandoned(exc.code)
+        logger.warning("released item: the AI setup needs fixing", error_code=exc.code,
+                       detail=exc.detail, released=bool(released))
+        if self.ai_problem is None:
+            self._pause_for_ai(exc.detail or exc.code)
+
+    async def _record_usage(self, job: Job) -> None:
+        """Persist what the item's AI calls cost before its row leaves 'processing'."""
+        if job.usage_of is not None:
+            usage = job.usage_of()
+            await self._write(lambda: self.store.record_usage(job.item_id, self.worker, usage))
+
     async def _abandon(self, flight: InFlight) -> None:
         reason = flight.abandon_reason
         job = flight.job
         if reason == "shutdown":
+            await self._record_usage(job)
             released = await self._write(lambda: self.store.release(job.item_id, self.worker))
             self.stats.released += 1
             self.metrics.item_abandoned(reason)
@@ -495,6 +561,7 @@ class Monitor:
         self, job: Job, exc: OrderError, seconds: float, *, retryable: bool | None = None
     ) -> None:
         retryable = exc.retryable if retryable is None else retryable
+        await self._record_usage(job)
         outcome = await self._write(
             lambda: self.store.fail(
                 job.item_id,

@@ -65,6 +65,9 @@ class Job:
     step: str = "Starting"
     progress: int = 0
     outage_patience: float = 0.0
+    #: The processor's running total of AI usage for this item (set by the processor), so the
+    #: daemon can persist what was billed when the item fails or is released.
+    usage_of: Callable[[], dict[str, Any]] | None = None
 
     @property
     def item_id(self) -> str:
@@ -103,12 +106,13 @@ class Job:
 
     async def checkpoint(
         self, page_number: int, image_path: str, *, prompt_version: str | None = None,
-        model: str | None = None,
+        model: str | None = None, usage: dict[str, Any] | None = None,
     ) -> None:
-        """Record a finished illustration (0 = cover) so no later attempt pays for it again."""
+        """Record a finished illustration (0 = cover) so no later attempt pays for it again,
+        with the item's usage so far in the same transaction when ``usage`` is given."""
         if not await self._write(lambda: self.store.checkpoint_page(
             self.item_id, self.worker, page_number, image_path,
-            prompt_version=prompt_version, model=model,
+            prompt_version=prompt_version, model=model, usage=usage,
         )):
             raise LeaseLost(self.item_id)
 

@@ -121,11 +121,13 @@ class _Api:
             problems.append(f"database unreachable{since}: {db_problem}")
         if self.loop_lag > LOOP_LAG_LIMIT_SECONDS:
             problems.append(f"event loop stalled: a timer fired {self.loop_lag:.1f}s late")
+        if monitor.ai_problem is not None:
+            problems.append(f"AI not usable, claiming paused: {monitor.ai_problem}")
         body = {
             "status": "unhealthy" if problems else "ok",
             "problems": problems,
             "scheduler": "running" if monitor.running else "stopped",
-            "claiming": monitor.claiming,
+            "claiming": monitor.claiming and monitor.ai_problem is None,
             "database": {
                 "lastOkAt": _iso(stats.last_db_ok_at),
                 "downSince": _iso(stats.db_down_since),

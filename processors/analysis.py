@@ -4,6 +4,12 @@ The cover analysis depends only on the book, the prompt version and the model, s
 the database and shared by every order of the book (and by concurrent orders in this process,
 which wait for one call instead of each paying for their own). The child analysis is kept on the
 item, so a resumed attempt does not pay for it again.
+
+A reply that cannot be used even with the tolerant models of ``analysis_models`` is asked for
+once more (``LimitedAI``), then the item fails for good with ``ai_bad_response``: a third try
+of the same prompt on the same image rarely differs, and each is paid. A cover analysis that
+failed is cached as a failure too, so no later order of the book pays for it again under the
+same prompt version; the operator deletes that ``book_analyses`` row (README) to try again.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pydantic import ValidationError
 
 from monitor.job import Job, LeaseLost
 from monitor.store.base import OrderStore, Row
-from processors.ai.base import ImageAI, ImagePart, Usage
+from processors.ai.base import AIBadResponse, ImageAI, ImagePart, Usage
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.errors import TerminalError
 from processors.prompts import ChildProfile, PromptBook
@@ -28,6 +34,16 @@ class PhotoRejected(TerminalError):
         "We could not find exactly one child's face in the photo. Please upload a clear photo "
         "showing only your child's face."
     )
+
+
+class AnalysisUnusable(TerminalError):
+    """The analysis model answered twice with nothing usable (see module docstring)."""
+
+    code = "ai_bad_response"
+
+
+# The cached analysis of a book whose cover analysis failed carries this key.
+_FAILED = "_failed"
 
 
 class Analyzer:
@@ -44,14 +60,19 @@ class Analyzer:
         async with lock:
             cached = await store.get_book_analysis(book["id"], self.prompts.version, self.model_name)
             if cached is not None:
-                try:
-                    return CoverAnalysis.model_validate(cached)
-                except ValidationError:
-                    pass  # written by an older model schema: analyze again and keep the new one
-            result = await self.ai.analyze(
-                prompt=self.prompts.cover_analysis_prompt(book), images=[cover], schema=CoverAnalysis
-            )
-            usage.add(result.usage)
+                if _FAILED in cached:
+                    raise AnalysisUnusable(f"cover analysis failed before: {cached[_FAILED]}")
+                return CoverAnalysis.model_validate(cached)
+            try:
+                result = await self.ai.analyze(
+                    prompt=self.prompts.cover_analysis_prompt(book), images=[cover],
+                    schema=CoverAnalysis, usage=usage,
+                )
+            except AIBadResponse as exc:
+                await store.put_book_analysis(
+                    book["id"], self.prompts.version, self.model_name, {_FAILED: exc.detail[:300]}
+                )
+                raise AnalysisUnusable(f"cover analysis: {exc.detail}") from None
             await store.put_book_analysis(
                 book["id"], self.prompts.version, self.model_name, result.value.model_dump()
             )
@@ -67,10 +88,13 @@ class Analyzer:
             except ValidationError:
                 analysis = None
         if analysis is None:
-            result = await self.ai.analyze(
-                prompt=self.prompts.child_analysis_prompt(profile), images=[photo], schema=ChildAnalysis
-            )
-            usage.add(result.usage)
+            try:
+                result = await self.ai.analyze(
+                    prompt=self.prompts.child_analysis_prompt(profile), images=[photo],
+                    schema=ChildAnalysis, usage=usage,
+                )
+            except AIBadResponse as exc:
+                raise AnalysisUnusable(f"child analysis: {exc.detail}") from None
             analysis = result.value
             if not await job.store.save_child_analysis(job.item_id, job.worker, analysis.model_dump()):
                 raise LeaseLost(job.item_id)

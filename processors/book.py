@@ -3,6 +3,12 @@
 Every paid image call ends in an uploaded image and a checkpoint row before it counts, so an item
 resumed after a crash or a lost lease skips what is done. Pages are kept on local disk, not in
 memory, so a 24-page book needs no more RAM than a 10-page one.
+
+Each illustration has ``page_deadline_seconds`` across all its retries and redraws, so a hung
+call costs at most that. When one page fails for good, no new page starts, and the calls
+already in flight finish (within their deadline) and are checkpointed: they are paid for.
+Usage goes into one ``Usage`` per item that the adapters add to as answers arrive; the job
+exposes it (``Job.usage_of``) so the daemon persists it with a failure or release too.
 """
 
 from __future__ import annotations
@@ -30,13 +36,21 @@ from monitor.storage.paths import (
     object_path,
 )
 from monitor.store.base import ItemContext, Row
-from processors.ai.base import ContentBlocked, EditRequest, ImageAI, ImagePart, Usage
+from processors.ai.base import (
+    AIUnavailable,
+    ContentBlocked,
+    EditRequest,
+    ImageAI,
+    ImagePart,
+    Usage,
+    check_ai,
+)
 from processors.analysis import Analyzer
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.errors import OrderError, TerminalError
 from processors.images import (
+    DEFAULT_ASPECT_TOLERANCE,
     OutputInvalid,
-    aspect_ratio_label,
     fit_output,
     image_part_bytes,
     load_page_image,
@@ -92,6 +106,9 @@ class BookProcessor:
         supabase_url: str | None,
         work_dir: Path,
         page_concurrency: int = 4,
+        page_deadline_seconds: float = 600.0,
+        aspect_tolerance: float = DEFAULT_ASPECT_TOLERANCE,
+        ready_problem: str | None = None,
         metrics: Metrics | None = None,
         resources: AsyncExitStack | None = None,
     ) -> None:
@@ -104,6 +121,10 @@ class BookProcessor:
         self.supabase_url = supabase_url
         self.work_dir = work_dir
         self.page_concurrency = page_concurrency
+        self.page_deadline_seconds = page_deadline_seconds
+        self.aspect_tolerance = aspect_tolerance
+        #: Why no book can be drawn now (no usable model); None when ready. Read by the daemon.
+        self.ready_problem = ready_problem
         self.metrics = metrics or Metrics()
         self._resources = resources or AsyncExitStack()
 
@@ -113,6 +134,7 @@ class BookProcessor:
         book, pages = _catalog_entry(context)
         item = context.item
         usage = Usage.from_dict(item.get("ai_usage"))
+        job.usage_of = usage.as_dict
         profile = validate_child(item.get("child_name"), item.get("child_age"), item.get("child_gender"))
         total = len(pages)
         # A checkpoint says a page is done; its image is read from this item's own result path,
@@ -200,13 +222,14 @@ class BookProcessor:
         request = EditRequest(
             prompt=self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile),
             base=original_part, child_photo=inputs.photo, child_name=inputs.profile.name,
-            aspect_ratio=aspect_ratio_label(*original.size),
+            aspect_ratio=_ratio(original),
             character_box=_box(inputs.book.get("cover_character_box")),
         )
         softened = self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile,
                                              softened=True)
-        jpeg, model = await self._draw(request, softened, original, usage, page=0)
-        await self._save(job, 0, generated_cover_path(job.item_id), jpeg, out, model)
+        with logger.contextualize(page=0):
+            jpeg, model = await self._draw(request, softened, original, usage)
+        await self._save(job, 0, generated_cover_path(job.item_id), jpeg, out, model, usage)
 
     async def _pages(self, job: Job, inputs: Inputs, pages: list[Row], identity: ImagePart,
                      done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
@@ -215,12 +238,15 @@ class BookProcessor:
         # out of order and the row would step back from "page 3 of 8" to "page 2 of 8".
         reporting = asyncio.Lock()
         finished = sum(1 for p in pages if int(p["page_number"]) in done)
+        failed = asyncio.Event()
 
         async def one(page: Row) -> Path:
             nonlocal finished
             number = int(page["page_number"])
             out = work / f"page-{number:03d}.jpg"
             async with slots:
+                if failed.is_set():
+                    return out  # another page failed for good: start nothing new
                 if number in done:
                     await _download_to(self.storage, done[number], out)
                     return out
@@ -234,15 +260,27 @@ class BookProcessor:
                     )
             return out
 
-        tasks = [asyncio.ensure_future(one(page)) for page in pages]
+        async def guarded(page: Row) -> Path:
+            try:
+                return await one(page)
+            except BaseException:
+                failed.set()
+                raise
+
+        tasks = [asyncio.ensure_future(guarded(page)) for page in pages]
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            # One page failing ends the item: stop the others instead of paying for them.
-            for task in tasks:
+            # Calls in flight when a page fails are paid: let them finish (each within its
+            # page deadline) and checkpoint, so the next attempt does not pay for them again.
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            for task in tasks:  # shutdown or a lost lease: stop everything now
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return [r for r in results if isinstance(r, Path)]
 
     async def _page(self, job: Job, inputs: Inputs, page: Row, identity: ImagePart, out: Path,
                     usage: Usage) -> None:
@@ -251,62 +289,88 @@ class BookProcessor:
         path = generated_page_path(job.item_id, number)
         if not page.get("has_character", True):
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
-            await self._save(job, number, path, await asyncio.to_thread(to_jpeg, original), out, None)
+            await self._save(job, number, path, await asyncio.to_thread(to_jpeg, original), out, None, usage)
             self.metrics.page_generated("original")
             return
         base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
         request = EditRequest(
             prompt=self.prompts.page_prompt(inputs.cover, inputs.child, inputs.book, page, inputs.profile),
             base=base, child_photo=inputs.photo, identity_reference=identity,
-            child_name=inputs.profile.name, aspect_ratio=aspect_ratio_label(*original.size),
+            child_name=inputs.profile.name, aspect_ratio=_ratio(original),
             character_box=_box(page.get("character_box")),
         )
         softened = self.prompts.page_prompt(inputs.cover, inputs.child, inputs.book, page,
                                             inputs.profile, softened=True)
         try:
-            jpeg, model = await self._draw(request, softened, original, usage, page=number)
+            with logger.contextualize(page=number):
+                jpeg, model = await self._draw(request, softened, original, usage)
         except OrderError as exc:
             self.metrics.page_generated(exc.code)
             raise
-        await self._save(job, number, path, jpeg, out, model)
+        await self._save(job, number, path, jpeg, out, model, usage)
         self.metrics.page_generated("ok")
 
     async def _draw(self, request: EditRequest, softened_prompt: str, original: Image.Image,
-                    usage: Usage, *, page: int) -> tuple[bytes, str]:
-        """One illustration: softened prompt once after a safety block, redraw a bad output.
+                    usage: Usage) -> tuple[bytes, str]:
+        """One illustration within the page deadline (module docstring)."""
+        try:
+            async with asyncio.timeout(self.page_deadline_seconds):
+                return await self._draw_unbounded(request, softened_prompt, original, usage)
+        except TimeoutError:
+            logger.warning("page deadline of {}s passed; giving up on this illustration",
+                           self.page_deadline_seconds)
+            raise AIUnavailable(
+                f"no usable illustration within the page deadline of "
+                f"{self.page_deadline_seconds:g}s", code="ai_timeout",
+            ) from None
 
-        Logs one line per finished illustration (page 0 is the cover), so a ten-minute book is
-        not ten minutes of silence."""
+    async def _draw_unbounded(self, request: EditRequest, softened_prompt: str,
+                              original: Image.Image, usage: Usage) -> tuple[bytes, str]:
+        """Softened prompt once after a safety block; redraw a blank, unchanged or wrong-shaped
+        output up to ``OUTPUT_REDRAWS`` times, then fail with ``ai_bad_output``.
+
+        Logs one line per finished illustration (page 0 is the cover, from the log context), so a
+        ten-minute book is not ten minutes of silence."""
         started = time.monotonic()
         for redraw in range(OUTPUT_REDRAWS + 1):
             try:
-                result = await self.ai.generate_image(request)
+                result = await self.ai.generate_image(request, usage)
             except ContentBlocked:
                 if request.prompt == softened_prompt:
                     raise
                 logger.info("safety block; retrying once with the softened prompt")
                 request = replace(request, prompt=softened_prompt)
-                result = await self.ai.generate_image(request)
-            usage.add(result.usage)
+                result = await self.ai.generate_image(request, usage)
             try:
-                fitted = await asyncio.to_thread(fit_output, result.data, original=original)
-            except OutputInvalid:
+                fitted = await asyncio.to_thread(
+                    fit_output, result.data, original=original,
+                    requested_ratio=result.aspect_ratio, tolerance=self.aspect_tolerance,
+                )
+            except OutputInvalid as exc:
                 if redraw == OUTPUT_REDRAWS:
                     raise
-                logger.info("unusable model output; drawing again")
+                logger.info("unusable model output; drawing again: {}", exc.detail,
+                            model_name=result.model, redraw=redraw + 1)
                 continue
-            logger.info("page drawn", page=page, model=result.model, redraws=redraw,
+            logger.info("page drawn", model=result.model, redraws=redraw,
                         softened=request.prompt == softened_prompt,
                         seconds=round(time.monotonic() - started, 1))
             return await asyncio.to_thread(to_jpeg, fitted), result.model
         raise AssertionError("unreachable")
 
     async def _save(self, job: Job, number: int, path: str, jpeg: bytes, out: Path,
-                    model: str | None) -> None:
-        """Upload, then checkpoint: once the row exists, the image is safely in storage."""
+                    model: str | None, usage: Usage) -> None:
+        """Upload, then checkpoint with the usage so far, in one write: once the row exists,
+        the image is safely in storage and what it cost is on the item."""
         await self.storage.upload(path, jpeg, JPEG)
-        await job.checkpoint(number, path, prompt_version=self.prompts.version, model=model)
+        await job.checkpoint(number, path, prompt_version=self.prompts.version, model=model,
+                             usage=usage.as_dict())
         await asyncio.to_thread(out.write_bytes, jpeg)
+
+    async def check_ready(self) -> str | None:
+        """Check the models again (the daemon calls this while ``ready_problem`` is set)."""
+        self.ready_problem = await check_ai(self.ai)
+        return self.ready_problem
 
     async def aclose(self) -> None:
         """Close what the factory handed over: the AI client and storage it built itself."""
@@ -338,6 +402,11 @@ def _box(value: object) -> tuple[float, float, float, float] | None:
 def _result_path(item_id: str, number: int) -> str:
     """Where this item's cover (0) or page ``number`` is stored once drawn."""
     return generated_cover_path(item_id) if number == 0 else generated_page_path(item_id, number)
+
+
+def _ratio(image: Image.Image) -> str:
+    """The page's own ratio in pixels; the adapter picks the nearest its model accepts."""
+    return f"{image.width}:{image.height}"
 
 
 def _part_from_file(path: Path) -> bytes:

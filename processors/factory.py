@@ -10,7 +10,7 @@ from monitor.config import Settings
 from monitor.metrics import Metrics
 from monitor.storage.base import BlobStorage
 from monitor.storage.cache import BookAssetCache
-from processors.ai.base import ImageAI
+from processors.ai.base import ImageAI, check_ai
 from processors.ai.limits import LimitedAI
 from processors.ai.pricing import PriceTable
 from processors.analysis import Analyzer
@@ -61,7 +61,10 @@ async def create_processor(
     storage: BlobStorage | None = None,
     **limit_options: Any,
 ) -> BookProcessor:
-    """Fails fast (ValueError) when a configured model does not exist.
+    """The processor, with its models checked: missing ones are skipped with a warning; with no
+    usable model of a kind (or Gemini unreachable) the processor comes back with
+    ``ready_problem`` set, so the daemon stays up, says why on /health and checks again later
+    instead of exiting into a supervisor's restart loop.
 
     ``storage`` is the daemon's, shared with other jobs and closed by its owner; without it the
     processor builds and closes its own.
@@ -74,7 +77,7 @@ async def create_processor(
     ai, model_name = build_ai(settings, metrics, **limit_options)
     resources.push_async_callback(ai.aclose)
     try:
-        await ai.check_models()
+        problem = await check_ai(ai)
     except BaseException:
         await resources.aclose()
         raise
@@ -89,6 +92,10 @@ async def create_processor(
         supabase_url=settings.supabase_url,
         work_dir=settings.cache_dir / "work",
         page_concurrency=settings.page_concurrency,
+        page_deadline_seconds=settings.page_deadline_seconds,
+        aspect_tolerance=settings.output_aspect_tolerance,
+        ready_problem=problem,
         metrics=metrics,
         resources=resources,
     )
+

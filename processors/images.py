@@ -38,8 +38,11 @@ PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF")
 # Image models answer in one of these; catalog art is stored in them too.
 _GENERATED_FORMATS = ("JPEG", "PNG", "WEBP")
 
-# Aspect ratios the Gemini image models accept for ``image_config.aspect_ratio``.
-SUPPORTED_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+# How far (relative, on a log scale: 0.04 is about 4%) a model's picture may stray from the ratio
+# it was asked for before it counts as the wrong shape. Gemini's output sizes only approximate
+# the requested ratio (16:9 comes back as 1344x768, 1.6% off). The setting is
+# OUTPUT_ASPECT_TOLERANCE.
+DEFAULT_ASPECT_TOLERANCE = 0.04
 
 # Quality checks run on small copies: cheap, and insensitive to JPEG noise and resampling.
 _CHECK_SIDE = 256
@@ -136,17 +139,34 @@ def image_part_bytes(img: Image.Image, max_side: int) -> bytes:
     return to_jpeg(downscale(img, max_side))
 
 
-def fit_output(output: bytes, *, original: Image.Image) -> Image.Image:
+def fit_output(
+    output: bytes,
+    *,
+    original: Image.Image,
+    requested_ratio: str | None = None,
+    tolerance: float = DEFAULT_ASPECT_TOLERANCE,
+) -> Image.Image:
     """Check a model's picture and bring it to ``original``'s exact pixel size.
 
     ``original`` is the RGB page or cover the model was asked to redraw, as ``load_page_image``
-    returns it. Models return their own
-    resolution and sometimes a slightly different aspect ratio, so the output is centre-cropped
-    to the original's ratio and resized with LANCZOS. Raises ``OutputInvalid`` when the output
-    does not decode, is blank, or is the original handed back unchanged: each is a failed call,
-    never a page to print.
+    returns it; ``requested_ratio`` (``"3:4"``) is what the model was asked for, which can differ
+    a little from the page when the model offers no closer ratio. The output may differ from
+    the requested ratio by ``tolerance`` at most; what is left between it and the page is
+    centre-cropped (never more than that gap plus the tolerance) and the picture resized with
+    LANCZOS, so nothing is ever stretched. Raises ``OutputInvalid`` when the output does not
+    decode, is blank, has the wrong shape, or is the original handed back unchanged: each is a
+    failed call, never a page to print.
     """
     image = _decode(_open(output, _GENERATED_FORMATS, OutputInvalid), OutputInvalid)
+    page = math.log(original.width / original.height)
+    asked = _ratio_log(requested_ratio) if requested_ratio else page
+    got = math.log(image.width / image.height)
+    if abs(got - asked) > tolerance:
+        raise OutputInvalid(
+            f"model output is {image.width}x{image.height}, not the {requested_ratio or 'page'} "
+            f"ratio asked for (off by {abs(got - asked):.1%}, tolerance {tolerance:.1%})",
+            code="ai_bad_output",
+        )
     small = downscale(image, _CHECK_SIDE)
     if max(ImageStat.Stat(small).stddev) < BLANK_STDDEV:
         raise OutputInvalid("model output is blank (near-uniform colour)")
@@ -162,20 +182,9 @@ def fit_output(output: bytes, *, original: Image.Image) -> Image.Image:
     return fitted
 
 
-def aspect_ratio_label(width: int, height: int) -> str:
-    """The supported aspect ratio nearest to ``width``:``height``.
-
-    Ratios are compared on a log scale, so that 2:1 and 1:2 are equally far from 1:1.
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    target = math.log(width / height)
-
-    def distance(label: str) -> float:
-        w, h = label.split(":")
-        return abs(math.log(int(w) / int(h)) - target)
-
-    return min(SUPPORTED_ASPECT_RATIOS, key=distance)
+def _ratio_log(label: str) -> float:
+    w, h = label.split(":")
+    return math.log(int(w) / int(h))
 
 
 def _open(data: bytes, formats: tuple[str, ...], fail: ErrorFactory) -> Image.Image:

@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 from aiohttp import web
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from monitor.catalog import import_book, read_book_dir
 from monitor.config import Settings
@@ -44,9 +44,6 @@ from tests.fakes.gemini_server import (
     Behaviour,
     FakeGemini,
     RecordedRequest,
-    candidate_response,
-    image_part,
-    reply_size,
     succeed,
 )
 
@@ -126,28 +123,6 @@ def identity_part(generated_cover: bytes) -> bytes:
 def unchanged_page(jpeg: bytes) -> bytes:
     """A page without a character as it goes into the book: the original, re-encoded."""
     return to_jpeg(load_page_image(jpeg))
-
-
-# --- fault injection -----------------------------------------------------------------------
-
-
-def textured_wrong_ratio() -> Behaviour:
-    """An image of the wrong aspect ratio that is otherwise a good redraw (not blank).
-
-    The fake's own ``wrong_aspect_ratio`` answers a solid colour, which the pipeline rejects as
-    blank before the ratio matters; this one isolates the ratio: the first input image, tinted,
-    at 16:9 when 1:1 was asked (sides swapped otherwise).
-    """
-
-    async def reply(fake: FakeGemini, request: RecordedRequest) -> web.Response:
-        width, height = reply_size(request.aspect_ratio)
-        size = (height, width) if width != height else reply_size("16:9")
-        with Image.open(io.BytesIO(request.images[0])) as source:
-            fitted = ImageOps.fit(source.convert("RGB"), size)
-        tinted = Image.blend(fitted, Image.new("RGB", size, (0, 120, 255)), 0.35)
-        return candidate_response([image_part(_jpeg(tinted), "image/jpeg")])
-
-    return reply
 
 
 class Script:

@@ -46,3 +46,31 @@ async def test_the_ai_backoff_after_a_429_follows_ai_backoff_base_seconds(
 def test_a_bad_ai_backoff_base_is_refused_by_name(value: str) -> None:
     with pytest.raises(ConfigError, match="AI_BACKOFF_BASE_SECONDS"):
         Settings.from_env({**BASE, "AI_BACKOFF_BASE_SECONDS": value})
+
+
+def test_the_default_models_are_current_ones_of_the_catalog() -> None:
+    from processors.ai.models import CATALOG
+
+    settings = Settings.from_env(BASE)
+
+    for model in (settings.gemini_analysis_model, *settings.gemini_image_models):
+        assert not CATALOG[model].retired, model
+    assert CATALOG[settings.gemini_analysis_model].kind == "analysis"
+    assert {CATALOG[m].kind for m in settings.gemini_image_models} == {"image"}
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("OUTPUT_ASPECT_TOLERANCE", "0"), ("OUTPUT_ASPECT_TOLERANCE", "0.7"),
+    ("PAGE_DEADLINE_SECONDS", "0"), ("MODEL_CHECK_RETRY_SECONDS", "-3"), ("IMAGE_SIZE", "8K"),
+])
+def test_bad_ai_time_and_shape_settings_are_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({**BASE, name: value})
+
+
+def test_ai_time_and_shape_settings_are_read() -> None:
+    settings = Settings.from_env({**BASE, "OUTPUT_ASPECT_TOLERANCE": "0.02",
+                                  "PAGE_DEADLINE_SECONDS": "90", "IMAGE_SIZE": "4k"})
+
+    assert (settings.output_aspect_tolerance, settings.page_deadline_seconds,
+            settings.image_size) == (0.02, 90.0, "4K")

@@ -160,3 +160,96 @@ async def test_kill_9_mid_book_repeats_no_checkpointed_page(
                    if r.status == 200 and not PAGE_IN_PROMPT.search(" ".join(r.texts))]
     assert len(cover_calls) == 1
     assert len(PdfReader(tmp_path / "storage" / item_row(db, item)["pdf_path"]).pages) == 1 + PAGES
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pdf_page_sizes(path: Path) -> set[tuple[int, int]]:
+    """The pixel size of every image in the PDF: one shape for every page, none squeezed."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    sizes = set()
+    for page in PdfReader(path).pages:
+        (xobject,) = page["/Resources"]["/XObject"].values()
+        sizes.add(Image.open(BytesIO(xobject.get_object()._data)).size)
+    return sizes
+
+
+async def test_books_complete_with_the_default_model_settings(
+    fake: FakeGemini, shelf: Callable[..., object], database_url: str, db: psycopg.Connection,
+    tmp_path: Path,
+) -> None:
+    items = [await shelf("Mia"), await shelf("Noah")]
+    env = daemon_env(database_url, fake, tmp_path, IMAGE_SIZE="2K")
+    del env["GEMINI_ANALYSIS_MODEL"], env["GEMINI_IMAGE_MODEL"]  # what a new operator runs
+    daemon = DaemonProcess(env, log_file=tmp_path / "d.log")
+    try:
+        for item in items:
+            await wait_status(db, item, "completed")
+    finally:
+        assert daemon.terminate() == 0
+    used = {r.model for r in fake.generate_requests() if r.status == 200}
+    assert used == {"gemini-3.5-flash", "gemini-3.1-flash-image"}
+    assert all(r.status == 200 for r in fake.generate_requests())  # nothing refused: no 400
+    assert "AFC is enabled" not in daemon.logs()
+    for item in items:
+        row = item_row(db, item)
+        (size,) = pdf_page_sizes(tmp_path / "storage" / row["pdf_path"])
+        assert size[0] == size[1]  # the sample book is square (8.5 x 8.5 in)
+
+
+async def test_no_usable_model_keeps_the_daemon_up_and_unhealthy_until_it_returns(
+    fake: FakeGemini, shelf: Callable[..., object], database_url: str, db: psycopg.Connection,
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    item = await shelf()
+    fake.retire(fake.IMAGE_MODEL)
+    port = free_port()
+    daemon = DaemonProcess(
+        daemon_env(database_url, fake, tmp_path, PORT=str(port), HOST="127.0.0.1",
+                   MODEL_CHECK_RETRY_SECONDS="0.5"),
+        log_file=tmp_path / "d.log",
+    )
+    try:
+        async def health() -> httpx.Response | None:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return await client.get(f"http://127.0.0.1:{port}/health")
+            except httpx.TransportError:
+                return None
+
+        async def unhealthy() -> bool:
+            answer = await health()
+            return answer is not None and answer.status_code == 503
+        await eventually_async(unhealthy, what="/health 503")
+        body = (await health()).json()
+        assert any(f"'{fake.IMAGE_MODEL}'" in p and "claiming paused" in p for p in body["problems"])
+        assert body["claiming"] is False
+        assert daemon.alive() and item_row(db, item)["generation_status"] == "pending"
+
+        fake.models.add(fake.IMAGE_MODEL)  # the operator fixed it (or Google brought it back)
+        await wait_status(db, item, "completed")
+        assert (await health()).status_code == 200
+    finally:
+        assert daemon.terminate() == 0
+    assert "checking again" in daemon.logs()
+
+
+async def eventually_async(check: Callable[[], object], *, what: str, timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await check():  # type: ignore[misc]
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import pytest
 from PIL import Image, ImageCms, ImageDraw
 
+from processors.ai.models import CATALOG, nearest_ratio
 from processors.errors import RetryableError, TerminalError
 from processors.images import (
     BookImageInvalid,
     OutputInvalid,
     PhotoInvalid,
-    aspect_ratio_label,
     downscale,
     fit_output,
     image_part_bytes,
@@ -369,40 +369,76 @@ def test_real_edit_is_accepted_at_the_original_size() -> None:
     assert fitted.mode == "RGB"
 
 
-def test_wrong_aspect_output_is_centre_cropped_and_resized() -> None:
-    original = picture(800, 600)  # 4:3
-    square = redrawn(original).resize((1024, 768))
-    output = Image.new("RGB", (1024, 1024), GREEN)  # bands above and below the 4:3 picture
-    output.paste(square, (0, 128))
+@pytest.mark.parametrize(
+    ("page", "output", "requested"),
+    [
+        ((600, 800), (1024, 512), "3:4"),  # a 2:1 reply for a 3:4 page
+        ((800, 800), (1344, 768), "1:1"),  # 16:9 for a square
+        ((800, 600), (1024, 1024), "4:3"),  # a square for 4:3
+        ((800, 600), (1024, 1024), None),  # judged against the page itself
+    ],
+)
+def test_an_output_of_the_wrong_shape_is_rejected_not_cropped(
+    page: tuple[int, int], output: tuple[int, int], requested: str | None
+) -> None:
+    original = picture(*page)
+    reply = redrawn(original).resize(output)
 
-    fitted = fit_output(encode(output, "PNG"), original=original)
+    with pytest.raises(OutputInvalid, match="ratio asked for") as caught:
+        fit_output(to_jpeg(reply), original=original, requested_ratio=requested)
+    assert caught.value.code == "ai_bad_output"
 
-    assert fitted.size == (800, 600)
-    for corner in [(0, 0), (799, 0), (0, 599), (799, 599)]:
-        assert not close_to(fitted.getpixel(corner), GREEN, tolerance=60)
-    assert close_to(fitted.getpixel((400, 300)), (250, 200, 160))
+
+def test_gemini_sizes_that_only_approximate_the_ratio_are_accepted() -> None:
+    original = picture(1600, 900)  # 16:9; Gemini answers 1344x768 for it, 1.6% off
+    reply = redrawn(original).resize((1344, 768))
+
+    fitted = fit_output(to_jpeg(reply), original=original, requested_ratio="16:9")
+
+    assert fitted.size == original.size
+
+
+def test_the_gap_between_the_page_and_the_nearest_offered_ratio_is_cropped() -> None:
+    original = picture(850, 1100)  # US letter, 0.773; the model was asked for 3:4 (0.75)
+    reply = redrawn(original).resize((768, 1024))
+
+    fitted = fit_output(to_jpeg(reply), original=original, requested_ratio="3:4")
+
+    assert fitted.size == original.size
+
+
+def test_the_tolerance_is_a_parameter() -> None:
+    original = picture(800, 800)
+    reply = to_jpeg(redrawn(original).resize((840, 800)))  # 4.9% wide
+
+    with pytest.raises(OutputInvalid):
+        fit_output(reply, original=original, requested_ratio="1:1", tolerance=0.02)
+    assert fit_output(reply, original=original, requested_ratio="1:1", tolerance=0.06).size == (800, 800)
+
+
+TEN = CATALOG["gemini-3-pro-image"].aspect_ratios
+FOURTEEN = CATALOG["gemini-3.1-flash-image"].aspect_ratios
 
 
 @pytest.mark.parametrize(
-    ("width", "height", "label"),
+    ("width", "height", "ratios", "label"),
     [
-        (1024, 1024, "1:1"),
-        (800, 600, "4:3"),
-        (1920, 1080, "16:9"),
-        (1080, 1920, "9:16"),
-        (2550, 3300, "3:4"),  # US letter portrait, 0.773: nearer 3:4 (0.75) than 4:5 (0.8)
-        (3300, 2550, "4:3"),
-        (2000, 3000, "2:3"),
-        (5000, 1000, "21:9"),
-        (1000, 5000, "9:16"),
+        (1024, 1024, TEN, "1:1"),
+        (800, 600, TEN, "4:3"),
+        (1920, 1080, TEN, "16:9"),
+        (2550, 3300, TEN, "3:4"),  # US letter portrait, 0.773: nearer 3:4 (0.75) than 4:5 (0.8)
+        (5000, 1000, TEN, "21:9"),
+        (1000, 5000, TEN, "9:16"),
+        (1000, 5000, FOURTEEN, "1:4"),
+        (8000, 1000, FOURTEEN, "8:1"),
     ],
 )
-def test_aspect_ratio_label_picks_the_nearest_supported_ratio(
-    width: int, height: int, label: str
+def test_nearest_ratio_picks_the_nearest_the_model_offers(
+    width: int, height: int, ratios: tuple[str, ...], label: str
 ) -> None:
-    assert aspect_ratio_label(width, height) == label
+    assert nearest_ratio(width, height, ratios) == label
 
 
-def test_aspect_ratio_label_rejects_empty_size() -> None:
+def test_nearest_ratio_rejects_empty_size() -> None:
     with pytest.raises(ValueError):
-        aspect_ratio_label(0, 100)
+        nearest_ratio(0, 100, TEN)

@@ -26,13 +26,16 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import psycopg
 import pytest
-from PIL import Image
+from loguru import logger
+from PIL import Image, ImageStat
 from pypdf import PdfReader
 
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from monitor.store.supabase import SupabaseStore
-from processors.ai.base import AIBadResponse, AIUnavailable, ContentBlocked
+from monitor.daemon import AINotReady
+from processors.ai.base import AIBadResponse, AIRecitation, AIUnavailable, ContentBlocked
+from processors.images import OutputInvalid
 from processors.analysis import PhotoRejected
 from processors.errors import TerminalError
 from processors.prompts import PromptBook
@@ -47,8 +50,11 @@ from tests.fakes.gemini_server import (
     malformed_json,
     prompt_blocked,
     rate_limited,
+    drifting_analysis,
+    hang,
     text_only,
     unavailable,
+    wrong_aspect_ratio,
 )
 from tests.fakes.postgrest_server import FakePostgrestServer
 from tests.pipeline_env import (
@@ -62,7 +68,6 @@ from tests.pipeline_env import (
     identity_part,
     notifications,
     photo_part,
-    textured_wrong_ratio,
     unchanged_page,
 )
 
@@ -129,6 +134,8 @@ def assert_completed_book(env: PipelineEnv, db: psycopg.Connection, item: str,
         assert (float(page.mediabox.width), float(page.mediabox.height)) == (TRIM_PT, TRIM_PT)
     # The PDF is the cover then the pages in order, each exactly the checkpointed image.
     assert pdf_images(pdf) == [cover, *(pages[n] for n in sorted(pages))]
+    for image in pdf_images(pdf):  # and no page of another shape was squeezed in
+        assert Image.open(io.BytesIO(image)).size == (PAGE_SIDE, PAGE_SIDE)
 
     assert [n["kind"] for n in notifications(db, item)] == ["book_ready"]
     return row
@@ -186,11 +193,19 @@ async def test_a_paid_item_becomes_a_finished_book(
     assert row["cover_image_url"] == (storage_file / "cover.jpg").as_uri()
     assert row["current_step"] == "Your book is ready"
     calls = 2 + len(image_targets(book))  # two analyses, the cover, the drawn pages
+    images = len(image_targets(book))
     assert row["ai_usage"] == {
-        "calls": calls, "images": len(image_targets(book)),
+        "calls": calls, "images": images, "unanswered": 0,
         "input_tokens": calls * INPUT_TOKENS, "output_tokens": calls * OUTPUT_TOKENS,
         "unpriced_calls": calls,  # the fake's models have no price (processors/ai/prices.json)
+        "by_model": {
+            FakeGemini.ANALYSIS_MODEL: {"calls": 2, "images": 0, "input_tokens": 2 * INPUT_TOKENS,
+                                        "output_tokens": 2 * OUTPUT_TOKENS},
+            IMAGE_MODEL: {"calls": images, "images": images, "input_tokens": images * INPUT_TOKENS,
+                          "output_tokens": images * OUTPUT_TOKENS},
+        },
     }
+    assert row["ai_usage"]["calls"] == len(env.fake.answered())
     assert row["child_analysis"] == DEFAULT_ANALYSIS_JSON["child"]
     saved = checkpoints(db, item)
     assert {n: c["model"] for n, c in saved.items()} == {
@@ -318,6 +333,14 @@ def _page2_from_fallback_model(env: PipelineEnv, db: psycopg.Connection, item: s
     assert {saved[n]["model"] for n in (0, 1, 4)} == {IMAGE_MODEL}
 
 
+def _page4_from_the_redraw(env: PipelineEnv, db: psycopg.Connection, item: str) -> None:
+    """The 2:1 reply (tinted blue) was thrown away; the page is the redraw (tinted orange)."""
+    page = Image.open(io.BytesIO(env.stored(checkpoints(db, item)[4]["image_path"])))
+    red, _, blue = ImageStat.Stat(page).mean
+    assert red > blue
+    assert item_row(db, item)["ai_usage"]["calls"] == len(env.fake.answered())  # both replies
+
+
 ABSORBED = {
     "429_with_retry_info": Absorbed(
         1, (rate_limited("7s"),), (429, 200), retried=("ai_rate_limited",),
@@ -341,7 +364,8 @@ ABSORBED = {
         1, (text_only(),), (200, 200), retried=("ai_bad_response",)),
     "no_image_finish_reason": Absorbed(
         2, (finish_reason("NO_IMAGE"),), (200, 200), retried=("ai_bad_response",)),
-    "wrong_aspect_ratio_is_fitted": Absorbed(4, (textured_wrong_ratio(),), (200,)),
+    "wrong_aspect_ratio_is_redrawn": Absorbed(
+        4, (wrong_aspect_ratio("2:1"),), (200, 200), check=_page4_from_the_redraw),
     "malformed_cover_analysis_json": Absorbed(
         "cover_analysis", (malformed_json(),), (200, 200), retried=("ai_bad_response",)),
     "malformed_child_analysis_json": Absorbed(
@@ -380,28 +404,73 @@ async def test_absorbed_faults_end_in_a_complete_book(
         case.check(env, db, item)
 
 
-async def test_a_retired_image_model_is_replaced_by_the_fallback(
+async def test_a_model_retired_while_running_costs_one_request(
     env: PipelineEnv, db: psycopg.Connection
 ) -> None:
     book = await env.add_book()
     item = await env.add_item(book.id)
     processor = await env.processor()  # both models exist at start
-    env.fake.models.discard(IMAGE_MODEL)  # then the first one is retired
+    env.fake.retire(IMAGE_MODEL)  # then the first one is shut down
 
     await env.run_once(processor)
 
     assert_completed_book(env, db, item, book)
     saved = checkpoints(db, item)
     assert {saved[n]["model"] for n in (0, *book.drawn_pages)} == {SECOND_IMAGE_MODEL}
-    for target in image_targets(book):
-        assert [(r.model, r.status) for r in env.requests_for(target)] == [
-            (IMAGE_MODEL, 404), (SECOND_IMAGE_MODEL, 200)
-        ]
+    # The cover is drawn first and meets the 404; no page tries the dead model again.
+    assert [(r.model, r.status) for r in env.requests_for("cover")] == [
+        (IMAGE_MODEL, 404), (SECOND_IMAGE_MODEL, 200)
+    ]
+    assert len(env.fake.generate_requests(IMAGE_MODEL)) == 1
 
 
-async def test_a_missing_model_stops_the_processor_at_start(env: PipelineEnv) -> None:
-    with pytest.raises(ValueError, match="gemini-retired-model"):
-        await env.factory_processor(GEMINI_IMAGE_MODEL="gemini-retired-model")
+async def test_a_retired_primary_in_the_list_is_skipped_at_start(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    processor = await env.processor(
+        GEMINI_IMAGE_MODEL=f"gemini-3.1-flash-image-preview,{SECOND_IMAGE_MODEL}")
+
+    await env.run_once(processor)
+
+    assert processor.ready_problem is None
+    assert_completed_book(env, db, item, book)
+    assert env.fake.generate_requests("gemini-3.1-flash-image-preview") == []
+    assert {c["model"] for n, c in checkpoints(db, item).items() if n != 3} == {
+        SECOND_IMAGE_MODEL}
+
+
+async def test_a_retired_default_leaves_the_processor_waiting_with_the_reason(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    processor = await env.processor(GEMINI_ANALYSIS_MODEL="gemini-2.5-flash")
+
+    assert processor.ready_problem is not None
+    assert "'gemini-2.5-flash' has been shut down" in processor.ready_problem
+    assert "'gemini-3.5-flash'" in processor.ready_problem
+    with pytest.raises(AINotReady):
+        await env.run_once(processor, GEMINI_ANALYSIS_MODEL="gemini-2.5-flash")
+    assert item_row(db, item)["generation_status"] == "pending"
+    assert env.fake.generate_requests() == []
+
+
+async def test_drifting_analysis_replies_make_books_with_one_analysis_each(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("cover_analysis", drifting_analysis())
+    env.script.on("child_analysis", drifting_analysis())
+
+    await env.run_once(await env.processor())
+
+    assert_completed_book(env, db, item, book)
+    assert len(env.requests_for("cover_analysis")) == 1
+    assert len(env.requests_for("child_analysis")) == 1
+    assert item_row(db, item)["child_analysis"]["distinctive_features"] == ["freckles"]
 
 
 # --- faults that end the attempt or the item -----------------------------------------------
@@ -452,10 +521,23 @@ ENDED = {
     "rate_limit_longer_than_the_backoff": Ended(
         1, (rate_limited("600s"),), "pending", "ai_rate_limited", RETRYABLE, 1,
         check=_waits_for_the_server_delay),
-    "malformed_analysis_every_time": Ended(
-        "cover_analysis", (malformed_json(),) * 3, "pending", "ai_bad_response",
-        AIBadResponse.parent_message, 3, no_image_calls=True),
+    "malformed_analysis_twice": Ended(
+        "cover_analysis", (malformed_json(),) * 2, "failed", "ai_bad_response",
+        TerminalError.parent_message, 2, no_image_calls=True),
+    "malformed_child_analysis_twice": Ended(
+        "child_analysis", (malformed_json(),) * 2, "failed", "ai_bad_response",
+        TerminalError.parent_message, 2, no_image_calls=True),
+    "wrong_aspect_every_time": Ended(
+        1, (wrong_aspect_ratio("2:1"),) * 2, "pending", "ai_bad_output",
+        OutputInvalid.parent_message, 2, check=lambda env, db, item: _no_page(db, item, 1)),
+    "recitation": Ended(
+        2, (finish_reason("IMAGE_RECITATION"),), "failed", "ai_recitation",
+        AIRecitation.parent_message, 1),
 }
+
+
+def _no_page(db: psycopg.Connection, item: str, number: int) -> None:
+    assert number not in checkpoints(db, item)
 
 
 @pytest.mark.parametrize("case", ENDED.values(), ids=ENDED.keys())
@@ -511,7 +593,8 @@ async def test_a_resumed_item_pays_for_nothing_twice(
                                message=AIBadResponse.parent_message)
     first_run = checkpoints(db, item)
     assert sorted(first_run) == [0, 1, 2, 3] and row["pages_done"] == 3
-    assert row["ai_usage"]["calls"] == 5  # two analyses, cover, pages 1 and 2 (page 4 failed)
+    # Two analyses, cover, pages 1 and 2, and page 4's text-only answer: billed all the same.
+    assert row["ai_usage"]["calls"] == 6 == len(env.fake.answered())
 
     db.execute("update order_items set next_attempt_at = now() where id = %s", [item])
     since = len(env.fake.requests)
@@ -523,7 +606,7 @@ async def test_a_resumed_item_pays_for_nothing_twice(
     assert [env.target(r) for r in second_run] == [4]  # no analysis, no cover, no done page
     for number, checkpoint in first_run.items():  # checkpoints were kept, not redone
         assert checkpoints(db, item)[number]["created_at"] == checkpoint["created_at"]
-    assert row["ai_usage"]["calls"] == 2 + len(image_targets(book))
+    assert row["ai_usage"]["calls"] == 3 + len(image_targets(book)) == len(env.fake.answered())
     assert row["ai_usage"]["images"] == len(image_targets(book))
 
 
@@ -544,3 +627,115 @@ async def test_the_cover_is_analyzed_once_for_every_order_of_the_book(
     calls = sorted(item_row(db, item)["ai_usage"]["calls"] for item in items)
     drawn = len(image_targets(book))
     assert calls == [1 + drawn, 1 + drawn, 2 + drawn]
+
+
+# --- honest usage, bounded time, siblings that finish ---------------------------------------
+
+
+FAULT_MIX: list[tuple[Target, tuple[Behaviour, ...]]] = [
+    (1, (rate_limited("0.01s"),)),
+    (2, (unavailable(), unavailable())),  # both image models overloaded once
+    (4, (finish_reason("IMAGE_SAFETY"),)),
+    ("cover", (text_only(),)),
+    (2, (wrong_aspect_ratio("2:1"),)),
+    (4, (hang(),)),
+    ("child_analysis", (malformed_json(),)),
+]
+
+
+async def test_after_a_fault_mix_each_row_carries_what_was_answered(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    processor = await env.processor(GEMINI_TIMEOUT_SECONDS="2")
+    for target, behaviours in FAULT_MIX:
+        book = await env.add_book()  # a book of its own, so its cover analysis is this item's
+        item = await env.add_item(book.id)
+        env.script.on(target, *behaviours)
+        since = len(env.fake.requests)
+
+        await env.run_once(processor)
+
+        assert_completed_book(env, db, item, book)
+        mine = env.fake.requests[since:]
+        usage = item_row(db, item)["ai_usage"]
+        assert usage["calls"] == len(env.fake.answered(mine)), target
+        assert usage["unanswered"] == sum(
+            1 for r in mine if r.action == "generateContent" and r.status is None), target
+        assert sum(m["calls"] for m in usage["by_model"].values()) == usage["calls"]
+
+
+async def test_a_hung_call_costs_at_most_the_page_deadline_and_says_so(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on(1, hang())
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m), format="{level} {message} {extra}")
+    try:
+        # The call timeout alone would hold the page for 10 minutes; the deadline ends it.
+        await env.run_once(await env.processor(GEMINI_TIMEOUT_SECONDS="600",
+                                               PAGE_DEADLINE_SECONDS="2"))
+    finally:
+        logger.remove(sink)
+
+    row = assert_not_completed(env, db, item, status="pending", code="ai_timeout",
+                               message=AIUnavailable.parent_message)
+    (warning,) = [line for line in lines if "giving up on this illustration" in line]
+    assert warning.startswith("WARNING") and "'page': 1" in warning and item in warning
+    assert row["ai_usage"]["unanswered"] == 1
+    assert {2, 4} <= set(checkpoints(db, item))  # the other pages were finished and kept
+
+
+async def test_pages_in_flight_when_one_fails_finish_and_are_kept(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on(1, http_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument."))
+    env.script.on(2, delayed(1.0))
+    env.script.on(4, delayed(1.0))
+
+    await env.run_once(await env.processor(PAGE_CONCURRENCY="4"))
+
+    row = assert_not_completed(env, db, item, status="failed", code="ai_invalid_request",
+                               message=TerminalError.parent_message)
+    saved = checkpoints(db, item)
+    assert {2, 4} <= set(saved)  # paid for while page 1 failed: checkpointed, not thrown away
+    assert row["ai_usage"]["calls"] == len(env.fake.answered())
+
+
+async def test_a_failed_cover_analysis_is_not_paid_for_again_by_the_next_order(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    first = await env.add_item(book.id)
+    env.script.on("cover_analysis", malformed_json(), malformed_json())
+    processor = await env.processor()
+    await env.run_once(processor)
+    second = await env.add_item(book.id, child_name="Noah")
+
+    await env.run_once(processor)
+
+    for item in (first, second):
+        assert_not_completed(env, db, item, status="failed", code="ai_bad_response",
+                             message=TerminalError.parent_message)
+    assert len(env.requests_for("cover_analysis")) == 2  # the first order's two tries only
+
+
+async def test_an_account_limited_by_google_pauses_claiming_instead_of_failing_orders(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("cover", finish_reason("PUP_LIMITED_DISABLED"))
+    monitor = env.monitor(await env.processor())
+
+    with pytest.raises(AINotReady, match="PUP_LIMITED_DISABLED"):
+        await monitor.run_once()
+
+    row = item_row(db, item)
+    assert (row["generation_status"], row["attempts"], row["error_code"]) == ("pending", 0, None)
+    assert notifications(db, item) == []
+    assert monitor.ai_problem is not None and "Prohibited Use Policy" in monitor.ai_problem
+    assert row["ai_usage"]["calls"] == len(env.fake.answered())  # the analyses and the cover

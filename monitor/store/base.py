@@ -149,20 +149,26 @@ class OrderStore(abc.ABC):
         *,
         prompt_version: str | None = None,
         model: str | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> bool:
-        return bool(
-            await self._rpc(
-                "checkpoint_order_item_page",
-                {
-                    "p_item": item_id,
-                    "p_worker": worker,
-                    "p_page_number": page_number,
-                    "p_image_path": image_path,
-                    "p_prompt_version": prompt_version,
-                    "p_model": model,
-                },
-            )
-        )
+        params: dict[str, Any] = {
+            "p_item": item_id,
+            "p_worker": worker,
+            "p_page_number": page_number,
+            "p_image_path": image_path,
+            "p_prompt_version": prompt_version,
+            "p_model": model,
+        }
+        if usage is None:
+            return bool(await self._rpc("checkpoint_order_item_page", params))
+        return bool(await self._rpc("checkpoint_order_item_page_with_usage",
+                                    {**params, "p_usage": usage}))
+
+    async def record_usage(self, item_id: str, worker: str, usage: dict[str, Any]) -> bool:
+        """Write the item's AI usage so far (before a fail or release), fenced by the lease."""
+        return bool(await self._rpc(
+            "record_order_item_usage", {"p_item": item_id, "p_worker": worker, "p_usage": usage}
+        ))
 
     async def complete(
         self,

@@ -23,12 +23,19 @@ class ImagePart:
     mime_type: str = "image/jpeg"
 
 
-_COUNTS = ("calls", "images", "input_tokens", "output_tokens", "unpriced_calls")
+_TOTALS = ("calls", "images", "input_tokens", "output_tokens", "unanswered", "unpriced_calls")
 
 
 @dataclass
 class Usage:
-    """What calls cost, summed per order item so cost per book is known.
+    """What calls cost, summed per order item (and per model) so cost per book is known.
+
+    ``calls`` counts calls Google answered, which it bills whatever the answer was worth to us
+    (a blocked, text-only or wrong-shaped reply costs the same as a good one). ``unanswered``
+    counts calls sent but never answered to us (client timeout, cancelled by the page
+    deadline): Google may still have generated, and billed, them. HTTP errors (429, 5xx, 4xx)
+    are not billed and not counted. Adapters add to the sink passed to each call the moment an
+    answer arrives, so no later failure, retry or cancellation can lose it.
 
     ``cost_usd`` is None until a price table priced a call (``processors.ai.pricing``): an
     unpriced usage says nothing about money rather than "free". Calls of models the table has no
@@ -39,38 +46,45 @@ class Usage:
     images: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float | None = None
+    unanswered: int = 0
     unpriced_calls: int = 0
+    cost_usd: float | None = None
+    by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, other: "Usage") -> None:
+        for name in _TOTALS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
+        for model, counts in other.by_model.items():
+            mine = self.by_model.setdefault(model, {})
+            for name, value in counts.items():
+                mine[name] = mine.get(name, 0) + value
+
+    def add_call(self, model: str, **counts: int) -> None:
+        """One call to ``model``: ``counts`` are the totals it adds (calls=1, images=1...)."""
+        self.add(Usage(**counts, by_model={model: dict(counts)}))
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name) for name in _TOTALS}
+        if self.cost_usd is not None:
+            out["cost_usd"] = round(self.cost_usd, 6)
+        if self.by_model:
+            out["by_model"] = {m: dict(c) for m, c in self.by_model.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "Usage":
-        """The usage an item row recorded (``order_items.ai_usage``); unknown keys are ignored."""
+        """What ``as_dict`` wrote (an item's ``ai_usage``); unknown keys are ignored."""
         data = data or {}
-        counts = {k: int(data[k]) for k in _COUNTS if k in data}
+        by_model = data.get("by_model") if isinstance(data.get("by_model"), dict) else {}
         cost = data.get("cost_usd")
-        return cls(**counts, cost_usd=float(cost) if cost is not None else None)
-
-    def add(self, other: "Usage") -> None:
-        self.calls += other.calls
-        self.images += other.images
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        if other.cost_usd is not None:
-            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
-        self.unpriced_calls += other.unpriced_calls
-
-    def as_dict(self) -> dict[str, int | float]:
-        counts: dict[str, int | float] = {
-            "calls": self.calls,
-            "images": self.images,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-        }
-        if self.cost_usd is not None:
-            counts["cost_usd"] = round(self.cost_usd, 6)
-        if self.unpriced_calls:
-            counts["unpriced_calls"] = self.unpriced_calls
-        return counts
+        return cls(
+            **{name: int(data.get(name) or 0) for name in _TOTALS},
+            cost_usd=float(cost) if cost is not None else None,
+            by_model={str(m): {str(k): int(v) for k, v in c.items()}
+                      for m, c in by_model.items() if isinstance(c, dict)},
+        )
 
 
 @dataclass
@@ -86,6 +100,8 @@ class GeneratedImage:
     mime_type: str
     model: str
     usage: Usage = field(default_factory=Usage)
+    #: The ratio the model was asked for (nearest the page it accepts); None: the page's own.
+    aspect_ratio: str | None = None
 
 
 class ContentBlocked(TerminalError):
@@ -122,6 +138,30 @@ class AIConfigError(RetryableError):
     """
 
     code = "ai_config_error"
+    #: The daemon releases the item and pauses claiming until the models check out again:
+    #: the next order would meet the same wall (ARCHITECTURE section 7, issue 17).
+    pauses_claiming = True
+
+
+class AIRecitation(TerminalError):
+    """finishReason RECITATION / IMAGE_RECITATION: the output resembled a source too closely.
+
+    The same request repeats it (FinishReason docs in google-genai ``types.FinishReason``), so
+    it is neither retried nor redrawn.
+    """
+
+    code = "ai_recitation"
+    parent_message = (
+        "We could not create a picture for your book from this photo. "
+        "Please try again with a different photo."
+    )
+
+
+class NoUsableModel(Exception):
+    """No usable model of a kind (analysis or image) is left: the daemon cannot draw books.
+
+    Raised by ``check_models``; the daemon stays up, reports it on /health and retries the check.
+    """
 
 
 @dataclass(frozen=True)
@@ -137,6 +177,8 @@ class EditRequest:
     prompt: str
     base: ImagePart
     child_photo: ImagePart
+    #: The page's own ratio, ``"width:height"`` in pixels (e.g. ``"1275:1650"``); adapters
+    #: request the ratio their model accepts nearest to it.
     aspect_ratio: str
     child_name: str
     identity_reference: ImagePart | None = None
@@ -144,16 +186,40 @@ class EditRequest:
 
 
 class ImageAI(Protocol):
-    async def check_models(self) -> None:
-        """Fail fast at start if a configured model does not exist (raise ``ValueError``)."""
+    async def check_models(self) -> list[str]:
+        """Check the configured models at start; return warnings about models skipped.
+
+        Raises ``NoUsableModel`` when no usable model of a kind is left.
+        """
 
     async def analyze(
-        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT]
+        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
+        usage: Usage | None = None,
     ) -> Analysis[ModelT]:
-        """Ask the analysis model for JSON matching ``schema``; validated, never silently None."""
+        """Ask the analysis model for JSON matching ``schema``; validated, never silently None.
 
-    async def generate_image(self, request: EditRequest) -> GeneratedImage:
-        """Draw one personalized illustration."""
+        Every answered call is added to ``usage`` as it arrives, even when it then fails.
+        """
+
+    async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
+        """Draw one personalized illustration (``usage`` as for ``analyze``)."""
 
     async def aclose(self) -> None:
         """Release connections."""
+
+
+def ratio_of(label: str) -> tuple[int, int]:
+    """``"1275:1650"`` as (1275, 1650)."""
+    w, h = label.split(":")
+    return int(w), int(h)
+
+
+async def check_ai(ai: ImageAI) -> str | None:
+    """Why no book can be drawn with ``ai`` now, or None when its models check out."""
+    try:
+        await ai.check_models()
+    except NoUsableModel as exc:
+        return str(exc)
+    except AIUnavailable as exc:
+        return f"Gemini did not answer the model check: {exc.detail}"
+    return None

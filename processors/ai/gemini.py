@@ -14,15 +14,25 @@ other HTTP 4xx (INVALID_ARGUMENT...)                 TerminalError ``ai_invalid_
 promptFeedback.blockReason (any)                     ContentBlocked
 finishReason SAFETY, PROHIBITED_CONTENT, BLOCKLIST,  ContentBlocked
 SPII, IMAGE_SAFETY, IMAGE_PROHIBITED_CONTENT
+finishReason RECITATION, IMAGE_RECITATION            AIRecitation (terminal: it repeats)
+finishReason PUP_LIMITED_DISABLED                    AIConfigError (the account is limited)
 no image (NO_IMAGE, IMAGE_OTHER, OTHER, text only),  AIBadResponse
-RECITATION, undecodable or wrong-shaped image,
-analysis JSON that does not match the schema
+undecodable image, analysis JSON that cannot be used
 ==================================================  =========================================
 
+The finish reasons are those of google-genai's ``types.FinishReason`` (3.6.1, checked
+2026-12-01); PUP_LIMITED_DISABLED means "the user account is limited or disabled due to
+Prohibited Use Policy violations", an account state no retry of the order can fix.
+
 Image models are tried in order: the next one is used when a model answers 404 NOT_FOUND or
-503 UNAVAILABLE (overloaded). A 429 does not move on: rate limits are handled by pacing and
-backoff (``limits.py``), and switching models on every 429 would mix drawing styles within one
-book for no gain.
+503 UNAVAILABLE (overloaded). A model that answered 404 is skipped for the rest of the process,
+so a shut-down primary costs one request, not one per call. A 429 does not move on: rate
+limits are handled by pacing and backoff (``limits.py``), and switching models on every 429
+would mix drawing styles within one book for no gain. Each request carries only the image
+settings its model accepts (``processors.ai.models``).
+
+Usage is added to the caller's sink as soon as Google answers (``Usage``), and a call cut off
+by the timeout or a cancellation counts as ``unanswered``.
 
 The SDK's own retries are switched off (``attempts=1``) so that ``LimitedAI`` alone decides
 when to retry, and SDK exceptions are never chained into ours: they hold the HTTP request,
@@ -31,9 +41,10 @@ whose headers carry the API key.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
 from typing import Any, TypeVar
 
@@ -45,16 +56,20 @@ from loguru import logger
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ValidationError
 
+from processors.ai import models as catalog
 from processors.ai.base import (
     AIBadResponse,
     AIConfigError,
+    AIRecitation,
     AIUnavailable,
     Analysis,
     ContentBlocked,
     EditRequest,
     GeneratedImage,
     ImagePart,
+    NoUsableModel,
     Usage,
+    ratio_of,
 )
 from processors.errors import OrderError, TerminalError
 
@@ -70,9 +85,13 @@ _BLOCKING_FINISH_REASONS = frozenset(
         "IMAGE_PROHIBITED_CONTENT",
     }
 )
+_RECITATION_FINISH_REASONS = frozenset({"RECITATION", "IMAGE_RECITATION"})
+_ACCOUNT_FINISH_REASONS = frozenset({"PUP_LIMITED_DISABLED"})
 # 404: the model is gone or not served on this API version; 503: the model is overloaded.
 _FALLBACK_HTTP_CODES = frozenset({404, 503})
-# Gemini's output sizes only approximate the requested ratio (16:9 is 1344x768, 1.6% off).
+# The SDK's automatic function calling logs "AFC is enabled" at INFO on every call
+# (google/genai/models.py, AsyncModels.generate_content); we declare no tools, so switch it off.
+_NO_AFC = types.AutomaticFunctionCallingConfig(disable=True)
 _MAX_MESSAGE_CHARS = 300
 _RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 _ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -82,9 +101,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 class GeminiAI:
     """Analysis and image editing with Gemini models.
 
-    ``image_models`` are tried in order (module docstring). ``image_size`` (1K, 2K, 4K) can be
-    None for models that do not take it. ``base_url`` is left unset unless given, so the SDK's
-    own ``GOOGLE_GEMINI_BASE_URL`` keeps working for proxies and test servers.
+    ``image_models`` are tried in order (module docstring). ``image_size`` (1K, 2K, 4K) is
+    sent only to models that take that size. ``base_url`` is left unset unless given, so the
+    SDK's own ``GOOGLE_GEMINI_BASE_URL`` keeps working for proxies and test servers.
     """
 
     def __init__(
@@ -95,7 +114,7 @@ class GeminiAI:
         image_models: Sequence[str],
         api_version: str = "v1beta",
         image_size: str | None = "2K",
-        timeout_seconds: float = 240,
+        timeout_seconds: float = 120,
         base_url: str | None = None,
     ) -> None:
         if not api_key:
@@ -104,9 +123,12 @@ class GeminiAI:
             raise ValueError("at least one Gemini image model is required")
         self._api_key = api_key
         self._analysis_model = analysis_model
-        self._image_models = list(image_models)
+        self._image_models = list(dict.fromkeys(image_models))
         self._api_version = api_version
         self._image_size = image_size
+        self._timeout = timeout_seconds
+        #: Models that answered 404 NOT_FOUND: skipped for the rest of the process.
+        self._missing: set[str] = set()
         http_options = types.HttpOptions(
             api_version=api_version,
             timeout=max(1, round(timeout_seconds * 1000)),
@@ -115,63 +137,92 @@ class GeminiAI:
         )
         self._client = genai.Client(api_key=api_key, http_options=http_options)
 
-    async def check_models(self) -> None:
-        """Raise ``ValueError`` naming the first configured model Gemini does not know.
+    async def check_models(self) -> list[str]:
+        """Ask Gemini for every configured model; skip the missing ones with a warning.
 
-        A rejected key is reported the same way (the daemon cannot work without it); outages
-        come out as ``AIUnavailable`` so the caller can tell them from configuration mistakes.
+        Raises ``NoUsableModel`` when the analysis model or every image model is missing, or
+        the key is rejected; outages come out as ``AIUnavailable``. A model found again after
+        an earlier 404 is usable again.
         """
+        warnings: list[str] = []
+        self._missing.clear()
         roles = {self._analysis_model: "analysis"}
         for model in self._image_models:
             roles.setdefault(model, "image")
         for model, role in roles.items():
             try:
                 with self._call_failures(model):
-                    await self._client.aio.models.get(model=model)
+                    async with asyncio.timeout(self._timeout):
+                        await self._client.aio.models.get(model=model)
             except genai_errors.APIError as err:
-                if err.code == 404:
-                    raise ValueError(
-                        f"Gemini {role} model {model!r} was not found on API version "
-                        f"{self._api_version}; check the configured model names"
-                    ) from None
                 classified = self._classify(err, model)
-                if isinstance(classified, AIConfigError):
-                    raise ValueError(
-                        f"Gemini rejected the configuration while checking {role} model "
-                        f"{model!r}: {classified.detail}"
-                    ) from None
-                raise classified from None
+                if err.code != 404:
+                    if isinstance(classified, AIConfigError):
+                        raise NoUsableModel(
+                            f"Gemini rejected the configuration while checking {role} model "
+                            f"{model!r}: {classified.detail}"
+                        ) from None
+                    raise classified from None
+                self._missing.add(model)
+                warnings.append(
+                    catalog.retired_message(model, role)
+                    or f"Gemini {role} model {model!r} was not found on API version "
+                    f"{self._api_version}; check the configured model names"
+                )
+            else:
+                if (retired := catalog.retired_message(model, role)) is not None:
+                    warnings.append(f"{retired} (it still answers for now)")
+        for warning in warnings:
+            logger.warning(warning)
+        if self._analysis_model in self._missing:
+            raise NoUsableModel(warnings[0])
+        if all(model in self._missing for model in self._image_models):
+            raise NoUsableModel("no configured Gemini image model is available: "
+                                + "; ".join(warnings))
+        return warnings
 
     async def analyze(
-        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT]
+        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
+        usage: Usage | None = None,
     ) -> Analysis[ModelT]:
         """Ask for JSON matching ``schema``; parts are the prompt text, then ``images`` in order."""
         config = types.GenerateContentConfig(
-            response_mime_type="application/json", response_schema=schema
+            response_mime_type="application/json", response_schema=schema,
+            automatic_function_calling=_NO_AFC,
         )
         parts = [types.Part.from_text(text=prompt), *map(_image_part, images)]
-        model, response = await self._generate([self._analysis_model], parts, config)
+        sink = usage if usage is not None else Usage()
+        model, response = await self._generate(
+            [self._analysis_model], parts, lambda _model: config, sink, images=False
+        )
         candidate = _accepted_candidate(response, model)
         value = _parsed(response, candidate, schema, model)
-        return Analysis(value=value, model=model, usage=_usage(response, images=0))
+        return Analysis(value=value, model=model, usage=_usage(response, model, images=0))
 
-    async def generate_image(self, request: EditRequest) -> GeneratedImage:
+    async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
         """Draw one illustration.
 
         The parts go in this order, which the prompts refer to: the prompt text, the original
         page (``base``), the child photo, and the identity reference when there is one.
         """
-        config = types.GenerateContentConfig(
-            response_modalities=["IMAGE"],
-            image_config=types.ImageConfig(
-                aspect_ratio=request.aspect_ratio, image_size=self._image_size
-            ),
-        )
+        width, height = ratio_of(request.aspect_ratio)
+
+        def config(model: str) -> types.GenerateContentConfig:
+            return types.GenerateContentConfig(
+                response_modalities=["IMAGE"],
+                image_config=types.ImageConfig(
+                    **catalog.image_config(model, width, height, self._image_size)
+                ),
+                automatic_function_calling=_NO_AFC,
+            )
+
         images = [request.base, request.child_photo]
         if request.identity_reference is not None:
             images.append(request.identity_reference)
         parts = [types.Part.from_text(text=request.prompt), *map(_image_part, images)]
-        model, response = await self._generate(self._image_models, parts, config)
+        sink = usage if usage is not None else Usage()
+        models = [m for m in self._image_models if m not in self._missing]
+        model, response = await self._generate(models, parts, config, sink, images=True)
         candidate = _accepted_candidate(response, model)
         image = _final_image(candidate, model)
         _check_decodes(image.data, model)
@@ -179,7 +230,8 @@ class GeminiAI:
             data=image.data,
             mime_type=image.mime_type,
             model=model,
-            usage=_usage(response, images=1),
+            usage=_usage(response, model, images=1),
+            aspect_ratio=catalog.image_config(model, width, height, None)["aspect_ratio"],
         )
 
     async def aclose(self) -> None:
@@ -189,35 +241,63 @@ class GeminiAI:
         self,
         models: Sequence[str],
         parts: list[types.Part],
-        config: types.GenerateContentConfig,
+        config: Callable[[str], types.GenerateContentConfig],
+        usage: Usage,
+        *,
+        images: bool,
     ) -> tuple[str, types.GenerateContentResponse]:
-        """Call the first model that can serve, moving on after 404 and 503 (module docstring)."""
+        """Call the first model that can serve, moving on after 404 and 503 (module docstring).
+
+        The answer's usage goes into ``usage`` before anything else can fail.
+        """
+        failure: OrderError = AIConfigError(
+            "every configured Gemini image model answered 404 NOT_FOUND in this process"
+        )
         for model in models:
             try:
-                with self._call_failures(model):
-                    response = await self._client.aio.models.generate_content(
-                        model=model,
-                        contents=types.Content(role="user", parts=parts),
-                        config=config,
-                    )
+                # Our own bound as well as the SDK's: google-genai 1.49's async client does not
+                # apply HttpOptions.timeout (make test-floors), and a call must never hang.
+                with self._call_failures(model, usage):
+                    async with asyncio.timeout(self._timeout):
+                        response = await self._client.aio.models.generate_content(
+                            model=model,
+                            contents=types.Content(role="user", parts=parts),
+                            config=config(model),
+                        )
             except genai_errors.APIError as err:
                 failure = self._classify(err, model)
                 if err.code not in _FALLBACK_HTTP_CODES:
                     raise failure from None
-                logger.warning("Gemini model {} cannot serve: {} {}", model, err.code, err.status)
+                if err.code == 404:
+                    self._missing.add(model)
+                    logger.warning("Gemini model {} answered 404 NOT_FOUND; skipping it from now "
+                                   "on", model, model_name=model)
+                else:
+                    logger.warning("Gemini model {} cannot serve: {} {}", model, err.code,
+                                   err.status, model_name=model)
                 continue
+            usage.add(_usage(response, model, images=int(images and _has_image(response))))
             return model, response
         raise failure from None
 
     @contextlib.contextmanager
-    def _call_failures(self, model: str) -> Iterator[None]:
-        """Classify what the SDK lets through raw: timeouts, connection errors, non-JSON replies."""
+    def _call_failures(self, model: str, usage: Usage | None = None) -> Iterator[None]:
+        """Classify what the SDK lets through raw: timeouts, connection errors, non-JSON replies.
+
+        A call cut off (timeout, cancellation) counts as ``unanswered`` in ``usage``.
+        """
         try:
             yield
         except TimeoutError:
+            if usage is not None:
+                usage.add_call(model, unanswered=1)
             raise AIUnavailable(
                 f"{model}: no reply within the timeout", code="ai_timeout"
             ) from None
+        except asyncio.CancelledError:
+            if usage is not None:
+                usage.add_call(model, unanswered=1)
+            raise
         except aiohttp.ClientError as err:
             raise AIUnavailable(f"{model}: connection failed: {self._redact(str(err))}") from None
         except genai_errors.UnknownApiResponseError:
@@ -261,6 +341,11 @@ def _accepted_candidate(response: types.GenerateContentResponse, model: str) -> 
     reason = _name(candidate.finish_reason)
     if reason in _BLOCKING_FINISH_REASONS:
         raise ContentBlocked(f"{model}: output blocked: finishReason {reason}")
+    if reason in _RECITATION_FINISH_REASONS:
+        raise AIRecitation(f"{model}: finishReason {reason}")
+    if reason in _ACCOUNT_FINISH_REASONS:
+        raise AIConfigError(f"{model}: finishReason {reason}: the Gemini account is limited or "
+                            "disabled (Prohibited Use Policy); see Google AI Studio")
     return candidate
 
 
@@ -312,9 +397,16 @@ def _final_image(candidate: types.Candidate, model: str) -> ImagePart:
     )
 
 
+def _has_image(response: types.GenerateContentResponse) -> bool:
+    candidate = response.candidates[0] if response.candidates else None
+    return candidate is not None and any(
+        part.inline_data is not None and part.inline_data.data for part in _answer_parts(candidate)
+    )
+
+
 def _check_decodes(data: bytes, model: str) -> None:
-    """Reject replies that are not images. A paid image of another shape is kept: the pipeline
-    crops and scales it back to the page (processors.images.fit_output)."""
+    """Reject replies that are not images. Whether its shape fits the page is the pipeline's
+    check (processors.images.fit_output), which knows the page."""
     try:
         with Image.open(BytesIO(data)) as image:
             image.verify()
@@ -322,17 +414,19 @@ def _check_decodes(data: bytes, model: str) -> None:
         raise AIBadResponse(f"{model}: the returned image cannot be decoded") from None
 
 
-def _usage(response: types.GenerateContentResponse, *, images: int) -> Usage:
-    """Tokens as billed: output includes the model's thinking tokens."""
+def _usage(response: types.GenerateContentResponse, model: str, *, images: int) -> Usage:
+    """One answered call, tokens as billed: output includes the model's thinking tokens."""
     meta = response.usage_metadata
-    if meta is None:
-        return Usage(calls=1, images=images)
-    return Usage(
+    usage = Usage()
+    usage.add_call(
+        model,
         calls=1,
         images=images,
-        input_tokens=meta.prompt_token_count or 0,
-        output_tokens=(meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0),
+        input_tokens=(meta.prompt_token_count or 0) if meta else 0,
+        output_tokens=((meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0))
+        if meta else 0,
     )
+    return usage
 
 
 def _details(body: dict[str, Any]) -> list[dict[str, Any]]:

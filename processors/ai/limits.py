@@ -27,9 +27,11 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import tenacity
+from loguru import logger
 from pydantic import BaseModel
 
 from processors.ai.base import (
+    AIBadResponse,
     AIConfigError,
     Analysis,
     EditRequest,
@@ -58,6 +60,10 @@ OnCall = Callable[[str, str, float, str], None]
 the call failed), seconds spent in the call, and outcome (``ok`` or the error code)."""
 OnSpend = Callable[[str, str, float], None]
 """Called after each priced call with kind, model and its cost in USD."""
+
+
+# An unusable analysis reply is asked for again this many times (processors.analysis).
+ANALYSIS_BAD_RESPONSE_RETRIES = 1
 
 
 class _Pacer:
@@ -122,18 +128,20 @@ class LimitedAI:
         self._on_spend = on_spend
         self._sleep = sleep
 
-    async def check_models(self) -> None:
-        await self._inner.check_models()
+    async def check_models(self) -> list[str]:
+        return await self._inner.check_models()
 
     async def analyze(
-        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT]
+        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
+        usage: Usage | None = None,
     ) -> Analysis[ModelT]:
         return await self._run(
-            "analyze", lambda: self._inner.analyze(prompt=prompt, images=images, schema=schema)
+            "analyze",
+            lambda: self._inner.analyze(prompt=prompt, images=images, schema=schema, usage=usage),
         )
 
-    async def generate_image(self, request: EditRequest) -> GeneratedImage:
-        return await self._run("generate_image", lambda: self._inner.generate_image(request))
+    async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
+        return await self._run("generate_image", lambda: self._inner.generate_image(request, usage))
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -178,14 +186,30 @@ class LimitedAI:
         return max(self._backoff(state), _retry_after(state) or 0.0)
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:
-        """After ``max_retries``, or at once when the server asks for more than ``backoff_max``."""
+        """After ``max_retries``, or at once when the server asks for more than ``backoff_max``.
+
+        An analysis the model answered unusably is asked again once only (processors.analysis).
+        """
         retry_after = _retry_after(state)
         too_long = retry_after is not None and retry_after > self._backoff_max
-        return too_long or state.attempt_number > self._max_retries
+        bad_analysis = (
+            isinstance(_exception(state), AIBadResponse)
+            and bool(state.args) and state.args[0] == "analyze"
+            and state.attempt_number > ANALYSIS_BAD_RESPONSE_RETRIES
+        )
+        return too_long or bad_analysis or state.attempt_number > self._max_retries
 
     async def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        err = _exception(state)
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        # item_id and page come from the caller's logger.contextualize.
+        logger.warning(
+            "AI call failed; retrying in {:.1f}s: {}", wait, getattr(err, "detail", None) or err,
+            kind=state.args[0] if state.args else None, attempt=state.attempt_number,
+            error_code=_outcome(err),
+        )
         if self._on_retry is not None:
-            self._on_retry(_outcome(_exception(state)))
+            self._on_retry(_outcome(err))
 
 
 def _worth_retrying(err: BaseException) -> bool:

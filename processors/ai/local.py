@@ -47,11 +47,13 @@ _JPEG_QUALITY = 90
 class LocalAI:
     """The offline ``ImageAI`` (module docstring)."""
 
-    async def check_models(self) -> None:
+    async def check_models(self) -> list[str]:
         """Nothing to check: there are no models."""
+        return []
 
     async def analyze(
-        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT]
+        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
+        usage: Usage | None = None,
     ) -> Analysis[ModelT]:
         analyzer = _ANALYZERS.get(schema)
         if analyzer is None:
@@ -59,13 +61,19 @@ class LocalAI:
         if not images:
             raise ValueError("the local adapter analyzes images[0], and none was given")
         fields = await asyncio.to_thread(analyzer, _open(images[0]))
-        return Analysis(value=schema.model_validate(fields), model=MODEL, usage=Usage(calls=1))
+        spent = Usage()
+        spent.add_call(MODEL, calls=1)
+        if usage is not None:
+            usage.add(spent)
+        return Analysis(value=schema.model_validate(fields), model=MODEL, usage=spent)
 
-    async def generate_image(self, request: EditRequest) -> GeneratedImage:
+    async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
         data = await asyncio.to_thread(_compose, request)
-        return GeneratedImage(
-            data=data, mime_type="image/jpeg", model=MODEL, usage=Usage(calls=1, images=1)
-        )
+        spent = Usage()
+        spent.add_call(MODEL, calls=1, images=1)
+        if usage is not None:
+            usage.add(spent)
+        return GeneratedImage(data=data, mime_type="image/jpeg", model=MODEL, usage=spent)
 
     async def aclose(self) -> None:
         """Nothing to release."""
