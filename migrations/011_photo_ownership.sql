@@ -202,4 +202,5 @@ select _secure_daemon_functions(array[
     'save_child_analysis', 'release_order_item', 'load_order_item_context',
     'expire_leases_of', 'retry_failed_order_item', 'order_queue_depth',
     'get_book_analysis', 'put_book_analysis',
-    'items_due_for_photo_deletion', 'mark_photo_deleted']);
+    'items_due_for_photo_deletion', 'mark_photo_deleted',
+    'record_order_item_usage', 'checkpoint_order_item_page_with_usage']);

@@ -204,7 +204,8 @@ select _secure_daemon_functions(array[
     'save_child_analysis', 'release_order_item', 'load_order_item_context',
     'expire_leases_of', 'retry_failed_order_item', 'order_queue_depth',
     'get_book_analysis', 'put_book_analysis',
-    'items_due_for_photo_deletion', 'mark_photo_deleted']);
+    'items_due_for_photo_deletion', 'mark_photo_deleted',
+    'record_order_item_usage', 'checkpoint_order_item_page_with_usage']);
 
 -- Recorded for `run_monitor.py migrate`, which then skips this file.
-select record_migration('011_photo_ownership.sql', 'b0a94d0eb910fadbecaa1684eb3dff9084fa03079ecf33631aaf7be161b8e11a');
+select record_migration('011_photo_ownership.sql', '5e53c2fd0e1e80792f88899d2d8f71651622d4f02fab0cd43ebc0073088d7656');
