@@ -112,7 +112,7 @@ async def test_cover_analysis_is_parsed_into_the_model(fake: FakeGemini, ai: Gem
     assert result.model == fake.ANALYSIS_MODEL
     billed = {"calls": 1, "images": 0, "input_tokens": 1290,
               "output_tokens": 1150}  # candidates + thoughts, as billed
-    assert result.usage.as_dict() == {**billed, "unanswered": 0,
+    assert result.usage.as_dict() == {**billed, "unanswered": 0, "unpriced_calls": 0,
                                       "by_model": {fake.ANALYSIS_MODEL: billed}}
     (sent,) = fake.generate_requests()
     assert sent.model == fake.ANALYSIS_MODEL

@@ -128,7 +128,7 @@ async def test_a_book_records_its_cost_logs_each_page_and_counts_spend(
     expected = cost(ANALYSIS_PRICE, 2) + cost(IMAGE_PRICE, drawn)
     usage = item_row(db, item)["ai_usage"]
     assert usage["cost_usd"] == pytest.approx(expected, abs=1e-6)
-    assert "unpriced_calls" not in usage
+    assert usage["unpriced_calls"] == 0
 
     metrics: Metrics = processor.metrics
     exposition = metrics.render(None)[0].decode()
@@ -154,11 +154,14 @@ async def test_a_book_records_its_cost_logs_each_page_and_counts_spend(
 
 
 async def test_unpriced_models_are_counted_not_called_free(
-    env: PipelineEnv, db: psycopg.Connection
+    env: PipelineEnv, db: psycopg.Connection, tmp_path: Path
 ) -> None:
+    # null removes a model from the table: neither of the fake's models has a price then.
+    prices = write_prices(tmp_path / "prices.json",
+                          {FakeGemini.ANALYSIS_MODEL: None, FakeGemini.IMAGE_MODEL: None})
     book = await env.add_book()
     item = await env.add_item(book.id)
-    processor = await env.factory_processor()  # the fake's models are in no price table
+    processor = await env.factory_processor(AI_PRICES_FILE=str(prices))
 
     await env.run_once(processor)
 

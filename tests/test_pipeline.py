@@ -34,7 +34,10 @@ from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from monitor.store.supabase import SupabaseStore
 from monitor.daemon import AINotReady
-from processors.ai.base import AIBadResponse, AIRecitation, AIUnavailable, ContentBlocked
+from processors.ai.base import (
+    AIBadResponse, AIRecitation, AIUnavailable, ContentBlocked, Usage,
+)
+from processors.ai.pricing import PriceTable
 from processors.images import OutputInvalid
 from processors.analysis import PhotoRejected
 from processors.errors import TerminalError
@@ -197,7 +200,10 @@ async def test_a_paid_item_becomes_a_finished_book(
     assert row["ai_usage"] == {
         "calls": calls, "images": images, "unanswered": 0,
         "input_tokens": calls * INPUT_TOKENS, "output_tokens": calls * OUTPUT_TOKENS,
-        "unpriced_calls": calls,  # the fake's models have no price (processors/ai/prices.json)
+        # The price table (processors/ai/prices.json) prices the analysis model, not the image one.
+        "unpriced_calls": images,
+        "cost_usd": round(PriceTable.load().price_of(FakeGemini.ANALYSIS_MODEL).cost(
+            Usage(calls=2, input_tokens=2 * INPUT_TOKENS, output_tokens=2 * OUTPUT_TOKENS)), 6),
         "by_model": {
             FakeGemini.ANALYSIS_MODEL: {"calls": 2, "images": 0, "input_tokens": 2 * INPUT_TOKENS,
                                         "output_tokens": 2 * OUTPUT_TOKENS},

@@ -23,7 +23,7 @@ class ImagePart:
     mime_type: str = "image/jpeg"
 
 
-_TOTALS = ("calls", "images", "input_tokens", "output_tokens", "unanswered", "unpriced_calls")
+USAGE_COUNTS = ("calls", "images", "input_tokens", "output_tokens", "unanswered", "unpriced_calls")
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Usage:
     by_model: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, other: "Usage") -> None:
-        for name in _TOTALS:
+        for name in USAGE_COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.cost_usd is not None:
             self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
@@ -66,7 +66,7 @@ class Usage:
         self.add(Usage(**counts, by_model={model: dict(counts)}))
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name) for name in _TOTALS}
+        out: dict[str, Any] = {name: getattr(self, name) for name in USAGE_COUNTS}
         if self.cost_usd is not None:
             out["cost_usd"] = round(self.cost_usd, 6)
         if self.by_model:
@@ -80,7 +80,7 @@ class Usage:
         by_model = data.get("by_model") if isinstance(data.get("by_model"), dict) else {}
         cost = data.get("cost_usd")
         return cls(
-            **{name: int(data.get(name) or 0) for name in _TOTALS},
+            **{name: int(data.get(name) or 0) for name in USAGE_COUNTS},
             cost_usd=float(cost) if cost is not None else None,
             by_model={str(m): {str(k): int(v) for k, v in c.items()}
                       for m, c in by_model.items() if isinstance(c, dict)},

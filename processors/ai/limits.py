@@ -38,6 +38,7 @@ from processors.ai.base import (
     GeneratedImage,
     ImageAI,
     ImagePart,
+    USAGE_COUNTS,
     Usage,
 )
 from processors.ai.pricing import PriceTable
@@ -137,16 +138,21 @@ class LimitedAI:
     ) -> Analysis[ModelT]:
         return await self._run(
             "analyze",
-            lambda: self._inner.analyze(prompt=prompt, images=images, schema=schema, usage=usage),
+            lambda sink: self._inner.analyze(prompt=prompt, images=images, schema=schema,
+                                             usage=sink),
+            usage,
         )
 
     async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
-        return await self._run("generate_image", lambda: self._inner.generate_image(request, usage))
+        return await self._run(
+            "generate_image", lambda sink: self._inner.generate_image(request, sink), usage
+        )
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-    async def _run(self, kind: str, call: Callable[[], Awaitable[ResultT]]) -> ResultT:
+    async def _run(self, kind: str, call: Callable[[Usage], Awaitable[ResultT]],
+                   usage: Usage | None) -> ResultT:
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(_worth_retrying),
             stop=self._stop,
@@ -155,28 +161,42 @@ class LimitedAI:
             sleep=self._sleep,
             reraise=True,
         )
-        return await retrying(self._attempt, kind, call)
+        return await retrying(self._attempt, kind, call, usage)
 
-    async def _attempt(self, kind: str, call: Callable[[], Awaitable[ResultT]]) -> ResultT:
+    async def _attempt(self, kind: str, call: Callable[[Usage], Awaitable[ResultT]],
+                       usage: Usage | None) -> ResultT:
         async with self._slots:
             if kind in self._pacers:
                 await self._pacers[kind].wait_turn()
             started = time.monotonic()
+            # What this attempt was answered, priced and handed to the caller's sink whatever
+            # happens next: a blocked or unusable reply is billed like a good one.
+            answered = Usage()
             try:
-                result = await call()
+                result = await call(answered)
             except Exception as err:
                 self._report(kind, "unknown", started, _outcome(err))
                 raise
+            finally:
+                self._price(kind, answered)
+                if usage is not None:
+                    usage.add(answered)
             self._report(kind, result.model, started, "ok")
-            self._price(kind, result.model, result.usage)
             return result
 
-    def _price(self, kind: str, model: str, usage: Usage) -> None:
+    def _price(self, kind: str, answered: Usage) -> None:
+        """Price each model's share of ``answered`` into it, and report the spend."""
         if self._prices is None:
             return
-        self._prices.price(model, usage)
-        if usage.cost_usd is not None and self._on_spend is not None:
-            self._on_spend(kind, model, usage.cost_usd)
+        for model, counts in answered.by_model.items():
+            share = self._prices.price(
+                model, Usage(**{k: v for k, v in counts.items() if k in USAGE_COUNTS})
+            )
+            answered.unpriced_calls += share.unpriced_calls
+            if share.cost_usd is not None:
+                answered.cost_usd = (answered.cost_usd or 0.0) + share.cost_usd
+                if self._on_spend is not None:
+                    self._on_spend(kind, model, share.cost_usd)
 
     def _report(self, kind: str, model: str, started: float, outcome: str) -> None:
         if self._on_call is not None:
