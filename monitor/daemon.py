@@ -30,7 +30,7 @@ from monitor.store.base import (
     through_outages,
 )
 from monitor.webhook import OpsWebhook
-from processors.errors import OrderError
+from processors.errors import OrderError, RetryableError
 
 POLL_JOB_ID = "poll"
 RETENTION_JOB_ID = "photo_retention"
@@ -400,8 +400,8 @@ class Monitor:
             return
         except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the daemon
             logger.exception("processor crashed")
-            await self._fail(job, OrderError(f"{type(exc).__name__}: {exc}"),
-                             time.monotonic() - started, retryable=True)
+            await self._fail(job, RetryableError(f"{type(exc).__name__}: {exc}", code="internal_error"),
+                             time.monotonic() - started)
             return
         finally:
             keeper.cancel()
@@ -461,10 +461,8 @@ class Monitor:
         else:
             logger.warning("completion refused: the lease was lost before it was written")
 
-    async def _fail(
-        self, job: Job, exc: OrderError, seconds: float, *, retryable: bool | None = None
-    ) -> None:
-        retryable = exc.retryable if retryable is None else retryable
+    async def _fail(self, job: Job, exc: OrderError, seconds: float) -> None:
+        retryable = exc.retryable
         outcome = await self._write(
             lambda: self.store.fail(
                 job.item_id,
@@ -476,6 +474,7 @@ class Monitor:
                 backoff_base_seconds=self.settings.retry_backoff_base_seconds,
                 backoff_max_seconds=self.settings.retry_backoff_max_seconds,
                 max_attempts=self.settings.max_attempts,
+                final_error_message=exc.final_message,
             )
         )
         if outcome is FailOutcome.RETRY:

@@ -199,7 +199,10 @@ class OrderStore(abc.ABC):
         backoff_base_seconds: float = 30.0,
         backoff_max_seconds: float = 1800.0,
         max_attempts: int | None = None,
+        final_error_message: str | None = None,
     ) -> FailOutcome:
+        """``error_message`` is shown while a retry is pending, ``final_error_message``
+        (default: the same) once the item has failed for good."""
         return FailOutcome(
             await self._rpc(
                 "fail_order_item",
@@ -213,6 +216,7 @@ class OrderStore(abc.ABC):
                     "p_backoff_base_seconds": backoff_base_seconds,
                     "p_backoff_max_seconds": backoff_max_seconds,
                     "p_max_attempts": max_attempts,
+                    "p_final_error_message": final_error_message,
                 },
             )
         )
