@@ -19,6 +19,7 @@ from loguru import logger
 from tenacity import stop_after_attempt
 
 from monitor.config import Settings
+from monitor.health import HealthProblems
 from monitor.job import BookResult, Job, LeaseLost, Processor
 from monitor.metrics import Metrics
 from monitor.store.base import (
@@ -26,6 +27,7 @@ from monitor.store.base import (
     LeaseState,
     OrderStore,
     Row,
+    SchemaNotMigrated,
     StoreUnavailable,
     through_outages,
 )
@@ -39,10 +41,16 @@ RETENTION_INTERVAL_SECONDS = 3600
 WAKEUP_DEBOUNCE_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 5.0
 MAX_OUTAGE_BACKOFF_SECONDS = 60.0
+#: The name under which the database's state is reported to HealthProblems.
+DATABASE_PROBLEM = "database"
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 @dataclass
@@ -85,11 +93,15 @@ class Monitor:
         metrics: Metrics | None = None,
         webhook: OpsWebhook | None = None,
         retention: Callable[[], Awaitable[int]] | None = None,
+        health: HealthProblems | None = None,
     ) -> None:
         self.settings = settings
+        #: What /health reports; every database round trip of the store feeds it.
+        self.health = health or HealthProblems()
         #: The photo-retention run (monitor.retention), scheduled hourly when retention is on.
         self.retention = retention
         self.store = store
+        store.observer = self._observe_database
         self.processor = processor
         self.worker = settings.worker_id
         self.stats = MonitorStats()
@@ -108,6 +120,7 @@ class Monitor:
         self._predecessor_checked = False
         self._outage_failures = 0
         self._outage_retry_at = 0.0
+        self._db_problem_kind: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -271,11 +284,17 @@ class Monitor:
         try:
             if not self._predecessor_checked:
                 await self._take_over_from_predecessor()
+            if capacity <= 0:
+                # Every slot busy: still one round trip per poll, so /health's evidence of the
+                # database stays first-hand (and the queue-depth gauge current).
+                self.metrics.set_queue_depth(await self.store.queue_depth())
+                return []
             claimed = await self.store.claim(self.worker, capacity, self.settings.lease_seconds)
-        except StoreUnavailable as exc:
-            self._record_outage(exc)
+        except StoreUnavailable:
+            self._back_off()
             return []
-        self._record_db_ok()
+        self._outage_failures = 0
+        self._outage_retry_at = 0.0
         if claimed:
             self.stats.last_claim_at = utcnow()
             self.metrics.items_claimed(len(claimed))
@@ -293,36 +312,46 @@ class Monitor:
             self.metrics.item_abandoned("predecessor_crashed", expired)
             logger.warning("resuming items a crashed predecessor held", items=expired)
 
-    def _record_outage(self, exc: Exception) -> None:
+    def _back_off(self) -> None:
+        """After a failed claim: wait exponentially longer before the next one."""
         self._outage_failures += 1
         delay = min(2.0 ** self._outage_failures, MAX_OUTAGE_BACKOFF_SECONDS)
         self._outage_retry_at = time.monotonic() + delay
-        if self.stats.db_down_since is None:
-            self.stats.db_down_since = utcnow()
-            logger.warning("database unavailable; backing off", error=str(exc))
-        self.stats.db_error = str(exc)
         # Polls are interval-driven; make sure one comes right after the backoff even with a
         # long poll interval, so recovery does not wait a whole interval.
         asyncio.get_running_loop().call_later(delay, self.wake_up)
 
-    def _record_db_ok(self) -> None:
-        if self.stats.db_down_since is not None:
-            logger.info("database reachable again", down_since=self.stats.db_down_since.isoformat())
-        self.stats.db_down_since = None
-        self.stats.db_error = None
-        self.stats.last_db_ok_at = utcnow()
-        self._outage_failures = 0
-        self._outage_retry_at = 0.0
+    def _observe_database(self, error: StoreUnavailable | None) -> None:
+        """The store's report of each round trip (claims, heartbeats, writes, probes): the only
+        source of what /health says about the database. Logs once per change of state."""
+        stats = self.stats
+        if error is None:
+            if self.health.clear(DATABASE_PROBLEM):
+                logger.info("database reachable again",
+                            down_since=_iso_or_none(stats.db_down_since))
+            stats.db_down_since = None
+            stats.db_error = None
+            stats.last_db_ok_at = utcnow()
+            return
+        kind = "schema" if isinstance(error, SchemaNotMigrated) else "unreachable"
+        if stats.db_down_since is None or kind != self._db_problem_kind:
+            stats.db_down_since = utcnow()
+            self._db_problem_kind = kind
+        stats.db_error = str(error)
+        if isinstance(error, SchemaNotMigrated):
+            if self.health.report(DATABASE_PROBLEM, str(error).split(" (")[0]):
+                logger.error(str(error))
+        elif self.health.report(DATABASE_PROBLEM,
+                                f"database unreachable since {stats.db_down_since.isoformat()}"):
+            logger.warning("database unavailable; backing off", error=str(error))
 
     async def check_database(self) -> bool:
         """Probe the database (used by health checks between polls); updates the stats and
         the queue-depth gauge."""
         try:
             depth = await self.store.queue_depth()
-        except StoreUnavailable as exc:
-            self._record_outage(exc)
+        except StoreUnavailable:
             return False
-        self._record_db_ok()
         self.metrics.set_queue_depth(depth)
         return True
 
@@ -439,7 +468,9 @@ class Monitor:
         elif reason is not None:
             self.stats.abandoned += 1
             self.metrics.item_abandoned(reason)
-            logger.warning("abandoned item", reason=reason)
+            logger.warning("abandoned item: a write was refused (lease lost, or the order is no "
+                           "longer paid and the database failed it)"
+                           if reason == "lease_lost" else "abandoned item", reason=reason)
 
     async def _complete(self, job: Job, result: BookResult, seconds: float) -> None:
         done = await self._write(

@@ -8,7 +8,7 @@ import asyncio
 import psycopg
 import pytest
 
-from monitor.store.base import FailOutcome, LeaseState, OrderStore, RetryOutcome
+from monitor.store.base import FailOutcome, LeaseState, OrderStore, RetryOutcome, SchemaNotMigrated
 from tests.factories import insert_book, insert_item, item_row
 
 
@@ -436,3 +436,11 @@ async def test_expire_leases_of_frees_only_that_workers_items(
     assert (resumed["attempts"], resumed["crash_count"]) == (1, 1)
     assert item_row(db, b["id"])["claimed_by"] == "alive"
     assert {first, second} == {a["id"], b["id"]}
+
+
+async def test_a_missing_queue_function_says_run_migrate(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    db.execute("drop function order_queue_depth()")
+    with pytest.raises(SchemaNotMigrated, match=r"schema not migrated: run `run_monitor.py migrate`"):
+        await store.queue_depth()
