@@ -88,7 +88,7 @@ class Monitor:
         self,
         settings: Settings,
         store: OrderStore,
-        processor: Processor,
+        processor: Processor | None,
         *,
         metrics: Metrics | None = None,
         webhook: OpsWebhook | None = None,
@@ -102,6 +102,8 @@ class Monitor:
         self.retention = retention
         self.store = store
         store.observer = self._observe_database
+        #: May be None until start-up has built it (the status server comes up first); set before
+        #: :meth:`start`.
         self.processor = processor
         self.worker = settings.worker_id
         self.stats = MonitorStats()
@@ -126,6 +128,7 @@ class Monitor:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        assert self.processor is not None, "build the processor before starting the monitor"
         await self.store.open()
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self._scheduler.add_job(
@@ -164,6 +167,19 @@ class Monitor:
         """Signal-safe: ask :meth:`run` to drain and exit."""
         self._stop_requested.set()
 
+    async def wait_for_stop(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True as soon as a stop is requested (start-up waits)."""
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran (start-up may be waiting for a dependency before it)."""
+        return self._scheduler is not None
+
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT, then drain and shut down."""
         loop = asyncio.get_running_loop()
@@ -177,7 +193,8 @@ class Monitor:
             await self.shutdown()
 
     async def run_once(self) -> int:
-        """Claim and process until nothing is claimable, then return how many items were run.
+        """Claim and process until nothing is claimable, run the photo retention, then return
+        how many items were run.
 
         Raises StoreUnavailable when the database could not be reached, so cron sees a failure.
         """
@@ -190,6 +207,8 @@ class Monitor:
                 if not claimed and not self.in_flight:
                     if self.stats.db_down_since is not None:
                         raise StoreUnavailable(self.stats.db_error or "database unavailable")
+                    # Cron has no hourly job: photo retention runs at the end of every ``once``.
+                    await self._run_retention()
                     return processed
                 if self.in_flight:
                     await asyncio.wait(
@@ -411,6 +430,7 @@ class Monitor:
         job = flight.job
         started = time.monotonic()
         logger.info("processing item")
+        assert self.processor is not None  # set before start()
         work = asyncio.ensure_future(self.processor(job))
         keeper = self._spawn(self._keep_lease(flight, work))
         try:

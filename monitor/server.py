@@ -114,7 +114,9 @@ class _Api:
     async def health(self, request: web.Request) -> web.Response:
         monitor, stats = self.monitor, self.monitor.stats
         problems: list[str] = []
-        if not monitor.running:
+        if not monitor.started:
+            problems.append("starting: the scheduler is not running yet")
+        elif not monitor.running:
             problems.append("scheduler stopped")
         if (db_problem := await self._database_problem()) is not None:
             problems.append(db_problem)
