@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from tests.daemon_process import REPO, DaemonProcess
+from tests.factories import insert_book, insert_item, item_row
 from tests.test_healthcheck import free_port
 from tests.waiting import eventually_sync
 
@@ -129,3 +131,18 @@ def test_an_unreachable_gemini_at_boot_is_waited_out_with_health_503(
     assert logs.count("the AI provider is unreachable") == 1
     assert "Traceback" not in logs and SECRET not in logs
     assert daemon.terminate() == 0
+
+
+def test_the_retention_command_runs_the_sweep_alone(
+    tmp_path: Path, database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as db:
+        old = insert_item(db, book_id=insert_book(db))
+        db.execute("update order_items set generation_status = 'completed', generated_at = now() - "
+                   "interval '40 days' where id = %s", [old])
+        waiting = insert_item(db, book_id=insert_book(db))
+        done = run_cli("retention", env={"DATABASE_URL": database_url, "LOG_FORMAT": "json",
+                                         "LOCAL_STORAGE_DIR": str(tmp_path / "storage")}, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert item_row(db, old)["photo_deleted_at"] is not None
+        assert item_row(db, waiting)["generation_status"] == "pending"  # it claims nothing
