@@ -27,6 +27,7 @@ from monitor.store.base import (
     LeaseState,
     OrderStore,
     Row,
+    SCHEMA_NOT_MIGRATED,
     SchemaNotMigrated,
     StoreUnavailable,
     through_outages,
@@ -358,7 +359,7 @@ class Monitor:
             self._db_problem_kind = kind
         stats.db_error = str(error)
         if isinstance(error, SchemaNotMigrated):
-            if self.health.report(DATABASE_PROBLEM, str(error).split(" (")[0]):
+            if self.health.report(DATABASE_PROBLEM, SCHEMA_NOT_MIGRATED):
                 logger.error(str(error))
         elif self.health.report(DATABASE_PROBLEM,
                                 f"database unreachable since {stats.db_down_since.isoformat()}"):

@@ -16,6 +16,7 @@ What is shown here (issue "The book pipeline"):
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -26,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import psycopg
 import pytest
+from aiohttp import web
 from PIL import Image
 from pypdf import PdfReader
 
@@ -41,12 +43,14 @@ from tests.fakes.gemini_server import (
     DEFAULT_ANALYSIS_JSON,
     Behaviour,
     FakeGemini,
+    RecordedRequest,
     delayed,
     finish_reason,
     http_error,
     malformed_json,
     prompt_blocked,
     rate_limited,
+    succeed,
     text_only,
     unavailable,
 )
@@ -543,3 +547,30 @@ async def test_the_cover_is_analyzed_once_for_every_order_of_the_book(
     calls = sorted(item_row(db, item)["ai_usage"]["calls"] for item in items)
     drawn = len(image_targets(book))
     assert calls == [1 + drawn, 1 + drawn, 2 + drawn]
+
+
+async def test_a_refund_stops_the_drawing_within_one_page_round(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book(pages=8, without_character=())
+    item = await env.add_item(book.id)
+    concurrency = 2
+    processor = await env.processor(PAGE_CONCURRENCY=str(concurrency), AI_MAX_RETRIES="0")
+    refunded_at: list[int] = []
+
+    async def refund_then_draw(fake: FakeGemini, request: RecordedRequest) -> web.Response:
+        # The parent is refunded while page 2 is being drawn (between two heartbeats).
+        await asyncio.to_thread(db.execute, "update orders set payment_status = 'refunded' where id ="
+                                " (select order_id from order_items where id = %s)", [item])
+        refunded_at.append(len(fake.requests))
+        return await succeed()(fake, request)
+
+    env.script.on(2, refund_then_draw)
+    await env.run_once(processor)
+
+    assert_not_completed(env, db, item, status="failed", code="order_not_paid",
+                         message="This order is no longer paid, so we stopped creating the book.")
+    later = [r for r in env.fake.requests[refunded_at[0]:] if r.action == "generateContent"]
+    # Only what was already in flight when page 2's checkpoint was refused; nothing new started.
+    assert len(later) <= concurrency - 1, [env.target(r) for r in later]
+    assert 2 not in checkpoints(db, item)
