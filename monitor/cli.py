@@ -40,7 +40,7 @@ from monitor.metrics import Metrics
 from monitor.retention import purge_expired_photos
 from monitor.server import start_server
 from monitor.storage.base import BlobStorage
-from monitor.store.base import StoreUnavailable
+from monitor.store.base import SchemaNotMigrated, StoreUnavailable
 from monitor.webhook import OpsWebhook
 from processors.errors import RetryableError
 
@@ -226,6 +226,8 @@ async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
             try:
                 processed = await monitor.run_once()
                 logger.info("once: nothing left to claim", processed=processed)
+            except SchemaNotMigrated:
+                return EXIT_FAILURE  # the monitor has said so, once, when it found out
             except StoreUnavailable as exc:
                 logger.error("database unreachable", error=str(exc))
                 return EXIT_FAILURE

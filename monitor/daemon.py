@@ -124,6 +124,7 @@ class Monitor:
         self._outage_failures = 0
         self._outage_retry_at = 0.0
         self._db_problem_kind: str | None = None
+        self._last_db_error: StoreUnavailable | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -206,8 +207,8 @@ class Monitor:
                 claimed = await self._claim_batch()
                 processed += len(claimed)
                 if not claimed and not self.in_flight:
-                    if self.stats.db_down_since is not None:
-                        raise StoreUnavailable(self.stats.db_error or "database unavailable")
+                    if self._last_db_error is not None:
+                        raise self._last_db_error
                     # Cron has no hourly job: photo retention runs at the end of every ``once``.
                     await self._run_retention()
                     return processed
@@ -352,7 +353,9 @@ class Monitor:
             stats.db_down_since = None
             stats.db_error = None
             stats.last_db_ok_at = utcnow()
+            self._last_db_error = None
             return
+        self._last_db_error = error
         kind = "schema" if isinstance(error, SchemaNotMigrated) else "unreachable"
         if stats.db_down_since is None or kind != self._db_problem_kind:
             stats.db_down_since = utcnow()

@@ -146,3 +146,15 @@ def test_the_retention_command_runs_the_sweep_alone(
         assert done.returncode == 0, done.stderr
         assert item_row(db, old)["photo_deleted_at"] is not None
         assert item_row(db, waiting)["generation_status"] == "pending"  # it claims nothing
+
+
+def test_once_on_an_unmigrated_database_says_run_migrate_and_exits_1(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    done = run_cli("once", env={"DATABASE_URL": empty_database_url, "LOG_FORMAT": "json"},
+                   cwd=tmp_path)
+    assert done.returncode == 1
+    errors = [json.loads(line) for line in done.stderr.splitlines() if '"ERROR"' in line]
+    assert [e["message"] for e in errors] == [
+        "schema not migrated: run `run_monitor.py migrate` (expire_leases_of: UndefinedFunction)"]
+    assert "Traceback" not in done.stderr
