@@ -7,23 +7,29 @@ no secret; what may pass by itself is waited out by ``run`` with /health saying 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psycopg
 import pytest
+from aiohttp import web
 
 from tests.daemon_process import REPO, DaemonProcess
 from tests.factories import insert_book, insert_item, item_row
+from tests.fakes.gemini_server import FakeGemini
 from tests.test_healthcheck import free_port
 from tests.waiting import eventually_sync
 
 SECRET = "hunter2-very-secret"
+T = TypeVar("T")
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -158,3 +164,48 @@ def test_once_on_an_unmigrated_database_says_run_migrate_and_exits_1(
     assert [e["message"] for e in errors] == [
         "schema not migrated: run `run_monitor.py migrate` (expire_leases_of: UndefinedFunction)"]
     assert "Traceback" not in done.stderr
+
+
+async def test_run_starts_working_once_gemini_answers(
+    tmp_path: Path, database_url: str, daemons: list[DaemonProcess]
+) -> None:
+    fake = FakeGemini()
+    gemini_port = free_port()
+    port = free_port()
+    env = {"DATABASE_URL": database_url, "AI_PROVIDER": "gemini", "GOOGLE_API_KEY": fake.api_key,
+           "GEMINI_BASE_URL": f"http://127.0.0.1:{gemini_port}",
+           "GEMINI_ANALYSIS_MODEL": fake.ANALYSIS_MODEL, "GEMINI_IMAGE_MODEL": fake.IMAGE_MODEL,
+           "GEMINI_TIMEOUT_SECONDS": "2", "HOST": "127.0.0.1", "PORT": str(port),
+           "CACHE_DIR": str(tmp_path / "cache"), "LOCAL_STORAGE_DIR": str(tmp_path / "storage")}
+    daemon = DaemonProcess(env, log_file=tmp_path / "d.log")
+    daemons.append(daemon)
+
+    async def problems() -> list[str]:
+        status, body = await asyncio.to_thread(health, port)
+        return body.get("problems", []) if status else ["no answer"]
+
+    await eventually_async(problems, lambda p: any("AI provider unreachable" in x for x in p),
+                           what="the wait for Gemini")
+    # Gemini comes up (on the configured address) after the daemon did.
+    runner = web.AppRunner(fake.build_app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", gemini_port).start()
+        await eventually_async(problems, lambda p: p == [], what="/health turning ok")
+        assert "the AI provider is reachable" in daemon.logs()
+        assert await asyncio.to_thread(daemon.terminate) == 0
+    finally:
+        await runner.cleanup()
+
+
+async def eventually_async(read: Callable[[], Awaitable[T]], check: Callable[[T], bool], *,
+                           what: str, timeout: float = 60.0) -> None:
+    """Bounded wait until ``check(await read())`` holds (not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if check(value):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {value}")
+        await asyncio.sleep(0.2)
