@@ -297,6 +297,9 @@ async def _run_with_server(monitor: Monitor, processor_spec: str, storage: BlobS
         logger.error("cannot listen for the status server", host=settings.host, port=settings.port,
                      error=str(exc))
         return EXIT_FAILURE
+    # Open now, so /health's database probes are real round trips while start-up waits.
+    await monitor.store.open()
+    resources.push_async_callback(monitor.store.close)
     try:
         try:
             if not await _load_processor_patiently(monitor, processor_spec, storage):

@@ -133,6 +133,9 @@ def test_an_unreachable_gemini_at_boot_is_waited_out_with_health_503(
     eventually_sync(lambda: "AI provider unreachable" in " ".join(health(port)[1].get("problems", [])),
                     what="/health naming the AI provider")
     assert daemon.alive()  # not an exit into the supervisor's restart loop
+    problems = health(port)[1]["problems"]
+    # The database is fine and /health says so from a real round trip, not a guess.
+    assert not [p for p in problems if p.startswith("database")], problems
     logs = daemon.logs()
     assert logs.count("the AI provider is unreachable") == 1
     assert "Traceback" not in logs and SECRET not in logs

@@ -42,7 +42,7 @@ class SchemaNotMigrated(StoreUnavailable):
 
 
 #: Told the outcome of every database round trip: None when it succeeded, else the
-#: StoreUnavailable it raised. Errors the database itself answered with are a success here.
+#: StoreUnavailable it raised.
 RoundTripObserver = Callable[[StoreUnavailable | None], None]
 
 
@@ -115,11 +115,7 @@ class OrderStore(abc.ABC):
             if self.observer is not None:
                 self.observer(exc)
             raise
-        except Exception:
-            # The database answered (with an error): it is reachable.
-            if self.observer is not None:
-                self.observer(None)
-            raise
+        # Any other error is no evidence either way (it may not have reached the database).
         if self.observer is not None:
             self.observer(None)
         return result
