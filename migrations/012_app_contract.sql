@@ -46,8 +46,10 @@ begin
     elsif new.generation_status = 'failed' then
         new.current_step_code := 'failed';
     elsif new.generation_status = 'processing' then
-        -- A claim (first one, or of an expired lease: attempts goes up); anything else keeps its code.
-        if old.generation_status is distinct from 'processing' or new.attempts <> old.attempts then
+        -- A claim: from pending (attempts goes up) or of an expired lease (crash_count goes up,
+        -- migrations/009); anything else keeps its code.
+        if old.generation_status is distinct from 'processing' or new.attempts <> old.attempts
+           or new.crash_count <> old.crash_count then
             new.current_step_code := 'starting';
         end if;
     elsif new.generation_status = 'pending' then
@@ -72,9 +74,10 @@ create or replace trigger order_items_step_code
 -- the old one: the old signature is dropped first.
 drop function if exists set_order_item_progress(uuid, text, integer, text, integer, jsonb);
 
--- Redefined from 002_queue.sql: adds the argument p_step_code (text, default null, last) and
--- writes it to current_step_code together with current_step (a null code clears it, so code and
--- prose never disagree); nothing else changes.
+-- Redefined from 009_queue_honesty.sql (which redefined 002's): adds the argument p_step_code
+-- (text, default null, last) and writes it to current_step_code together with current_step (a
+-- null code clears it, so code and prose never disagree); 009's ownership and payment check
+-- (_lock_owned_paid_item) and never-decreasing progress are kept; nothing else changes.
 create or replace function set_order_item_progress(
     p_item uuid,
     p_worker text,
@@ -85,28 +88,30 @@ create or replace function set_order_item_progress(
     p_step_code text default null
 )
 returns boolean
-language sql
+language plpgsql
 as $$
-    with updated as (
-        update order_items
-           set progress = least(greatest(p_progress, 0), 100),
-               current_step = left(p_step, 200),
-               current_step_code = p_step_code,
-               pages_total = coalesce(p_pages_total, pages_total),
-               ai_usage = coalesce(p_usage, ai_usage),
-               updated_at = now()
-         where id = p_item
-           and claimed_by = p_worker
-           and generation_status = 'processing'
-        returning 1
-    )
-    select exists (select 1 from updated);
+begin
+    if _lock_owned_paid_item(p_item, p_worker) <> 'ok' then
+        return false;
+    end if;
+    update order_items
+       set progress = least(greatest(p_progress, progress, 0), 100),
+           current_step = left(p_step, 200),
+           current_step_code = p_step_code,
+           pages_total = coalesce(p_pages_total, pages_total),
+           ai_usage = coalesce(p_usage, ai_usage),
+           updated_at = now()
+     where id = p_item;
+    return true;
+end;
 $$;
 
 drop function if exists complete_order_item(uuid, text, text, text, text, text, jsonb);
 
--- Redefined from 002_queue.sql: adds the argument p_urls_expire_at (timestamptz, default null,
--- last) and writes it to urls_expire_at together with the URLs; nothing else changes.
+-- Redefined from 009_queue_honesty.sql (which redefined 002's): adds the argument
+-- p_urls_expire_at (timestamptz, default null, last) and writes it to urls_expire_at together
+-- with the URLs; 009's ownership and payment check (_lock_owned_paid_item: an unpaid order fails
+-- the item 'order_not_paid' and returns false) is kept; nothing else changes.
 create or replace function complete_order_item(
     p_item uuid,
     p_worker text,
@@ -124,6 +129,9 @@ declare
     v_user_id uuid;
     v_title text;
 begin
+    if _lock_owned_paid_item(p_item, p_worker) <> 'ok' then
+        return false;
+    end if;
     update order_items oi
        set generation_status = 'completed',
            progress = 100,
@@ -142,13 +150,8 @@ begin
            updated_at = now()
       from orders o
      where oi.id = p_item
-       and oi.claimed_by = p_worker
-       and oi.generation_status = 'processing'
        and o.id = oi.order_id
     returning o.user_id into v_user_id;
-    if not found then
-        return false;
-    end if;
     select b.title into v_title
       from order_items oi join books b on b.id = oi.book_id
      where oi.id = p_item;

@@ -142,10 +142,39 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> "Settings":
         """Build from ``environ`` (default: the process environment over ``.env``)."""
-        if environ is None:
-            file_values = dotenv_values(env_file) if env_file and Path(env_file).exists() else {}
-            environ = {**{k: v for k, v in file_values.items() if v is not None}, **os.environ}
-        return _Parser(environ).settings()
+        return _Parser(merged_environ(environ, env_file)).settings()
+
+    @classmethod
+    def for_database_only(cls, environ: Mapping[str, str] | None = None, *,
+                          env_file: str | None = ".env") -> "Settings":
+        """For commands that only talk to the database (``migrate``): DATABASE_URL (required)
+        and the log settings are read and checked; storage and AI settings are not looked at."""
+        return _Parser(merged_environ(environ, env_file)).database_only()
+
+
+#: The variables whose values are secrets, for scrubbing before Settings exist (start-up errors).
+SECRET_VARIABLES = ("DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY",
+                    "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_AI_API_KEY", "ADMIN_TOKEN",
+                    "NOTIFY_WEBHOOK_SECRET")
+
+
+def merged_environ(environ: Mapping[str, str] | None, env_file: str | None) -> Mapping[str, str]:
+    """``environ``, or (when None) the process environment over the dotenv file, if it exists."""
+    if environ is not None:
+        return environ
+    file_values = dotenv_values(env_file) if env_file and Path(env_file).exists() else {}
+    return {**{k: v for k, v in file_values.items() if v is not None}, **os.environ}
+
+
+def raw_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The secret values in ``environ`` (and the password inside DATABASE_URL), unvalidated."""
+    found = [v.strip() for k, v in environ.items() if k in SECRET_VARIABLES and v and v.strip()]
+    database_url = environ.get("DATABASE_URL") or ""
+    try:
+        password = urlsplit(database_url.strip()).password
+    except ValueError:
+        password = None
+    return found + ([password] if password else [])
 
 
 class _Parser:
@@ -202,6 +231,26 @@ class _Parser:
             self.problems.append(f"{name}: {exc}")
         return Path(raw)
 
+    def database_only(self) -> Settings:
+        database_url = self.first("DATABASE_URL")
+        if not database_url:
+            self.problems.append("DATABASE_URL is required (with only the Supabase SQL editor, "
+                                 "paste the files of migrations/ in order)")
+        elif not database_url.startswith(("postgres://", "postgresql://")):
+            self.problems.append("DATABASE_URL must be a postgresql:// connection string")
+        log_format, log_level = self.log_settings()
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Settings(database_url=Secret(database_url) if database_url else None,
+                        log_format=log_format, log_level=log_level)
+
+    def log_settings(self) -> tuple[str, str]:
+        log_level = (self.first("LOG_LEVEL") or "INFO").upper()
+        if log_level not in {"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"}:
+            self.problems.append(f"LOG_LEVEL={log_level!r} is not a log level")
+            log_level = "INFO"
+        return self.choice("LOG_FORMAT", ("auto", "json", "pretty"), "auto"), log_level
+
     def settings(self) -> Settings:
         database_url = self.first("DATABASE_URL")
         supabase_url = self.first("SUPABASE_URL")
@@ -227,10 +276,7 @@ class _Parser:
             self.problems.append("GOOGLE_API_KEY (or GEMINI_API_KEY) is required for AI_PROVIDER=gemini")
 
         image_models = tuple(m.strip() for m in (self.first("GEMINI_IMAGE_MODEL") or "").split(",") if m.strip())
-        log_level = (self.first("LOG_LEVEL") or "INFO").upper()
-        if log_level not in {"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"}:
-            self.problems.append(f"LOG_LEVEL={log_level!r} is not a log level")
-            log_level = "INFO"
+        log_format, log_level = self.log_settings()
         rpm = self.first("AI_REQUESTS_PER_MINUTE")
 
         values: dict[str, Any] = dict(
@@ -249,7 +295,7 @@ class _Parser:
             port=self.typed("PORT", int, 5000, lambda v: 0 <= v < 65536, "a TCP port"),
             auto_start_monitor=self.boolean("AUTO_START_MONITOR", True),
             admin_token=Secret(t) if (t := self.first("ADMIN_TOKEN")) else None,
-            log_format=self.choice("LOG_FORMAT", ("auto", "json", "pretty"), "auto"),
+            log_format=log_format,
             log_level=log_level,
             storage_backend=storage_backend,
             storage_bucket=self.first("STORAGE_BUCKET") or "books",

@@ -19,6 +19,7 @@ from loguru import logger
 from tenacity import stop_after_attempt
 
 from monitor.config import Settings
+from monitor.health import HealthProblems
 from monitor.job import BookResult, Job, LeaseLost, Processor
 from monitor.metrics import Metrics
 from monitor.store.base import (
@@ -26,11 +27,13 @@ from monitor.store.base import (
     LeaseState,
     OrderStore,
     Row,
+    SCHEMA_NOT_MIGRATED,
+    SchemaNotMigrated,
     StoreUnavailable,
     through_outages,
 )
 from monitor.webhook import OpsWebhook
-from processors.errors import OrderError
+from processors.errors import OrderError, RetryableError
 
 POLL_JOB_ID = "poll"
 RETENTION_JOB_ID = "photo_retention"
@@ -43,6 +46,9 @@ WAKEUP_DEBOUNCE_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 5.0
 MAX_OUTAGE_BACKOFF_SECONDS = 60.0
 MAX_AI_CHECK_BACKOFF_SECONDS = 600.0
+#: The names under which the database's and the AI's state are reported to HealthProblems.
+DATABASE_PROBLEM = "database"
+AI_PROBLEM = "ai"
 
 
 class AINotReady(RuntimeError):
@@ -51,6 +57,10 @@ class AINotReady(RuntimeError):
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 @dataclass
@@ -88,19 +98,25 @@ class Monitor:
         self,
         settings: Settings,
         store: OrderStore,
-        processor: Processor,
+        processor: Processor | None,
         *,
         metrics: Metrics | None = None,
         webhook: OpsWebhook | None = None,
         retention: Callable[[], Awaitable[int]] | None = None,
         url_refresh: Callable[[], Awaitable[int]] | None = None,
+        health: HealthProblems | None = None,
     ) -> None:
         self.settings = settings
+        #: What /health reports; every database round trip of the store feeds it.
+        self.health = health or HealthProblems()
         #: The photo-retention run (monitor.retention), scheduled hourly when retention is on.
         self.retention = retention
         #: The re-sign sweep of result URLs (monitor.url_refresh): hourly in run, once in once.
         self.url_refresh = url_refresh
         self.store = store
+        store.observer = self._observe_database
+        #: May be None until start-up has built it (the status server comes up first); set before
+        #: :meth:`start`.
         self.processor = processor
         self.worker = settings.worker_id
         self.stats = MonitorStats()
@@ -124,11 +140,14 @@ class Monitor:
         self.ai_problem: str | None = None
         self._ai_checks = 0
         self._ai_check_at = 0.0
+        self._db_problem_kind: str | None = None
+        self._last_db_error: StoreUnavailable | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        assert self.processor is not None, "build the processor before starting the monitor"
         await self.store.open()
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self._scheduler.add_job(
@@ -178,6 +197,19 @@ class Monitor:
         """Signal-safe: ask :meth:`run` to drain and exit."""
         self._stop_requested.set()
 
+    async def wait_for_stop(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True as soon as a stop is requested (start-up waits)."""
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran (start-up may be waiting for a dependency before it)."""
+        return self._scheduler is not None
+
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT, then drain and shut down."""
         loop = asyncio.get_running_loop()
@@ -191,7 +223,8 @@ class Monitor:
             await self.shutdown()
 
     async def run_once(self) -> int:
-        """Claim and process until nothing is claimable, then return how many items were run.
+        """Claim and process until nothing is claimable, run the photo retention, then return
+        how many items were run.
 
         Raises StoreUnavailable when the database could not be reached, so cron sees a failure.
         """
@@ -202,10 +235,13 @@ class Monitor:
                 claimed = await self._claim_batch()
                 processed += len(claimed)
                 if not claimed and not self.in_flight:
-                    if self.stats.db_down_since is not None:
-                        raise StoreUnavailable(self.stats.db_error or "database unavailable")
+                    if self._last_db_error is not None:
+                        raise self._last_db_error
                     if self.ai_problem is not None:
                         raise AINotReady(self.ai_problem)
+                    # Cron has no hourly jobs: photo retention and the URL sweep run at the end
+                    # of every ``once``.
+                    await self._run_retention()
                     await self._run_url_refresh()
                     return processed
                 if self.in_flight:
@@ -303,11 +339,17 @@ class Monitor:
         try:
             if not self._predecessor_checked:
                 await self._take_over_from_predecessor()
+            if capacity <= 0:
+                # Every slot busy: still one round trip per poll, so /health's evidence of the
+                # database stays first-hand (and the queue-depth gauge current).
+                self.metrics.set_queue_depth(await self.store.queue_depth())
+                return []
             claimed = await self.store.claim(self.worker, capacity, self.settings.lease_seconds)
-        except StoreUnavailable as exc:
-            self._record_outage(exc)
+        except StoreUnavailable:
+            self._back_off()
             return []
-        self._record_db_ok()
+        self._outage_failures = 0
+        self._outage_retry_at = 0.0
         if claimed:
             self.stats.last_claim_at = utcnow()
             self.metrics.items_claimed(len(claimed))
@@ -325,14 +367,11 @@ class Monitor:
             self.metrics.item_abandoned("predecessor_crashed", expired)
             logger.warning("resuming items a crashed predecessor held", items=expired)
 
-    def _record_outage(self, exc: Exception) -> None:
+    def _back_off(self) -> None:
+        """After a failed claim: wait exponentially longer before the next one."""
         self._outage_failures += 1
         delay = min(2.0 ** self._outage_failures, MAX_OUTAGE_BACKOFF_SECONDS)
         self._outage_retry_at = time.monotonic() + delay
-        if self.stats.db_down_since is None:
-            self.stats.db_down_since = utcnow()
-            logger.warning("database unavailable; backing off", error=str(exc))
-        self.stats.db_error = str(exc)
         # Polls are interval-driven; make sure one comes right after the backoff even with a
         # long poll interval, so recovery does not wait a whole interval.
         asyncio.get_running_loop().call_later(delay, self.wake_up)
@@ -354,11 +393,13 @@ class Monitor:
             self._pause_for_ai(problem)
             return False
         logger.info("AI usable again; claiming resumes", was=self.ai_problem)
+        self.health.clear(AI_PROBLEM)
         self.ai_problem, self._ai_checks, self._ai_check_at = None, 0, 0.0
         return True
 
     def _pause_for_ai(self, problem: str) -> None:
         self.ai_problem = problem
+        self.health.report(AI_PROBLEM, f"AI not usable, claiming paused: {problem}")
         self._ai_checks += 1
         delay = min(self.settings.model_check_retry_seconds * 2.0 ** (self._ai_checks - 1),
                     MAX_AI_CHECK_BACKOFF_SECONDS)
@@ -367,24 +408,39 @@ class Monitor:
                      delay, problem)
         asyncio.get_running_loop().call_later(delay, self.wake_up)
 
-    def _record_db_ok(self) -> None:
-        if self.stats.db_down_since is not None:
-            logger.info("database reachable again", down_since=self.stats.db_down_since.isoformat())
-        self.stats.db_down_since = None
-        self.stats.db_error = None
-        self.stats.last_db_ok_at = utcnow()
-        self._outage_failures = 0
-        self._outage_retry_at = 0.0
+    def _observe_database(self, error: StoreUnavailable | None) -> None:
+        """The store's report of each round trip (claims, heartbeats, writes, probes): the only
+        source of what /health says about the database. Logs once per change of state."""
+        stats = self.stats
+        if error is None:
+            if self.health.clear(DATABASE_PROBLEM):
+                logger.info("database reachable again",
+                            down_since=_iso_or_none(stats.db_down_since))
+            stats.db_down_since = None
+            stats.db_error = None
+            stats.last_db_ok_at = utcnow()
+            self._last_db_error = None
+            return
+        self._last_db_error = error
+        kind = "schema" if isinstance(error, SchemaNotMigrated) else "unreachable"
+        if stats.db_down_since is None or kind != self._db_problem_kind:
+            stats.db_down_since = utcnow()
+            self._db_problem_kind = kind
+        stats.db_error = str(error)
+        if isinstance(error, SchemaNotMigrated):
+            if self.health.report(DATABASE_PROBLEM, SCHEMA_NOT_MIGRATED):
+                logger.error(str(error))
+        elif self.health.report(DATABASE_PROBLEM,
+                                f"database unreachable since {stats.db_down_since.isoformat()}"):
+            logger.warning("database unavailable; backing off", error=str(error))
 
     async def check_database(self) -> bool:
         """Probe the database (used by health checks between polls); updates the stats and
         the queue-depth gauge."""
         try:
             depth = await self.store.queue_depth()
-        except StoreUnavailable as exc:
-            self._record_outage(exc)
+        except StoreUnavailable:
             return False
-        self._record_db_ok()
         self.metrics.set_queue_depth(depth)
         return True
 
@@ -455,6 +511,7 @@ class Monitor:
         job = flight.job
         started = time.monotonic()
         logger.info("processing item")
+        assert self.processor is not None  # set before start()
         work = asyncio.ensure_future(self.processor(job))
         keeper = self._spawn(self._keep_lease(flight, work))
         try:
@@ -476,8 +533,8 @@ class Monitor:
             return
         except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the daemon
             logger.exception("processor crashed")
-            await self._fail(job, OrderError(f"{type(exc).__name__}: {exc}"),
-                             time.monotonic() - started, retryable=True)
+            await self._fail(job, RetryableError(f"{type(exc).__name__}: {exc}", code="internal_error"),
+                             time.monotonic() - started)
             return
         finally:
             keeper.cancel()
@@ -534,7 +591,9 @@ class Monitor:
         elif reason is not None:
             self.stats.abandoned += 1
             self.metrics.item_abandoned(reason)
-            logger.warning("abandoned item", reason=reason)
+            logger.warning("abandoned item: a write was refused (lease lost, or the order is no "
+                           "longer paid and the database failed it)"
+                           if reason == "lease_lost" else "abandoned item", reason=reason)
 
     async def _complete(self, job: Job, result: BookResult, seconds: float) -> None:
         done = await self._write(
@@ -573,6 +632,7 @@ class Monitor:
                 backoff_base_seconds=self.settings.retry_backoff_base_seconds,
                 backoff_max_seconds=self.settings.retry_backoff_max_seconds,
                 max_attempts=self.settings.max_attempts,
+                final_error_message=exc.final_message,
             )
         )
         if outcome is FailOutcome.RETRY:

@@ -35,7 +35,8 @@ class StepCode(StrEnum):
 
 
 class LeaseLost(Exception):
-    """Another worker owns the item now (or it ended meanwhile): stop, write nothing more."""
+    """A write was refused: another worker owns the item now, or it ended meanwhile (the order
+    stopped being paid and the database failed it). Stop, write nothing more."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,17 @@ class Job:
     #: The processor's running total of AI usage for this item (set by the processor), so the
     #: daemon can persist what was billed when the item fails or is released.
     usage_of: Callable[[], dict[str, Any]] | None = None
+    #: Set once a write was refused: the item is not ours any more.
+    lost: bool = False
+
+    def __post_init__(self) -> None:
+        # A resumed attempt starts from what earlier attempts reached (the row never goes back).
+        self.progress = max(self.progress, int(self.item.get("progress") or 0))
+
+    def raise_if_lost(self) -> None:
+        """Call before starting paid work: a refused write elsewhere in this item means stop."""
+        if self.lost:
+            raise LeaseLost(self.item_id)
 
     @property
     def item_id(self) -> str:
@@ -79,8 +91,8 @@ class Job:
 
     async def load_context(self) -> ItemContext:
         context = await self._write(lambda: self.store.load_context(self.item_id, self.worker))
-        if context is None:
-            raise LeaseLost(self.item_id)
+        self._accepted(context is not None)
+        assert context is not None
         return context
 
     async def report(
@@ -95,14 +107,14 @@ class Job:
         """Write progress for the app's progress bar (and usage so far, for cost tracking).
 
         ``code`` is written with the prose, always: without one the row's code is cleared, so
-        it can never describe an earlier step than ``current_step`` does.
+        it can never describe an earlier step than ``current_step`` does. Progress never goes
+        backwards, here as in the row.
         """
-        self.progress, self.step = progress, step
-        if not await self._write(lambda: self.store.set_progress(
+        self.progress, self.step = max(self.progress, progress), step
+        self._accepted(await self._write(lambda: self.store.set_progress(
             self.item_id, self.worker, progress, step, step_code=code, pages_total=pages_total,
             usage=usage,
-        )):
-            raise LeaseLost(self.item_id)
+        )))
 
     async def checkpoint(
         self, page_number: int, image_path: str, *, prompt_version: str | None = None,
@@ -110,10 +122,14 @@ class Job:
     ) -> None:
         """Record a finished illustration (0 = cover) so no later attempt pays for it again,
         with the item's usage so far in the same transaction when ``usage`` is given."""
-        if not await self._write(lambda: self.store.checkpoint_page(
+        self._accepted(await self._write(lambda: self.store.checkpoint_page(
             self.item_id, self.worker, page_number, image_path,
             prompt_version=prompt_version, model=model, usage=usage,
-        )):
+        )))
+
+    def _accepted(self, written: bool) -> None:
+        if not written:
+            self.lost = True
             raise LeaseLost(self.item_id)
 
     async def _write(self, call: Callable[[], Awaitable[T]]) -> T:

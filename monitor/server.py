@@ -30,7 +30,7 @@ from aiohttp import web
 from loguru import logger
 
 from monitor import __version__
-from monitor.daemon import InFlight, Monitor, utcnow
+from monitor.daemon import DATABASE_PROBLEM, InFlight, Monitor, utcnow
 from monitor.store.base import RetryOutcome, StoreUnavailable
 
 LOOP_LAG_INTERVAL_SECONDS = 0.5
@@ -114,15 +114,16 @@ class _Api:
     async def health(self, request: web.Request) -> web.Response:
         monitor, stats = self.monitor, self.monitor.stats
         problems: list[str] = []
-        if not monitor.running:
+        if not monitor.started:
+            problems.append("starting: the scheduler is not running yet")
+        elif not monitor.running:
             problems.append("scheduler stopped")
         if (db_problem := await self._database_problem()) is not None:
-            since = f" since {_iso(stats.db_down_since)}" if stats.db_down_since else ""
-            problems.append(f"database unreachable{since}: {db_problem}")
+            problems.append(db_problem)
+        # Whatever else a component reported (an unusable AI provider, ...): monitor.health.
+        problems += [p.message for name, p in monitor.health.items() if name != DATABASE_PROBLEM]
         if self.loop_lag > LOOP_LAG_LIMIT_SECONDS:
             problems.append(f"event loop stalled: a timer fired {self.loop_lag:.1f}s late")
-        if monitor.ai_problem is not None:
-            problems.append(f"AI not usable, claiming paused: {monitor.ai_problem}")
         body = {
             "status": "unhealthy" if problems else "ok",
             "problems": problems,
@@ -131,23 +132,35 @@ class _Api:
             "database": {
                 "lastOkAt": _iso(stats.last_db_ok_at),
                 "downSince": _iso(stats.db_down_since),
+                "error": stats.db_error,
             },
             "eventLoopLagSeconds": round(self.loop_lag, 3),
         }
         return web.json_response(body, status=503 if problems else 200)
 
     async def _database_problem(self) -> str | None:
-        """What is wrong with the database, if anything. The daemon's recent calls are trusted;
-        when they are stale or failing, the database is probed."""
+        """What is wrong with the database, if anything, from facts: the outcome of the daemon's
+        own round trips (claims, heartbeats, writes: every store call reports it). When the last
+        success is older than the freshness window, or the last call failed, one bounded probe
+        asks the database itself; so /health turns 503 at most ``fresh_for +
+        DB_PROBE_TIMEOUT_SECONDS`` after the database stops answering, busy or idle."""
         stats = self.monitor.stats
-        fresh_for = min(
-            max(3 * self.settings.poll_interval_seconds, DB_FRESH_MIN_SECONDS), DB_FRESH_MAX_SECONDS
-        )
         last_ok = stats.last_db_ok_at
-        recent = last_ok is not None and (utcnow() - last_ok).total_seconds() < fresh_for
-        if recent and stats.db_down_since is None:
+        recent = last_ok is not None and (utcnow() - last_ok).total_seconds() < self._fresh_for()
+        if recent and self.monitor.health.get(DATABASE_PROBLEM) is None:
             return None
-        return await self._probe_database()
+        unanswered = await self._probe_database()
+        reported = self.monitor.health.get(DATABASE_PROBLEM)
+        if reported is not None:
+            return reported.message
+        if unanswered is not None:
+            return f"database not answering: {unanswered}"
+        return None
+
+    def _fresh_for(self) -> float:
+        """How long a successful round trip counts as evidence: 3 poll intervals, 15-60 s."""
+        return min(max(3 * self.settings.poll_interval_seconds, DB_FRESH_MIN_SECONDS),
+                   DB_FRESH_MAX_SECONDS)
 
     async def _probe_database(self) -> str | None:
         """One bounded probe shared by concurrent requests, so a burst of probes or scrapes

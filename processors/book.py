@@ -250,6 +250,8 @@ class BookProcessor:
                 if number in done:
                     await _download_to(self.storage, done[number], out)
                     return out
+                # A sibling's refused write (refund, lost lease) ends the item: no new paid call.
+                job.raise_if_lost()
                 await self._page(job, inputs, page, identity, out, usage)
                 async with reporting:
                     finished += 1

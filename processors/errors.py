@@ -3,7 +3,10 @@
 Every failure is classified once, where it is raised (ARCHITECTURE section 7): the daemon only
 looks at ``retryable`` to decide between "back to pending with backoff" and "failed for good".
 ``parent_message`` is what the app shows a parent, so it never carries exception text, paths,
-URLs or secrets; ``detail`` is for operators' logs.
+URLs or secrets; ``detail`` is for operators' logs. A retryable error has two texts: its
+``parent_message`` while the item waits for the next attempt, and ``final_message`` once its
+attempts are used up and the item has failed for good (a row saying "we will keep trying" on a
+book nobody will try again would be untrue).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ class OrderError(Exception):
         if parent_message is not None:
             self.parent_message = parent_message
 
+    @property
+    def final_message(self) -> str:
+        """What the parent reads once the item has failed for good."""
+        return self.parent_message
+
 
 class RetryableError(OrderError):
     """Transient: the item goes back to ``pending`` and is retried after a backoff.
@@ -41,6 +49,10 @@ class RetryableError(OrderError):
     retryable = True
     code = "temporarily_unavailable"
     parent_message = "Your book is taking a little longer than usual. We will keep trying."
+    #: Shown when the last attempt failed too: nobody will try again without the operator.
+    final_parent_message = (
+        "We tried several times but could not create your book. Our team has been notified."
+    )
 
     def __init__(
         self,
@@ -52,6 +64,10 @@ class RetryableError(OrderError):
     ) -> None:
         super().__init__(detail, code=code, parent_message=parent_message)
         self.retry_after = retry_after
+
+    @property
+    def final_message(self) -> str:
+        return self.final_parent_message
 
 
 class TerminalError(OrderError):

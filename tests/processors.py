@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 
 from monitor.config import Settings
@@ -37,6 +38,9 @@ class Recording:
             if step in done:
                 continue
             await job.report(int(100 * step / (self.steps + 1)), f"Drawing page {step} of {self.steps}")
+            if self.record_file is not None:  # the "paid call" starts
+                with self.record_file.open("a") as f:
+                    f.write(f"draw {job.item_id} {step}\n")
             await asyncio.sleep(self.seconds / self.steps)
             await job.checkpoint(step, f"generated/{job.item_id}/pages/{step:02d}.jpg")
             if self.record_file is not None:
@@ -80,6 +84,16 @@ class Crashing:
         raise RuntimeError("bug in the processor")
 
 
+class KillsItsProcess:
+    """A poison item: whatever touches it takes the whole process down (say, a segfault in an
+    image library or an out-of-memory kill), so no failure is ever written."""
+
+    async def __call__(self, job: Job) -> BookResult:
+        await job.load_context()
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+
 def recording(settings: Settings, metrics: Metrics, storage: BlobStorage) -> Recording:
     record_file = os.environ.get("TEST_RECORD_FILE")
     return Recording(
@@ -96,3 +110,7 @@ def retryable(settings: Settings, metrics: Metrics, storage: BlobStorage) -> Fai
 def terminal(settings: Settings, metrics: Metrics, storage: BlobStorage) -> Failing:
     return Failing(TerminalError("test: no face", code="photo_rejected",
                                  parent_message="Please upload a photo with one child."))
+
+
+def kills_its_process(settings: Settings, metrics: Metrics, storage: BlobStorage) -> KillsItsProcess:
+    return KillsItsProcess()

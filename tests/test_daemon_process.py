@@ -91,7 +91,8 @@ def test_kill_9_mid_item_then_another_daemon_finishes_it_from_checkpoints(
     # Every page drawn exactly once across both processes, apart from the one in flight at the kill.
     assert sorted(set(pages)) == ["1", "2", "3", "4"]
     assert len(pages) <= 5
-    assert item_row(db, item)["attempts"] == 2
+    row = item_row(db, item)
+    assert (row["attempts"], row["crash_count"]) == (1, 1)  # a crash, not a failure
     assert second.alive()
 
 
@@ -111,3 +112,87 @@ async def test_survives_a_postgres_stop_and_start(spawn: Spawn, own_cluster: Clu
         eventually_sync(lambda: status(db, second) == "completed", timeout=60, what="recovery")
     assert "database reachable again" in daemon.logs()
     assert daemon.terminate() == 0
+
+
+def record_lines(record: Path, kind: str) -> list[tuple[str, str]]:
+    """(item, page) of each ``kind`` line ("draw": a paid call began; "page": it was checkpointed)."""
+    if not record.exists():
+        return []
+    return [tuple(line.split()[1:3]) for line in record.read_text().splitlines()  # type: ignore[misc]
+            if line.startswith(f"{kind} ")]
+
+
+def test_a_refund_mid_book_stops_it_with_the_default_lease(
+    spawn: Spawn, database_url: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    item = insert_item(db, book_id=insert_book(db))
+    # The default lease (300 s): the heartbeat, every 100 s, cannot be what notices the refund.
+    daemon = spawn(database_url, LEASE_SECONDS="300", TEST_PROCESS_SECONDS="12",
+                   TEST_PROCESS_STEPS="6")
+    eventually_sync(lambda: item_row(db, item)["pages_done"] >= 1, what="a first page")
+    db.execute("update orders set payment_status = 'refunded' where id = "
+               "(select order_id from order_items where id = %s)", [item])
+    drawn_at_refund = len(record_lines(tmp_path / "record.txt", "draw"))
+    eventually_sync(lambda: status(db, item) == "failed", what="the refund enforced")
+    row = item_row(db, item)
+    assert (row["error_code"], row["pdf_url"], row["generated_at"]) == ("order_not_paid", None, None)
+    kinds = [k for (k,) in db.execute("select kind from notifications where order_item_id = %s",
+                                      [item]).fetchall()]
+    assert kinds == ["book_failed"]
+    eventually_sync(lambda: '"abandoned item' in daemon.logs(), what="the worker stopping")
+    # At most the page in flight at the refund was finished; no new one was started.
+    assert len(record_lines(tmp_path / "record.txt", "draw")) <= drawn_at_refund + 1
+    assert daemon.alive()
+
+
+def test_three_kill_9_mid_book_under_one_worker_id_complete_every_book(
+    spawn: Spawn, database_url: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    book = insert_book(db)
+    items = [insert_item(db, book_id=book) for _ in range(3)]
+    env = {"WORKER_ID": "deploy-1", "TEST_PROCESS_SECONDS": "6", "TEST_PROCESS_STEPS": "6",
+           "MAX_CONCURRENT_ORDERS": "3", "LEASE_SECONDS": "300"}
+    record = tmp_path / "record.txt"
+    daemon = spawn(database_url, **env)
+    for kill in range(3):
+        before = len(record_lines(record, "page"))
+        eventually_sync(lambda: len(record_lines(record, "page")) > before
+                        and any(status(db, i) == "processing" for i in items),
+                        what=f"work in progress before kill {kill + 1}")
+        daemon.kill()
+        daemon = spawn(database_url, **env)  # the supervisor restarts it under the same id
+    eventually_sync(lambda: all(status(db, i) == "completed" for i in items), timeout=90,
+                    what="every book completed")
+    for item in items:
+        row = item_row(db, item)
+        # Three crashes spent no attempt: no book came near max_attempts.
+        assert row["attempts"] == 1 and row["crash_count"] <= 3
+        assert row["pages_done"] == 6
+    checkpointed = record_lines(record, "page")
+    assert len(checkpointed) == len(set(checkpointed))  # no checkpointed page was drawn again
+    # Paid calls beyond one per page: only those in flight at a kill (one per item per kill).
+    assert len(record_lines(record, "draw")) <= 6 * len(items) + 3 * len(items)
+    assert daemon.alive()
+
+
+def test_an_item_that_kills_every_worker_ends_as_crash_loop(
+    spawn: Spawn, database_url: str, db: psycopg.Connection
+) -> None:
+    item = insert_item(db, book_id=insert_book(db))
+    db.execute("update order_items set max_crashes = 2 where id = %s", [item])
+    restarts = 0
+    daemon = spawn(database_url, processor="tests.processors:kills_its_process", WORKER_ID="w")
+    while status(db, item) != "failed":
+        assert restarts <= 4, item_row(db, item)  # 1 claim + 2 reclaims, then the dead letter
+        if not daemon.alive():
+            restarts += 1
+            daemon = spawn(database_url, processor="tests.processors:kills_its_process",
+                           WORKER_ID="w")
+        else:
+            eventually_sync(lambda: not daemon.alive() or status(db, item) == "failed",
+                            what="the process dying or the item ending")
+    row = item_row(db, item)
+    assert (row["error_code"], row["attempts"], row["crash_count"]) == ("crash_loop", 1, 2)
+    body = db.execute("select body from notifications where order_item_id = %s", [item]).fetchone()
+    assert body is not None and "keep trying" not in body[0]
+    assert daemon.alive()

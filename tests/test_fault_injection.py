@@ -41,15 +41,31 @@ async def test_sigkill_and_restart_of_one_replica(bench: Bench) -> None:
     assert_nothing_lost(report)
     # The kill lands mid-book, so some paid calls were in flight and had to be made again.
     assert report["repeat_bound"] > 0
-    assert report["max_attempts_used"] >= 2
+    # The kills were crashes: they spent the crash budget, never an attempt.
+    assert report["max_crashes_used"] >= 1
+    assert report["max_attempts_used"] == 1
 
 
 async def test_postgres_restart_mid_run(bench: Bench) -> None:
     report = await faults.run_fault(bench, "postgres_restart", faults.SHORT)
-    assert_nothing_lost(report)
-    # Job writes wait out the outage (within the lease), so no page in flight is paid twice.
-    assert report["faults"][0]["pages_in_flight"] > 0
-    assert report["repeated_image_calls"] == 0
+    [fault] = report["faults"]
+    assert fault["items_caught"] > 0 and fault["pages_in_flight"] > 0
+    assert report["completed"] == report["orders"] == faults.SHORT["orders"], report
+    assert report["pdfs_complete"] == report["completed"]
+    assert report["duplicate_completions"] == 0
+    assert fault["recover_s"] is not None, fault
+    # What the recorded outage and the lease imply, whatever the machine's load made of them: no
+    # page checkpointed before the outage is paid again; a page is drawn again only by a claim
+    # that interrupted an attempt (a takeover after a lease ran out, a retry after a write gave
+    # up), at most once per such claim.
+    assert report["checkpointed_repaid"] == 0, report
+    assert report["repeats_beyond_interruptions"] == 0, report["unbounded_pages"]
+    # A lease is renewed every LEASE_SECONDS / 3, so each caught item had at least two thirds of
+    # it left when the outage began and is renewed at most a third after the end: an outage
+    # shorter than a third of the lease cannot interrupt an attempt, and then nothing is repeated.
+    if fault["duration_s"] < faults.SHORT["lease_s"] / 3:
+        assert fault["attempts_interrupted"] == 0, fault
+        assert report["repeated_image_calls"] == 0, report
 
 
 async def test_429_storm_on_half_the_image_calls(bench: Bench) -> None:

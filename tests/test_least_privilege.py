@@ -94,7 +94,7 @@ STORE_SOURCE = Path(__file__).parent.parent / "monitor" / "store" / "base.py"
 def test_every_function_the_store_calls_is_secured_for_the_role(db: psycopg.Connection) -> None:
     """A migration that redefines a queue function without ``_secure_daemon_functions`` would
     leave the least-privileged daemon refused at run time: this names the function instead."""
-    called = set(re.findall(r'_rpc\(\s*"(\w+)"', STORE_SOURCE.read_text())) - OWNER_ONLY
+    called = set(re.findall(r'_call\(\s*"(\w+)"', STORE_SOURCE.read_text())) - OWNER_ONLY
     assert {"claim_order_items", "complete_order_item", "ops_queue_status"} <= called
     rows = db.execute(
         "select p.proname, p.prosecdef, has_function_privilege('book_monitor', p.oid, 'execute')"

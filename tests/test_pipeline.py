@@ -16,6 +16,7 @@ What is shown here (issue "The book pipeline"):
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -26,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import psycopg
 import pytest
+from aiohttp import web
 from loguru import logger
 from PIL import Image, ImageStat
 from pypdf import PdfReader
@@ -47,6 +49,7 @@ from tests.fakes.gemini_server import (
     DEFAULT_ANALYSIS_JSON,
     Behaviour,
     FakeGemini,
+    RecordedRequest,
     delayed,
     finish_reason,
     http_error,
@@ -55,6 +58,7 @@ from tests.fakes.gemini_server import (
     rate_limited,
     drifting_analysis,
     hang,
+    succeed,
     text_only,
     unavailable,
     wrong_aspect_ratio,
@@ -745,3 +749,30 @@ async def test_an_account_limited_by_google_pauses_claiming_instead_of_failing_o
     assert notifications(db, item) == []
     assert monitor.ai_problem is not None and "Prohibited Use Policy" in monitor.ai_problem
     assert row["ai_usage"]["calls"] == len(env.fake.answered())  # the analyses and the cover
+
+
+async def test_a_refund_stops_the_drawing_within_one_page_round(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book(pages=8, without_character=())
+    item = await env.add_item(book.id)
+    concurrency = 2
+    processor = await env.processor(PAGE_CONCURRENCY=str(concurrency), AI_MAX_RETRIES="0")
+    refunded_at: list[int] = []
+
+    async def refund_then_draw(fake: FakeGemini, request: RecordedRequest) -> web.Response:
+        # The parent is refunded while page 2 is being drawn (between two heartbeats).
+        await asyncio.to_thread(db.execute, "update orders set payment_status = 'refunded' where id ="
+                                " (select order_id from order_items where id = %s)", [item])
+        refunded_at.append(len(fake.requests))
+        return await succeed()(fake, request)
+
+    env.script.on(2, refund_then_draw)
+    await env.run_once(processor)
+
+    assert_not_completed(env, db, item, status="failed", code="order_not_paid",
+                         message="This order is no longer paid, so we stopped creating the book.")
+    later = [r for r in env.fake.requests[refunded_at[0]:] if r.action == "generateContent"]
+    # Only what was already in flight when page 2's checkpoint was refused; nothing new started.
+    assert len(later) <= concurrency - 1, [env.target(r) for r in later]
+    assert 2 not in checkpoints(db, item)

@@ -8,7 +8,7 @@ import asyncio
 import psycopg
 import pytest
 
-from monitor.store.base import FailOutcome, LeaseState, OrderStore, RetryOutcome
+from monitor.store.base import FailOutcome, LeaseState, OrderStore, RetryOutcome, SchemaNotMigrated
 from tests.factories import insert_book, insert_item, item_row
 
 
@@ -72,7 +72,9 @@ async def test_expired_lease_moves_item_and_fences_the_old_worker(
     expire_lease(db, item)
 
     [reclaimed] = await store.claim("new", 1, 60)
-    assert reclaimed["id"] == item and reclaimed["attempts"] == 2
+    # A reclaimed lease is a crash, not a failure: it spends the crash budget only.
+    assert reclaimed["id"] == item
+    assert (reclaimed["attempts"], reclaimed["crash_count"]) == (1, 1)
 
     assert await store.heartbeat(item, "old", 60) is LeaseState.LOST
     assert not await store.checkpoint_page(item, "old", 1, "generated/x/pages/01.jpg")
@@ -181,20 +183,64 @@ async def test_server_requested_delay_is_honoured(store: OrderStore, db: psycopg
     assert 590 <= float(delay) <= 600.5
 
 
-async def test_crash_loop_ends_in_max_attempts_with_a_notification(
+async def test_crashes_spend_the_crash_budget_not_the_attempts(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    item = insert_item(db, book_id=insert_book(db), max_attempts=1)
+    db.execute("update order_items set max_crashes = 3 where id = %s", [item])
+    # Three crashes (a deploy, an OOM kill, ...) on an item with one attempt: it still gets made.
+    for crash in range(1, 4):
+        [claimed] = await store.claim("w", 1, 60)
+        assert (claimed["attempts"], claimed["crash_count"]) == (1, crash - 1)
+        expire_lease(db, item)  # the worker died mid-item
+    [claimed] = await store.claim("w", 1, 60)
+    assert (claimed["attempts"], claimed["crash_count"]) == (1, 3)
+    assert await store.complete(item, "w", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu")
+
+
+async def test_a_crash_loop_ends_as_crash_loop_with_a_notification(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    item = insert_item(db, book_id=insert_book(db))
+    assert item_row(db, item)["max_crashes"] == 5  # the documented default
+    db.execute("update order_items set max_crashes = 2 where id = %s", [item])
+    for _ in range(3):  # the first claim and two reclaims, each killing its worker
+        assert len(await store.claim("w", 1, 60)) == 1
+        expire_lease(db, item)
+    assert await store.claim("w", 1, 60) == []
+    row = item_row(db, item)
+    assert (row["generation_status"], row["error_code"]) == ("failed", "crash_loop")
+    assert (row["attempts"], row["crash_count"]) == (1, 2)
+    notes = db.execute("select kind, body from notifications where order_item_id = %s",
+                       [item]).fetchall()
+    assert [n[0] for n in notes] == ["book_failed"]
+    assert "keep trying" not in notes[0][1]
+    # The operator's retry gives both budgets back.
+    assert await store.retry_failed(item) is RetryOutcome.OK
+    row = item_row(db, item)
+    assert (row["attempts"], row["crash_count"]) == (0, 0)
+
+
+async def test_exhausted_attempts_of_a_due_item_end_as_max_attempts(
     store: OrderStore, db: psycopg.Connection
 ) -> None:
     item = insert_item(db, book_id=insert_book(db), max_attempts=2)
-    for _ in range(2):
-        assert len(await store.claim("w", 1, 60)) == 1
-        expire_lease(db, item)  # the worker died mid-item
+    db.execute("update order_items set attempts = 2 where id = %s", [item])  # max lowered meanwhile
     assert await store.claim("w", 1, 60) == []
     row = item_row(db, item)
-    assert row["generation_status"] == "failed"
-    assert row["error_code"] == "max_attempts"
-    assert row["attempts"] == 2
-    kinds = db.execute("select kind from notifications where order_item_id = %s", [item]).fetchall()
-    assert kinds == [("book_failed",)]
+    assert (row["generation_status"], row["error_code"]) == ("failed", "max_attempts")
+
+
+async def test_a_crashed_workers_refunded_item_ends_order_not_paid(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    item = insert_item(db, book_id=insert_book(db))
+    await store.claim("w", 1, 60)
+    expire_lease(db, item)
+    refund(db, item)
+    assert await store.claim("w2", 1, 60) == []
+    row = item_row(db, item)
+    assert (row["generation_status"], row["error_code"]) == ("failed", "order_not_paid")
 
 
 async def test_terminal_failure_fails_at_once_and_notifies(
@@ -214,18 +260,80 @@ async def test_terminal_failure_fails_at_once_and_notifies(
     assert body == ("Please upload a photo with one child.",)
 
 
+def refund(db: psycopg.Connection, item: str) -> None:
+    db.execute("update orders set payment_status = 'refunded' where id = "
+               "(select order_id from order_items where id = %s)", [item])
+
+
 async def test_refund_mid_processing_ends_the_item_as_order_not_paid(
     store: OrderStore, db: psycopg.Connection
 ) -> None:
     item = insert_item(db, book_id=insert_book(db))
     await store.claim("w", 1, 60)
-    db.execute("update orders set payment_status = 'refunded' where id = "
-               "(select order_id from order_items where id = %s)", [item])
+    refund(db, item)
     assert await store.heartbeat(item, "w", 60) is LeaseState.ORDER_NOT_PAID
     row = item_row(db, item)
     assert (row["generation_status"], row["error_code"]) == ("failed", "order_not_paid")
     assert not await store.complete(item, "w", pdf_path="p", pdf_url="u",
                                     cover_path="c", cover_url="cu")
+
+
+@pytest.mark.parametrize("write", ["progress", "checkpoint", "complete"])
+async def test_every_write_that_spends_or_delivers_refuses_a_refunded_order(
+    store: OrderStore, db: psycopg.Connection, write: str
+) -> None:
+    item = insert_item(db, book_id=insert_book(db))
+    await store.claim("w", 1, 60)
+    refund(db, item)  # between two heartbeats
+    if write == "progress":
+        written = await store.set_progress(item, "w", 50, "Drawing page 2 of 3")
+    elif write == "checkpoint":
+        written = await store.checkpoint_page(item, "w", 2, f"generated/{item}/pages/02.jpg")
+    else:
+        written = await store.complete(item, "w", pdf_path="p", pdf_url="u",
+                                       cover_path="c", cover_url="cu")
+    assert written is False  # the worker stops
+    row = item_row(db, item)
+    assert (row["generation_status"], row["error_code"]) == ("failed", "order_not_paid")
+    assert row["pdf_url"] is None and row["pages_done"] == 0
+    kinds = [k for (k,) in db.execute(
+        "select kind from notifications where order_item_id = %s", [item]).fetchall()]
+    assert kinds == ["book_failed"]
+
+
+async def test_progress_never_goes_backwards_across_attempts(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    item = insert_item(db, book_id=insert_book(db))
+    await store.claim("w1", 1, 60)
+    assert await store.set_progress(item, "w1", 60, "Drawing page 6 of 10")
+    assert await store.release(item, "w1")
+    await store.claim("w2", 1, 60)
+    assert await store.set_progress(item, "w2", 10, "Drawing the cover")
+    row = item_row(db, item)
+    assert (row["progress"], row["current_step"]) == (60, "Drawing the cover")
+
+
+async def test_a_final_failure_says_so_and_a_pending_retry_says_we_keep_trying(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    item = insert_item(db, book_id=insert_book(db), max_attempts=2)
+    texts = dict(error_message="We will keep trying.", final_error_message="We could not.")
+    await store.claim("w", 1, 60)
+    assert await store.fail(item, "w", error_code="ai_unavailable", retryable=True,
+                            **texts) is FailOutcome.RETRY
+    row = item_row(db, item)
+    assert (row["generation_status"], row["error_message"]) == ("pending", "We will keep trying.")
+    assert db.execute("select count(*) from notifications where order_item_id = %s",
+                      [item]).fetchone()[0] == 0
+    db.execute("update order_items set next_attempt_at = now() where id = %s", [item])
+    await store.claim("w", 1, 60)
+    assert await store.fail(item, "w", error_code="ai_unavailable", retryable=True,
+                            **texts) is FailOutcome.FAILED
+    row = item_row(db, item)
+    assert (row["generation_status"], row["error_message"]) == ("failed", "We could not.")
+    assert db.execute("select kind, body from notifications where order_item_id = %s",
+                      [item]).fetchall() == [("book_failed", "We could not.")]
 
 
 async def test_complete_writes_results_and_notification_atomically(
@@ -323,6 +431,16 @@ async def test_expire_leases_of_frees_only_that_workers_items(
     assert await store.expire_leases_of("crashed") == 0  # already expired: nothing more to do
 
     [resumed] = await store.claim("restarted", 5, 300)
-    assert resumed["id"] == a["id"] and resumed["attempts"] == 2
+    # The takeover is a crash of the predecessor: no attempt spent.
+    assert resumed["id"] == a["id"]
+    assert (resumed["attempts"], resumed["crash_count"]) == (1, 1)
     assert item_row(db, b["id"])["claimed_by"] == "alive"
     assert {first, second} == {a["id"], b["id"]}
+
+
+async def test_a_missing_queue_function_says_run_migrate(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    db.execute("drop function order_queue_depth()")
+    with pytest.raises(SchemaNotMigrated, match=r"schema not migrated: run `run_monitor.py migrate`"):
+        await store.queue_depth()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import psycopg
 import pytest
+from loguru import logger
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,12 +18,20 @@ from monitor import __version__
 from monitor.config import Secret, Settings
 from monitor.daemon import Monitor
 from monitor.job import BookResult, Job, Processor
-from monitor.server import LOOP_LAG_LIMIT_SECONDS, create_app
+from monitor.daemon import utcnow
+from monitor.migrate import migrate
+from monitor.server import (
+    DB_FRESH_MIN_SECONDS,
+    DB_PROBE_TIMEOUT_SECONDS,
+    LOOP_LAG_LIMIT_SECONDS,
+    create_app,
+)
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from processors.errors import RetryableError, TerminalError
 from tests.factories import insert_book, insert_item, item_row
-from tests.processors import Failing, Recording
+from tests.postgres import Cluster
+from tests.processors import Failing, Hanging, Recording
 from tests.waiting import eventually
 
 ADMIN_TOKEN = "operator-token-7c1e"
@@ -76,6 +86,15 @@ async def serve(database_url: str) -> AsyncIterator[Serve]:
         await monitor.shutdown()
 
 
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[str]]]:
+    """What the process logged so far: loguru lines, then stdlib records (APScheduler's)."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), format="{message}")
+    yield lambda: [*lines, *(r.getMessage() for r in caplog.records)]
+    logger.remove(sink)
+
+
 def status(db: psycopg.Connection, item: str) -> str:
     return item_row(db, item)["generation_status"]
 
@@ -120,6 +139,64 @@ async def test_health_reports_an_unreachable_database(serve: Serve) -> None:
     assert body["status"] == "unhealthy"
     assert body["database"]["downSince"] == monitor.stats.db_down_since.isoformat()
     assert [p for p in body["problems"] if p.startswith("database unreachable since")]
+
+
+async def test_health_turns_503_when_the_database_stops_with_every_slot_busy(
+    serve: Serve, own_cluster: Cluster
+) -> None:
+    url = own_cluster.url()
+    await migrate(url)
+    with psycopg.connect(url, autocommit=True) as db:
+        insert_item(db, book_id=insert_book(db))
+    hanging = Hanging()
+    monitor, client = await serve(hanging, store=PostgresStore(url, connect_timeout=1),
+                                  database_url=Secret(url), max_concurrent_orders=1,
+                                  poll_interval_seconds=1.0)
+    await eventually(lambda: hanging.started.is_set(), what="the only slot taken")
+    own_cluster.stop()
+    fresh_for = DB_FRESH_MIN_SECONDS  # 3 poll intervals, at least 15 s
+    answers = []
+    deadline = time.monotonic() + fresh_for + DB_PROBE_TIMEOUT_SECONDS + 30  # 30 s: a loaded machine
+    while time.monotonic() < deadline:
+        response = await client.get("/health")
+        body = await response.json()
+        answers.append(response.status)
+        if response.status == 503:
+            break
+        # Never "ok" on stale evidence: a 200 always rests on a round trip within the window.
+        last_ok = datetime.fromisoformat(body["database"]["lastOkAt"])
+        assert (utcnow() - last_ok).total_seconds() < fresh_for, body
+        await asyncio.sleep(0.5)
+    assert answers[-1] == 503, answers
+    assert any(p.startswith(("database unreachable", "database not answering"))
+               for p in body["problems"]), body
+    assert len(monitor.in_flight) == 1  # still busy: the probe did not need a free slot
+
+
+async def test_an_unmigrated_database_says_run_migrate_once(
+    serve: Serve, empty_database_url: str, logged: Callable[[], list[str]]
+) -> None:
+    monitor, client = await serve(Recording(), store=PostgresStore(empty_database_url),
+                                  database_url=Secret(empty_database_url))
+    await eventually(lambda: monitor.stats.db_down_since is not None, what="the missing schema")
+    response = await client.get("/health")
+    body = await response.json()
+    assert response.status == 503
+    assert "schema not migrated: run `run_monitor.py migrate`" in body["problems"], body
+    await eventually(lambda: monitor._outage_failures >= 3, what="more failed polls")
+    said = [line for line in logged() if "schema not migrated" in line]
+    assert len(said) == 1, said
+    assert not [line for line in logged() if "Traceback" in line or "raised an exception" in line]
+
+
+async def test_a_problem_another_component_reports_shows_in_health(serve: Serve) -> None:
+    monitor, client = await serve(Recording())
+    monitor.health.report("ai_provider", "AI provider unusable: test")
+    response = await client.get("/health")
+    assert response.status == 503
+    assert "AI provider unusable: test" in (await response.json())["problems"]
+    monitor.health.clear("ai_provider")
+    assert (await client.get("/health")).status == 200
 
 
 async def test_health_reports_a_stopped_scheduler(serve: Serve) -> None:

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from supabase import AsyncClient, AsyncClientOptions
 
-from monitor.store.base import StoreUnavailable
+from monitor.store.base import SchemaNotMigrated, StoreUnavailable
 from monitor.store.supabase import SupabaseStore
 from monitor.supabase_client import create_supabase_client
 from tests.fakes.postgrest_server import FakePostgrestServer
@@ -131,7 +131,7 @@ async def test_a_missing_function_asks_for_the_migrations(
 ) -> None:
     db.execute("drop function order_queue_depth()")
     store = await make_store(postgrest, http)
-    with pytest.raises(RuntimeError, match="run the migrations"):
+    with pytest.raises(SchemaNotMigrated, match="run `run_monitor.py migrate`"):
         await store.queue_depth()
     assert postgrest.calls[-1].status == 404
 

@@ -30,6 +30,23 @@ class StoreUnavailable(RetryableError):
     code = "database_unavailable"
 
 
+SCHEMA_NOT_MIGRATED = "schema not migrated: run `run_monitor.py migrate`"
+
+
+class SchemaNotMigrated(StoreUnavailable):
+    """The database answered but lacks a queue function or table: the migrations have not been
+    applied (or not all of them). Waited out like an outage, so the daemon starts working as soon
+    as the operator runs ``migrate``; the message says so."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(f"{SCHEMA_NOT_MIGRATED} ({missing})")
+
+
+#: Told the outcome of every database round trip: None when it succeeded, else the
+#: StoreUnavailable it raised.
+RoundTripObserver = Callable[[StoreUnavailable | None], None]
+
+
 async def through_outages(call: Callable[[], Awaitable[T]], *, stop: stop_base,
                           first_wait: float = 0.25, max_wait: float = 8.0) -> T:
     """``call()``, tried again with backoff while the database is unavailable, until ``stop``.
@@ -81,10 +98,28 @@ class OrderStore(abc.ABC):
 
     #: Whether :meth:`listen` delivers wake-ups; without it the daemon relies on polling alone.
     supports_listen: bool = False
+    #: Set by the daemon: every call's outcome is evidence for ``/health``.
+    observer: RoundTripObserver | None = None
 
     @abc.abstractmethod
     async def _rpc(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
-        """Call a SQL function with named arguments; a list of rows when ``returns_set``."""
+        """Call a SQL function with named arguments; a list of rows when ``returns_set``.
+
+        Raises StoreUnavailable when the database does not answer, SchemaNotMigrated when it
+        lacks the function."""
+
+    async def _call(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
+        """:meth:`_rpc`, with its outcome told to :attr:`observer`."""
+        try:
+            result = await self._rpc(function, params, returns_set=returns_set)
+        except StoreUnavailable as exc:
+            if self.observer is not None:
+                self.observer(exc)
+            raise
+        # Any other error is no evidence either way (it may not have reached the database).
+        if self.observer is not None:
+            self.observer(None)
+        return result
 
     async def open(self) -> None:
         """Connect. Must not fail when the database is down: the daemon reports and retries."""
@@ -100,7 +135,7 @@ class OrderStore(abc.ABC):
     async def claim(self, worker: str, limit: int, lease_seconds: int) -> list[Row]:
         if limit <= 0:
             return []
-        return await self._rpc(
+        return await self._call(
             "claim_order_items",
             {"p_worker": worker, "p_limit": limit, "p_lease_seconds": lease_seconds},
             returns_set=True,
@@ -108,7 +143,7 @@ class OrderStore(abc.ABC):
 
     async def heartbeat(self, item_id: str, worker: str, lease_seconds: int) -> LeaseState:
         return LeaseState(
-            await self._rpc(
+            await self._call(
                 "heartbeat_order_item",
                 {"p_item": item_id, "p_worker": worker, "p_lease_seconds": lease_seconds},
             )
@@ -126,7 +161,7 @@ class OrderStore(abc.ABC):
         usage: dict[str, int] | None = None,
     ) -> bool:
         return bool(
-            await self._rpc(
+            await self._call(
                 "set_order_item_progress",
                 {
                     "p_item": item_id,
@@ -160,13 +195,13 @@ class OrderStore(abc.ABC):
             "p_model": model,
         }
         if usage is None:
-            return bool(await self._rpc("checkpoint_order_item_page", params))
-        return bool(await self._rpc("checkpoint_order_item_page_with_usage",
+            return bool(await self._call("checkpoint_order_item_page", params))
+        return bool(await self._call("checkpoint_order_item_page_with_usage",
                                     {**params, "p_usage": usage}))
 
     async def record_usage(self, item_id: str, worker: str, usage: dict[str, Any]) -> bool:
         """Write the item's AI usage so far (before a fail or release), fenced by the lease."""
-        return bool(await self._rpc(
+        return bool(await self._call(
             "record_order_item_usage", {"p_item": item_id, "p_worker": worker, "p_usage": usage}
         ))
 
@@ -183,7 +218,7 @@ class OrderStore(abc.ABC):
         urls_expire_at: datetime | None = None,
     ) -> bool:
         return bool(
-            await self._rpc(
+            await self._call(
                 "complete_order_item",
                 {
                     "p_item": item_id,
@@ -210,9 +245,12 @@ class OrderStore(abc.ABC):
         backoff_base_seconds: float = 30.0,
         backoff_max_seconds: float = 1800.0,
         max_attempts: int | None = None,
+        final_error_message: str | None = None,
     ) -> FailOutcome:
+        """``error_message`` is shown while a retry is pending, ``final_error_message``
+        (default: the same) once the item has failed for good."""
         return FailOutcome(
-            await self._rpc(
+            await self._call(
                 "fail_order_item",
                 {
                     "p_item": item_id,
@@ -224,28 +262,29 @@ class OrderStore(abc.ABC):
                     "p_backoff_base_seconds": backoff_base_seconds,
                     "p_backoff_max_seconds": backoff_max_seconds,
                     "p_max_attempts": max_attempts,
+                    "p_final_error_message": final_error_message,
                 },
             )
         )
 
     async def save_child_analysis(self, item_id: str, worker: str, analysis: Row) -> bool:
         return bool(
-            await self._rpc(
+            await self._call(
                 "save_child_analysis",
                 {"p_item": item_id, "p_worker": worker, "p_analysis": analysis},
             )
         )
 
     async def expire_leases_of(self, worker: str) -> int:
-        return int(await self._rpc("expire_leases_of", {"p_worker": worker}))
+        return int(await self._call("expire_leases_of", {"p_worker": worker}))
 
     async def release(self, item_id: str, worker: str) -> bool:
         return bool(
-            await self._rpc("release_order_item", {"p_item": item_id, "p_worker": worker})
+            await self._call("release_order_item", {"p_item": item_id, "p_worker": worker})
         )
 
     async def load_context(self, item_id: str, worker: str) -> ItemContext | None:
-        data = await self._rpc("load_order_item_context", {"p_item": item_id, "p_worker": worker})
+        data = await self._call("load_order_item_context", {"p_item": item_id, "p_worker": worker})
         if data is None:
             return None
         return ItemContext(
@@ -257,14 +296,14 @@ class OrderStore(abc.ABC):
         )
 
     async def retry_failed(self, item_id: str) -> RetryOutcome:
-        return RetryOutcome(await self._rpc("retry_failed_order_item", {"p_item": item_id}))
+        return RetryOutcome(await self._call("retry_failed_order_item", {"p_item": item_id}))
 
     async def queue_depth(self) -> int:
         """Paid items waiting now. Doubles as the liveness probe of the database."""
-        return int(await self._rpc("order_queue_depth", {}))
+        return int(await self._call("order_queue_depth", {}))
 
     async def get_book_analysis(self, book_id: str, prompt_version: str, model: str) -> Row | None:
-        return await self._rpc(
+        return await self._call(
             "get_book_analysis",
             {"p_book": book_id, "p_prompt_version": prompt_version, "p_model": model},
         )
@@ -272,7 +311,7 @@ class OrderStore(abc.ABC):
     async def put_book_analysis(
         self, book_id: str, prompt_version: str, model: str, analysis: Row
     ) -> None:
-        await self._rpc(
+        await self._call(
             "put_book_analysis",
             {
                 "p_book": book_id,
@@ -284,14 +323,14 @@ class OrderStore(abc.ABC):
 
     async def import_book(self, book: Row, pages: list[Row]) -> str:
         """Add a catalog entry (or replace an existing id's pages); returns the book id."""
-        return await self._rpc("import_book", {"p_book": book, "p_pages": pages})
+        return await self._call("import_book", {"p_book": book, "p_pages": pages})
 
     async def create_paid_order_item(
         self, book_id: str, *, child_name: str, child_age: int | None, child_gender: str | None,
         child_photo_path: str, user_id: str | None = None,
     ) -> str:
         """A paid order with one item, as the app creates it (demo and benchmarks)."""
-        return await self._rpc(
+        return await self._call(
             "create_paid_order_item",
             {
                 "p_book": book_id,
@@ -305,31 +344,31 @@ class OrderStore(abc.ABC):
 
     async def item_summary(self, item_id: str) -> Row | None:
         """Status, progress, results and error of one item, as the app would see them."""
-        return await self._rpc("order_item_summary", {"p_item": item_id})
+        return await self._call("order_item_summary", {"p_item": item_id})
 
     # ------------------------------------------------------------------ photo retention
 
     async def items_due_for_photo_deletion(self, days: int, limit: int) -> list[Row]:
         """Finished items older than ``days`` whose photo and page images are still stored:
         rows of ``item_id`` and ``paths`` (the storage objects to delete; never the PDF or cover)."""
-        return await self._rpc(
+        return await self._call(
             "items_due_for_photo_deletion", {"p_days": days, "p_limit": limit}, returns_set=True
         )
 
     async def mark_photo_deleted(self, item_id: str) -> bool:
         """Clear the item's photo path and page checkpoints once their objects are deleted."""
-        return bool(await self._rpc("mark_photo_deleted", {"p_item": item_id}))
+        return bool(await self._call("mark_photo_deleted", {"p_item": item_id}))
 
     # ------------------------------------------------------------------ operator reads (ops CLI)
 
     async def queue_report(self) -> Row:
         """Counts by state, in flight, waiting and since when, failures of the last 24 h by code."""
-        return await self._rpc("ops_queue_status", {})
+        return await self._call("ops_queue_status", {})
 
     async def list_items(self, *, status: str | None, since: str | None,
                          error_code: str | None, limit: int) -> list[Row]:
         """Items, newest change first; ``since`` is an ISO 8601 timestamp. No personal data."""
-        return await self._rpc(
+        return await self._call(
             "ops_list_order_items",
             {"p_status": status, "p_since": since, "p_error_code": error_code, "p_limit": limit},
             returns_set=True,
@@ -337,7 +376,7 @@ class OrderStore(abc.ABC):
 
     async def item_detail(self, item_id: str, *, pii: bool) -> Row | None:
         """The row, order, book and page checkpoints; the personal fields only with ``pii``."""
-        return await self._rpc("ops_show_order_item", {"p_item": item_id, "p_pii": pii})
+        return await self._call("ops_show_order_item", {"p_item": item_id, "p_pii": pii})
 
     # ------------------------------------------------------------------ result URLs
 
@@ -348,7 +387,7 @@ class OrderStore(abc.ABC):
         is unknown), soonest first, leaving out the ids in ``skip``: rows of ``item_id``,
         ``pdf_path`` and ``cover_image_path``, only ever paths under the item's own
         ``generated/{item id}/`` folder."""
-        return await self._rpc(
+        return await self._call(
             "items_with_expiring_urls",
             {"p_margin_seconds": margin_seconds, "p_limit": limit, "p_skip": skip or []},
             returns_set=True,
@@ -361,7 +400,7 @@ class OrderStore(abc.ABC):
         """Store freshly signed URLs; false when the item is no longer completed with these
         paths (nothing is written then)."""
         return bool(
-            await self._rpc(
+            await self._call(
                 "refresh_order_item_urls",
                 {
                     "p_item": item_id,

@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from monitor.store.base import OrderStore, StoreUnavailable
+from monitor.store.base import OrderStore, SchemaNotMigrated, StoreUnavailable
 
 NOTIFY_CHANNEL = "order_items_ready"
 
@@ -67,6 +67,9 @@ class PostgresStore(OrderStore):
                 row = await cursor.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"database unavailable during {function}: {type(exc).__name__}") from exc
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
+            # SQLSTATE 42883 / 42P01: the migrations (or the newest of them) are not applied.
+            raise SchemaNotMigrated(f"{function}: {type(exc).__name__}") from exc
         return row[0] if row else None
 
     async def listen(self, on_ready: Callable[[], None]) -> None:

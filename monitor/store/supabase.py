@@ -23,7 +23,7 @@ import httpx
 from postgrest import APIError
 from supabase import AsyncClient
 
-from monitor.store.base import OrderStore, StoreUnavailable
+from monitor.store.base import OrderStore, SchemaNotMigrated, StoreUnavailable
 from monitor.supabase_client import create_supabase_client
 
 #: SQLSTATE classes of conditions that pass: connection exceptions, transaction rollbacks
@@ -90,10 +90,7 @@ def _classify(function: str, error: APIError) -> Exception:
     if _is_transient(code):
         return StoreUnavailable(f"Supabase unavailable: {what}")
     if code in _MISSING_FUNCTION_CODES:
-        return RuntimeError(
-            f"{what}. The database lacks the queue functions: run the migrations "
-            "(run_monitor.py migrate)"
-        )
+        return SchemaNotMigrated(f"{function}: {code}")
     if code[:2] in _INVALID_INPUT_SQLSTATE_CLASSES:
         return ValueError(what)
     return RuntimeError(what)
