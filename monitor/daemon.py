@@ -399,13 +399,14 @@ class Monitor:
 
     def _pause_for_ai(self, problem: str) -> None:
         self.ai_problem = problem
-        self.health.report(AI_PROBLEM, f"AI not usable, claiming paused: {problem}")
+        changed = self.health.report(AI_PROBLEM, f"AI not usable, claiming paused: {problem}")
         self._ai_checks += 1
         delay = min(self.settings.model_check_retry_seconds * 2.0 ** (self._ai_checks - 1),
                     MAX_AI_CHECK_BACKOFF_SECONDS)
         self._ai_check_at = time.monotonic() + delay
-        logger.error("AI not usable; claiming paused, checking again in {:.0f}s: {}",
-                     delay, problem)
+        # Once per change of state, like the database's: a recheck that finds the same is DEBUG.
+        logger.log("ERROR" if changed else "DEBUG",
+                   "AI not usable; claiming paused, checking again in {:.0f}s: {}", delay, problem)
         asyncio.get_running_loop().call_later(delay, self.wake_up)
 
     def _observe_database(self, error: StoreUnavailable | None) -> None:

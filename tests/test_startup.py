@@ -137,7 +137,7 @@ def test_an_unreachable_gemini_at_boot_is_waited_out_with_health_503(
     # The database is fine and /health says so from a real round trip, not a guess.
     assert not [p for p in problems if p.startswith("database")], problems
     logs = daemon.logs()
-    assert logs.count("the AI provider is unreachable") == 1
+    assert logs.count("AI not usable; claiming paused") == 1
     assert "Traceback" not in logs and SECRET not in logs
     assert daemon.terminate() == 0
 
@@ -195,7 +195,7 @@ async def test_run_starts_working_once_gemini_answers(
     try:
         await web.TCPSite(runner, "127.0.0.1", gemini_port).start()
         await eventually_async(problems, lambda p: p == [], what="/health turning ok")
-        assert "the AI provider is reachable" in daemon.logs()
+        assert "AI usable again; claiming resumes" in daemon.logs()
         assert await asyncio.to_thread(daemon.terminate) == 0
     finally:
         await runner.cleanup()

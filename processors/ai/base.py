@@ -221,5 +221,5 @@ async def check_ai(ai: ImageAI) -> str | None:
     except NoUsableModel as exc:
         return str(exc)
     except AIUnavailable as exc:
-        return f"Gemini did not answer the model check: {exc.detail}"
+        return f"AI provider unreachable: Gemini did not answer the model check: {exc.detail}"
     return None
