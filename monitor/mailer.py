@@ -195,8 +195,8 @@ class Mailer:
                 except aiosmtplib.SMTPRecipientsRefused as exc:
                     # 5xx for the recipient: the address is wrong, retrying cannot help.
                     permanent = all(r.code >= 500 for r in exc.recipients)
-                    code = "recipient_refused" if permanent else f"smtp_{exc.recipients[0].code}"
-                    await self._failed(row, code, retry=not permanent)
+                    reason = "recipient_refused" if permanent else f"smtp_{exc.recipients[0].code}"
+                    await self._failed(row, reason, retry=not permanent)
                     continue
                 except aiosmtplib.SMTPResponseException as exc:
                     # Refused at MAIL or DATA (aiosmtplib sends RSET; the connection goes on).
