@@ -41,6 +41,7 @@ from monitor.daemon import AINotReady, Monitor
 from monitor.health import HealthProblems
 from monitor.logs import setup_logging
 from monitor.metrics import Metrics
+from monitor.mailer import Mailer
 from monitor.retention import purge_expired_photos
 from monitor.server import start_server
 from monitor.storage.base import BlobStorage
@@ -253,8 +254,10 @@ async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
         if storage.url_ttl_seconds is not None:
             url_refresh = partial(refresh_expiring_urls, store, storage,
                                   margin_seconds=settings.signed_url_refresh_margin_seconds)
+        mailer = Mailer(settings, store, metrics=metrics).send_due if settings.email_enabled else None
         monitor = Monitor(settings, store, None, metrics=metrics, webhook=webhook,
-                          retention=retention, url_refresh=url_refresh, health=health)
+                          retention=retention, url_refresh=url_refresh, mailer=mailer,
+                          health=health)
         if once:
             try:
                 monitor.processor = await load_processor(processor_spec, settings, metrics, storage)

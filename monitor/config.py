@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -109,6 +109,23 @@ class Settings:
     notify_webhook_url: str | None = None
     notify_webhook_secret: Secret | None = None
     photo_retention_days: int = 30
+    # Email to the parent (monitor/mailer.py); off while smtp_host is None.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: Secret | None = None
+    #: "starttls" (upgrade required), "tls" (implicit TLS, smtps:// or port 465) or "none".
+    smtp_security: str = "starttls"
+    email_from: str | None = None
+    email_max_attempts: int = 10
+    email_backoff_base_seconds: float = 60.0
+    #: An email still unsent this long after its notification is dropped, never sent late.
+    email_max_age_hours: float = 72.0
+
+    @property
+    def email_enabled(self) -> bool:
+        """Whether parents get email: SMTP and EMAIL_FROM are configured."""
+        return self.smtp_host is not None and self.email_from is not None
 
     @property
     def store_backend(self) -> str:
@@ -155,7 +172,7 @@ class Settings:
 #: The variables whose values are secrets, for scrubbing before Settings exist (start-up errors).
 SECRET_VARIABLES = ("DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY",
                     "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_AI_API_KEY", "ADMIN_TOKEN",
-                    "NOTIFY_WEBHOOK_SECRET")
+                    "NOTIFY_WEBHOOK_SECRET", "SMTP_URL", "SMTP_PASSWORD")
 
 
 def merged_environ(environ: Mapping[str, str] | None, env_file: str | None) -> Mapping[str, str]:
@@ -169,12 +186,14 @@ def merged_environ(environ: Mapping[str, str] | None, env_file: str | None) -> M
 def raw_secrets(environ: Mapping[str, str]) -> list[str]:
     """The secret values in ``environ`` (and the password inside DATABASE_URL), unvalidated."""
     found = [v.strip() for k, v in environ.items() if k in SECRET_VARIABLES and v and v.strip()]
-    database_url = environ.get("DATABASE_URL") or ""
-    try:
-        password = urlsplit(database_url.strip()).password
-    except ValueError:
-        password = None
-    return found + ([password] if password else [])
+    for name in ("DATABASE_URL", "SMTP_URL"):
+        try:
+            password = urlsplit((environ.get(name) or "").strip()).password
+        except ValueError:
+            password = None
+        if password:
+            found += [password, unquote(password)]
+    return found
 
 
 class _Parser:
@@ -343,9 +362,63 @@ class _Parser:
             problem := webhook_secret_problem(values["notify_webhook_secret"])
         ):
             self.problems.append(f"NOTIFY_WEBHOOK_SECRET {problem}")
+        values.update(self.email_settings())
         if self.problems:
             raise ConfigError(self.problems)
         return Settings(**values)
+
+    def email_settings(self) -> dict[str, Any]:
+        """SMTP_URL, or SMTP_HOST and friends, plus EMAIL_FROM: all or nothing."""
+        url, host = self.first("SMTP_URL"), self.first("SMTP_HOST")
+        email_from = self.first("EMAIL_FROM")
+        starttls = self.boolean("SMTP_STARTTLS", True)
+        values: dict[str, Any] = dict(
+            email_from=email_from,
+            email_max_attempts=self.positive_int("EMAIL_MAX_ATTEMPTS", 10),
+            email_backoff_base_seconds=self.positive_float("EMAIL_BACKOFF_BASE_SECONDS", 60.0),
+            email_max_age_hours=self.positive_float("EMAIL_MAX_AGE_HOURS", 72.0),
+        )
+        if url and host:
+            self.problems.append("set SMTP_URL or SMTP_HOST, not both")
+            return values
+        if not url and not host:
+            if email_from:
+                self.problems.append("EMAIL_FROM is set but no SMTP server (SMTP_URL or SMTP_HOST)")
+            return values
+        if url:
+            # The password is never repeated in a problem: the URL is shown without it.
+            parts = urlsplit(url)
+            try:
+                port = parts.port
+            except ValueError:
+                self.problems.append(f"SMTP_URL={redact_url(url)!r} has an invalid port")
+                return values
+            if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+                self.problems.append(f"SMTP_URL={redact_url(url)!r} must look like "
+                                     "smtp://user:password@host:587 or smtps://...:465")
+                return values
+            host, tls = parts.hostname, parts.scheme == "smtps"
+            user = unquote(parts.username) if parts.username else None
+            password = unquote(parts.password) if parts.password else None
+        else:
+            port = self.typed("SMTP_PORT", int, 0, lambda v: 0 < v < 65536, "a TCP port") or None
+            tls = port == 465
+            user, password = self.first("SMTP_USER"), self.first("SMTP_PASSWORD")
+        security = "tls" if tls else ("starttls" if starttls else "none")
+        if not email_from:
+            self.problems.append("EMAIL_FROM is required when SMTP_URL or SMTP_HOST is set")
+        elif "@" not in email_from or any(c in email_from for c in "\r\n"):
+            self.problems.append(f"EMAIL_FROM={email_from!r} is not an email address")
+        if password and not user:
+            self.problems.append("SMTP_PASSWORD needs SMTP_USER (or a user in SMTP_URL)")
+        values.update(
+            smtp_host=host,
+            smtp_port=port or (465 if tls else 587),
+            smtp_user=user,
+            smtp_password=Secret(password) if password else None,
+            smtp_security=security,
+        )
+        return values
 
 
 def _parse_bool(raw: str) -> bool:

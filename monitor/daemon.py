@@ -41,6 +41,8 @@ RETENTION_INTERVAL_SECONDS = 3600
 URL_REFRESH_JOB_ID = "url_refresh"
 #: SIGNED_URL_REFRESH_MARGIN_SECONDS must comfortably exceed this, or a URL may die between runs.
 URL_REFRESH_INTERVAL_SECONDS = 3600
+#: The parent-email sender (monitor.mailer) runs every poll interval.
+EMAIL_JOB_ID = "parent_email"
 # LISTEN bursts (an order with several items, a batch import) collapse into one claim.
 WAKEUP_DEBOUNCE_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 5.0
@@ -104,6 +106,7 @@ class Monitor:
         webhook: OpsWebhook | None = None,
         retention: Callable[[], Awaitable[int]] | None = None,
         url_refresh: Callable[[], Awaitable[int]] | None = None,
+        mailer: Callable[[], Awaitable[int]] | None = None,
         health: HealthProblems | None = None,
     ) -> None:
         self.settings = settings
@@ -113,6 +116,9 @@ class Monitor:
         self.retention = retention
         #: The re-sign sweep of result URLs (monitor.url_refresh): hourly in run, once in once.
         self.url_refresh = url_refresh
+        #: Sends the parent emails the outbox owes (monitor.mailer): every poll in run, in once.
+        self.mailer = mailer
+        self._mail_lock = asyncio.Lock()
         self.store = store
         store.observer = self._observe_database
         #: May be None until start-up has built it (the status server comes up first); set before
@@ -182,6 +188,16 @@ class Monitor:
                 next_run_time=utcnow(),
                 misfire_grace_time=None,
             )
+        if self.mailer is not None:
+            self._scheduler.add_job(
+                self._run_mailer,
+                "interval",
+                seconds=self.settings.poll_interval_seconds,
+                id=EMAIL_JOB_ID,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         self._scheduler.start()
         if self.store.supports_listen:
             self._listen_task = self._spawn(self._listen_forever())
@@ -243,6 +259,7 @@ class Monitor:
                     # of every ``once``.
                     await self._run_retention()
                     await self._run_url_refresh()
+                    await self._run_mailer()
                     return processed
                 if self.in_flight:
                     await asyncio.wait(
@@ -274,6 +291,12 @@ class Monitor:
                     flight.task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        # An email being handed to the server is finished and marked, so it is not sent twice.
+        if self._mail_lock.locked():
+            try:
+                await asyncio.wait_for(self._mail_lock.acquire(), self.settings.shutdown_grace_seconds)
+            except TimeoutError:
+                logger.warning("stopped while sending parent emails; unmarked ones are retried")
         if self._listen_task is not None:
             self._listen_task.cancel()
             await asyncio.gather(self._listen_task, return_exceptions=True)
@@ -488,6 +511,18 @@ class Monitor:
         except Exception as exc:  # noqa: BLE001 - the sweep must never take the daemon down
             logger.warning("re-signing result URLs failed; retrying at the next run",
                            error=type(exc).__name__)
+
+    async def _run_mailer(self) -> None:
+        """One run of the parent-email sender; a failure (say, the database away) is logged
+        and the next run goes on. Never runs twice at once in one process."""
+        if self.mailer is None or self._stopping or self._mail_lock.locked():
+            return
+        async with self._mail_lock:
+            try:
+                await self.mailer()
+            except Exception as exc:  # noqa: BLE001 - email must never take the daemon down
+                logger.warning("sending parent emails failed; retrying at the next run",
+                               error=type(exc).__name__)
 
     # ------------------------------------------------------------------ one item
 

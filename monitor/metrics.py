@@ -94,6 +94,11 @@ class Metrics:
             "retention_objects_deleted", "Stored objects (child pictures, intermediate page "
             "images) deleted by the retention job (PHOTO_RETENTION_DAYS).", **own,
         )
+        self._emails = Counter(
+            "emails", "Emails to parents by kind (book_ready, book_failed) and outcome: sent, "
+            "retry (an attempt failed, due again later), gave_up, skipped (no address, too old).",
+            ["kind", "outcome"], **own,
+        )
         self._loop_lag = Gauge(
             "event_loop_lag_seconds", "How late the event loop last woke a timer (stall detector).",
             **own,
@@ -136,6 +141,10 @@ class Metrics:
     def photos_deleted(self, count: int) -> None:
         """Photo retention removed ``count`` objects from storage."""
         self._retention_deleted.inc(count)
+
+    def email(self, kind: str, outcome: str) -> None:
+        """One email to a parent reached ``outcome`` (monitor/mailer.py)."""
+        self._emails.labels(kind=kind, outcome=outcome).inc()
 
     # ------------------------------------------------------------------ processors
 

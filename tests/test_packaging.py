@@ -21,6 +21,7 @@ import pytest
 
 from monitor import __version__
 from monitor.migrate import MIGRATIONS_DIR
+from monitor.mailer import TEMPLATES_DIR
 from processors.prompts import PROMPTS_DIR
 from processors.resources import data_dir
 
@@ -106,6 +107,7 @@ def test_old_python_gets_one_sentence_before_any_311_import() -> None:
 def test_checkout_finds_data_at_the_repository_top(tmp_path: Path) -> None:
     assert MIGRATIONS_DIR == ROOT / "migrations"
     assert PROMPTS_DIR == ROOT / "prompts"
+    assert TEMPLATES_DIR == ROOT / "templates" / "email"
     # An installed layout: the package's own _data copy wins over anything beside the package.
     package = tmp_path / "pkg"
     (package / "_data" / "prompts").mkdir(parents=True)
@@ -156,11 +158,14 @@ def test_fresh_venv_migrates_and_renders_prompts_from_the_wheel(
          "from processors.prompts import PROMPTS_DIR as p, PromptBook; "
          "from processors.ai.pricing import DEFAULT_PRICES, PriceTable; "
          "print(m); print(p); print(DEFAULT_PRICES); print(PromptBook().version); "
-         "print(len(PriceTable.load().prices))"],
+         "print(len(PriceTable.load().prices)); "
+         "from monitor.mailer import TEMPLATES_DIR as t, EmailTemplates; EmailTemplates(); "
+         "print(t)"],
         cwd=tmp_path, capture_output=True, text=True, check=True,
     ).stdout.split()
     assert all("site-packages" in line for line in where[:3]), where
     assert int(where[4]) > 0  # the default price table travels with the wheel
+    assert "site-packages" in where[5]  # and so do the email templates
     assert sorted(p.name for p in Path(where[0]).glob("*.sql")) == sorted(
         p.name for p in MIGRATIONS_DIR.glob("*.sql"))
 

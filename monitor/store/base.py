@@ -414,6 +414,36 @@ class OrderStore(abc.ABC):
         )
 
 
+    # ------------------------------------------------------------------ parent email (outbox)
+
+    async def claim_emails(self, worker: str, limit: int, *, lease_seconds: int,
+                           max_attempts: int, max_age_seconds: int) -> list[Row]:
+        """Due emails of migrations/015_parent_email.sql, claimed for ``lease_seconds``; rows
+        with ``skipped`` set were closed without sending (no address, too old, crashed)."""
+        return await self._call(
+            "claim_notification_emails",
+            {"p_worker": worker, "p_limit": limit, "p_lease_seconds": lease_seconds,
+             "p_max_attempts": max_attempts, "p_max_age_seconds": max_age_seconds},
+            returns_set=True,
+        )
+
+    async def mark_email_sent(self, notification_id: str, worker: str) -> bool:
+        return bool(await self._call("mark_notification_email_sent",
+                                     {"p_notification": notification_id, "p_worker": worker}))
+
+    async def mark_email_failed(self, notification_id: str, worker: str, *, error: str,
+                                retry: bool, max_attempts: int, backoff_base_seconds: float,
+                                backoff_max_seconds: float) -> str:
+        """``retry``, ``gave_up`` or ``lost``."""
+        return str(await self._call(
+            "mark_notification_email_failed",
+            {"p_notification": notification_id, "p_worker": worker, "p_error": error,
+             "p_retry": retry, "p_max_attempts": max_attempts,
+             "p_backoff_base_seconds": backoff_base_seconds,
+             "p_backoff_max_seconds": backoff_max_seconds},
+        ))
+
+
 def _timestamp(value: datetime | None) -> str | None:
     """A timezone-aware datetime as ISO 8601, which both adapters pass on as JSON-safe text."""
     if value is None:
