@@ -10,7 +10,7 @@ FLOORS_VENV := .venv-floors
 FLOOR_PACKAGES := google-genai|supabase
 ADAPTER_TESTS := tests/test_ai_gemini.py tests/test_store_supabase.py tests/test_storage_supabase.py
 
-.PHONY: install demo test test-floors bench lock clean
+.PHONY: install browser demo test test-floors bench lock clean
 
 install: $(INSTALLED)
 
@@ -19,10 +19,19 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(INSTALLED)
 
+# Debian's chromium for the dashboard's browser test (tests/test_dashboard.py drives it with
+# Playwright; Playwright's own browser download is not used). Where apt-get cannot install it,
+# say so and go on: that test then skips, naming this target.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; } || \
+		echo "make browser: chromium could not be installed; the dashboard browser test will skip"
+
 demo: $(INSTALLED)
 	$(BIN)/python run_monitor.py demo
 
-test: $(INSTALLED)
+test: $(INSTALLED) browser
 	$(BIN)/python -m pytest -q
 
 test-floors:

@@ -37,7 +37,7 @@ from monitor.app import (
     load_processor,
 )
 from monitor.config import ConfigError, Settings, merged_environ, raw_secrets
-from monitor.daemon import AINotReady, Monitor
+from monitor.daemon import AI_PROVIDER_PROBLEM, AINotReady, Monitor
 from monitor.health import HealthProblems
 from monitor.logs import setup_logging
 from monitor.metrics import Metrics
@@ -51,8 +51,6 @@ from monitor.webhook import OpsWebhook
 from processors.errors import RetryableError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
-#: The HealthProblems name under which start-up reports an AI provider it cannot reach.
-AI_PROVIDER_PROBLEM = "ai_provider"
 AI_WAIT_MAX_SECONDS = 60.0
 
 

@@ -51,6 +51,8 @@ MAX_AI_CHECK_BACKOFF_SECONDS = 600.0
 #: The names under which the database's and the AI's state are reported to HealthProblems.
 DATABASE_PROBLEM = "database"
 AI_PROBLEM = "ai"
+#: The HealthProblems name under which start-up reports an AI provider it cannot reach.
+AI_PROVIDER_PROBLEM = "ai_provider"
 
 
 class AINotReady(RuntimeError):
@@ -131,6 +133,11 @@ class Monitor:
         self.metrics = metrics or Metrics()
         self.webhook = webhook
         self.metrics.track_in_flight(lambda: len(self.in_flight))
+        self.metrics.track_health(
+            database_up=lambda: self.health.get(DATABASE_PROBLEM) is None,
+            ai_usable=lambda: self.ai_problem is None
+            and self.health.get(AI_PROVIDER_PROBLEM) is None,
+        )
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False
         self._stop_requested = asyncio.Event()
@@ -365,7 +372,7 @@ class Monitor:
             if capacity <= 0:
                 # Every slot busy: still one round trip per poll, so /health's evidence of the
                 # database stays first-hand (and the queue-depth gauge current).
-                self.metrics.set_queue_depth(await self.store.queue_depth())
+                self.metrics.set_queue_depth(*await self.store.queue_gauges())
                 return []
             claimed = await self.store.claim(self.worker, capacity, self.settings.lease_seconds)
         except StoreUnavailable:
@@ -462,10 +469,10 @@ class Monitor:
         """Probe the database (used by health checks between polls); updates the stats and
         the queue-depth gauge."""
         try:
-            depth = await self.store.queue_depth()
+            depth, oldest_wait = await self.store.queue_gauges()
         except StoreUnavailable:
             return False
-        self.metrics.set_queue_depth(depth)
+        self.metrics.set_queue_depth(depth, oldest_wait)
         return True
 
     async def _listen_forever(self) -> None:

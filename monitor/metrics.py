@@ -80,6 +80,18 @@ class Metrics:
         self._queue_depth = Gauge(
             "queue_depth", "Paid order items waiting for any worker, as last probed.", **own
         )
+        self._queue_oldest_wait = Gauge(
+            "queue_oldest_wait_seconds", "How long the longest-waiting claimable item has been "
+            "due (since its next_attempt_at), as last probed; 0 when none waits.", **own,
+        )
+        self._database_up = Gauge(
+            "database_up", "1 while the daemon's last database round trip succeeded, else 0 "
+            "(unreachable or not migrated), as /health reports it.", **own,
+        )
+        self._ai_usable = Gauge(
+            "ai_usable", "1 while the AI provider is usable, 0 while claiming is paused for it "
+            "(no usable model, bad key, account limited: see /health).", **own,
+        )
         self._order_duration = Histogram(
             "order_duration_seconds",
             "Time from claim to the recorded outcome of one attempt at an order item.",
@@ -128,9 +140,18 @@ class Metrics:
         """Read the in-flight gauge from ``count`` at scrape time, so it can never drift."""
         self._in_flight.set_function(count)
 
-    def set_queue_depth(self, depth: int) -> None:
+    def set_queue_depth(self, depth: int, oldest_wait_seconds: float | None = None) -> None:
+        """The probed queue; ``oldest_wait_seconds`` when the probe measured it too."""
         self._queue_depth.set(depth)
+        if oldest_wait_seconds is not None:
+            self._queue_oldest_wait.set(oldest_wait_seconds)
         self._queue_depth_at = time.monotonic()
+
+    def track_health(self, database_up: Callable[[], bool], ai_usable: Callable[[], bool]) -> None:
+        """Read the two health gauges at scrape time from the daemon's own state, like the
+        in-flight count, so they say what /health says at that moment."""
+        self._database_up.set_function(lambda: float(database_up()))
+        self._ai_usable.set_function(lambda: float(ai_usable()))
 
     def queue_depth_age(self) -> float:
         """Seconds since the queue depth was last set; infinite before the first time."""

@@ -7,6 +7,7 @@
     POST /monitor/stop        stop claiming (in-flight items finish)      } Authorization:
     POST /monitor/start       claim again                                 } Bearer $ADMIN_TOKEN
     POST /orders/{id}/retry   a failed order item back to pending         }
+    GET  /dashboard           the operators' page over all of this (monitor/dashboard.py)
 
 Nothing here may reveal personal data: answers carry item ids, steps, progress and counters,
 never a child's name, photo, URL or e-mail. Handlers only read the monitor's in-memory state,
@@ -30,6 +31,7 @@ from aiohttp import web
 from loguru import logger
 
 from monitor import __version__
+from monitor.dashboard import add_dashboard_routes
 from monitor.daemon import DATABASE_PROBLEM, InFlight, Monitor, utcnow
 from monitor.store.base import RetryOutcome, StoreUnavailable
 
@@ -64,6 +66,7 @@ def create_app(monitor: Monitor) -> web.Application:
         web.post("/monitor/start", api.start),
         web.post("/orders/{id}/retry", api.retry),
     ])
+    add_dashboard_routes(app, monitor)
     return app
 
 

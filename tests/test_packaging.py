@@ -168,6 +168,14 @@ def test_fresh_venv_migrates_and_renders_prompts_from_the_wheel(
     assert "site-packages" in where[5]  # and so do the email templates
     assert sorted(p.name for p in Path(where[0]).glob("*.sql")) == sorted(
         p.name for p in MIGRATIONS_DIR.glob("*.sql"))
+    # The dashboard's page, stylesheet and script travel as package data and load from there.
+    dashboard = subprocess.run(
+        [str(python), "-c", "from importlib import resources; import monitor.dashboard as d; "
+         "f = resources.files('monitor') / 'dashboard'; print(f); "
+         "print(all((f / n).read_bytes() for n in d._FILES))"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert "site-packages" in dashboard[0] and dashboard[1] == "True", dashboard
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "GOOGLE_"))}
     env["DATABASE_URL"] = empty_database_url

@@ -302,6 +302,11 @@ class OrderStore(abc.ABC):
         """Paid items waiting now. Doubles as the liveness probe of the database."""
         return int(await self._call("order_queue_depth", {}))
 
+    async def queue_gauges(self) -> tuple[int, float]:
+        """The claimable items and how long the longest-waiting one has waited, in seconds."""
+        gauges = await self._call("order_queue_gauges", {})
+        return int(gauges["depth"]), float(gauges["oldest_wait_seconds"])
+
     async def get_book_analysis(self, book_id: str, prompt_version: str, model: str) -> Row | None:
         return await self._call(
             "get_book_analysis",
@@ -377,6 +382,11 @@ class OrderStore(abc.ABC):
     async def item_detail(self, item_id: str, *, pii: bool) -> Row | None:
         """The row, order, book and page checkpoints; the personal fields only with ``pii``."""
         return await self._call("ops_show_order_item", {"p_item": item_id, "p_pii": pii})
+
+    async def dashboard(self, *, in_flight: int, failures: int) -> Row:
+        """What /dashboard shows: queue counts, items drawing, recent failures, spend today;
+        no personal data (migrations/016_dashboard.sql)."""
+        return await self._call("ops_dashboard", {"p_in_flight": in_flight, "p_failures": failures})
 
     # ------------------------------------------------------------------ result URLs
 
