@@ -49,7 +49,8 @@ function renderDaemon(d) {
   const problems = d.problems.length ? " — " + d.problems.join("; ") : "";
   const line = document.getElementById("daemon");
   line.textContent = `worker ${d.workerId} · v${d.version} · ${state} · ${d.inFlightHere} in flight here${problems}`;
-  line.className = d.problems.length ? "state-bad" : "state-ok";
+  // Green only when the daemon is doing its job: healthy and claiming (stopped on purpose is amber).
+  line.className = d.problems.length ? "state-bad" : d.claiming ? "state-ok" : "state-paused";
   document.getElementById("token-form").hidden = !adminEnabled;
 }
 
