@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.storage.base import BlobStorage
+from processors.ports import BlobStorage
 from monitor.store.base import OrderStore
 from processors.images import load_page_image
 

@@ -43,7 +43,7 @@ from monitor.logs import setup_logging
 from monitor.metrics import Metrics
 from monitor.retention import purge_expired_photos
 from monitor.server import start_server
-from monitor.storage.base import BlobStorage
+from processors.ports import BlobStorage
 from monitor.store.base import SchemaNotMigrated, StoreUnavailable
 from monitor.url_refresh import refresh_expiring_urls
 from monitor.webhook import OpsWebhook

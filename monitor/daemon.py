@@ -20,13 +20,13 @@ from tenacity import stop_after_attempt
 
 from monitor.config import Settings
 from monitor.health import HealthProblems
-from monitor.job import BookResult, Job, LeaseLost, Processor
+from monitor.job import Job
+from processors.contract import BookResult, LeaseLost, Processor, Row
 from monitor.metrics import Metrics
 from monitor.store.base import (
     FailOutcome,
     LeaseState,
     OrderStore,
-    Row,
     SCHEMA_NOT_MIGRATED,
     SchemaNotMigrated,
     StoreUnavailable,

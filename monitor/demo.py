@@ -18,9 +18,9 @@ from monitor.config import Settings
 from monitor.daemon import Monitor
 from monitor.demo_book import COVER_BOX, TITLE, draw_child_photo, draw_cover, draw_pages
 from monitor.migrate import migrate
-from monitor.storage.paths import generated_pdf_path
+from processors.layout import generated_pdf_path
 from monitor.store.postgres import PostgresStore
-from processors.factory import create_processor
+from monitor.app import create_processor
 
 SAMPLE_BOOK_ID = "6c0f4f5e-9a59-4c5e-8d7e-1a2b3c4d5e6f"
 PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",

@@ -23,19 +23,6 @@ from pathlib import Path
 from loguru import logger
 from PIL import Image
 
-from monitor.job import BookResult, Job, StepCode
-from monitor.metrics import Metrics
-from monitor.storage.base import BlobStorage, ObjectNotFound
-from monitor.storage.cache import BookAssetCache
-from monitor.storage.links import sign_results
-from monitor.storage.ownership import require_user_upload
-from monitor.storage.paths import (
-    generated_cover_path,
-    generated_page_path,
-    generated_pdf_path,
-    object_path,
-)
-from monitor.store.base import ItemContext, Row
 from processors.ai.base import (
     AIUnavailable,
     ContentBlocked,
@@ -47,6 +34,7 @@ from processors.ai.base import (
 )
 from processors.analysis import Analyzer
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
+from processors.contract import BookResult, ItemContext, JobContext, Row, StepCode
 from processors.errors import OrderError, TerminalError
 from processors.images import (
     DEFAULT_ASPECT_TOLERANCE,
@@ -57,7 +45,22 @@ from processors.images import (
     normalize_photo,
     to_jpeg,
 )
+from processors.layout import (
+    generated_cover_path,
+    generated_page_path,
+    generated_pdf_path,
+    result_path,
+)
+from processors.links import sign_results
+from processors.ownership import require_user_upload
 from processors.pdf import build_pdf_async
+from processors.ports import (
+    AssetCache,
+    BlobStorage,
+    NullMetrics,
+    ObjectNotFound,
+    PipelineMetrics,
+)
 from processors.prompts import ChildProfile, PromptBook, validate_child
 
 JPEG = "image/jpeg"
@@ -99,17 +102,15 @@ class BookProcessor:
         *,
         ai: ImageAI,
         storage: BlobStorage,
-        assets: BookAssetCache,
+        assets: AssetCache,
         analyzer: Analyzer,
         prompts: PromptBook,
-        bucket: str,
-        supabase_url: str | None,
         work_dir: Path,
         page_concurrency: int = 4,
         page_deadline_seconds: float = 600.0,
         aspect_tolerance: float = DEFAULT_ASPECT_TOLERANCE,
         ready_problem: str | None = None,
-        metrics: Metrics | None = None,
+        metrics: PipelineMetrics | None = None,
         resources: AsyncExitStack | None = None,
     ) -> None:
         self.ai = ai
@@ -117,18 +118,16 @@ class BookProcessor:
         self.assets = assets
         self.analyzer = analyzer
         self.prompts = prompts
-        self.bucket = bucket
-        self.supabase_url = supabase_url
         self.work_dir = work_dir
         self.page_concurrency = page_concurrency
         self.page_deadline_seconds = page_deadline_seconds
         self.aspect_tolerance = aspect_tolerance
         #: Why no book can be drawn now (no usable model); None when ready. Read by the daemon.
         self.ready_problem = ready_problem
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or NullMetrics()
         self._resources = resources or AsyncExitStack()
 
-    async def __call__(self, job: Job) -> BookResult:
+    async def __call__(self, job: JobContext) -> BookResult:
         started_at = time.monotonic()
         context = await job.load_context()
         book, pages = _catalog_entry(context)
@@ -139,7 +138,7 @@ class BookProcessor:
         total = len(pages)
         # A checkpoint says a page is done; its image is read from this item's own result path,
         # never from a path in the row.
-        done = {int(c["page_number"]): _result_path(job.item_id, int(c["page_number"]))
+        done = {int(c["page_number"]): result_path(job.item_id, int(c["page_number"]))
                 for c in context.checkpoints}
         await job.report(2, "Looking at your photo", code=StepCode.ANALYZING, pages_total=total)
 
@@ -149,7 +148,7 @@ class BookProcessor:
         cover_original = await self._catalog_image(book["id"], book.get("cover_image_path"), "cover")
         cover_part = ImagePart(await asyncio.to_thread(image_part_bytes, cover_original, AI_INPUT_MAX_SIDE))
         cover_analysis, child_analysis = await asyncio.gather(
-            self.analyzer.cover(job.store, book, cover_part, usage),
+            self.analyzer.cover(job, book, cover_part, usage),
             self.analyzer.child(job, profile, photo, usage),
         )
         inputs = Inputs(book, profile, photo, cover_analysis, child_analysis)
@@ -191,7 +190,7 @@ class BookProcessor:
         raw_path = item.get("child_photo_path")
         if not raw_path:
             raise PhotoMissing("order item has no child_photo_path")
-        path = object_path(raw_path, bucket=self.bucket, supabase_url=self.supabase_url)
+        path = self.storage.key_for(raw_path)
         # The daemon reads with the service role: it must not read another family's photo.
         require_user_upload(path, user_id)
         try:
@@ -204,7 +203,7 @@ class BookProcessor:
     async def _catalog_image(self, book_id: str, raw_path: str | None, what: str) -> Image.Image:
         if not raw_path:
             raise ObjectNotFound(f"book {what} has no image path")
-        path = object_path(raw_path, bucket=self.bucket, supabase_url=self.supabase_url)
+        path = self.storage.key_for(raw_path)
         data = await self.assets.get(book_id, path)
         return await asyncio.to_thread(load_page_image, data)
 
@@ -214,7 +213,7 @@ class BookProcessor:
         for page in pages:
             await self._catalog_image(book_id, page.get("image_path"), f"page {page['page_number']}")
 
-    async def _cover(self, job: Job, inputs: Inputs, original: Image.Image, original_part: ImagePart,
+    async def _cover(self, job: JobContext, inputs: Inputs, original: Image.Image, original_part: ImagePart,
                      done: dict[int, str], out: Path, usage: Usage) -> None:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
@@ -231,7 +230,7 @@ class BookProcessor:
             jpeg, model = await self._draw(request, softened, original, usage)
         await self._save(job, 0, generated_cover_path(job.item_id), jpeg, out, model, usage)
 
-    async def _pages(self, job: Job, inputs: Inputs, pages: list[Row], identity: ImagePart,
+    async def _pages(self, job: JobContext, inputs: Inputs, pages: list[Row], identity: ImagePart,
                      done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
         slots = asyncio.Semaphore(self.page_concurrency)
         # Reports go out one at a time, in the order pages finish: concurrent writes could land
@@ -284,7 +283,7 @@ class BookProcessor:
             raise errors[0]
         return [r for r in results if isinstance(r, Path)]
 
-    async def _page(self, job: Job, inputs: Inputs, page: Row, identity: ImagePart, out: Path,
+    async def _page(self, job: JobContext, inputs: Inputs, page: Row, identity: ImagePart, out: Path,
                     usage: Usage) -> None:
         number = int(page["page_number"])
         original = await self._catalog_image(inputs.book["id"], page.get("image_path"), f"page {number}")
@@ -360,7 +359,7 @@ class BookProcessor:
             return await asyncio.to_thread(to_jpeg, fitted), result.model
         raise AssertionError("unreachable")
 
-    async def _save(self, job: Job, number: int, path: str, jpeg: bytes, out: Path,
+    async def _save(self, job: JobContext, number: int, path: str, jpeg: bytes, out: Path,
                     model: str | None, usage: Usage) -> None:
         """Upload, then checkpoint with the usage so far, in one write: once the row exists,
         the image is safely in storage and what it cost is on the item."""
@@ -399,11 +398,6 @@ def _box(value: object) -> tuple[float, float, float, float] | None:
     if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x and 0 < h <= 1 - y):
         return None
     return x, y, w, h
-
-
-def _result_path(item_id: str, number: int) -> str:
-    """Where this item's cover (0) or page ``number`` is stored once drawn."""
-    return generated_cover_path(item_id) if number == 0 else generated_page_path(item_id, number)
 
 
 def _ratio(image: Image.Image) -> str:

@@ -33,12 +33,12 @@ from PIL import Image, ImageDraw
 from monitor.catalog import import_book, read_book_dir
 from monitor.config import Settings
 from monitor.daemon import Monitor
-from monitor.job import Processor
 from monitor.storage.local import LocalStorage
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from processors.book import AI_INPUT_MAX_SIDE, BookProcessor
-from processors.factory import create_processor
+from monitor.app import create_processor
+from processors.contract import Processor
 from processors.images import image_part_bytes, load_page_image, normalize_photo, to_jpeg
 from tests.fakes.gemini_server import (
     Behaviour,
@@ -230,7 +230,7 @@ class PipelineEnv:
         return Settings.from_env(self.environ(**overrides))
 
     async def factory_processor(self, **overrides: str) -> BookProcessor:
-        """The processor exactly as the daemon builds it: ``processors.factory.create_processor``.
+        """The processor exactly as the daemon builds it: ``monitor.app.create_processor``.
 
         Its ``LimitedAI`` backs off for seconds, so use it only where nothing is retried.
         """

@@ -12,9 +12,10 @@ import signal
 from pathlib import Path
 
 from monitor.config import Settings
-from monitor.job import BookResult, Job
+from monitor.job import Job
+from processors.contract import BookResult
 from monitor.metrics import Metrics
-from monitor.storage.base import BlobStorage
+from processors.ports import BlobStorage
 from processors.errors import RetryableError, TerminalError
 
 

@@ -21,10 +21,10 @@ import pytest
 from monitor.cli import main
 from monitor.config import ConfigError, Settings
 from monitor.daemon import Monitor
-from monitor.job import StepCode
 from monitor.metrics import Metrics
 from monitor.migrate import MIGRATIONS_DIR, migrate
-from monitor.storage.links import sign_results
+from processors.contract import StepCode
+from processors.links import sign_results
 from monitor.storage.local import LocalStorage
 from monitor.storage.supabase import SupabaseStorage
 from monitor.store.base import OrderStore

@@ -59,9 +59,9 @@ import psycopg
 import pytest
 from PIL import Image
 
-from monitor.storage.base import ObjectNotFound
-from monitor.storage.ownership import PhotoNotOwned
-from monitor.storage.paths import InvalidPath
+from processors.ports import ObjectNotFound
+from processors.ownership import PhotoNotOwned
+from processors.layout import InvalidPath
 from processors.book import BookHasNoPages, BookNotFound, PhotoMissing
 from processors.images import BookImageInvalid, PhotoInvalid
 from processors.prompts import NAME_MAX_CHARS, InvalidChildData

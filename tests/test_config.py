@@ -8,7 +8,7 @@ from monitor.config import ConfigError, Settings
 from monitor.metrics import Metrics
 from processors.ai.base import ImagePart
 from processors.analysis_models import ChildAnalysis
-from processors.factory import build_ai
+from monitor.app import build_ai
 from tests.fakes.gemini_server import FakeGemini, rate_limited, solid_jpeg
 
 BASE = {"DATABASE_URL": "postgresql://localhost/books", "AI_PROVIDER": "local"}

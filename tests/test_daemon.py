@@ -9,8 +9,8 @@ import pytest
 
 from monitor.config import Secret, Settings
 from monitor.daemon import Monitor
-from monitor.job import Processor
 from monitor.store.postgres import PostgresStore
+from processors.contract import Processor
 from processors.errors import RetryableError, TerminalError
 from tests.factories import insert_book, insert_item, item_row
 from tests.processors import Crashing, Failing, Hanging, Recording

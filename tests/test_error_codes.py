@@ -19,7 +19,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 #: Where failures are raised; importing them registers their OrderError subclasses.
 RAISING_MODULES = ("processors.book", "processors.ai.base", "processors.ai.gemini",
                    "processors.images", "processors.prompts", "processors.analysis",
-                   "processors.pdf", "monitor.storage.paths", "monitor.storage.base",
+                   "processors.pdf", "processors.layout", "processors.ports",
                    "monitor.store.base")
 #: Codes only the SQL queue functions write (claim's dead letter, the payment check).
 SQL_CODES = {"order_not_paid", "max_attempts", "crash_loop"}

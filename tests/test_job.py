@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from monitor.job import Job, LeaseLost
+from monitor.job import Job
+from processors.contract import LeaseLost
 from monitor.store.base import StoreUnavailable
 
 

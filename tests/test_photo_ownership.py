@@ -1,5 +1,5 @@
 """One rule, two statements of it: ``photo_path_in_user_uploads`` (migrations/011, for every
-writer of the database) and ``monitor/storage/ownership.py`` (for the daemon before it reads).
+writer of the database) and ``processors/ownership.py`` (for the daemon before it reads).
 Both run on the same table of cases and must agree."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from monitor.storage.ownership import PhotoNotOwned, require_user_upload
-from monitor.storage.paths import InvalidPath, object_path
+from processors.ownership import PhotoNotOwned, require_user_upload
+from monitor.storage.paths import object_path
+from processors.layout import InvalidPath
 
 A = "0d9a3f6e-2b1c-4e8f-9a7d-5c6b4a3e2f10"
 B = "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"

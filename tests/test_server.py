@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor import __version__
 from monitor.config import Secret, Settings
 from monitor.daemon import Monitor
-from monitor.job import BookResult, Job, Processor
+from monitor.job import Job
+from processors.contract import BookResult, Processor
 from monitor.daemon import utcnow
 from monitor.migrate import migrate
 from monitor.server import (

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitor.storage.base import ObjectNotFound
+from processors.ports import ObjectNotFound
 from monitor.storage.cache import BookAssetCache
-from monitor.storage.paths import InvalidPath
+from processors.layout import InvalidPath
 from monitor.storage.supabase import SupabaseStorage
 from monitor.supabase_client import create_supabase_client
 from tests.fakes.storage_server import FakeStorageServer

@@ -7,14 +7,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from monitor.storage.paths import (
+from monitor.storage.paths import object_path, validate_key
+from processors.layout import (
     InvalidPath,
     canonical_uuid,
     generated_cover_path,
     generated_page_path,
     generated_pdf_path,
-    object_path,
-    validate_key,
 )
 
 PROJECT = "https://abcd.supabase.co"

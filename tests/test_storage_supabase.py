@@ -12,8 +12,8 @@ import httpx
 import pytest
 from storage3.exceptions import StorageApiError
 
-from monitor.storage.base import ObjectNotFound, StorageUnavailable
-from monitor.storage.paths import InvalidPath
+from processors.ports import ObjectNotFound, StorageUnavailable
+from processors.layout import InvalidPath
 from monitor.storage.supabase import SupabaseStorage
 from monitor.supabase_client import create_supabase_client
 from processors.errors import OrderError, TerminalError

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import quote
 
-from monitor.storage.base import ObjectNotFound, StorageUnavailable
-from monitor.storage.paths import InvalidPath, redacted, validate_key
+from processors.ports import ObjectNotFound, StorageUnavailable
+from monitor.storage.paths import object_path, validate_key
+from processors.layout import InvalidPath, redacted
 
 #: Objects are meant to be served (``base_url``), so they are world-readable like any upload.
 _FILE_MODE = 0o644
@@ -35,9 +36,22 @@ class LocalStorage:
     #: Files do not expire, nor do URLs to them.
     url_ttl_seconds: int | None = None
 
-    def __init__(self, root: Path, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        base_url: str | None = None,
+        *,
+        bucket: str | None = None,
+        supabase_url: str | None = None,
+    ) -> None:
         self._root = root.resolve()
         self._base_url = base_url.rstrip("/") + "/" if base_url else None
+        # Rows may still hold this project's Storage URLs (monitor/storage/paths.py).
+        self._bucket = bucket
+        self._supabase_url = supabase_url
+
+    def key_for(self, value: str) -> str:
+        return object_path(value, bucket=self._bucket, supabase_url=self._supabase_url)
 
     async def download(self, path: str) -> bytes:
         file = self._file(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Callable, TypeVar
@@ -18,9 +17,9 @@ from typing import Any, Callable, TypeVar
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from tenacity.stop import stop_base
 
+from processors.contract import ItemContext, Row
 from processors.errors import RetryableError
 
-Row = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -80,17 +79,6 @@ class RetryOutcome(StrEnum):
     NOT_FOUND = "not_found"
     NOT_FAILED = "not_failed"
     ORDER_NOT_PAID = "order_not_paid"
-
-
-@dataclass(frozen=True)
-class ItemContext:
-    """Everything one item's processing needs, loaded in one round trip."""
-
-    item: Row
-    order: Row
-    book: Row | None
-    pages: list[Row]
-    checkpoints: list[Row]
 
 
 class OrderStore(abc.ABC):

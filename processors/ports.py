@@ -1,6 +1,8 @@
-"""The blob-storage port: where book images, children's photos and finished PDFs live.
+"""The ports the pipeline is handed: blob storage, the catalog-image cache, metrics.
 
-Paths are object paths inside one bucket (``generated/{item}/cover.jpg``), never URLs; URLs are
+The pipeline owns these protocols and ``monitor/`` implements them (``monitor/storage/``,
+``monitor/metrics.py``), so the arrows run one way: see docs/architecture.md, "Ports and adapters".
+Paths are object keys inside one bucket (``generated/{item}/cover.jpg``), never URLs; URLs are
 derived on demand because signed URLs expire.
 """
 
@@ -30,8 +32,15 @@ class BlobStorage(Protocol):
     #: local directory). Tells the daemon whether, and when, result URLs must be signed again.
     url_ttl_seconds: int | None
 
+    def key_for(self, value: str) -> str:
+        """The object key a path from a row names (a key, or this project's storage URL of an
+        object in this bucket); raise ``InvalidPath`` for anything else. The pipeline never
+        parses a URL itself."""
+        ...
+
     async def download(self, path: str) -> bytes:
         """Return the object's bytes; raise ObjectNotFound or StorageUnavailable."""
+        ...
 
     async def upload(self, path: str, data: bytes, content_type: str) -> None:
         """Write the object, replacing any earlier one, so a repeated step is harmless."""
@@ -41,9 +50,38 @@ class BlobStorage(Protocol):
 
     async def url_for(self, path: str) -> str:
         """A URL the app can open: signed for ``SIGNED_URL_TTL_SECONDS``, or public if configured."""
+        ...
 
     async def delete(self, paths: list[str]) -> None:
         """Remove objects; already missing ones are not an error (deletion is idempotent)."""
 
     async def aclose(self) -> None:
         """Release connections."""
+
+
+class AssetCache(Protocol):
+    """A read-through cache of a book's original catalog images (``monitor.storage.cache``)."""
+
+    async def get(self, book_id: str, path: str) -> bytes:
+        """The object's bytes; raises what the storage raises."""
+        ...
+
+
+class PipelineMetrics(Protocol):
+    """What the pipeline counts (``monitor.metrics.Metrics`` exports it to Prometheus)."""
+
+    def page_generated(self, outcome: str) -> None:
+        """One page finished: ``ok``, ``original`` (drawn as is) or the error code."""
+
+    def pdf_built(self, seconds: float) -> None:
+        """The PDF of one book took ``seconds`` to assemble."""
+
+
+class NullMetrics:
+    """Counts nothing: the default when no metrics are wanted (tests, scripts)."""
+
+    def page_generated(self, outcome: str) -> None:
+        pass
+
+    def pdf_built(self, seconds: float) -> None:
+        pass

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from monitor.storage.base import BlobStorage
+from processors.ports import BlobStorage
 
 
 @dataclass(frozen=True)
