@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 # of their own, against the tests of the adapters built on them.
 FLOORS_VENV := .venv-floors
 FLOOR_PACKAGES := google-genai|supabase
-ADAPTER_TESTS := tests/test_ai_gemini.py tests/test_store_supabase.py tests/test_storage_supabase.py
+ADAPTER_TESTS := tests/unit/test_ai_gemini.py tests/integration/test_store_supabase.py tests/unit/test_storage_supabase.py
 
 .PHONY: install demo test test-floors bench lock clean
 
