@@ -10,7 +10,7 @@ FLOORS_VENV := .venv-floors
 FLOOR_PACKAGES := google-genai|supabase
 ADAPTER_TESTS := tests/unit/test_ai_gemini.py tests/integration/test_store_supabase.py tests/unit/test_storage_supabase.py
 
-.PHONY: install demo test test-floors bench lock clean
+.PHONY: install demo lint test test-floors bench lock clean
 
 install: $(INSTALLED)
 
@@ -22,7 +22,14 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 demo: $(INSTALLED)
 	$(BIN)/python run_monitor.py demo
 
-test: $(INSTALLED)
+# The gates that keep the layout honest (docs/architecture.md, "Gates"), then the suites.
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-floors:

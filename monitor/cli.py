@@ -352,7 +352,8 @@ async def _run_with_server(monitor: Monitor, processor_spec: str, storage: BlobS
                 return EXIT_OK
         except (ImportError, AttributeError, ValueError) as exc:
             return _bad_processor(processor_spec, exc)
-        resources.push_async_callback(close_processor, monitor.processor)
+        if monitor.processor is not None:
+            resources.push_async_callback(close_processor, monitor.processor)
         await monitor.run()
     finally:
         await runner.cleanup()

@@ -92,7 +92,7 @@ class MonitorStats:
 
 
 class Monitor:
-    """Claims paid items and runs the processor on each, at most ``max_concurrent_orders`` at once."""
+    """Claims paid items and runs the processor on each, ``max_concurrent_orders`` at once."""
 
     def __init__(
         self,

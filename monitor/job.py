@@ -1,4 +1,4 @@
-"""The daemon's side of the job contract: :class:`Job` implements ``processors.contract.JobContext``.
+"""The daemon's side of the job contract: :class:`Job` implements ``JobContext``.
 
 A processor is any async callable taking a job and returning a ``BookResult``. It reports progress,
 checkpoints and keeps its analyses through the job, which fences every write: once the lease is

@@ -8,7 +8,8 @@ made from it (a confused deputy).
 The rule, the same one ``migrations/011_photo_ownership.sql`` enforces for every writer of
 ``order_items`` (``photo_path_in_user_uploads``) and the app's insert policy: the object key names
 an object under ``uploads/{orders.user_id}/`` of the item's own order. An order without a user owns
-no folder. ``tests/integration/test_photo_ownership.py`` runs the SQL and this module on one table of cases.
+no folder. ``tests/integration/test_photo_ownership.py`` runs the SQL and this module on one
+table of cases.
 """
 
 from __future__ import annotations

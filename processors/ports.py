@@ -49,7 +49,7 @@ class BlobStorage(Protocol):
         """Like upload, for large files such as the PDF, without reading them whole."""
 
     async def url_for(self, path: str) -> str:
-        """A URL the app can open: signed for ``SIGNED_URL_TTL_SECONDS``, or public if configured."""
+        """A URL the app can open: signed for ``SIGNED_URL_TTL_SECONDS``, or public."""
         ...
 
     async def delete(self, paths: list[str]) -> None:

@@ -250,7 +250,7 @@ def _child_values(child: ChildAnalysis) -> dict[str, str]:
         "child_hair": _line(child.hair, _FIELD_LIMIT),
         "child_eyes": _line(child.eyes, _FIELD_LIMIT),
         "child_skin_tone": _line(child.skin_tone, _FIELD_LIMIT),
-        "child_glasses": {True: "yes", False: "no"}.get(child.glasses, "not known"),
+        "child_glasses": "not known" if child.glasses is None else ("yes" if child.glasses else "no"),
         "child_features": _items(child.distinctive_features),
     }
 

@@ -109,10 +109,10 @@ class OrderStore(abc.ABC):
             self.observer(None)
         return result
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - a no-op is the right default for most adapters
         """Connect. Must not fail when the database is down: the daemon reports and retries."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - a no-op is the right default for most adapters
         """Release connections."""
 
     async def listen(self, on_ready: Callable[[], None]) -> None:
@@ -338,7 +338,8 @@ class OrderStore(abc.ABC):
 
     async def items_due_for_photo_deletion(self, days: int, limit: int) -> list[Row]:
         """Finished items older than ``days`` whose photo and page images are still stored:
-        rows of ``item_id`` and ``paths`` (the storage objects to delete; never the PDF or cover)."""
+        rows of ``item_id`` and ``paths`` (the storage objects to delete; never the PDF or
+        cover)."""
         return await self._call(
             "items_due_for_photo_deletion", {"p_days": days, "p_limit": limit}, returns_set=True
         )

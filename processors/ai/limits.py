@@ -190,7 +190,7 @@ class LimitedAI:
             return
         for model, counts in answered.by_model.items():
             share = self._prices.price(
-                model, Usage(**{k: v for k, v in counts.items() if k in USAGE_COUNTS})
+                model, Usage.from_dict({k: v for k, v in counts.items() if k in USAGE_COUNTS})
             )
             answered.unpriced_calls += share.unpriced_calls
             if share.cost_usd is not None:
