@@ -110,11 +110,6 @@ class Settings:
     notify_webhook_secret: Secret | None = None
     photo_retention_days: int = 30
 
-    @property
-    def store_backend(self) -> str:
-        """``postgres`` when DATABASE_URL is set (it adds LISTEN), else ``supabase``."""
-        return "postgres" if self.database_url else "supabase"
-
     def secrets(self) -> list[str]:
         """Every secret value, so log sinks can scrub them wherever they turn up."""
         values = [getattr(self, f.name) for f in fields(self)]

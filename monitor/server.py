@@ -30,7 +30,8 @@ from aiohttp import web
 from loguru import logger
 
 from monitor import __version__
-from monitor.daemon import DATABASE_PROBLEM, InFlight, Monitor, utcnow
+from monitor.daemon import DATABASE_PROBLEM, Monitor
+from monitor.runner import InFlight, utcnow
 from monitor.store.base import RetryOutcome, StoreUnavailable
 
 LOOP_LAG_INTERVAL_SECONDS = 0.5

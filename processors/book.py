@@ -53,7 +53,7 @@ from processors.layout import (
 )
 from processors.links import sign_results
 from processors.ownership import require_user_upload
-from processors.pdf import build_pdf_async
+from processors.pdf import build_pdf
 from processors.ports import (
     AssetCache,
     BlobStorage,
@@ -166,8 +166,8 @@ class BookProcessor:
             page_files = await self._pages(job, inputs, pages, identity, done, work, usage)
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
-            pdf_file = await build_pdf_async(
-                cover_file, page_files, work / "book.pdf",
+            pdf_file = await asyncio.to_thread(
+                build_pdf, cover_file, page_files, work / "book.pdf",
                 trim_width_in=float(book.get("trim_width_in") or 8.5),
                 trim_height_in=float(book.get("trim_height_in") or 8.5),
                 title=str(book.get("title") or "Your book"),

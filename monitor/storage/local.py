@@ -9,16 +9,14 @@ worker thread, so a PDF of many megabytes does not stall the event loop and its 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import quote
 
 from processors.ports import ObjectNotFound, StorageUnavailable
 from monitor.storage.paths import object_path, validate_key
+from processors.files import write_atomically
 from processors.layout import InvalidPath, redacted
 
 #: Objects are meant to be served (``base_url``), so they are world-readable like any upload.
@@ -95,7 +93,7 @@ class LocalStorage:
     async def _write(self, path: str, write: Callable[[BinaryIO], object]) -> None:
         file = self._file(path)
         try:
-            await asyncio.to_thread(_write_atomically, file, write)
+            await asyncio.to_thread(write_atomically, file, write, mode=_FILE_MODE)
         except OSError as exc:
             raise StorageUnavailable(f"writing {redacted(path)} failed: {exc.strerror}") from exc
 
@@ -109,25 +107,3 @@ class LocalStorage:
         if not file.resolve().is_relative_to(self._root):
             raise InvalidPath(f"storage path leaves the storage directory: {redacted(path)}")
         return file
-
-
-def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Create or replace ``target`` with what ``write`` writes, all or nothing.
-
-    The data goes to a temporary file in the same directory, is flushed to disk, and is renamed
-    over ``target``, so after a crash ``target`` holds the old or the new content, never a mix.
-    Blocking: call it in a thread.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, _FILE_MODE)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise

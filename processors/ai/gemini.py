@@ -46,7 +46,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from google import genai
@@ -54,10 +54,11 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from loguru import logger
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from processors.ai import models as catalog
 from processors.ai.base import (
+    ModelT,
     AIBadResponse,
     AIConfigError,
     AIRecitation,
@@ -73,7 +74,6 @@ from processors.ai.base import (
 )
 from processors.errors import OrderError, TerminalError
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _BLOCKING_FINISH_REASONS = frozenset(
     {

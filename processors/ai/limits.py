@@ -28,9 +28,9 @@ from typing import Protocol, TypeVar
 
 import tenacity
 from loguru import logger
-from pydantic import BaseModel
 
 from processors.ai.base import (
+    ModelT,
     AIBadResponse,
     AIConfigError,
     Analysis,
@@ -50,7 +50,6 @@ class _FromModel(Protocol):
     usage: Usage
 
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=_FromModel)
 
 Sleep = Callable[[float], Awaitable[None]]

@@ -19,7 +19,7 @@ from monitor.config import Secret, Settings
 from monitor.daemon import Monitor
 from monitor.job import Job
 from processors.contract import BookResult, Processor
-from monitor.daemon import utcnow
+from monitor.runner import utcnow
 from monitor.migrate import migrate
 from monitor.server import (
     DB_FRESH_MIN_SECONDS,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import re
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from PIL import Image
 from pypdf import PdfReader
 from pypdf.generic import DictionaryObject
 
-from processors.pdf import PdfFailed, PdfWriteFailed, build_pdf, build_pdf_async
+from processors.pdf import PdfFailed, PdfWriteFailed, build_pdf
 
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 200), (230, 200, 40)]
 TITLE = "Lukáš and the Dragon's Garden"
@@ -105,9 +107,11 @@ def test_trim_size_must_be_positive(images: list[Path], tmp_path: Path) -> None:
         build_pdf(images[0], [], tmp_path / "book.pdf", trim_width_in=0, title=TITLE)
 
 
-async def test_build_pdf_async_builds_the_same_book(images: list[Path], tmp_path: Path) -> None:
-    out = await build_pdf_async(
-        images[0], images[1:], tmp_path / "book.pdf", trim_height_in=11, title=TITLE
+async def test_build_pdf_in_a_worker_thread_builds_the_same_book(
+    images: list[Path], tmp_path: Path
+) -> None:
+    out = await asyncio.to_thread(
+        build_pdf, images[0], images[1:], tmp_path / "book.pdf", trim_height_in=11, title=TITLE
     )
 
     reader = PdfReader(out)
