@@ -65,7 +65,7 @@ class SupabaseStore(OrderStore):
         if self._http_client is not None:
             await self._http_client.aclose()
 
-    async def _rpc(
+    async def rpc(
         self, function: str, params: dict[str, Any], *, returns_set: bool = False
     ) -> Any:
         # PostgREST shapes the JSON from the function's declared return type (an array for
