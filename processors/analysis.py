@@ -22,7 +22,8 @@ from processors.ai.base import AIBadResponse, ImageAI, ImagePart, Usage
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.contract import JobContext, Row
 from processors.errors import TerminalError
-from processors.prompts import ChildProfile, PromptBook
+from processors.child import ChildProfile
+from processors.prompts import PromptBook
 
 
 class PhotoRejected(TerminalError):

@@ -61,7 +61,8 @@ from processors.ports import (
     ObjectNotFound,
     PipelineMetrics,
 )
-from processors.prompts import ChildProfile, PromptBook, validate_child
+from processors.child import ChildProfile, validate_child
+from processors.prompts import PromptBook
 
 JPEG = "image/jpeg"
 # Inputs to the model are downscaled: the model does not need more, and uploads stay small.

@@ -64,7 +64,7 @@ from processors.ownership import PhotoNotOwned
 from processors.layout import InvalidPath
 from processors.book import BookHasNoPages, BookNotFound, PhotoMissing
 from processors.images import BookImageInvalid, PhotoInvalid
-from processors.prompts import NAME_MAX_CHARS, InvalidChildData
+from processors.child import NAME_MAX_CHARS, InvalidChildData
 from tests.support.factories import item_row
 from tests.support.pipeline_env import (
     SUPABASE_URL,

@@ -18,7 +18,7 @@ from tests.support.factories import insert_book, insert_item, item_row
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: Where failures are raised; importing them registers their OrderError subclasses.
 RAISING_MODULES = ("processors.book", "processors.ai.base", "processors.ai.gemini",
-                   "processors.images", "processors.prompts", "processors.analysis",
+                   "processors.images", "processors.prompts", "processors.child", "processors.analysis",
                    "processors.pdf", "processors.layout", "processors.ports",
                    "monitor.store.base")
 #: Codes only the SQL queue functions write (claim's dead letter, the payment check).

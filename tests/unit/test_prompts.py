@@ -11,14 +11,8 @@ import pytest
 
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.errors import TerminalError
-from processors.prompts import (
-    PROMPTS_DIR,
-    REQUIRED_TEMPLATES,
-    ChildProfile,
-    InvalidChildData,
-    PromptBook,
-    validate_child,
-)
+from processors.child import ChildProfile, InvalidChildData, validate_child
+from processors.prompts import PROMPTS_DIR, REQUIRED_TEMPLATES, PromptBook
 
 BOOK = {"title": "The Brave Explorer", "genre": "adventure", "age_min": 3, "age_max": 6}
 PAGE = {"page_number": 4, "text": "Mia climbs the old oak tree."}
