@@ -32,7 +32,8 @@ DEFAULT_PROCESSOR = "monitor.app:create_processor"
 
 
 async def build_store(settings: Settings) -> OrderStore:
-    if settings.database_url:
+    if settings.store_backend == "postgres":
+        assert settings.database_url  # what makes the backend postgres
         from monitor.store.postgres import PostgresStore
 
         return PostgresStore(
