@@ -1,8 +1,8 @@
 """The daemon: an APScheduler poll loop that claims items and runs each in its own task.
 
-Postgres is the coordination engine (ARCHITECTURE section 5); this module only decides *when* to
-claim and keeps each claimed item's lease alive. Everything about *what* happens to an item is the
-injected processor's business.
+Postgres is the coordination engine (docs/architecture.md, "The queue protocol"); this module only
+decides *when* to claim; running one claimed item, its lease and its final write are
+``monitor/runner.py``'s, and *what* happens to it is the injected processor's business.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""One claimed order item in, one finished personalized book out (ARCHITECTURE section 2).
+"""One claimed order item in, one finished personalized book out (docs/architecture.md,
+"Data flow").
 
 Every paid image call ends in an uploaded image and a checkpoint row before it counts, so an item
 resumed after a crash or a lost lease skips what is done. Pages are kept on local disk, not in
@@ -8,7 +9,7 @@ Each illustration has ``page_deadline_seconds`` across all its retries and redra
 call costs at most that. When one page fails for good, no new page starts, and the calls
 already in flight finish (within their deadline) and are checkpointed: they are paid for.
 Usage goes into one ``Usage`` per item that the adapters add to as answers arrive; the job
-exposes it (``Job.usage_of``) so the daemon persists it with a failure or release too.
+exposes it (``JobContext.usage_of``) so the daemon persists it with a failure or release too.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ class AIConfigError(RetryableError):
 
     code = "ai_config_error"
     #: The daemon releases the item and pauses claiming until the models check out again:
-    #: the next order would meet the same wall (ARCHITECTURE section 7, issue 17).
+    #: the next order would meet the same wall (docs/architecture.md, "Error classes"; issue 17).
     pauses_claiming = True
 
 

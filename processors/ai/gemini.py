@@ -1,6 +1,6 @@
 """The ``gemini`` adapter of the image-AI port, on google-genai's async client.
 
-Every failure leaves this module classified (ARCHITECTURE section 7):
+Every failure leaves this module classified (docs/architecture.md, "Error classes"):
 
 ==================================================  =========================================
 what Gemini did                                      raised
