@@ -340,7 +340,7 @@ class _Parser:
         signs_urls = values["storage_backend"] == "supabase" and not values["storage_public"]
         if signs_urls and (values["signed_url_refresh_margin_seconds"]
                            >= values["signed_url_ttl_seconds"]):
-            # Every URL would be due again as soon as it is signed: the sweep would log_level = (self.first("LOG_LEVEL") or DEFAULT.log_level).upper() rest.
+            # Every URL would be due again as soon as it is signed: the sweep would never rest.
             self.problems.append("SIGNED_URL_REFRESH_MARGIN_SECONDS must be below "
                                  "SIGNED_URL_TTL_SECONDS")
         if values["notify_webhook_secret"] and (
