@@ -1,9 +1,9 @@
 """Failure classes for one order item.
 
 Every failure is classified once, where it is raised (docs/architecture.md, "Error classes"): the
-daemon only looks at ``retryable`` to decide between "back to pending with backoff" and "failed for good".
-``parent_message`` is what the app shows a parent, so it never carries exception text, paths,
-URLs or secrets; ``detail`` is for operators' logs. A retryable error has two texts: its
+daemon only looks at ``retryable`` to decide between "back to pending with backoff" and "failed
+for good". ``parent_message`` is what the app shows a parent, so it never carries exception text,
+paths, URLs or secrets; ``detail`` is for operators' logs. A retryable error has two texts: its
 ``parent_message`` while the item waits for the next attempt, and ``final_message`` once its
 attempts are used up and the item has failed for good (a row saying "we will keep trying" on a
 book nobody will try again would be untrue).
