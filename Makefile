@@ -8,9 +8,9 @@ INSTALLED := $(VENV)/.installed
 # of their own, against the tests of the adapters built on them.
 FLOORS_VENV := .venv-floors
 FLOOR_PACKAGES := google-genai|supabase
-ADAPTER_TESTS := tests/test_ai_gemini.py tests/test_store_supabase.py tests/test_storage_supabase.py
+ADAPTER_TESTS := tests/unit/test_ai_gemini.py tests/integration/test_store_supabase.py tests/unit/test_storage_supabase.py
 
-.PHONY: install browser demo test test-floors bench lock clean
+.PHONY: install browser demo lint test test-floors bench lock clean
 
 install: $(INSTALLED)
 
@@ -19,7 +19,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(INSTALLED)
 
-# Debian's chromium for the dashboard's browser test (tests/test_dashboard.py drives it with
+# Debian's chromium for the dashboard's browser test (tests/integration/test_dashboard.py drives it with
 # Playwright; Playwright's own browser download is not used). Where apt-get cannot install it,
 # say so and go on: that test then skips, naming this target.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -31,7 +31,14 @@ browser:
 demo: $(INSTALLED)
 	$(BIN)/python run_monitor.py demo
 
-test: $(INSTALLED) browser
+# The gates that keep the layout honest (docs/architecture.md, "Gates"), then the suites.
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 test-floors:

@@ -24,7 +24,7 @@ injects its fault while they work, waits for every order to end and reports:
   (a new checkpoint, or its completion).
 
 ``SUITE`` is the full form that ``make bench`` runs (30 orders); ``SHORT`` is the form the test
-suite runs (``tests/test_fault_injection.py``).
+suite runs (``tests/e2e/test_fault_injection.py``).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from pypdf import PdfReader
 
 from bench.latency import LatencyModel, is_analysis
 from bench.world import Bench, World, world
-from tests.daemon_process import DaemonProcess
-from tests.fakes.gemini_server import FakeGemini, RecordedRequest, rate_limited
+from testkit.daemon_process import DaemonProcess
+from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, rate_limited
 
 PAGES = 8
 Page = tuple[str, int]  # (order item id, page number; 0 is the cover)

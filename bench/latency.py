@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from aiohttp import web
 
-from tests.fakes.gemini_server import FakeGemini, RecordedRequest, rate_limited, succeed
+from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, rate_limited, succeed
 
 
 def is_analysis(request: RecordedRequest) -> bool:

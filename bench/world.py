@@ -25,9 +25,9 @@ from monitor.demo_book import draw_child_photo
 from monitor.migrate import migrate
 from monitor.storage.local import LocalStorage
 from monitor.store.postgres import PostgresStore
-from tests.daemon_process import DaemonProcess
-from tests.fakes.gemini_server import FakeGemini, RecordedRequest, tinted_copy
-from tests.postgres import Cluster
+from testkit.daemon_process import DaemonProcess
+from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, tinted_copy
+from testkit.postgres import Cluster
 
 TEMPLATE = "bench_template"
 USER = "00000000-0000-0000-0000-0000000000bb"

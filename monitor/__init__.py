@@ -12,7 +12,7 @@ if sys.version_info[:2] < REQUIRED_PYTHON:
     raise SystemExit(
         "book-order-monitor needs Python %d.%d or newer; this is Python %d.%d (%s). "
         "Install a newer Python and create the virtualenv with it."
-        % (REQUIRED_PYTHON + tuple(sys.version_info[:2]) + (sys.executable,))
+        % (*REQUIRED_PYTHON, sys.version_info[0], sys.version_info[1], sys.executable)
     )
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402

@@ -1,4 +1,10 @@
-"""Wiring: which adapters and which processor the settings ask for."""
+"""The composition root: the one place that builds the adapters and the processor.
+
+Everything else receives what it needs from here: the daemon gets a store, storage and a
+processor; the processor gets the AI, storage, the catalog cache and metrics through the ports of
+``processors/`` (docs/architecture.md, "Ports and adapters"). The default processor is named by
+dotted path, like any other ``--processor``, so the daemon never imports the pipeline itself.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,24 @@ from typing import Any
 import httpx
 
 from monitor.config import Settings
-from monitor.job import Processor
 from monitor.metrics import Metrics
-from monitor.storage.base import BlobStorage
+from monitor.storage.cache import BookAssetCache
 from monitor.store.base import OrderStore
+from processors.ai.base import ImageAI, check_ai
+from processors.ai.limits import LimitedAI
+from processors.ai.pricing import PriceTable
+from processors.analysis import Analyzer
+from processors.book import BookProcessor
+from processors.contract import Processor
+from processors.ports import BlobStorage
+from processors.prompts import PromptBook
 
-DEFAULT_PROCESSOR = "processors.factory:create_processor"
+DEFAULT_PROCESSOR = "monitor.app:create_processor"
 
 
 async def build_store(settings: Settings) -> OrderStore:
-    if settings.database_url:
+    if settings.store_backend == "postgres":
+        assert settings.database_url  # what makes the backend postgres
         from monitor.store.postgres import PostgresStore
 
         return PostgresStore(
@@ -65,7 +79,11 @@ async def build_storage(settings: Settings, resources: AsyncExitStack) -> BlobSt
     if settings.storage_backend == "local":
         from monitor.storage.local import LocalStorage
 
-        return LocalStorage(settings.local_storage_dir)
+        return LocalStorage(
+            settings.local_storage_dir,
+            bucket=settings.storage_bucket,
+            supabase_url=settings.supabase_url,
+        )
     from monitor.storage.supabase import SupabaseStorage
     from monitor.supabase_client import create_supabase_client
 
@@ -80,4 +98,86 @@ async def build_storage(settings: Settings, resources: AsyncExitStack) -> BlobSt
         settings.storage_bucket,
         public=settings.storage_public,
         signed_url_ttl=settings.signed_url_ttl_seconds,
+        supabase_url=settings.supabase_url,
     )
+
+
+def build_ai(settings: Settings, metrics: Metrics, **limit_options: Any) -> tuple[ImageAI, str]:
+    """The image AI within the process-wide limits, and the analysis model's name (cache key).
+
+    ``limit_options`` override ``LimitedAI``'s arguments (tests use a tiny backoff).
+    """
+    inner: ImageAI
+    if settings.ai_provider == "gemini":
+        from processors.ai.gemini import GeminiAI
+
+        assert settings.google_api_key  # validated by config
+        inner = GeminiAI(
+            settings.google_api_key,
+            analysis_model=settings.gemini_analysis_model,
+            image_models=list(settings.gemini_image_models),
+            api_version=settings.gemini_api_version,
+            image_size=settings.image_size,
+            timeout_seconds=settings.gemini_timeout_seconds,
+            base_url=settings.gemini_base_url,
+        )
+        model_name = settings.gemini_analysis_model
+    else:
+        from processors.ai.local import LocalAI
+
+        inner, model_name = LocalAI(), "local"
+    options: dict[str, Any] = dict(
+        max_concurrency=settings.ai_max_concurrency,
+        requests_per_minute=settings.ai_requests_per_minute,
+        max_retries=settings.ai_max_retries,
+        backoff_base=settings.ai_backoff_base_seconds,
+        on_retry=metrics.ai_retry,
+        on_call=metrics.observe_ai_call,
+        prices=PriceTable.load(settings.ai_prices_file),
+        on_spend=metrics.ai_spent,
+    )
+    return LimitedAI(inner, **{**options, **limit_options}), model_name
+
+
+async def create_processor(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    storage: BlobStorage | None = None,
+    **limit_options: Any,
+) -> BookProcessor:
+    """The processor, with its models checked: missing ones are skipped with a warning; with no
+    usable model of a kind (or Gemini unreachable) the processor comes back with
+    ``ready_problem`` set, so the daemon stays up, says why on /health and checks again later
+    instead of exiting into a supervisor's restart loop.
+
+    ``storage`` is the daemon's, shared with other jobs and closed by its owner; without it the
+    processor builds and closes its own.
+    """
+    metrics = metrics or Metrics()
+    resources = AsyncExitStack()
+    if storage is None:
+        storage = await build_storage(settings, resources)
+        resources.push_async_callback(storage.aclose)
+    ai, model_name = build_ai(settings, metrics, **limit_options)
+    resources.push_async_callback(ai.aclose)
+    try:
+        problem = await check_ai(ai)
+    except BaseException:
+        await resources.aclose()
+        raise
+    prompts = PromptBook()
+    return BookProcessor(
+        ai=ai,
+        storage=storage,
+        assets=BookAssetCache(storage, settings.cache_dir / "books"),
+        analyzer=Analyzer(ai, prompts, model_name),
+        prompts=prompts,
+        work_dir=settings.cache_dir / "work",
+        page_concurrency=settings.page_concurrency,
+        page_deadline_seconds=settings.page_deadline_seconds,
+        aspect_tolerance=settings.output_aspect_tolerance,
+        ready_problem=problem,
+        metrics=metrics,
+        resources=resources,
+    )
+

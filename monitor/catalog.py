@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.storage.base import BlobStorage
+from processors.ports import BlobStorage
 from monitor.store.base import OrderStore
 from processors.images import load_page_image
 
-IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+#: The content type of every image the daemon uploads, by file suffix (catalog pages and covers,
+#: and the demo's photo, which may also be HEIC/HEIF).
+CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+                 ".webp": "image/webp", ".heic": "image/heic", ".heif": "image/heif"}
+#: What a catalog directory's images may be.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 _PAGE_NUMBER = re.compile(r"(\d+)")
 
 
@@ -115,5 +120,5 @@ async def _upload(storage: BlobStorage, path: Path, key_stem: str) -> str:
         raise CatalogError(f"{path.name} is not a readable image") from exc
     suffix = path.suffix.lower()
     key = f"{key_stem}{'.jpg' if suffix == '.jpeg' else suffix}"
-    await storage.upload(key, data, IMAGE_SUFFIXES[suffix])
+    await storage.upload(key, data, CONTENT_TYPES[suffix])
     return key

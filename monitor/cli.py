@@ -44,7 +44,7 @@ from monitor.metrics import Metrics
 from monitor.mailer import Mailer
 from monitor.retention import purge_expired_photos
 from monitor.server import start_server
-from monitor.storage.base import BlobStorage
+from processors.ports import BlobStorage
 from monitor.store.base import SchemaNotMigrated, StoreUnavailable
 from monitor.url_refresh import refresh_expiring_urls
 from monitor.webhook import OpsWebhook
@@ -353,7 +353,8 @@ async def _run_with_server(monitor: Monitor, processor_spec: str, storage: BlobS
                 return EXIT_OK
         except (ImportError, AttributeError, ValueError) as exc:
             return _bad_processor(processor_spec, exc)
-        resources.push_async_callback(close_processor, monitor.processor)
+        if monitor.processor is not None:
+            resources.push_async_callback(close_processor, monitor.processor)
         await monitor.run()
     finally:
         await runner.cleanup()

@@ -175,6 +175,10 @@ SECRET_VARIABLES = ("DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVI
                     "NOTIFY_WEBHOOK_SECRET", "SMTP_URL", "SMTP_PASSWORD")
 
 
+#: The defaults, written once (in the dataclass above): the parser falls back to them.
+DEFAULT = Settings()
+
+
 def merged_environ(environ: Mapping[str, str] | None, env_file: str | None) -> Mapping[str, str]:
     """``environ``, or (when None) the process environment over the dotenv file, if it exists."""
     if environ is not None:
@@ -264,11 +268,11 @@ class _Parser:
                         log_format=log_format, log_level=log_level)
 
     def log_settings(self) -> tuple[str, str]:
-        log_level = (self.first("LOG_LEVEL") or "INFO").upper()
+        log_level = (self.first("LOG_LEVEL") or DEFAULT.log_level).upper()
         if log_level not in {"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"}:
             self.problems.append(f"LOG_LEVEL={log_level!r} is not a log level")
-            log_level = "INFO"
-        return self.choice("LOG_FORMAT", ("auto", "json", "pretty"), "auto"), log_level
+            log_level = DEFAULT.log_level
+        return self.choice("LOG_FORMAT", ("auto", "json", "pretty"), DEFAULT.log_format), log_level
 
     def settings(self) -> Settings:
         database_url = self.first("DATABASE_URL")
@@ -302,50 +306,50 @@ class _Parser:
             database_url=Secret(database_url) if database_url else None,
             supabase_url=supabase_url.rstrip("/") if supabase_url else None,
             supabase_service_role_key=Secret(supabase_key) if supabase_key else None,
-            poll_interval_seconds=self.positive_float("POLL_INTERVAL_SECONDS", 10.0),
-            max_concurrent_orders=self.positive_int("MAX_CONCURRENT_ORDERS", 5),
-            lease_seconds=self.typed("LEASE_SECONDS", int, 300, lambda v: v >= 3, "an integer >= 3"),
-            max_attempts=self.positive_int("MAX_ATTEMPTS", 3),
-            retry_backoff_base_seconds=self.positive_float("RETRY_BACKOFF_BASE_SECONDS", 30.0),
-            retry_backoff_max_seconds=self.positive_float("RETRY_BACKOFF_MAX_SECONDS", 1800.0),
-            shutdown_grace_seconds=self.typed("SHUTDOWN_GRACE_SECONDS", float, 30.0, lambda v: v >= 0,
+            poll_interval_seconds=self.positive_float("POLL_INTERVAL_SECONDS", DEFAULT.poll_interval_seconds),
+            max_concurrent_orders=self.positive_int("MAX_CONCURRENT_ORDERS", DEFAULT.max_concurrent_orders),
+            lease_seconds=self.typed("LEASE_SECONDS", int, DEFAULT.lease_seconds, lambda v: v >= 3, "an integer >= 3"),
+            max_attempts=self.positive_int("MAX_ATTEMPTS", DEFAULT.max_attempts),
+            retry_backoff_base_seconds=self.positive_float("RETRY_BACKOFF_BASE_SECONDS", DEFAULT.retry_backoff_base_seconds),
+            retry_backoff_max_seconds=self.positive_float("RETRY_BACKOFF_MAX_SECONDS", DEFAULT.retry_backoff_max_seconds),
+            shutdown_grace_seconds=self.typed("SHUTDOWN_GRACE_SECONDS", float, DEFAULT.shutdown_grace_seconds, lambda v: v >= 0,
                                               "a number >= 0"),
-            host=self.first("HOST") or "0.0.0.0",
-            port=self.typed("PORT", int, 5000, lambda v: 0 <= v < 65536, "a TCP port"),
-            auto_start_monitor=self.boolean("AUTO_START_MONITOR", True),
+            host=self.first("HOST") or DEFAULT.host,
+            port=self.typed("PORT", int, DEFAULT.port, lambda v: 0 <= v < 65536, "a TCP port"),
+            auto_start_monitor=self.boolean("AUTO_START_MONITOR", DEFAULT.auto_start_monitor),
             admin_token=Secret(t) if (t := self.first("ADMIN_TOKEN")) else None,
             log_format=log_format,
             log_level=log_level,
             storage_backend=storage_backend,
-            storage_bucket=self.first("STORAGE_BUCKET") or "books",
-            storage_public=self.boolean("STORAGE_PUBLIC", False),
-            signed_url_ttl_seconds=self.positive_int("SIGNED_URL_TTL_SECONDS", 7 * 24 * 3600),
+            storage_bucket=self.first("STORAGE_BUCKET") or DEFAULT.storage_bucket,
+            storage_public=self.boolean("STORAGE_PUBLIC", DEFAULT.storage_public),
+            signed_url_ttl_seconds=self.positive_int("SIGNED_URL_TTL_SECONDS", DEFAULT.signed_url_ttl_seconds),
             signed_url_refresh_margin_seconds=self.positive_int(
-                "SIGNED_URL_REFRESH_MARGIN_SECONDS", 24 * 3600),
-            local_storage_dir=Path(self.first("LOCAL_STORAGE_DIR") or "storage"),
-            cache_dir=Path(self.first("CACHE_DIR") or ".cache"),
+                "SIGNED_URL_REFRESH_MARGIN_SECONDS", DEFAULT.signed_url_refresh_margin_seconds),
+            local_storage_dir=Path(self.first("LOCAL_STORAGE_DIR") or DEFAULT.local_storage_dir),
+            cache_dir=Path(self.first("CACHE_DIR") or DEFAULT.cache_dir),
             ai_provider=ai_provider,
             google_api_key=Secret(api_key) if api_key else None,
-            gemini_analysis_model=self.first("GEMINI_ANALYSIS_MODEL") or DEFAULT_ANALYSIS_MODEL,
+            gemini_analysis_model=self.first("GEMINI_ANALYSIS_MODEL") or DEFAULT.gemini_analysis_model,
             gemini_image_models=image_models or DEFAULT_IMAGE_MODELS,
-            gemini_api_version=self.first("GEMINI_API_VERSION") or "v1beta",
+            gemini_api_version=self.first("GEMINI_API_VERSION") or DEFAULT.gemini_api_version,
             gemini_base_url=self.first("GEMINI_BASE_URL"),
-            gemini_timeout_seconds=self.positive_float("GEMINI_TIMEOUT_SECONDS", 120.0),
-            page_deadline_seconds=self.positive_float("PAGE_DEADLINE_SECONDS", 420.0),
-            output_aspect_tolerance=self.typed("OUTPUT_ASPECT_TOLERANCE", float, 0.04,
+            gemini_timeout_seconds=self.positive_float("GEMINI_TIMEOUT_SECONDS", DEFAULT.gemini_timeout_seconds),
+            page_deadline_seconds=self.positive_float("PAGE_DEADLINE_SECONDS", DEFAULT.page_deadline_seconds),
+            output_aspect_tolerance=self.typed("OUTPUT_ASPECT_TOLERANCE", float, DEFAULT.output_aspect_tolerance,
                                                lambda v: 0 < v < 0.5, "a number between 0 and 0.5"),
-            model_check_retry_seconds=self.positive_float("MODEL_CHECK_RETRY_SECONDS", 30.0),
+            model_check_retry_seconds=self.positive_float("MODEL_CHECK_RETRY_SECONDS", DEFAULT.model_check_retry_seconds),
             image_size=self.choice("IMAGE_SIZE", ("1k", "2k", "4k"), "2k").upper()
             if self.first("IMAGE_SIZE") else None,
-            page_concurrency=self.positive_int("PAGE_CONCURRENCY", 4),
-            ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", 8),
+            page_concurrency=self.positive_int("PAGE_CONCURRENCY", DEFAULT.page_concurrency),
+            ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", DEFAULT.ai_max_concurrency),
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0) if rpm else None,
-            ai_max_retries=self.typed("AI_MAX_RETRIES", int, 3, lambda v: v >= 0, "an integer >= 0"),
-            ai_backoff_base_seconds=self.positive_float("AI_BACKOFF_BASE_SECONDS", 2.0),
+            ai_max_retries=self.typed("AI_MAX_RETRIES", int, DEFAULT.ai_max_retries, lambda v: v >= 0, "an integer >= 0"),
+            ai_backoff_base_seconds=self.positive_float("AI_BACKOFF_BASE_SECONDS", DEFAULT.ai_backoff_base_seconds),
             ai_prices_file=self.price_file("AI_PRICES_FILE"),
             notify_webhook_url=self.first("NOTIFY_WEBHOOK_URL"),
             notify_webhook_secret=Secret(s) if (s := self.first("NOTIFY_WEBHOOK_SECRET")) else None,
-            photo_retention_days=self.typed("PHOTO_RETENTION_DAYS", int, 30, lambda v: v >= 0,
+            photo_retention_days=self.typed("PHOTO_RETENTION_DAYS", int, DEFAULT.photo_retention_days, lambda v: v >= 0,
                                             "an integer >= 0 (0 switches retention off)"),
         )
         if worker_id := self.first("WORKER_ID"):

@@ -1,8 +1,8 @@
 """The daemon: an APScheduler poll loop that claims items and runs each in its own task.
 
-Postgres is the coordination engine (ARCHITECTURE section 5); this module only decides *when* to
-claim and keeps each claimed item's lease alive. Everything about *what* happens to an item is the
-injected processor's business.
+Postgres is the coordination engine (docs/architecture.md, "The queue protocol"); this module only
+decides *when* to claim; running one claimed item, its lease and its final write are
+``monitor/runner.py``'s, and *what* happens to it is the injected processor's business.
 """
 
 from __future__ import annotations
@@ -10,30 +10,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
-from tenacity import stop_after_attempt
 
 from monitor.config import Settings
 from monitor.health import HealthProblems
-from monitor.job import BookResult, Job, LeaseLost, Processor
+from monitor.job import Job
+from monitor.runner import AbandonReason, InFlight, ItemRunner, MonitorStats, utcnow
+from processors.contract import Processor, Row
 from monitor.metrics import Metrics
 from monitor.store.base import (
-    FailOutcome,
-    LeaseState,
     OrderStore,
-    Row,
     SCHEMA_NOT_MIGRATED,
     SchemaNotMigrated,
     StoreUnavailable,
-    through_outages,
 )
 from monitor.webhook import OpsWebhook
-from processors.errors import OrderError, RetryableError
 
 POLL_JOB_ID = "poll"
 RETENTION_JOB_ID = "photo_retention"
@@ -59,44 +54,12 @@ class AINotReady(RuntimeError):
     """``once`` found the AI unusable (no usable model, account limited): nothing was claimed."""
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _iso_or_none(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-@dataclass
-class InFlight:
-    """One item being processed by this worker."""
-
-    job: Job
-    started_at: datetime
-    task: asyncio.Task[None] | None = None
-    #: Why the item is being abandoned: "lease_lost", "order_not_paid" or "shutdown".
-    abandon_reason: str | None = None
-
-
-@dataclass
-class MonitorStats:
-    """What the status endpoint and health check report. Never personal data."""
-
-    started_at: datetime = field(default_factory=utcnow)
-    last_poll_at: datetime | None = None
-    last_claim_at: datetime | None = None
-    last_db_ok_at: datetime | None = None
-    db_down_since: datetime | None = None
-    db_error: str | None = None
-    completed: int = 0
-    failed: int = 0
-    retried: int = 0
-    released: int = 0
-    abandoned: int = 0
-
-
 class Monitor:
-    """Claims paid items and runs the processor on each, at most ``max_concurrent_orders`` at once."""
+    """Claims paid items and runs the processor on each, ``max_concurrent_orders`` at once."""
 
     def __init__(
         self,
@@ -156,6 +119,12 @@ class Monitor:
         self._db_problem_kind: str | None = None
         self._last_db_error: StoreUnavailable | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Runs one claimed item: the processor, its lease, and the final write.
+        self.runner = ItemRunner(
+            settings=settings, store=store, worker=self.worker, stats=self.stats,
+            metrics=self.metrics, webhook=webhook, spawn=self._spawn,
+            processor=lambda: self.processor, on_setup_failure=self._on_setup_failure,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -294,7 +263,7 @@ class Monitor:
             _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
             for flight in list(self.in_flight.values()):
                 if flight.task in pending:
-                    flight.abandon_reason = "shutdown"
+                    flight.abandon_reason = AbandonReason.SHUTDOWN
                     flight.task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -544,169 +513,16 @@ class Monitor:
         job = flight.job
         try:
             with logger.contextualize(item_id=job.item_id, attempt=job.attempt, worker=self.worker):
-                await self._process(flight)
+                await self.runner.process(flight)
         finally:
             self.in_flight.pop(job.item_id, None)
             # Capacity just freed up: look for more work now rather than at the next interval.
             self.wake_up()
 
-    async def _process(self, flight: InFlight) -> None:
-        job = flight.job
-        started = time.monotonic()
-        logger.info("processing item")
-        assert self.processor is not None  # set before start()
-        work = asyncio.ensure_future(self.processor(job))
-        keeper = self._spawn(self._keep_lease(flight, work))
-        try:
-            result = await work
-        except asyncio.CancelledError:
-            await self._abandon(flight)
-            if flight.abandon_reason is None:
-                raise
-            return
-        except LeaseLost:
-            flight.abandon_reason = "lease_lost"
-            await self._abandon(flight)
-            return
-        except OrderError as exc:
-            if getattr(exc, "pauses_claiming", False):
-                await self._release_for_configuration(job, exc)
-                return
-            await self._fail(job, exc, time.monotonic() - started)
-            return
-        except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the daemon
-            logger.exception("processor crashed")
-            await self._fail(job, RetryableError(f"{type(exc).__name__}: {exc}", code="internal_error"),
-                             time.monotonic() - started)
-            return
-        finally:
-            keeper.cancel()
-        await self._complete(job, result, time.monotonic() - started)
-
-    async def _keep_lease(self, flight: InFlight, work: asyncio.Future[Any]) -> None:
-        """Heartbeat every lease/3; cancel the work when the lease is gone."""
-        lease = self.settings.lease_seconds
-        last_ok = time.monotonic()
-        while not work.done():
-            await asyncio.sleep(lease / 3)
-            try:
-                state = await self.store.heartbeat(flight.job.item_id, self.worker, lease)
-            except StoreUnavailable as exc:
-                logger.warning("heartbeat failed", error=str(exc))
-                if time.monotonic() - last_ok < lease:
-                    continue
-                # The lease has run out unrenewed: another worker may own the item by now.
-                state = LeaseState.LOST
-            if state is LeaseState.OK:
-                last_ok = time.monotonic()
-                continue
-            flight.abandon_reason = state.value if state is LeaseState.ORDER_NOT_PAID else "lease_lost"
-            work.cancel()
-            return
-
-    async def _release_for_configuration(self, job: Job, exc: OrderError) -> None:
-        """The operator's setup failed, not the order: hand the item back without using up an
-        attempt, and pause claiming until the setup checks out (``_ai_ready``)."""
-        await self._record_usage(job)
-        released = await self._write(lambda: self.store.release(job.item_id, self.worker))
-        self.stats.released += 1
-        self.metrics.item_abandoned(exc.code)
-        logger.warning("released item: the AI setup needs fixing", error_code=exc.code,
-                       detail=exc.detail, released=bool(released))
+    def _on_setup_failure(self, problem: str) -> None:
+        """An item was handed back because the AI setup failed: pause claiming until it works."""
         if self.ai_problem is None:
-            self._pause_for_ai(exc.detail or exc.code)
-
-    async def _record_usage(self, job: Job) -> None:
-        """Persist what the item's AI calls cost before its row leaves 'processing'."""
-        if job.usage_of is not None:
-            usage = job.usage_of()
-            await self._write(lambda: self.store.record_usage(job.item_id, self.worker, usage))
-
-    async def _abandon(self, flight: InFlight) -> None:
-        reason = flight.abandon_reason
-        job = flight.job
-        if reason == "shutdown":
-            await self._record_usage(job)
-            released = await self._write(lambda: self.store.release(job.item_id, self.worker))
-            self.stats.released += 1
-            self.metrics.item_abandoned(reason)
-            logger.info("released item for another worker", released=bool(released))
-        elif reason is not None:
-            self.stats.abandoned += 1
-            self.metrics.item_abandoned(reason)
-            logger.warning("abandoned item: a write was refused (lease lost, or the order is no "
-                           "longer paid and the database failed it)"
-                           if reason == "lease_lost" else "abandoned item", reason=reason)
-
-    async def _complete(self, job: Job, result: BookResult, seconds: float) -> None:
-        done = await self._write(
-            lambda: self.store.complete(
-                job.item_id,
-                self.worker,
-                pdf_path=result.pdf_path,
-                pdf_url=result.pdf_url,
-                cover_path=result.cover_path,
-                cover_url=result.cover_url,
-                usage=result.usage or None,
-                urls_expire_at=result.urls_expire_at,
-            )
-        )
-        if done:
-            self.stats.completed += 1
-            self.metrics.item_completed(seconds)
-            logger.info("item completed", seconds=round(seconds, 2))
-            self._announce("order_item.completed", job, seconds=round(seconds, 3))
-        else:
-            logger.warning("completion refused: the lease was lost before it was written")
-
-    async def _fail(
-        self, job: Job, exc: OrderError, seconds: float, *, retryable: bool | None = None
-    ) -> None:
-        retryable = exc.retryable if retryable is None else retryable
-        await self._record_usage(job)
-        outcome = await self._write(
-            lambda: self.store.fail(
-                job.item_id,
-                self.worker,
-                error_code=exc.code,
-                error_message=exc.parent_message,
-                retryable=retryable,
-                retry_after=getattr(exc, "retry_after", None),
-                backoff_base_seconds=self.settings.retry_backoff_base_seconds,
-                backoff_max_seconds=self.settings.retry_backoff_max_seconds,
-                max_attempts=self.settings.max_attempts,
-                final_error_message=exc.final_message,
-            )
-        )
-        if outcome is FailOutcome.RETRY:
-            self.stats.retried += 1
-            self.metrics.item_retried(exc.code, seconds)
-        elif outcome is FailOutcome.FAILED:
-            self.stats.failed += 1
-            self.metrics.item_failed(exc.code, seconds)
-            self._announce("order_item.failed", job, error_code=exc.code)
-        logger.warning(
-            "item failed",
-            error_code=exc.code,
-            retryable=retryable,
-            outcome=outcome.value if outcome else "unwritten",
-            detail=exc.detail,
-        )
-
-    def _announce(self, event: str, job: Job, **fields: Any) -> None:
-        """Tell the ops webhook, in the background: it must never delay or fail an item."""
-        if self.webhook is not None:
-            self._spawn(self.webhook.send(event, item_id=job.item_id, attempt=job.attempt,
-                                          worker=self.worker, **fields))
-
-    async def _write(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """A final write, retried through short database blips. None if it never got through:
-        the lease then expires and another worker finishes the item from its checkpoints."""
-        try:
-            return await through_outages(call, stop=stop_after_attempt(5), first_wait=0.5)
-        except StoreUnavailable as exc:
-            logger.error("could not record the outcome; the lease will expire", error=str(exc))
-        return None
+            self._pause_for_ai(problem)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Keep a reference to background tasks so they are not garbage-collected mid-flight."""

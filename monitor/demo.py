@@ -13,18 +13,16 @@ import os
 import uuid
 from pathlib import Path
 
-from monitor.catalog import import_book, read_book_dir
+from monitor.catalog import CONTENT_TYPES, import_book, read_book_dir
 from monitor.config import Settings
 from monitor.daemon import Monitor
 from monitor.demo_book import COVER_BOX, TITLE, draw_child_photo, draw_cover, draw_pages
 from monitor.migrate import migrate
-from monitor.storage.paths import generated_pdf_path
+from processors.layout import generated_pdf_path
 from monitor.store.postgres import PostgresStore
-from processors.factory import create_processor
+from monitor.app import create_processor
 
 SAMPLE_BOOK_ID = "6c0f4f5e-9a59-4c5e-8d7e-1a2b3c4d5e6f"
-PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-               ".webp": "image/webp", ".heic": "image/heic", ".heif": "image/heif"}
 
 
 class DemoExtraMissing(RuntimeError):
@@ -93,7 +91,7 @@ async def run_demo(*, home: Path, photo: Path | None, name: str, age: int, gende
         suffix = photo.suffix.lower() if photo else ".jpg"
         parent = str(uuid.uuid4())  # the photo is in the upload folder of the order's user
         photo_path = f"uploads/{parent}/photo{suffix}"
-        await processor.storage.upload(photo_path, photo_bytes, PHOTO_TYPES.get(suffix, "image/jpeg"))
+        await processor.storage.upload(photo_path, photo_bytes, CONTENT_TYPES.get(suffix, "image/jpeg"))
         item_id = await setup.create_paid_order_item(
             book_id, child_name=name, child_age=age, child_gender=gender,
             child_photo_path=photo_path, user_id=parent,

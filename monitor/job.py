@@ -1,53 +1,23 @@
-"""The contract between the daemon (when and who) and a processor (what).
+"""The daemon's side of the job contract: :class:`Job` implements ``JobContext``.
 
-A processor is any async callable taking a :class:`Job` and returning a :class:`BookResult`. It
-reports progress and checkpoints through the job, which fences every write: once the lease is
-lost, the next write raises :class:`LeaseLost` and the daemon abandons the item.
+A processor is any async callable taking a job and returning a ``BookResult``. It reports progress,
+checkpoints and keeps its analyses through the job, which fences every write: once the lease is
+lost, the next write raises ``LeaseLost`` and the daemon abandons the item. See
+docs/architecture.md, "The job contract".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
-from typing import Any, Awaitable, Callable, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from tenacity import stop_after_delay
 
-from monitor.store.base import ItemContext, OrderStore, Row, through_outages
+from monitor.store.base import OrderStore, through_outages
+from processors.contract import ItemContext, LeaseLost, Row, StepCode
 
 T = TypeVar("T")
-
-
-class StepCode(StrEnum):
-    """``order_items.current_step_code`` while the pipeline works: stable, so an app can
-    translate it (the prose in ``current_step`` is English). The codes of queue transitions
-    (``starting``, ``waiting_to_retry``, ...) are written by the database itself; all of them
-    are listed in docs/app.md and allowed by a check constraint (migrations/012_app_contract.sql).
-    """
-
-    ANALYZING = "analyzing"
-    DRAWING_COVER = "drawing_cover"
-    #: ``pages_done`` of ``pages_total`` pages are finished and saved.
-    DRAWING_PAGE = "drawing_page"
-    BINDING = "binding"
-    UPLOADING = "uploading"
-
-
-class LeaseLost(Exception):
-    """A write was refused: another worker owns the item now, or it ended meanwhile (the order
-    stopped being paid and the database failed it). Stop, write nothing more."""
-
-
-@dataclass(frozen=True)
-class BookResult:
-    pdf_path: str
-    pdf_url: str
-    cover_path: str
-    cover_url: str
-    usage: dict[str, int] = field(default_factory=dict)
-    #: When the signed URLs stop working; None when they do not expire.
-    urls_expire_at: datetime | None = None
 
 
 @dataclass
@@ -127,6 +97,27 @@ class Job:
             prompt_version=prompt_version, model=model, usage=usage,
         )))
 
+    async def save_child_analysis(self, analysis: Row) -> None:
+        """Keep the child analysis on the item (fenced: a refused write raises LeaseLost)."""
+        self._accepted(await self._write(
+            lambda: self.store.save_child_analysis(self.item_id, self.worker, analysis)
+        ))
+
+    async def get_book_analysis(self, book_id: str, prompt_version: str, model: str) -> Row | None:
+        """The cached cover analysis of a book (not the item's: no lease involved)."""
+        return await self._write(
+            lambda: self.store.get_book_analysis(book_id, prompt_version, model)
+        )
+
+    async def put_book_analysis(
+        self, book_id: str, prompt_version: str, model: str, analysis: Row
+    ) -> None:
+        """Cache a book's cover analysis for every order of the book. Not fenced by this item's
+        lease: the analysis is paid for and true whoever owns the item now."""
+        await self._write(
+            lambda: self.store.put_book_analysis(book_id, prompt_version, model, analysis)
+        )
+
     def _accepted(self, written: bool) -> None:
         if not written:
             self.lost = True
@@ -134,16 +125,3 @@ class Job:
 
     async def _write(self, call: Callable[[], Awaitable[T]]) -> T:
         return await through_outages(call, stop=stop_after_delay(self.outage_patience), max_wait=2.0)
-
-
-class Processor(Protocol):
-    def __call__(self, job: Job) -> Awaitable[BookResult]: ...
-
-
-class ClosableProcessor(Processor, Protocol):
-    async def aclose(self) -> None: ...
-
-
-def describe_item(item: Row) -> dict[str, Any]:
-    """The non-personal facts about an item, for logs and the status endpoint."""
-    return {"item_id": item.get("id"), "attempt": item.get("attempts")}

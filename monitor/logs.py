@@ -27,7 +27,7 @@ class _InterceptHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.patch(lambda r: r.update(name=record.name)).opt(exception=record.exc_info).log(
+        logger.patch(lambda r: r.update({"name": record.name})).opt(exception=record.exc_info).log(
             level, record.getMessage()
         )
 
@@ -74,7 +74,9 @@ def _pretty_sink(stream: TextIO, scrub: _Scrubber):
 def setup_logging(
     *, level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = (), stream: TextIO | None = None
 ) -> None:
-    """Configure loguru once for the process. ``fmt`` is json, pretty, or auto (json unless a TTY)."""
+    """Configure loguru once for the process.
+
+    ``fmt`` is json, pretty, or auto (json unless a TTY)."""
     stream = stream or sys.stderr
     scrub = _Scrubber(secrets)
     if fmt == "auto":
@@ -90,7 +92,10 @@ def setup_logging(
             backtrace=False,
             # diagnose would print local variables of a traceback: they can hold secrets and photos.
             diagnose=False,
-            format="<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message} <dim>{extra}</dim>",
+            format=(
+                "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message} "
+                "<dim>{extra}</dim>"
+            ),
         )
     logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
     for name in ROUTED_STDLIB_LOGGERS:

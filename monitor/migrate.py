@@ -67,7 +67,7 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         try:
             await _apply(conn, Migration(directory / BOOKKEEPING_FILE), record=False)
             cursor = await conn.execute("select version, checksum from applied_migrations()")
-            applied = dict(await cursor.fetchall())
+            applied: dict[str, str] = dict(await cursor.fetchall())
             for migration in discover(directory):
                 if migration.version in applied:
                     if applied[migration.version] != migration.checksum:

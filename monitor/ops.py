@@ -28,7 +28,8 @@ from typing import Any, TextIO
 
 from monitor.app import build_store
 from monitor.config import Settings
-from monitor.store.base import OrderStore, RetryOutcome, Row, StoreUnavailable
+from monitor.store.base import OrderStore, RetryOutcome, StoreUnavailable
+from processors.contract import Row
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_REFUSED = 0, 1, 2, 3, 4
 COMMANDS = ("status", "list", "show", "retry")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from loguru import logger
 
 from monitor.metrics import Metrics
-from monitor.storage.base import BlobStorage
+from processors.ports import BlobStorage
 from monitor.store.base import OrderStore
 
 DEFAULT_BATCH = 100

@@ -32,7 +32,8 @@ from loguru import logger
 
 from monitor import __version__
 from monitor.dashboard import add_dashboard_routes
-from monitor.daemon import DATABASE_PROBLEM, InFlight, Monitor, utcnow
+from monitor.daemon import DATABASE_PROBLEM, Monitor
+from monitor.runner import InFlight, utcnow
 from monitor.store.base import RetryOutcome, StoreUnavailable
 
 LOOP_LAG_INTERVAL_SECONDS = 0.5

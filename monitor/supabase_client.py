@@ -22,8 +22,8 @@ async def create_supabase_client(
 
     The daemon acts with the service-role key and never signs a user in, so there is no session
     to persist or refresh. PostgREST's built-in retry of GET requests is turned off: retries are
-    the daemon's job (ARCHITECTURE section 7), and two layers of them would hide outages from its
-    backoff and metrics.
+    the daemon's job (docs/architecture.md, "Error classes"), and two layers of them would hide
+    outages from its backoff and metrics.
     """
     options = AsyncClientOptions(
         auto_refresh_token=False,

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from loguru import logger
 
-from monitor.storage.base import BlobStorage
-from monitor.storage.links import sign_results
+from processors.ports import BlobStorage
+from processors.links import sign_results
 from monitor.store.base import OrderStore
 from processors.errors import TerminalError
 

@@ -18,12 +18,12 @@ import asyncio
 
 from pydantic import ValidationError
 
-from monitor.job import Job, LeaseLost
-from monitor.store.base import OrderStore, Row
 from processors.ai.base import AIBadResponse, ImageAI, ImagePart, Usage
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
+from processors.contract import JobContext, Row
 from processors.errors import TerminalError
-from processors.prompts import ChildProfile, PromptBook
+from processors.child import ChildProfile
+from processors.prompts import PromptBook
 
 
 class PhotoRejected(TerminalError):
@@ -53,12 +53,12 @@ class Analyzer:
         self.model_name = model_name
         self._cover_locks: dict[str, asyncio.Lock] = {}
 
-    async def cover(self, store: OrderStore, book: Row, cover: ImagePart, usage: Usage) -> CoverAnalysis:
+    async def cover(self, job: JobContext, book: Row, cover: ImagePart, usage: Usage) -> CoverAnalysis:
         """The book's cover analysis, from the cache when any order of this book made it before."""
         key = f"{book['id']}/{self.prompts.version}/{self.model_name}"
         lock = self._cover_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            cached = await store.get_book_analysis(book["id"], self.prompts.version, self.model_name)
+            cached = await job.get_book_analysis(book["id"], self.prompts.version, self.model_name)
             if cached is not None:
                 if _FAILED in cached:
                     raise AnalysisUnusable(f"cover analysis failed before: {cached[_FAILED]}")
@@ -69,16 +69,16 @@ class Analyzer:
                     schema=CoverAnalysis, usage=usage,
                 )
             except AIBadResponse as exc:
-                await store.put_book_analysis(
+                await job.put_book_analysis(
                     book["id"], self.prompts.version, self.model_name, {_FAILED: exc.detail[:300]}
                 )
                 raise AnalysisUnusable(f"cover analysis: {exc.detail}") from None
-            await store.put_book_analysis(
+            await job.put_book_analysis(
                 book["id"], self.prompts.version, self.model_name, result.value.model_dump()
             )
             return result.value
 
-    async def child(self, job: Job, profile: ChildProfile, photo: ImagePart, usage: Usage) -> ChildAnalysis:
+    async def child(self, job: JobContext, profile: ChildProfile, photo: ImagePart, usage: Usage) -> ChildAnalysis:
         """The child analysis, made once per item; rejects photos without exactly one face."""
         saved = job.item.get("child_analysis")
         analysis: ChildAnalysis | None = None
@@ -96,8 +96,7 @@ class Analyzer:
             except AIBadResponse as exc:
                 raise AnalysisUnusable(f"child analysis: {exc.detail}") from None
             analysis = result.value
-            if not await job.store.save_child_analysis(job.item_id, job.worker, analysis.model_dump()):
-                raise LeaseLost(job.item_id)
+            await job.save_child_analysis(analysis.model_dump())
         if analysis.face_count != 1:
             raise PhotoRejected(f"photo shows {analysis.face_count} faces")
         return analysis

@@ -1,4 +1,5 @@
-"""One claimed order item in, one finished personalized book out (ARCHITECTURE section 2).
+"""One claimed order item in, one finished personalized book out (docs/architecture.md,
+"Data flow").
 
 Every paid image call ends in an uploaded image and a checkpoint row before it counts, so an item
 resumed after a crash or a lost lease skips what is done. Pages are kept on local disk, not in
@@ -8,7 +9,7 @@ Each illustration has ``page_deadline_seconds`` across all its retries and redra
 call costs at most that. When one page fails for good, no new page starts, and the calls
 already in flight finish (within their deadline) and are checkpointed: they are paid for.
 Usage goes into one ``Usage`` per item that the adapters add to as answers arrive; the job
-exposes it (``Job.usage_of``) so the daemon persists it with a failure or release too.
+exposes it (``JobContext.usage_of``) so the daemon persists it with a failure or release too.
 """
 
 from __future__ import annotations
@@ -23,19 +24,6 @@ from pathlib import Path
 from loguru import logger
 from PIL import Image
 
-from monitor.job import BookResult, Job, StepCode
-from monitor.metrics import Metrics
-from monitor.storage.base import BlobStorage, ObjectNotFound
-from monitor.storage.cache import BookAssetCache
-from monitor.storage.links import sign_results
-from monitor.storage.ownership import require_user_upload
-from monitor.storage.paths import (
-    generated_cover_path,
-    generated_page_path,
-    generated_pdf_path,
-    object_path,
-)
-from monitor.store.base import ItemContext, Row
 from processors.ai.base import (
     AIUnavailable,
     ContentBlocked,
@@ -47,6 +35,7 @@ from processors.ai.base import (
 )
 from processors.analysis import Analyzer
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
+from processors.contract import BookResult, ItemContext, JobContext, Row, StepCode
 from processors.errors import OrderError, TerminalError
 from processors.images import (
     DEFAULT_ASPECT_TOLERANCE,
@@ -57,8 +46,24 @@ from processors.images import (
     normalize_photo,
     to_jpeg,
 )
-from processors.pdf import build_pdf_async
-from processors.prompts import ChildProfile, PromptBook, validate_child
+from processors.layout import (
+    generated_cover_path,
+    generated_page_path,
+    generated_pdf_path,
+    result_path,
+)
+from processors.links import sign_results
+from processors.ownership import require_user_upload
+from processors.pdf import build_pdf
+from processors.ports import (
+    AssetCache,
+    BlobStorage,
+    NullMetrics,
+    ObjectNotFound,
+    PipelineMetrics,
+)
+from processors.child import ChildProfile, validate_child
+from processors.prompts import PromptBook
 
 JPEG = "image/jpeg"
 # Inputs to the model are downscaled: the model does not need more, and uploads stay small.
@@ -99,17 +104,15 @@ class BookProcessor:
         *,
         ai: ImageAI,
         storage: BlobStorage,
-        assets: BookAssetCache,
+        assets: AssetCache,
         analyzer: Analyzer,
         prompts: PromptBook,
-        bucket: str,
-        supabase_url: str | None,
         work_dir: Path,
         page_concurrency: int = 4,
         page_deadline_seconds: float = 600.0,
         aspect_tolerance: float = DEFAULT_ASPECT_TOLERANCE,
         ready_problem: str | None = None,
-        metrics: Metrics | None = None,
+        metrics: PipelineMetrics | None = None,
         resources: AsyncExitStack | None = None,
     ) -> None:
         self.ai = ai
@@ -117,18 +120,16 @@ class BookProcessor:
         self.assets = assets
         self.analyzer = analyzer
         self.prompts = prompts
-        self.bucket = bucket
-        self.supabase_url = supabase_url
         self.work_dir = work_dir
         self.page_concurrency = page_concurrency
         self.page_deadline_seconds = page_deadline_seconds
         self.aspect_tolerance = aspect_tolerance
         #: Why no book can be drawn now (no usable model); None when ready. Read by the daemon.
         self.ready_problem = ready_problem
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or NullMetrics()
         self._resources = resources or AsyncExitStack()
 
-    async def __call__(self, job: Job) -> BookResult:
+    async def __call__(self, job: JobContext) -> BookResult:
         started_at = time.monotonic()
         context = await job.load_context()
         book, pages = _catalog_entry(context)
@@ -139,7 +140,7 @@ class BookProcessor:
         total = len(pages)
         # A checkpoint says a page is done; its image is read from this item's own result path,
         # never from a path in the row.
-        done = {int(c["page_number"]): _result_path(job.item_id, int(c["page_number"]))
+        done = {int(c["page_number"]): result_path(job.item_id, int(c["page_number"]))
                 for c in context.checkpoints}
         await job.report(2, "Looking at your photo", code=StepCode.ANALYZING, pages_total=total)
 
@@ -149,7 +150,7 @@ class BookProcessor:
         cover_original = await self._catalog_image(book["id"], book.get("cover_image_path"), "cover")
         cover_part = ImagePart(await asyncio.to_thread(image_part_bytes, cover_original, AI_INPUT_MAX_SIDE))
         cover_analysis, child_analysis = await asyncio.gather(
-            self.analyzer.cover(job.store, book, cover_part, usage),
+            self.analyzer.cover(job, book, cover_part, usage),
             self.analyzer.child(job, profile, photo, usage),
         )
         inputs = Inputs(book, profile, photo, cover_analysis, child_analysis)
@@ -167,8 +168,8 @@ class BookProcessor:
             page_files = await self._pages(job, inputs, pages, identity, done, work, usage)
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
-            pdf_file = await build_pdf_async(
-                cover_file, page_files, work / "book.pdf",
+            pdf_file = await asyncio.to_thread(
+                build_pdf, cover_file, page_files, work / "book.pdf",
                 trim_width_in=float(book.get("trim_width_in") or 8.5),
                 trim_height_in=float(book.get("trim_height_in") or 8.5),
                 title=str(book.get("title") or "Your book"),
@@ -191,7 +192,7 @@ class BookProcessor:
         raw_path = item.get("child_photo_path")
         if not raw_path:
             raise PhotoMissing("order item has no child_photo_path")
-        path = object_path(raw_path, bucket=self.bucket, supabase_url=self.supabase_url)
+        path = self.storage.key_for(raw_path)
         # The daemon reads with the service role: it must not read another family's photo.
         require_user_upload(path, user_id)
         try:
@@ -204,7 +205,7 @@ class BookProcessor:
     async def _catalog_image(self, book_id: str, raw_path: str | None, what: str) -> Image.Image:
         if not raw_path:
             raise ObjectNotFound(f"book {what} has no image path")
-        path = object_path(raw_path, bucket=self.bucket, supabase_url=self.supabase_url)
+        path = self.storage.key_for(raw_path)
         data = await self.assets.get(book_id, path)
         return await asyncio.to_thread(load_page_image, data)
 
@@ -214,7 +215,7 @@ class BookProcessor:
         for page in pages:
             await self._catalog_image(book_id, page.get("image_path"), f"page {page['page_number']}")
 
-    async def _cover(self, job: Job, inputs: Inputs, original: Image.Image, original_part: ImagePart,
+    async def _cover(self, job: JobContext, inputs: Inputs, original: Image.Image, original_part: ImagePart,
                      done: dict[int, str], out: Path, usage: Usage) -> None:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
@@ -231,7 +232,7 @@ class BookProcessor:
             jpeg, model = await self._draw(request, softened, original, usage)
         await self._save(job, 0, generated_cover_path(job.item_id), jpeg, out, model, usage)
 
-    async def _pages(self, job: Job, inputs: Inputs, pages: list[Row], identity: ImagePart,
+    async def _pages(self, job: JobContext, inputs: Inputs, pages: list[Row], identity: ImagePart,
                      done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
         slots = asyncio.Semaphore(self.page_concurrency)
         # Reports go out one at a time, in the order pages finish: concurrent writes could land
@@ -284,7 +285,7 @@ class BookProcessor:
             raise errors[0]
         return [r for r in results if isinstance(r, Path)]
 
-    async def _page(self, job: Job, inputs: Inputs, page: Row, identity: ImagePart, out: Path,
+    async def _page(self, job: JobContext, inputs: Inputs, page: Row, identity: ImagePart, out: Path,
                     usage: Usage) -> None:
         number = int(page["page_number"])
         original = await self._catalog_image(inputs.book["id"], page.get("image_path"), f"page {number}")
@@ -360,7 +361,7 @@ class BookProcessor:
             return await asyncio.to_thread(to_jpeg, fitted), result.model
         raise AssertionError("unreachable")
 
-    async def _save(self, job: Job, number: int, path: str, jpeg: bytes, out: Path,
+    async def _save(self, job: JobContext, number: int, path: str, jpeg: bytes, out: Path,
                     model: str | None, usage: Usage) -> None:
         """Upload, then checkpoint with the usage so far, in one write: once the row exists,
         the image is safely in storage and what it cost is on the item."""
@@ -399,11 +400,6 @@ def _box(value: object) -> tuple[float, float, float, float] | None:
     if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x and 0 < h <= 1 - y):
         return None
     return x, y, w, h
-
-
-def _result_path(item_id: str, number: int) -> str:
-    """Where this item's cover (0) or page ``number`` is stored once drawn."""
-    return generated_cover_path(item_id) if number == 0 else generated_page_path(item_id, number)
 
 
 def _ratio(image: Image.Image) -> str:

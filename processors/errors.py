@@ -1,9 +1,9 @@
 """Failure classes for one order item.
 
-Every failure is classified once, where it is raised (ARCHITECTURE section 7): the daemon only
-looks at ``retryable`` to decide between "back to pending with backoff" and "failed for good".
-``parent_message`` is what the app shows a parent, so it never carries exception text, paths,
-URLs or secrets; ``detail`` is for operators' logs. A retryable error has two texts: its
+Every failure is classified once, where it is raised (docs/architecture.md, "Error classes"): the
+daemon only looks at ``retryable`` to decide between "back to pending with backoff" and "failed
+for good". ``parent_message`` is what the app shows a parent, so it never carries exception text,
+paths, URLs or secrets; ``detail`` is for operators' logs. A retryable error has two texts: its
 ``parent_message`` while the item waits for the next attempt, and ``final_message`` once its
 attempts are used up and the item has failed for good (a row saying "we will keep trying" on a
 book nobody will try again would be untrue).
@@ -18,6 +18,12 @@ class OrderError(Exception):
     retryable: bool = False
     code: str = "internal_error"
     parent_message: str = "We could not create your book. Our team has been notified."
+    #: A server-requested delay in seconds (HTTP Retry-After, Gemini RetryInfo); only a
+    #: retryable error sets one, and the backoff honours it when it is longer than its own.
+    retry_after: float | None = None
+    #: The operator's setup failed, not the order: the daemon hands the item back without using
+    #: an attempt and pauses claiming until the setup checks out (see processors/ai/base.py).
+    pauses_claiming: bool = False
 
     def __init__(
         self,
@@ -40,11 +46,8 @@ class OrderError(Exception):
 
 
 class RetryableError(OrderError):
-    """Transient: the item goes back to ``pending`` and is retried after a backoff.
-
-    ``retry_after`` carries a server-requested delay (HTTP Retry-After, Gemini RetryInfo) in
-    seconds, which the backoff honours when it is longer than its own.
-    """
+    """Transient: the item goes back to ``pending`` and is retried after a backoff, or after
+    ``retry_after`` seconds when the server asked for longer."""
 
     retryable = True
     code = "temporarily_unavailable"

@@ -7,15 +7,14 @@ JPEG loss, and building a 30-page book costs file copies rather than image encod
 
 from __future__ import annotations
 
-import asyncio
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import img2pdf
 
 from processors.errors import RetryableError, TerminalError
+from processors.files import write_atomically
 
 DEFAULT_TRIM_IN = 8.5
 
@@ -68,7 +67,7 @@ def build_pdf(
 
     The PDF is written to a temporary file next to ``out`` and moved over it with
     ``os.replace``, so ``out`` is either absent, the previous complete PDF, or the new one:
-    never half-written. Blocking: use ``build_pdf_async`` from the event loop.
+    never half-written. Blocking: call it in a thread from the event loop.
     """
     if trim_width_in <= 0 or trim_height_in <= 0:
         raise ValueError(f"trim size must be positive, got {trim_width_in}x{trim_height_in} in")
@@ -77,7 +76,7 @@ def build_pdf(
         fit=img2pdf.FitMode.fill,
     )
     try:
-        _write_atomically([cover, *pages], out, layout_fun=layout, title=title)
+        _convert([cover, *pages], out, layout_fun=layout, title=title)
     except _IMG2PDF_ERRORS as exc:
         raise PdfFailed(f"img2pdf could not build {out.name}: {exc}") from exc
     except OSError as exc:
@@ -85,48 +84,17 @@ def build_pdf(
     return out
 
 
-def _write_atomically(
-    images: list[Path], out: Path, *, layout_fun: LayoutFun, title: str
-) -> None:
-    """Convert into a temporary sibling of ``out``, then rename it into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            # Pinned rather than left to whatever is installed: pikepdf is img2pdf's required
-            # dependency, and it linearizes the file, so the app can show the first pages
-            # while the rest downloads.
-            img2pdf.convert(
-                images,
-                outputstream=stream,
-                layout_fun=layout_fun,
-                title=title,
-                engine=img2pdf.Engine.pikepdf,
-            )
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, out)
-    finally:
-        # Gone already after a successful replace; after any failure, no debris stays behind.
-        tmp.unlink(missing_ok=True)
+def _convert(images: list[Path], out: Path, *, layout_fun: LayoutFun, title: str) -> None:
+    def write(stream: BinaryIO) -> None:
+        # Pinned rather than left to whatever is installed: pikepdf is img2pdf's required
+        # dependency, and it linearizes the file, so the app can show the first pages
+        # while the rest downloads.
+        img2pdf.convert(
+            images,
+            outputstream=stream,
+            layout_fun=layout_fun,
+            title=title,
+            engine=img2pdf.Engine.pikepdf,
+        )
 
-
-async def build_pdf_async(
-    cover: Path,
-    pages: list[Path],
-    out: Path,
-    *,
-    trim_width_in: float = DEFAULT_TRIM_IN,
-    trim_height_in: float = DEFAULT_TRIM_IN,
-    title: str,
-) -> Path:
-    """``build_pdf`` in a worker thread, so the event loop keeps heartbeating the lease."""
-    return await asyncio.to_thread(
-        build_pdf,
-        cover,
-        pages,
-        out,
-        trim_width_in=trim_width_in,
-        trim_height_in=trim_height_in,
-        title=title,
-    )
+    write_atomically(out, write)

@@ -14,8 +14,8 @@ from monitor.migrate import migrate
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from monitor.store.supabase import SupabaseStore
-from tests.fakes.postgrest_server import FakePostgrestServer
-from tests.postgres import Cluster, temporary_cluster
+from testkit.fakes.postgrest_server import FakePostgrestServer
+from testkit.postgres import Cluster, temporary_cluster
 
 MIGRATED_TEMPLATE = "migrated_template"
 

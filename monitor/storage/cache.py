@@ -14,9 +14,10 @@ import hashlib
 from functools import partial
 from pathlib import Path
 
-from monitor.storage.base import BlobStorage, ObjectNotFound
+from processors.ports import BlobStorage, ObjectNotFound
 from monitor.storage.local import LocalStorage
-from monitor.storage.paths import canonical_uuid, validate_key
+from monitor.storage.paths import validate_key
+from processors.layout import canonical_uuid
 
 _DIGEST_SIZE = hashlib.sha256().digest_size
 

@@ -9,16 +9,15 @@ worker thread, so a PDF of many megabytes does not stall the event loop and its 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import quote
 
-from monitor.storage.base import ObjectNotFound, StorageUnavailable
-from monitor.storage.paths import InvalidPath, redacted, validate_key
+from processors.ports import ObjectNotFound, StorageUnavailable
+from monitor.storage.paths import object_path, validate_key
+from processors.files import write_atomically
+from processors.layout import InvalidPath, redacted
 
 #: Objects are meant to be served (``base_url``), so they are world-readable like any upload.
 _FILE_MODE = 0o644
@@ -35,9 +34,22 @@ class LocalStorage:
     #: Files do not expire, nor do URLs to them.
     url_ttl_seconds: int | None = None
 
-    def __init__(self, root: Path, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        base_url: str | None = None,
+        *,
+        bucket: str | None = None,
+        supabase_url: str | None = None,
+    ) -> None:
         self._root = root.resolve()
         self._base_url = base_url.rstrip("/") + "/" if base_url else None
+        # Rows may still hold this project's Storage URLs (monitor/storage/paths.py).
+        self._bucket = bucket
+        self._supabase_url = supabase_url
+
+    def key_for(self, value: str) -> str:
+        return object_path(value, bucket=self._bucket, supabase_url=self._supabase_url)
 
     async def download(self, path: str) -> bytes:
         file = self._file(path)
@@ -81,7 +93,7 @@ class LocalStorage:
     async def _write(self, path: str, write: Callable[[BinaryIO], object]) -> None:
         file = self._file(path)
         try:
-            await asyncio.to_thread(_write_atomically, file, write)
+            await asyncio.to_thread(write_atomically, file, write, mode=_FILE_MODE)
         except OSError as exc:
             raise StorageUnavailable(f"writing {redacted(path)} failed: {exc.strerror}") from exc
 
@@ -95,25 +107,3 @@ class LocalStorage:
         if not file.resolve().is_relative_to(self._root):
             raise InvalidPath(f"storage path leaves the storage directory: {redacted(path)}")
         return file
-
-
-def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Create or replace ``target`` with what ``write`` writes, all or nothing.
-
-    The data goes to a temporary file in the same directory, is flushed to disk, and is renamed
-    over ``target``, so after a crash ``target`` holds the old or the new content, never a mix.
-    Blocking: call it in a thread.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, _FILE_MODE)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise

@@ -1,4 +1,5 @@
-"""Object paths in the bucket: checking the ones we are given and naming the ones we write.
+"""Object paths in the bucket: checking the ones we are given (the names of what we write are
+in processors/layout.py).
 
 Input paths come from rows the app and the catalog wrote (``books.cover_image_path``,
 ``book_pages.image_path``, ``order_items.child_photo_path``), so they are untrusted. They are either
@@ -15,39 +16,13 @@ from __future__ import annotations
 
 import re
 from urllib.parse import SplitResult, unquote, urlsplit
-from uuid import UUID
 
-from processors.errors import TerminalError
+from processors.layout import KEY_CHARS, InvalidPath, redacted
 
-#: Supabase Storage's ``isValidKey`` character set; Python's ``\w`` also admits non-ASCII letters,
-#: which newer Storage versions accept. It excludes ``%`` (storage3 percent-decodes keys, so a ``%``
-#: would name a different object), ``\``, ``#``, quotes and all control characters.
-_KEY_CHARS = re.compile(r"[\w/!\-.*'() &$@=;:+,?]+")
 _MAX_KEY_BYTES = 1024
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _URL_KINDS = frozenset({"public", "sign", "authenticated"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class InvalidPath(TerminalError):
-    """A storage path or URL the daemon refuses to use: it would leave the bucket or the project."""
-
-    code = "invalid_path"
-    parent_message = "A picture for your book could not be used. Our team has been notified."
-
-
-def redacted(key: str) -> str:
-    """``key`` as a log line or error detail may show it: no user id, nothing the app typed.
-
-    Results and catalog objects are named by item and book ids, which logs carry anyway; an
-    upload's folder is a user's id, so only its kind is shown; anything else only by its length.
-    """
-    first, _, rest = key.partition("/")
-    if first in ("generated", "catalog") and _KEY_CHARS.fullmatch(key) and len(key) <= 200:
-        return repr(key)
-    if first == "uploads":
-        return "'uploads/<user>/...'"
-    return f"<a {len(key)}-character path>"
 
 
 def validate_key(key: str) -> str:
@@ -61,7 +36,7 @@ def validate_key(key: str) -> str:
     shown = redacted(key)
     if len(key.encode()) > _MAX_KEY_BYTES:
         raise InvalidPath(f"storage path longer than {_MAX_KEY_BYTES} bytes: {shown}")
-    if not _KEY_CHARS.fullmatch(key):
+    if not KEY_CHARS.fullmatch(key):
         raise InvalidPath(f"storage path has characters object keys may not contain: {shown}")
     if key.startswith("/"):
         raise InvalidPath(f"storage path is absolute: {shown}")
@@ -70,7 +45,7 @@ def validate_key(key: str) -> str:
     return key
 
 
-def object_path(value: str, *, bucket: str, supabase_url: str | None) -> str:
+def object_path(value: str, *, bucket: str | None, supabase_url: str | None) -> str:
     """Normalise a path from a row to an object key inside ``bucket``.
 
     ``value`` is either an object key (``"books/abc/cover.jpg"`` is the key ``books/abc/cover.jpg``
@@ -84,7 +59,7 @@ def object_path(value: str, *, bucket: str, supabase_url: str | None) -> str:
     return validate_key(value)
 
 
-def _key_from_url(value: str, *, bucket: str, supabase_url: str | None) -> str:
+def _key_from_url(value: str, *, bucket: str | None, supabase_url: str | None) -> str:
     url = urlsplit(value)
     # Never echo user info, the path or the query: they may hold a password, a user's id or a
     # signed URL's token.
@@ -118,35 +93,3 @@ def _origin(url: SplitResult) -> tuple[str, str | None, int | None] | None:
     except ValueError:
         return None
     return scheme, url.hostname, port
-
-
-def canonical_uuid(value: str | UUID, *, what: str) -> str:
-    """``value`` as a lower-case hyphenated UUID, so one item always maps to one set of paths.
-
-    Used for ids that become directory names: a UUID cannot carry a path separator or a dot segment.
-    """
-    try:
-        return str(value if isinstance(value, UUID) else UUID(value))
-    except (TypeError, ValueError):
-        raise InvalidPath(f"{what} is not a UUID: {redacted(str(value))}") from None
-
-
-def generated_cover_path(item_id: str | UUID) -> str:
-    """``generated/{item}/cover.jpg``: the personalized cover."""
-    return f"{_generated_dir(item_id)}/cover.jpg"
-
-
-def generated_page_path(item_id: str | UUID, page_number: int) -> str:
-    """``generated/{item}/pages/{NN}.jpg``: one personalized page (``page_number`` >= 1)."""
-    if isinstance(page_number, bool) or not isinstance(page_number, int) or page_number < 1:
-        raise InvalidPath(f"page number must be a positive integer, got {page_number!r}")
-    return f"{_generated_dir(item_id)}/pages/{page_number:02d}.jpg"
-
-
-def generated_pdf_path(item_id: str | UUID) -> str:
-    """``generated/{item}/book.pdf``: the finished book."""
-    return f"{_generated_dir(item_id)}/book.pdf"
-
-
-def _generated_dir(item_id: str | UUID) -> str:
-    return f"generated/{canonical_uuid(item_id, what='order item id')}"

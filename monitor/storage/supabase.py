@@ -20,8 +20,9 @@ import httpx
 from storage3.exceptions import StorageApiError
 from supabase import AsyncClient
 
-from monitor.storage.base import ObjectNotFound, StorageUnavailable
-from monitor.storage.paths import redacted, validate_key
+from processors.ports import ObjectNotFound, StorageUnavailable
+from monitor.storage.paths import object_path, validate_key
+from processors.layout import redacted
 from processors.errors import TerminalError
 
 _RETRYABLE_STATUSES = frozenset({408, 423, 429})
@@ -43,13 +44,19 @@ class SupabaseStorage:
         *,
         public: bool = False,
         signed_url_ttl: int = 3600,
+        supabase_url: str | None = None,
     ) -> None:
         if signed_url_ttl <= 0:
             raise ValueError("signed_url_ttl must be a positive number of seconds")
+        self._bucket = bucket
+        self._supabase_url = supabase_url
         self._files = client.storage.from_(bucket)
         self._public = public
         self._signed_url_ttl = signed_url_ttl
         self.url_ttl_seconds: int | None = None if public else signed_url_ttl
+
+    def key_for(self, value: str) -> str:
+        return object_path(value, bucket=self._bucket, supabase_url=self._supabase_url)
 
     async def download(self, path: str) -> bytes:
         key = validate_key(path)

@@ -1,66 +1,33 @@
-"""The order-store port: the queue protocol of migrations/002_queue.sql, called as RPC.
+"""The named operations of the store: the queue protocol of migrations/002_queue.sql and the
+calls of the pipeline's caches, the catalog, retention, the URL sweep and the operator's reads.
 
-Both adapters (``postgres`` over psycopg, ``supabase`` over PostgREST) only differ in how they call
-a SQL function and what they raise when the database is away; everything the daemon means by
-"claim", "heartbeat" or "complete" is spelled out once here, on top of :meth:`OrderStore._rpc`.
+Everything the daemon means by "claim", "heartbeat" or "complete" is spelled out once here, on top
+of the connector port (``monitor/store/connector.py``), so both adapters share it.
 Results come back as JSON-shaped Python values (str ids and timestamps), the same from both.
 """
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Awaitable
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
-from tenacity.stop import stop_base
+from monitor.store.connector import (
+    SCHEMA_NOT_MIGRATED,
+    Connector,
+    RoundTripObserver,
+    SchemaNotMigrated,
+    StoreUnavailable,
+    through_outages,
+)
+from processors.contract import ItemContext, Row
 
-from processors.errors import RetryableError
-
-Row = dict[str, Any]
-T = TypeVar("T")
-
-
-class StoreUnavailable(RetryableError):
-    """The database did not answer (outage, restart, network): the daemon backs off and retries."""
-
-    code = "database_unavailable"
-
-
-SCHEMA_NOT_MIGRATED = "schema not migrated: run `run_monitor.py migrate`"
-
-
-class SchemaNotMigrated(StoreUnavailable):
-    """The database answered but lacks a queue function or table: the migrations have not been
-    applied (or not all of them). Waited out like an outage, so the daemon starts working as soon
-    as the operator runs ``migrate``; the message says so."""
-
-    def __init__(self, missing: str) -> None:
-        super().__init__(f"{SCHEMA_NOT_MIGRATED} ({missing})")
-
-
-#: Told the outcome of every database round trip: None when it succeeded, else the
-#: StoreUnavailable it raised.
-RoundTripObserver = Callable[[StoreUnavailable | None], None]
-
-
-async def through_outages(call: Callable[[], Awaitable[T]], *, stop: stop_base,
-                          first_wait: float = 0.25, max_wait: float = 8.0) -> T:
-    """``call()``, tried again with backoff while the database is unavailable, until ``stop``.
-
-    A write that waits out a restart of the database keeps the work it records; failing at the
-    first refused connection would throw away paid image calls whose results are already stored.
-    Once ``stop`` says enough, the last :class:`StoreUnavailable` is raised.
-    """
-    async for attempt in AsyncRetrying(retry=retry_if_exception_type(StoreUnavailable), stop=stop,
-                                       wait=wait_exponential(multiplier=first_wait, max=max_wait),
-                                       reraise=True):
-        with attempt:
-            return await call()
-    raise AssertionError("unreachable: tenacity either returns or re-raises")
+# The connector's errors and outage helper are part of this module's API: callers of the store
+# catch them without knowing which port raised them.
+__all__ = [
+    "SCHEMA_NOT_MIGRATED", "FailOutcome", "LeaseState", "OrderStore", "RetryOutcome",
+    "RoundTripObserver", "SchemaNotMigrated", "StoreUnavailable", "through_outages",
+]
 
 
 class LeaseState(StrEnum):
@@ -82,55 +49,8 @@ class RetryOutcome(StrEnum):
     ORDER_NOT_PAID = "order_not_paid"
 
 
-@dataclass(frozen=True)
-class ItemContext:
-    """Everything one item's processing needs, loaded in one round trip."""
-
-    item: Row
-    order: Row
-    book: Row | None
-    pages: list[Row]
-    checkpoints: list[Row]
-
-
-class OrderStore(abc.ABC):
+class OrderStore(Connector):
     """Queue operations. Every write passes ``worker`` so the database can fence stale owners."""
-
-    #: Whether :meth:`listen` delivers wake-ups; without it the daemon relies on polling alone.
-    supports_listen: bool = False
-    #: Set by the daemon: every call's outcome is evidence for ``/health``.
-    observer: RoundTripObserver | None = None
-
-    @abc.abstractmethod
-    async def _rpc(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
-        """Call a SQL function with named arguments; a list of rows when ``returns_set``.
-
-        Raises StoreUnavailable when the database does not answer, SchemaNotMigrated when it
-        lacks the function."""
-
-    async def _call(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
-        """:meth:`_rpc`, with its outcome told to :attr:`observer`."""
-        try:
-            result = await self._rpc(function, params, returns_set=returns_set)
-        except StoreUnavailable as exc:
-            if self.observer is not None:
-                self.observer(exc)
-            raise
-        # Any other error is no evidence either way (it may not have reached the database).
-        if self.observer is not None:
-            self.observer(None)
-        return result
-
-    async def open(self) -> None:
-        """Connect. Must not fail when the database is down: the daemon reports and retries."""
-
-    async def close(self) -> None:
-        """Release connections."""
-
-    async def listen(self, on_ready: Callable[[], None]) -> None:
-        """Call ``on_ready`` whenever an item becomes claimable; runs until cancelled or the
-        connection drops (then it raises, and the caller falls back to polling)."""
-        raise NotImplementedError("this store does not support LISTEN")
 
     async def claim(self, worker: str, limit: int, lease_seconds: int) -> list[Row]:
         if limit <= 0:
@@ -355,7 +275,8 @@ class OrderStore(abc.ABC):
 
     async def items_due_for_photo_deletion(self, days: int, limit: int) -> list[Row]:
         """Finished items older than ``days`` whose photo and page images are still stored:
-        rows of ``item_id`` and ``paths`` (the storage objects to delete; never the PDF or cover)."""
+        rows of ``item_id`` and ``paths`` (the storage objects to delete; never the PDF or
+        cover)."""
         return await self._call(
             "items_due_for_photo_deletion", {"p_days": days, "p_limit": limit}, returns_set=True
         )

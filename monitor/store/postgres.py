@@ -47,7 +47,7 @@ class PostgresStore(OrderStore):
     async def close(self) -> None:
         await self._pool.close()
 
-    async def _rpc(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
+    async def rpc(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
         call = sql.SQL("{}({})").format(
             sql.Identifier(function),
             sql.SQL(", ").join(

@@ -5,8 +5,8 @@ service-role key. Every operation is one ``rpc()`` call of a function from migra
 shapes the JSON from the function's declared return type (an array for ``setof``, the bare value
 for scalars, ``null`` for a SQL null), which is what :class:`OrderStore` expects.
 
-Supabase Realtime is not used: polling is the source of truth (ARCHITECTURE section 5), so this
-adapter has no LISTEN and the daemon simply polls.
+Supabase Realtime is not used: polling is the source of truth (docs/architecture.md, "The queue
+protocol"), so this adapter has no LISTEN and the daemon simply polls.
 
 Errors are classified here, once. The database or the way to it being away (network errors,
 timeouts, HTTP 429 and 5xx, PostgREST's connection errors) raises :class:`StoreUnavailable`, which
@@ -65,7 +65,7 @@ class SupabaseStore(OrderStore):
         if self._http_client is not None:
             await self._http_client.aclose()
 
-    async def _rpc(
+    async def rpc(
         self, function: str, params: dict[str, Any], *, returns_set: bool = False
     ) -> Any:
         # PostgREST shapes the JSON from the function's declared return type (an array for

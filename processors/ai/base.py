@@ -77,7 +77,9 @@ class Usage:
     def from_dict(cls, data: Mapping[str, Any] | None) -> "Usage":
         """What ``as_dict`` wrote (an item's ``ai_usage``); unknown keys are ignored."""
         data = data or {}
-        by_model = data.get("by_model") if isinstance(data.get("by_model"), dict) else {}
+        by_model = data.get("by_model")
+        if not isinstance(by_model, dict):
+            by_model = {}
         cost = data.get("cost_usd")
         return cls(
             **{name: int(data.get(name) or 0) for name in USAGE_COUNTS},
@@ -139,7 +141,7 @@ class AIConfigError(RetryableError):
 
     code = "ai_config_error"
     #: The daemon releases the item and pauses claiming until the models check out again:
-    #: the next order would meet the same wall (ARCHITECTURE section 7, issue 17).
+    #: the next order would meet the same wall (docs/architecture.md, "Error classes"; issue 17).
     pauses_claiming = True
 
 

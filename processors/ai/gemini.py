@@ -1,6 +1,6 @@
 """The ``gemini`` adapter of the image-AI port, on google-genai's async client.
 
-Every failure leaves this module classified (ARCHITECTURE section 7):
+Every failure leaves this module classified (docs/architecture.md, "Error classes"):
 
 ==================================================  =========================================
 what Gemini did                                      raised
@@ -46,7 +46,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from google import genai
@@ -54,10 +54,11 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from loguru import logger
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from processors.ai import models as catalog
 from processors.ai.base import (
+    ModelT,
     AIBadResponse,
     AIConfigError,
     AIRecitation,
@@ -73,7 +74,6 @@ from processors.ai.base import (
 )
 from processors.errors import OrderError, TerminalError
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _BLOCKING_FINISH_REASONS = frozenset(
     {

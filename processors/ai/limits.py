@@ -28,9 +28,9 @@ from typing import Protocol, TypeVar
 
 import tenacity
 from loguru import logger
-from pydantic import BaseModel
 
 from processors.ai.base import (
+    ModelT,
     AIBadResponse,
     AIConfigError,
     Analysis,
@@ -50,7 +50,6 @@ class _FromModel(Protocol):
     usage: Usage
 
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=_FromModel)
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -190,7 +189,7 @@ class LimitedAI:
             return
         for model, counts in answered.by_model.items():
             share = self._prices.price(
-                model, Usage(**{k: v for k, v in counts.items() if k in USAGE_COUNTS})
+                model, Usage.from_dict({k: v for k, v in counts.items() if k in USAGE_COUNTS})
             )
             answered.unpriced_calls += share.unpriced_calls
             if share.cost_usd is not None:

@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, ImageStat, UnidentifiedImageError
 from pydantic import BaseModel
 
-from processors.ai.base import Analysis, EditRequest, GeneratedImage, ImagePart, Usage
+from processors.ai.base import Analysis, EditRequest, GeneratedImage, ImagePart, ModelT, Usage
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.errors import TerminalError
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 MODEL = "local-compositor"
 UNKNOWN = "unknown (offline analysis)"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 _TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 _FOURTEEN_RATIOS = (*_TEN_RATIOS, "1:4", "4:1", "1:8", "8:1")
@@ -88,7 +89,7 @@ def ratio_log(label: str) -> float:
     return math.log(int(w) / int(h))
 
 
-def image_config(model: str, width: int, height: int, image_size: str | None) -> dict[str, str]:
+def image_config(model: str, width: int, height: int, image_size: str | None) -> dict[str, Any]:
     """``aspect_ratio`` (nearest the page the model accepts) and ``image_size`` when the model
     takes that size; never a field the model would answer 400 INVALID_ARGUMENT to."""
     entry = info(model, "image")
