@@ -18,6 +18,7 @@ import shutil
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
+from io import BytesIO
 from pathlib import Path
 
 from loguru import logger
@@ -59,6 +60,7 @@ from processors.images import (
 )
 from processors.pdf import build_pdf_async
 from processors.prompts import ChildProfile, PromptBook, validate_child
+from processors.qa import Checked, QualityGate
 
 JPEG = "image/jpeg"
 # Inputs to the model are downscaled: the model does not need more, and uploads stay small.
@@ -111,6 +113,7 @@ class BookProcessor:
         ready_problem: str | None = None,
         metrics: Metrics | None = None,
         resources: AsyncExitStack | None = None,
+        quality: QualityGate | None = None,
     ) -> None:
         self.ai = ai
         self.storage = storage
@@ -127,6 +130,7 @@ class BookProcessor:
         self.ready_problem = ready_problem
         self.metrics = metrics or Metrics()
         self._resources = resources or AsyncExitStack()
+        self.quality = quality or QualityGate(ai, prompts, mode="off")
 
     async def __call__(self, job: Job) -> BookResult:
         started_at = time.monotonic()
@@ -228,8 +232,8 @@ class BookProcessor:
         softened = self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile,
                                              softened=True)
         with logger.contextualize(page=0):
-            jpeg, model = await self._draw(request, softened, original, usage)
-        await self._save(job, 0, generated_cover_path(job.item_id), jpeg, out, model, usage)
+            checked = await self._checked(request, softened, original, None, usage)
+        await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
 
     async def _pages(self, job: Job, inputs: Inputs, pages: list[Row], identity: ImagePart,
                      done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
@@ -291,7 +295,8 @@ class BookProcessor:
         path = generated_page_path(job.item_id, number)
         if not page.get("has_character", True):
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
-            await self._save(job, number, path, await asyncio.to_thread(to_jpeg, original), out, None, usage)
+            await self._save(job, number, path, Checked(await asyncio.to_thread(to_jpeg, original), "", None),
+                             out, usage)
             self.metrics.page_generated("original")
             return
         base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
@@ -305,12 +310,22 @@ class BookProcessor:
                                             inputs.profile, softened=True)
         try:
             with logger.contextualize(page=number):
-                jpeg, model = await self._draw(request, softened, original, usage)
+                checked = await self._checked(request, softened, original, identity, usage)
         except OrderError as exc:
             self.metrics.page_generated(exc.code)
             raise
-        await self._save(job, number, path, jpeg, out, model, usage)
+        await self._save(job, number, path, checked, out, usage)
         self.metrics.page_generated("ok")
+
+    async def _checked(self, request: EditRequest, softened: str, original: Image.Image,
+                       identity: ImagePart | None, usage: Usage) -> Checked:
+        """One illustration through the quality gate (processors/qa.py)."""
+        return await self.quality.draw(
+            lambda prompt, soft: self._draw(replace(request, prompt=prompt), soft, original, usage),
+            request.prompt, softened, original=request.base, photo=request.child_photo,
+            identity=identity, usage=usage,
+            as_part=lambda jpeg: asyncio.to_thread(_part_from_bytes, jpeg),
+        )
 
     async def _draw(self, request: EditRequest, softened_prompt: str, original: Image.Image,
                     usage: Usage) -> tuple[bytes, str]:
@@ -360,14 +375,16 @@ class BookProcessor:
             return await asyncio.to_thread(to_jpeg, fitted), result.model
         raise AssertionError("unreachable")
 
-    async def _save(self, job: Job, number: int, path: str, jpeg: bytes, out: Path,
-                    model: str | None, usage: Usage) -> None:
-        """Upload, then checkpoint with the usage so far, in one write: once the row exists,
-        the image is safely in storage and what it cost is on the item."""
-        await self.storage.upload(path, jpeg, JPEG)
-        await job.checkpoint(number, path, prompt_version=self.prompts.version, model=model,
-                             usage=usage.as_dict())
-        await asyncio.to_thread(out.write_bytes, jpeg)
+    async def _save(self, job: Job, number: int, path: str, checked: Checked, out: Path,
+                    usage: Usage) -> None:
+        """Upload, then checkpoint with the usage so far and the judge's verdict, in one write:
+        once the row exists, the image is safely in storage, what it cost is on the item, and
+        no later attempt judges or redraws it again."""
+        await self.storage.upload(path, checked.jpeg, JPEG)
+        await job.checkpoint(number, path, prompt_version=self.prompts.version,
+                             model=checked.model or None, usage=usage.as_dict(),
+                             verdict=checked.verdict, needs_review=checked.needs_review)
+        await asyncio.to_thread(out.write_bytes, checked.jpeg)
 
     async def check_ready(self) -> str | None:
         """Check the models again (the daemon calls this while ``ready_problem`` is set)."""
@@ -409,6 +426,11 @@ def _result_path(item_id: str, number: int) -> str:
 def _ratio(image: Image.Image) -> str:
     """The page's own ratio in pixels; the adapter picks the nearest its model accepts."""
     return f"{image.width}:{image.height}"
+
+
+def _part_from_bytes(jpeg: bytes) -> ImagePart:
+    with Image.open(BytesIO(jpeg)) as img:
+        return ImagePart(image_part_bytes(img.convert("RGB"), AI_INPUT_MAX_SIDE))
 
 
 def _part_from_file(path: Path) -> bytes:

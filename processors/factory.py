@@ -16,6 +16,7 @@ from processors.ai.pricing import PriceTable
 from processors.analysis import Analyzer
 from processors.book import BookProcessor
 from processors.prompts import PromptBook
+from processors.qa import QualityGate
 
 
 def build_ai(settings: Settings, metrics: Metrics, **limit_options: Any) -> tuple[ImageAI, str]:
@@ -97,5 +98,8 @@ async def create_processor(
         ready_problem=problem,
         metrics=metrics,
         resources=resources,
+        quality=QualityGate(ai, prompts, mode=settings.qa_mode,
+                            max_redraws=settings.qa_max_redraws, on_fail=settings.qa_on_fail,
+                            min_likeness=settings.qa_min_likeness),
     )
 

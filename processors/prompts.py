@@ -37,7 +37,8 @@ from processors.resources import data_dir
 
 PROMPTS_DIR = data_dir(__file__, "prompts")
 REQUIRED_TEMPLATES = frozenset(
-    {"cover_analysis", "child_analysis", "cover", "page", "softened_suffix"}
+    {"cover_analysis", "child_analysis", "cover", "page", "softened_suffix",
+     "qa_judge", "qa_redraw", "qa_problems"}
 )
 
 NAME_MAX_CHARS = 40

@@ -8,7 +8,8 @@ It is not generative AI, and its answers say so:
   gate, and only flags what simple image statistics show (a very dark or tiny photo);
 - "regeneration" pastes a round, framed portrait of the child into the page, inside the
   catalog's character box or the bottom-right third, and prints the child's name on a banner
-  under it. The prompt and the identity reference are not used.
+  under it. The prompt and the identity reference are not used;
+- the quality verdict comes from ``local_judge``: image statistics, never a claim about faces.
 
 No network, no randomness: the same request always gives the same bytes.
 """
@@ -24,8 +25,10 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, ImageStat, UnidentifiedIm
 from pydantic import BaseModel
 
 from processors.ai.base import Analysis, EditRequest, GeneratedImage, ImagePart, Usage
+from processors.ai.local_judge import judge_fields
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.errors import TerminalError
+from processors.qa import QualityVerdict
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -55,12 +58,15 @@ class LocalAI:
         self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
         usage: Usage | None = None,
     ) -> Analysis[ModelT]:
-        analyzer = _ANALYZERS.get(schema)
-        if analyzer is None:
-            raise ValueError(f"the local adapter cannot answer with {schema.__name__}")
-        if not images:
-            raise ValueError("the local adapter analyzes images[0], and none was given")
-        fields = await asyncio.to_thread(analyzer, _open(images[0]))
+        if schema is QualityVerdict:
+            fields = await asyncio.to_thread(lambda: judge_fields([_open(i) for i in images]))
+        else:
+            analyzer = _ANALYZERS.get(schema)
+            if analyzer is None:
+                raise ValueError(f"the local adapter cannot answer with {schema.__name__}")
+            if not images:
+                raise ValueError("the local adapter analyzes images[0], and none was given")
+            fields = await asyncio.to_thread(analyzer, _open(images[0]))
         spent = Usage()
         spent.add_call(MODEL, calls=1)
         if usage is not None:
