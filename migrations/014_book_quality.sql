@@ -71,7 +71,7 @@ create or replace function set_order_item_print_files(
     p_cover_path text,
     p_cover_url text,
     p_upscaled boolean,
-    p_source_ppi numeric
+    p_source_ppi double precision
 )
 returns boolean
 language sql
@@ -121,18 +121,18 @@ end;
 $$;
 
 revoke execute on function checkpoint_order_item_page_with_verdict(uuid, text, integer, text, text, text, jsonb, jsonb, boolean) from public;
-revoke execute on function set_order_item_print_files(uuid, text, text, text, text, text, boolean, numeric) from public;
+revoke execute on function set_order_item_print_files(uuid, text, text, text, text, text, boolean, double precision) from public;
 revoke execute on function set_book_layout(uuid, numeric, integer, jsonb) from public;
 do $$
 begin
     if exists (select 1 from pg_roles where rolname = 'anon') then
         execute 'revoke execute on function checkpoint_order_item_page_with_verdict(uuid, text, integer, text, text, text, jsonb, jsonb, boolean) from anon, authenticated';
-        execute 'revoke execute on function set_order_item_print_files(uuid, text, text, text, text, text, boolean, numeric) from anon, authenticated';
+        execute 'revoke execute on function set_order_item_print_files(uuid, text, text, text, text, text, boolean, double precision) from anon, authenticated';
         execute 'revoke execute on function set_book_layout(uuid, numeric, integer, jsonb) from anon, authenticated';
     end if;
     if exists (select 1 from pg_roles where rolname = 'service_role') then
         execute 'grant execute on function checkpoint_order_item_page_with_verdict(uuid, text, integer, text, text, text, jsonb, jsonb, boolean) to service_role';
-        execute 'grant execute on function set_order_item_print_files(uuid, text, text, text, text, text, boolean, numeric) to service_role';
+        execute 'grant execute on function set_order_item_print_files(uuid, text, text, text, text, text, boolean, double precision) to service_role';
         execute 'grant execute on function set_book_layout(uuid, numeric, integer, jsonb) to service_role';
     end if;
 end

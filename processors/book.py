@@ -34,6 +34,7 @@ from monitor.storage.paths import (
     generated_cover_path,
     generated_page_path,
     generated_pdf_path,
+    generated_print_paths,
     object_path,
 )
 from monitor.store.base import ItemContext, Row
@@ -60,7 +61,10 @@ from processors.images import (
 )
 from processors.pdf import build_pdf_async
 from processors.prompts import ChildProfile, PromptBook, validate_child
+from processors.print_pdf import PrintProfile, build_print_files
 from processors.qa import Checked, QualityGate
+from processors.story import page_texts
+from processors.text_layer import PlacedText, add_text_layer
 
 JPEG = "image/jpeg"
 # Inputs to the model are downscaled: the model does not need more, and uploads stay small.
@@ -114,6 +118,8 @@ class BookProcessor:
         metrics: Metrics | None = None,
         resources: AsyncExitStack | None = None,
         quality: QualityGate | None = None,
+        print_bleed_in: float = 0.125,
+        print_ppi: int = 300,
     ) -> None:
         self.ai = ai
         self.storage = storage
@@ -131,6 +137,8 @@ class BookProcessor:
         self.metrics = metrics or Metrics()
         self._resources = resources or AsyncExitStack()
         self.quality = quality or QualityGate(ai, prompts, mode="off")
+        self.print_bleed_in = print_bleed_in
+        self.print_ppi = print_ppi
 
     async def __call__(self, job: Job) -> BookResult:
         started_at = time.monotonic()
@@ -177,11 +185,14 @@ class BookProcessor:
                 trim_height_in=float(book.get("trim_height_in") or 8.5),
                 title=str(book.get("title") or "Your book"),
             )
+            texts = page_texts(pages, profile, _box)
+            await asyncio.to_thread(add_text_layer, pdf_file, [None, *texts])
             self.metrics.pdf_built(time.monotonic() - started)
             await job.report(96, "Saving your book", code=StepCode.UPLOADING, usage=usage.as_dict())
             pdf_path, cover_path = generated_pdf_path(job.item_id), generated_cover_path(job.item_id)
             await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
             links = await sign_results(self.storage, pdf_path, cover_path)
+            await self._print_files(job, book, cover_file, page_files, texts, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         logger.info("book finished", pages=total, seconds=round(time.monotonic() - started_at, 1),
@@ -190,6 +201,28 @@ class BookProcessor:
         return BookResult(pdf_path=pdf_path, pdf_url=links.pdf_url, cover_path=cover_path,
                           cover_url=links.cover_url, usage=usage.as_dict(),
                           urls_expire_at=links.expires_at)
+
+    async def _print_files(self, job: Job, book: Row, cover: Path, pages: list[Path],
+                           texts: list[PlacedText | None], work: Path) -> None:
+        """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
+        the row before completion."""
+        profile = PrintProfile(
+            trim_width_in=float(book.get("trim_width_in") or 8.5),
+            trim_height_in=float(book.get("trim_height_in") or 8.5),
+            bleed_in=float(b if (b := book.get("print_bleed_in")) is not None else self.print_bleed_in),
+            ppi=int(book.get("print_ppi") or self.print_ppi),
+        )
+        files = await asyncio.to_thread(build_print_files, cover, pages, texts, work, profile,
+                                        title=str(book.get("title") or "Your book"))
+        interior_path, cover_path = generated_print_paths(job.item_id)
+        await self.storage.upload_file(interior_path, files.interior, "application/pdf")
+        await self.storage.upload_file(cover_path, files.cover, "application/pdf")
+        links = await sign_results(self.storage, interior_path, cover_path)
+        if files.upscaled:
+            logger.info("print images upscaled", source_ppi=files.source_ppi, ppi=profile.ppi)
+        await job.record_print_files(
+            interior_path=interior_path, interior_url=links.pdf_url, cover_path=cover_path,
+            cover_url=links.cover_url, upscaled=files.upscaled, source_ppi=files.source_ppi)
 
     async def _child_photo(self, item: Row, user_id: str | None) -> ImagePart:
         raw_path = item.get("child_photo_path")

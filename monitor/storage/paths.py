@@ -148,5 +148,11 @@ def generated_pdf_path(item_id: str | UUID) -> str:
     return f"{_generated_dir(item_id)}/book.pdf"
 
 
+def generated_print_paths(item_id: str | UUID) -> tuple[str, str]:
+    """``generated/{item}/print-interior.pdf`` and ``print-cover.pdf``: the print files."""
+    return (f"{_generated_dir(item_id)}/print-interior.pdf",
+            f"{_generated_dir(item_id)}/print-cover.pdf")
+
+
 def _generated_dir(item_id: str | UUID) -> str:
     return f"generated/{canonical_uuid(item_id, what='order item id')}"
