@@ -29,6 +29,7 @@ from processors.ai.local_judge import judge_fields
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.errors import TerminalError
 from processors.qa import QualityVerdict
+from processors.text_layer import FONT_FILE
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -217,9 +218,10 @@ def _draw_banner(page: Image.Image, name: str, box: tuple[int, int, int, int]) -
     )
     room = max(1, right - left - (bottom - top) // 2)
     size = max(6.0, (bottom - top) * 0.7)
-    font = ImageFont.load_default(size=size)
+    # The bundled Unicode font: Pillow's default covers ASCII only ("Zoë" would get a box).
+    font = ImageFont.truetype(str(FONT_FILE), size=size)
     text_width = draw.textlength(name, font=font)
     if text_width > room:
-        font = ImageFont.load_default(size=max(6.0, size * room / text_width))
+        font = ImageFont.truetype(str(FONT_FILE), size=max(6.0, size * room / text_width))
     centre = ((left + right) / 2, (top + bottom) / 2)
     draw.text(centre, name, font=font, fill=_INK_COLOR, anchor="mm")
