@@ -1,8 +1,10 @@
 """``run_monitor.py import-book``: how an operator adds a book to the catalog.
 
 A directory holds ``cover.<ext>`` and numbered page images (``01.jpg``, ``page-2.png``, ...), plus
-an optional ``pages.json`` mapping page numbers to ``{"text", "has_character", "character_box"}``
-(and ``"cover"`` to ``{"character_box"}``).
+an optional ``pages.json`` mapping page numbers to ``{"text", "has_character", "character_box",
+"text_box"}`` (and ``"cover"`` to ``{"character_box"}``). ``text`` may be a template with the
+child's name and pronouns (processors/story.py); with a ``text_box`` it is set into the PDFs as a
+text layer, and it must fit there for the widest name the app accepts, else the import fails.
 Images are checked to decode, uploaded under ``catalog/{book_id}/``, and the rows are written by
 one SQL function call.
 """
@@ -19,6 +21,9 @@ from typing import Any
 from processors.ports import BlobStorage
 from monitor.store.base import OrderStore
 from processors.images import load_page_image
+from processors.prompts import NAME_MAX_CHARS
+from processors.story import longest_profile, render_story, template_problems
+from processors.text_layer import TextDoesNotFit, check_fits
 
 #: The content type of every image the daemon uploads, by file suffix (catalog pages and covers,
 #: and the demo's photo, which may also be HEIC/HEIF).
@@ -89,7 +94,11 @@ async def import_book(
     age_max: int | None = None,
     trim_width_in: float = 8.5,
     trim_height_in: float = 8.5,
+    print_bleed_in: float | None = None,
+    print_ppi: int | None = None,
 ) -> str:
+    for number, meta in sorted(source.page_meta.items()):
+        _check_text(number, meta, (trim_width_in * 72, trim_height_in * 72))
     book_id = str(uuid.UUID(book_id)) if book_id else str(uuid.uuid4())
     prefix = f"catalog/{book_id}"
     cover_path = await _upload(storage, source.cover, f"{prefix}/cover")
@@ -109,7 +118,44 @@ async def import_book(
         "cover_character_box": source.cover_meta.get("character_box"),
         "trim_width_in": trim_width_in, "trim_height_in": trim_height_in,
     }
-    return await store.import_book(book, pages)
+    book_id = await store.import_book(book, pages)
+    await store.set_book_layout(
+        book_id, bleed_in=print_bleed_in, ppi=print_ppi,
+        pages=[{"page_number": n, "text_box": m.get("text_box")}
+               for n, m in sorted(source.page_meta.items())])
+    return book_id
+
+
+# The widest name the app can send: NAME_MAX_CHARS of the font's widest capital, as one word.
+_WIDEST_NAME = "W" * NAME_MAX_CHARS
+
+
+def _check_text(number: int, meta: dict[str, Any], page_pt: tuple[float, float]) -> None:
+    """The page's text renders for every child and fits its text box (module docstring)."""
+    text = meta.get("text")
+    if text is None:
+        return
+    if not isinstance(text, str):
+        raise CatalogError(f"page {number}: text must be a string")
+    problems = template_problems(text)
+    if problems:
+        raise CatalogError(f"page {number}: text {'; '.join(problems)}")
+    box = meta.get("text_box")
+    if box is None:
+        return  # the text is baked into the picture; it only gives the model context
+    try:
+        fractions = tuple(float(box[k]) for k in ("x", "y", "w", "h"))
+    except (KeyError, TypeError, ValueError):
+        raise CatalogError(f"page {number}: text_box needs numbers x, y, w, h") from None
+    x, y, w, h = fractions
+    if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x and 0 < h <= 1 - y):
+        raise CatalogError(f"page {number}: text_box must lie within the page (fractions 0-1)")
+    for gender in ("girl", "boy", "child"):
+        try:
+            check_fits(render_story(text, longest_profile(gender, _WIDEST_NAME)), fractions, page_pt)
+        except TextDoesNotFit as exc:
+            raise CatalogError(f"page {number}: text does not fit its text_box with the longest "
+                               f"name: {exc}") from None
 
 
 async def _upload(storage: BlobStorage, path: Path, key_stem: str) -> str:

@@ -105,6 +105,18 @@ class Settings:
     ai_backoff_base_seconds: float = 2.0
     #: JSON price table laid over processors/ai/prices.json (USD per 1M tokens, per model).
     ai_prices_file: Path | None = None
+    #: The book-quality judge (processors/qa.py): ``judge`` asks the analysis model after every
+    #: illustration, ``off`` accepts what passes the image checks.
+    qa_mode: str = "judge"
+    qa_max_redraws: int = 2
+    #: ``fail``: a page that stays below the threshold fails the item (quality_check_failed);
+    #: ``review``: the book completes with needs_review set on the item and the page.
+    qa_on_fail: str = "fail"
+    #: Likeness score (0-10) a page needs to pass, besides the judge's yes/no checks.
+    qa_min_likeness: float = 6.0
+    #: Print profile defaults (a book's print_bleed_in/print_ppi override them).
+    print_bleed_in: float = 0.125
+    print_ppi: int = 300
     # Notifications and privacy.
     notify_webhook_url: str | None = None
     notify_webhook_secret: Secret | None = None
@@ -347,6 +359,16 @@ class _Parser:
             ai_max_retries=self.typed("AI_MAX_RETRIES", int, DEFAULT.ai_max_retries, lambda v: v >= 0, "an integer >= 0"),
             ai_backoff_base_seconds=self.positive_float("AI_BACKOFF_BASE_SECONDS", DEFAULT.ai_backoff_base_seconds),
             ai_prices_file=self.price_file("AI_PRICES_FILE"),
+            qa_mode=self.choice("QA_MODE", ("judge", "off"), "judge"),
+            qa_max_redraws=self.typed("QA_MAX_REDRAWS", int, 2, lambda v: 0 <= v <= 5,
+                                      "an integer from 0 to 5"),
+            qa_on_fail=self.choice("QA_ON_FAIL", ("fail", "review"), "fail"),
+            qa_min_likeness=self.typed("QA_MIN_LIKENESS", float, 6.0, lambda v: 0 <= v <= 10,
+                                       "a number from 0 to 10"),
+            print_bleed_in=self.typed("PRINT_BLEED_IN", float, 0.125, lambda v: 0 <= v <= 0.5,
+                                      "inches, from 0 to 0.5"),
+            print_ppi=self.typed("PRINT_PPI", int, 300, lambda v: 72 <= v <= 1200,
+                                 "an integer from 72 to 1200"),
             notify_webhook_url=self.first("NOTIFY_WEBHOOK_URL"),
             notify_webhook_secret=Secret(s) if (s := self.first("NOTIFY_WEBHOOK_SECRET")) else None,
             photo_retention_days=self.typed("PHOTO_RETENTION_DAYS", int, DEFAULT.photo_retention_days, lambda v: v >= 0,

@@ -18,7 +18,7 @@ from monitor.config import Settings
 from monitor.daemon import Monitor
 from monitor.demo_book import COVER_BOX, TITLE, draw_child_photo, draw_cover, draw_pages
 from monitor.migrate import migrate
-from processors.layout import generated_pdf_path
+from processors.layout import generated_pdf_path, generated_print_paths
 from monitor.store.postgres import PostgresStore
 from monitor.app import create_processor
 
@@ -44,7 +44,8 @@ def write_sample_book(directory: Path) -> Path:
     for page in draw_pages():
         (directory / f"{page.number:02d}.jpg").write_bytes(page.jpeg)
         meta[str(page.number)] = {"text": page.text, "has_character": True,
-                                  "character_box": page.character_box}
+                                  "character_box": page.character_box,
+                                  "text_box": page.text_box}
     (directory / "pages.json").write_text(json.dumps(meta, indent=2))
     return directory
 
@@ -114,7 +115,10 @@ async def run_demo(*, home: Path, photo: Path | None, name: str, age: int, gende
               f"({summary.get('error_code')}: {summary.get('error_message')})")
         return 1
     print(f"Done: {summary.get('pages_done')} pages, AI usage {summary.get('ai_usage')}")
-    print((settings.local_storage_dir / generated_pdf_path(item_id)).resolve())
+    interior, print_cover = generated_print_paths(item_id)
+    for label, path in (("screen PDF", generated_pdf_path(item_id)), ("print interior", interior),
+                        ("print cover", print_cover)):
+        print(f"{label}: {(settings.local_storage_dir / path).resolve()}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """The demo's sample book and child photo, drawn here so the project ships no third-party art.
 
 Simple flat illustrations: a sky, hills, a few props, and a hero whose place is recorded as the
-page's ``character_box``, which is where the offline compositor puts the child.
+page's ``character_box``, which is where the offline compositor puts the child. The story is
+a template with the child's name and pronouns (processors/story.py); each page leaves a light
+band for it, recorded as the page's ``text_box``, where the PDFs set it as a text layer.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ _PALETTES = [
 ]
 
 STORY = [
-    "One afternoon, our hero found an old paper lantern in the attic.",
-    "Grandma said: tonight the lanterns walk to the top of the hill.",
-    "Our hero painted the lantern with stars and moons.",
-    "At sunset, friends from the whole street came out to walk.",
+    "One afternoon, ${name} found an old paper lantern in the attic.",
+    "Grandma said: tonight the lanterns walk to the top of the hill, and ${name} may carry one.",
+    "${name} painted ${their} lantern with stars and moons.",
+    "At sunset, friends from the whole street came out to walk with ${them}.",
     "The path was long, but the lantern glowed a little brighter with every step.",
-    "A small fox followed the light through the tall grass.",
+    "A small fox followed ${name}'s light through the tall grass.",
     "On top of the hill, all the lanterns shone together like a river of light.",
-    "Back home, our hero fell asleep, still smiling at the stars.",
+    "Back home, ${name} fell asleep, still smiling at the stars. ${They} dreamed of lanterns.",
 ]
+_BAND = (40, 40, SIZE - 40, 170)
+TEXT_BOX = {"x": (_BAND[0] + 20) / SIZE, "y": (_BAND[1] + 8) / SIZE,
+            "w": (_BAND[2] - _BAND[0] - 40) / SIZE, "h": (_BAND[3] - _BAND[1] - 16) / SIZE}
+"""The light band at the top of every page, where the story text is set."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class SamplePage:
     jpeg: bytes
     text: str
     character_box: dict[str, float]
+    text_box: dict[str, float]
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -106,21 +113,10 @@ def _hero(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], lantern: bo
         draw.ellipse([lx - 22, ly - 20, lx + 22, ly + 30], fill=(255, 240, 170))
 
 
-def _text_band(img: Image.Image, text: str) -> None:
+def _text_band(img: Image.Image) -> None:
+    """The light band the story text is set on (the text itself is the PDF's text layer)."""
     draw = ImageDraw.Draw(img, "RGBA")
-    draw.rounded_rectangle([40, 40, SIZE - 40, 170], radius=24, fill=(255, 255, 255, 200))
-    font = _font(34)
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        candidate = f"{line} {word}".strip()
-        if draw.textlength(candidate, font=font) > SIZE - 140:
-            lines.append(line)
-            line = word
-        else:
-            line = candidate
-    lines.append(line)
-    for n, text_line in enumerate(lines[:2]):
-        draw.text((70, 62 + n * 48), text_line, font=font, fill=(40, 40, 60))
+    draw.rounded_rectangle(_BAND, radius=24, fill=(255, 255, 255, 200))
 
 
 def _box(index: int) -> tuple[int, int, int, int]:
@@ -148,11 +144,12 @@ def draw_pages() -> list[SamplePage]:
         img = _scene(index)
         box = _box(index)
         _hero(ImageDraw.Draw(img), box, lantern=index >= 2)
-        _text_band(img, text)
+        _text_band(img)
         x0, y0, x1, y1 = box
         pages.append(SamplePage(
             number=index + 1, jpeg=_jpeg(img), text=text,
             character_box={"x": x0 / SIZE, "y": y0 / SIZE, "w": (x1 - x0) / SIZE, "h": (y1 - y0) / SIZE},
+            text_box=TEXT_BOX,
         ))
     return pages
 

@@ -89,12 +89,14 @@ class Job:
     async def checkpoint(
         self, page_number: int, image_path: str, *, prompt_version: str | None = None,
         model: str | None = None, usage: dict[str, Any] | None = None,
+        verdict: dict[str, Any] | None = None, needs_review: bool = False,
     ) -> None:
         """Record a finished illustration (0 = cover) so no later attempt pays for it again,
-        with the item's usage so far in the same transaction when ``usage`` is given."""
+        with the item's usage so far, and the quality judge's verdict, in the same transaction."""
         self._accepted(await self._write(lambda: self.store.checkpoint_page(
             self.item_id, self.worker, page_number, image_path,
             prompt_version=prompt_version, model=model, usage=usage,
+            verdict=verdict, needs_review=needs_review,
         )))
 
     async def save_child_analysis(self, analysis: Row) -> None:
@@ -117,6 +119,11 @@ class Job:
         await self._write(
             lambda: self.store.put_book_analysis(book_id, prompt_version, model, analysis)
         )
+
+    async def record_print_files(self, **files: Any) -> None:
+        """The print PDFs on the row (``OrderStore.set_print_files``), before completion."""
+        self._accepted(await self._write(
+            lambda: self.store.set_print_files(self.item_id, self.worker, **files)))
 
     def _accepted(self, written: bool) -> None:
         if not written:

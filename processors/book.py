@@ -19,6 +19,7 @@ import shutil
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
+from io import BytesIO
 from pathlib import Path
 
 from loguru import logger
@@ -50,6 +51,7 @@ from processors.layout import (
     generated_cover_path,
     generated_page_path,
     generated_pdf_path,
+    generated_print_paths,
     result_path,
 )
 from processors.links import sign_results
@@ -63,7 +65,11 @@ from processors.ports import (
     PipelineMetrics,
 )
 from processors.child import ChildProfile, validate_child
+from processors.print_pdf import PrintProfile, build_print_files
 from processors.prompts import PromptBook
+from processors.qa import Checked, QualityGate
+from processors.story import page_texts
+from processors.text_layer import PlacedText, add_text_layer
 
 JPEG = "image/jpeg"
 # Inputs to the model are downscaled: the model does not need more, and uploads stay small.
@@ -114,6 +120,9 @@ class BookProcessor:
         ready_problem: str | None = None,
         metrics: PipelineMetrics | None = None,
         resources: AsyncExitStack | None = None,
+        quality: QualityGate | None = None,
+        print_bleed_in: float = 0.125,
+        print_ppi: int = 300,
     ) -> None:
         self.ai = ai
         self.storage = storage
@@ -128,6 +137,9 @@ class BookProcessor:
         self.ready_problem = ready_problem
         self.metrics = metrics or NullMetrics()
         self._resources = resources or AsyncExitStack()
+        self.quality = quality or QualityGate(ai, prompts, mode="off")
+        self.print_bleed_in = print_bleed_in
+        self.print_ppi = print_ppi
 
     async def __call__(self, job: JobContext) -> BookResult:
         started_at = time.monotonic()
@@ -174,11 +186,14 @@ class BookProcessor:
                 trim_height_in=float(book.get("trim_height_in") or 8.5),
                 title=str(book.get("title") or "Your book"),
             )
+            texts = page_texts(pages, profile, _box)
+            await asyncio.to_thread(add_text_layer, pdf_file, [None, *texts])
             self.metrics.pdf_built(time.monotonic() - started)
             await job.report(96, "Saving your book", code=StepCode.UPLOADING, usage=usage.as_dict())
             pdf_path, cover_path = generated_pdf_path(job.item_id), generated_cover_path(job.item_id)
             await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
             links = await sign_results(self.storage, pdf_path, cover_path)
+            await self._print_files(job, book, cover_file, page_files, texts, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         logger.info("book finished", pages=total, seconds=round(time.monotonic() - started_at, 1),
@@ -187,6 +202,28 @@ class BookProcessor:
         return BookResult(pdf_path=pdf_path, pdf_url=links.pdf_url, cover_path=cover_path,
                           cover_url=links.cover_url, usage=usage.as_dict(),
                           urls_expire_at=links.expires_at)
+
+    async def _print_files(self, job: JobContext, book: Row, cover: Path, pages: list[Path],
+                           texts: list[PlacedText | None], work: Path) -> None:
+        """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
+        the row before completion."""
+        profile = PrintProfile(
+            trim_width_in=float(book.get("trim_width_in") or 8.5),
+            trim_height_in=float(book.get("trim_height_in") or 8.5),
+            bleed_in=float(b if (b := book.get("print_bleed_in")) is not None else self.print_bleed_in),
+            ppi=int(book.get("print_ppi") or self.print_ppi),
+        )
+        files = await asyncio.to_thread(build_print_files, cover, pages, texts, work, profile,
+                                        title=str(book.get("title") or "Your book"))
+        interior_path, cover_path = generated_print_paths(job.item_id)
+        await self.storage.upload_file(interior_path, files.interior, "application/pdf")
+        await self.storage.upload_file(cover_path, files.cover, "application/pdf")
+        links = await sign_results(self.storage, interior_path, cover_path)
+        if files.upscaled:
+            logger.info("print images upscaled", source_ppi=files.source_ppi, ppi=profile.ppi)
+        await job.record_print_files(
+            interior_path=interior_path, interior_url=links.pdf_url, cover_path=cover_path,
+            cover_url=links.cover_url, upscaled=files.upscaled, source_ppi=files.source_ppi)
 
     async def _child_photo(self, item: Row, user_id: str | None) -> ImagePart:
         raw_path = item.get("child_photo_path")
@@ -229,8 +266,8 @@ class BookProcessor:
         softened = self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile,
                                              softened=True)
         with logger.contextualize(page=0):
-            jpeg, model = await self._draw(request, softened, original, usage)
-        await self._save(job, 0, generated_cover_path(job.item_id), jpeg, out, model, usage)
+            checked = await self._checked(request, softened, original, None, usage)
+        await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
 
     async def _pages(self, job: JobContext, inputs: Inputs, pages: list[Row], identity: ImagePart,
                      done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
@@ -292,7 +329,8 @@ class BookProcessor:
         path = generated_page_path(job.item_id, number)
         if not page.get("has_character", True):
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
-            await self._save(job, number, path, await asyncio.to_thread(to_jpeg, original), out, None, usage)
+            await self._save(job, number, path, Checked(await asyncio.to_thread(to_jpeg, original), "", None),
+                             out, usage)
             self.metrics.page_generated("original")
             return
         base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
@@ -306,12 +344,22 @@ class BookProcessor:
                                             inputs.profile, softened=True)
         try:
             with logger.contextualize(page=number):
-                jpeg, model = await self._draw(request, softened, original, usage)
+                checked = await self._checked(request, softened, original, identity, usage)
         except OrderError as exc:
             self.metrics.page_generated(exc.code)
             raise
-        await self._save(job, number, path, jpeg, out, model, usage)
+        await self._save(job, number, path, checked, out, usage)
         self.metrics.page_generated("ok")
+
+    async def _checked(self, request: EditRequest, softened: str, original: Image.Image,
+                       identity: ImagePart | None, usage: Usage) -> Checked:
+        """One illustration through the quality gate (processors/qa.py)."""
+        return await self.quality.draw(
+            lambda prompt, soft: self._draw(replace(request, prompt=prompt), soft, original, usage),
+            request.prompt, softened, original=request.base, photo=request.child_photo,
+            identity=identity, usage=usage,
+            as_part=lambda jpeg: asyncio.to_thread(_part_from_bytes, jpeg),
+        )
 
     async def _draw(self, request: EditRequest, softened_prompt: str, original: Image.Image,
                     usage: Usage) -> tuple[bytes, str]:
@@ -361,14 +409,16 @@ class BookProcessor:
             return await asyncio.to_thread(to_jpeg, fitted), result.model
         raise AssertionError("unreachable")
 
-    async def _save(self, job: JobContext, number: int, path: str, jpeg: bytes, out: Path,
-                    model: str | None, usage: Usage) -> None:
-        """Upload, then checkpoint with the usage so far, in one write: once the row exists,
-        the image is safely in storage and what it cost is on the item."""
-        await self.storage.upload(path, jpeg, JPEG)
-        await job.checkpoint(number, path, prompt_version=self.prompts.version, model=model,
-                             usage=usage.as_dict())
-        await asyncio.to_thread(out.write_bytes, jpeg)
+    async def _save(self, job: JobContext, number: int, path: str, checked: Checked, out: Path,
+                    usage: Usage) -> None:
+        """Upload, then checkpoint with the usage so far and the judge's verdict, in one write:
+        once the row exists, the image is safely in storage, what it cost is on the item, and
+        no later attempt judges or redraws it again."""
+        await self.storage.upload(path, checked.jpeg, JPEG)
+        await job.checkpoint(number, path, prompt_version=self.prompts.version,
+                             model=checked.model or None, usage=usage.as_dict(),
+                             verdict=checked.verdict, needs_review=checked.needs_review)
+        await asyncio.to_thread(out.write_bytes, checked.jpeg)
 
     async def check_ready(self) -> str | None:
         """Check the models again (the daemon calls this while ``ready_problem`` is set)."""
@@ -405,6 +455,11 @@ def _box(value: object) -> tuple[float, float, float, float] | None:
 def _ratio(image: Image.Image) -> str:
     """The page's own ratio in pixels; the adapter picks the nearest its model accepts."""
     return f"{image.width}:{image.height}"
+
+
+def _part_from_bytes(jpeg: bytes) -> ImagePart:
+    with Image.open(BytesIO(jpeg)) as img:
+        return ImagePart(image_part_bytes(img.convert("RGB"), AI_INPUT_MAX_SIDE))
 
 
 def _part_from_file(path: Path) -> bytes:

@@ -100,8 +100,14 @@ class JobContext(Protocol):
         prompt_version: str | None = None,
         model: str | None = None,
         usage: dict[str, Any] | None = None,
+        verdict: dict[str, Any] | None = None,
+        needs_review: bool = False,
     ) -> None:
-        """A finished illustration (0 = cover) is stored: no later attempt pays for it again."""
+        """A finished illustration (0 = cover) is stored, with the usage so far and the quality
+        judge's verdict: no later attempt pays for, judges or redraws it again."""
+
+    async def record_print_files(self, **files: Any) -> None:
+        """The print PDFs' paths and URLs on the row, before completion."""
 
     async def save_child_analysis(self, analysis: Row) -> None:
         """Keep the child analysis on the item, so a resumed attempt does not pay for it again."""

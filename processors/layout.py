@@ -69,6 +69,12 @@ def generated_pdf_path(item_id: str | UUID) -> str:
     return f"{_generated_dir(item_id)}/book.pdf"
 
 
+def generated_print_paths(item_id: str | UUID) -> tuple[str, str]:
+    """``generated/{item}/print-interior.pdf`` and ``print-cover.pdf``: the print files."""
+    return (f"{_generated_dir(item_id)}/print-interior.pdf",
+            f"{_generated_dir(item_id)}/print-cover.pdf")
+
+
 def result_path(item_id: str | UUID, number: int) -> str:
     """Where this item's cover (0) or page ``number`` is stored once drawn."""
     return generated_cover_path(item_id) if number == 0 else generated_page_path(item_id, number)

@@ -36,7 +36,8 @@ from processors.resources import data_dir
 
 PROMPTS_DIR = data_dir(__file__, "prompts")
 REQUIRED_TEMPLATES = frozenset(
-    {"cover_analysis", "child_analysis", "cover", "page", "softened_suffix"}
+    {"cover_analysis", "child_analysis", "cover", "page", "softened_suffix",
+     "qa_judge", "qa_redraw", "qa_problems"}
 )
 
 # Caps for values the models and the catalog provide; a runaway answer cannot swamp a prompt.

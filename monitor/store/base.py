@@ -105,6 +105,8 @@ class OrderStore(Connector):
         prompt_version: str | None = None,
         model: str | None = None,
         usage: dict[str, Any] | None = None,
+        verdict: dict[str, Any] | None = None,
+        needs_review: bool = False,
     ) -> bool:
         params: dict[str, Any] = {
             "p_item": item_id,
@@ -114,10 +116,26 @@ class OrderStore(Connector):
             "p_prompt_version": prompt_version,
             "p_model": model,
         }
+        if verdict is not None or needs_review:
+            return bool(await self._call("checkpoint_order_item_page_with_verdict", {
+                **params, "p_usage": usage, "p_verdict": verdict, "p_needs_review": needs_review,
+            }))
         if usage is None:
             return bool(await self._call("checkpoint_order_item_page", params))
         return bool(await self._call("checkpoint_order_item_page_with_usage",
                                     {**params, "p_usage": usage}))
+
+    async def set_print_files(
+        self, item_id: str, worker: str, *, interior_path: str, interior_url: str,
+        cover_path: str, cover_url: str, upscaled: bool, source_ppi: float | None,
+    ) -> bool:
+        """The print PDFs of a finished book, written just before ``complete``; fenced."""
+        return bool(await self._call("set_order_item_print_files", {
+            "p_item": item_id, "p_worker": worker,
+            "p_interior_path": interior_path, "p_interior_url": interior_url,
+            "p_cover_path": cover_path, "p_cover_url": cover_url,
+            "p_upscaled": upscaled, "p_source_ppi": source_ppi,
+        }))
 
     async def record_usage(self, item_id: str, worker: str, usage: dict[str, Any]) -> bool:
         """Write the item's AI usage so far (before a fail or release), fenced by the lease."""
@@ -249,6 +267,13 @@ class OrderStore(Connector):
     async def import_book(self, book: Row, pages: list[Row]) -> str:
         """Add a catalog entry (or replace an existing id's pages); returns the book id."""
         return await self._call("import_book", {"p_book": book, "p_pages": pages})
+
+    async def set_book_layout(self, book_id: str, *, bleed_in: float | None, ppi: int | None,
+                              pages: list[Row]) -> bool:
+        """A book's print profile and text boxes (migrations/014), after ``import_book``."""
+        return bool(await self._call("set_book_layout", {
+            "p_book": book_id, "p_bleed_in": bleed_in, "p_ppi": ppi, "p_pages": pages,
+        }))
 
     async def create_paid_order_item(
         self, book_id: str, *, child_name: str, child_age: int | None, child_gender: str | None,

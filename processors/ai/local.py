@@ -8,7 +8,8 @@ It is not generative AI, and its answers say so:
   gate, and only flags what simple image statistics show (a very dark or tiny photo);
 - "regeneration" pastes a round, framed portrait of the child into the page, inside the
   catalog's character box or the bottom-right third, and prints the child's name on a banner
-  under it. The prompt and the identity reference are not used.
+  under it. The prompt and the identity reference are not used;
+- the quality verdict comes from ``local_judge``: image statistics, never a claim about faces.
 
 No network, no randomness: the same request always gives the same bytes.
 """
@@ -24,8 +25,11 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, ImageStat, UnidentifiedIm
 from pydantic import BaseModel
 
 from processors.ai.base import Analysis, EditRequest, GeneratedImage, ImagePart, ModelT, Usage
+from processors.ai.local_judge import judge_fields
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.errors import TerminalError
+from processors.qa import QualityVerdict
+from processors.text_layer import FONT_FILE
 
 
 MODEL = "local-compositor"
@@ -54,12 +58,15 @@ class LocalAI:
         self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
         usage: Usage | None = None,
     ) -> Analysis[ModelT]:
-        analyzer = _ANALYZERS.get(schema)
-        if analyzer is None:
-            raise ValueError(f"the local adapter cannot answer with {schema.__name__}")
-        if not images:
-            raise ValueError("the local adapter analyzes images[0], and none was given")
-        fields = await asyncio.to_thread(analyzer, _open(images[0]))
+        if schema is QualityVerdict:
+            fields = await asyncio.to_thread(lambda: judge_fields([_open(i) for i in images]))
+        else:
+            analyzer = _ANALYZERS.get(schema)
+            if analyzer is None:
+                raise ValueError(f"the local adapter cannot answer with {schema.__name__}")
+            if not images:
+                raise ValueError("the local adapter analyzes images[0], and none was given")
+            fields = await asyncio.to_thread(analyzer, _open(images[0]))
         spent = Usage()
         spent.add_call(MODEL, calls=1)
         if usage is not None:
@@ -210,9 +217,10 @@ def _draw_banner(page: Image.Image, name: str, box: tuple[int, int, int, int]) -
     )
     room = max(1, right - left - (bottom - top) // 2)
     size = max(6.0, (bottom - top) * 0.7)
-    font = ImageFont.load_default(size=size)
+    # The bundled Unicode font: Pillow's default covers ASCII only ("Zoë" would get a box).
+    font = ImageFont.truetype(str(FONT_FILE), size=size)
     text_width = draw.textlength(name, font=font)
     if text_width > room:
-        font = ImageFont.load_default(size=max(6.0, size * room / text_width))
+        font = ImageFont.truetype(str(FONT_FILE), size=max(6.0, size * room / text_width))
     centre = ((left + right) / 2, (top + bottom) / 2)
     draw.text(centre, name, font=font, fill=_INK_COLOR, anchor="mm")

@@ -106,6 +106,17 @@ DEFAULT_ANALYSIS_JSON: dict[str, dict[str, Any]] = {
         "distinctive_features": ["freckles"],
         "photo_issues": [],
     },
+    # The quality judge (processors/qa.py): a passing verdict.
+    "judge": {
+        "hero_present": True,
+        "likeness_score": 8.5,
+        "hero_count": 1,
+        "extra_limbs_or_faces": False,
+        "text_garbled": False,
+        "scene_kept": True,
+        "problems": [],
+        "notes": "",
+    },
 }
 
 
@@ -137,10 +148,12 @@ class RecordedRequest:
 
     @property
     def schema_kind(self) -> str | None:
-        """The analysis kind, ``cover`` or ``child``, told by the responseSchema's properties."""
+        """The analysis kind, ``cover``, ``child`` or ``judge``, told by the responseSchema's properties."""
         properties = self.generation_config.get("responseSchema", {}).get("properties", {})
         if "face_count" in properties:
             return "child"
+        if "likeness_score" in properties:
+            return "judge"
         if "art_style" in properties:
             return "cover"
         return None
@@ -546,6 +559,26 @@ def drifting_analysis() -> Behaviour:
         if kind is None:
             return await succeed()(fake, request)
         return candidate_response([{"text": json.dumps(DRIFTED_ANALYSIS_JSON[kind])}])
+
+    return reply
+
+
+def judge_verdict(**fields: Any) -> Behaviour:
+    """A quality-judge reply (``DEFAULT_ANALYSIS_JSON["judge"]`` with ``fields`` changed), e.g.
+    ``judge_verdict(likeness_score=2)`` for a low score.
+
+    Imitates a structured-output answer: with ``responseMimeType: application/json`` and a
+    ``responseSchema`` the model's reply is one text part holding the JSON object
+    (https://ai.google.dev/gemini-api/docs/structured-output, read 2026-12-01: "the response
+    ... will be a JSON string that conforms to the schema", in ``candidates[0].content.parts[0]
+    .text``). Used on a request that is not a judge call, it is a mistake in the test: 500.
+    """
+
+    async def reply(fake: FakeGemini, request: RecordedRequest) -> web.Response:
+        if request.schema_kind != "judge":
+            raise LookupError(f"judge_verdict answered a {request.schema_kind!r} request")
+        verdict = {**copy.deepcopy(fake.analysis_json["judge"]), **fields}  # type: ignore[dict-item]
+        return candidate_response([{"text": json.dumps(verdict)}])
 
     return reply
 

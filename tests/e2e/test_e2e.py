@@ -101,7 +101,10 @@ async def test_paid_order_becomes_a_finished_book(
     assert row["progress"] == 100 and row["pages_done"] == PAGES and row["pages_total"] == PAGES
     assert row["pdf_path"] == f"generated/{item}/book.pdf"
     assert row["cover_image_url"].startswith("file://") and row["generated_at"] is not None
-    assert row["ai_usage"]["images"] == 1 + PAGES and row["ai_usage"]["calls"] == 3 + PAGES
+    # Two analyses, the cover and the pages, and (QA_MODE=judge, the default) one judge call
+    # for each of the 1 + PAGES pictures.
+    assert row["ai_usage"]["images"] == 1 + PAGES
+    assert row["ai_usage"]["calls"] == 3 + PAGES + (1 + PAGES)
 
     pdf = PdfReader(tmp_path / "storage" / row["pdf_path"])
     assert len(pdf.pages) == 1 + PAGES
@@ -178,7 +181,9 @@ def pdf_page_sizes(path: Path) -> set[tuple[int, int]]:
 
     sizes = set()
     for page in PdfReader(path).pages:
-        (xobject,) = page["/Resources"]["/XObject"].values()
+        # One picture per page; a page with story text also has its text layer (a form).
+        (xobject,) = [x for x in page["/Resources"]["/XObject"].values()
+                      if x.get_object()["/Subtype"] == "/Image"]
         sizes.add(Image.open(BytesIO(xobject.get_object()._data)).size)
     return sizes
 

@@ -87,7 +87,7 @@ def test_the_role_reads_the_catalog_and_nothing_else(
 
 
 # Called by the store only for the catalog import and the demo, both run with the owner's URL.
-OWNER_ONLY = {"import_book", "create_paid_order_item", "order_item_summary"}
+OWNER_ONLY = {"import_book", "set_book_layout", "create_paid_order_item", "order_item_summary"}
 STORE_SOURCE = Path(__file__).resolve().parents[2] / "monitor" / "store" / "base.py"
 
 

@@ -221,6 +221,9 @@ class PipelineEnv:
             "MAX_CONCURRENT_ORDERS": "3",
             "PAGE_CONCURRENCY": "4",
             "RETRY_BACKOFF_BASE_SECONDS": "60",
+            # The request counts of the older tests are without judge calls; tests of the
+            # judge (tests/test_quality.py) switch it on.
+            "QA_MODE": "off",
         }
         environ.update(overrides)
         return environ
@@ -334,6 +337,10 @@ class PipelineEnv:
 
     def target(self, request: RecordedRequest) -> Target:
         kind = request.schema_kind
+        if kind == "judge":
+            # The judge is sent the original first: "judge_cover", "judge_2"...
+            original = self._targets.get(request.images[0], "unknown") if request.images else "unknown"
+            return f"judge_{original}"
         if kind is not None:
             return f"{kind}_analysis"
         if not request.images:

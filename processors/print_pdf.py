@@ -1,0 +1,103 @@
+"""Print files for a print-on-demand service: an interior PDF and a cover PDF (issue 13).
+
+Print services (Lulu's book creation guide, for one) ask for pages at the trim size plus a bleed
+on every edge, images of at least 300 PPI at their placed size, and the cover as a file of its
+own. Each page here is trim + 2 x bleed (MediaBox = BleedBox), with the TrimBox set to the trim;
+the picture fills the MediaBox as in the screen PDF. A picture with fewer pixels than the target
+PPI needs is upscaled with LANCZOS (the model gave no more), and the result says so, for the row.
+The screen PDF (``processors.pdf``) is left as small as it was.
+
+The cover file is the front cover alone, at the book's trim + bleed: a wrap cover with spine and
+back needs the page count and paper of a specific printer, which the catalog does not hold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pikepdf
+from PIL import Image
+
+from processors.pdf import build_pdf
+from processors.text_layer import PlacedText, add_text_layer
+
+PT_PER_IN = 72.0
+_JPEG_QUALITY = 92
+
+
+@dataclass(frozen=True)
+class PrintProfile:
+    trim_width_in: float
+    trim_height_in: float
+    bleed_in: float = 0.125
+    ppi: int = 300
+
+    @property
+    def media_in(self) -> tuple[float, float]:
+        return self.trim_width_in + 2 * self.bleed_in, self.trim_height_in + 2 * self.bleed_in
+
+
+@dataclass(frozen=True)
+class PrintFiles:
+    interior: Path
+    cover: Path
+    #: Some picture had fewer pixels than ``ppi`` needs and was upscaled.
+    upscaled: bool
+    #: The lowest effective PPI of a picture as the model gave it.
+    source_ppi: float
+
+
+def _effective_ppi(size: tuple[int, int], media_in: tuple[float, float]) -> float:
+    """PPI of a picture that fills (covers) the media box, as img2pdf's fill mode places it."""
+    return min(size[0] / media_in[0], size[1] / media_in[1])
+
+
+def _print_image(source: Path, out: Path, profile: PrintProfile) -> tuple[Path, float, bool]:
+    """``source`` itself when it has the pixels, else a LANCZOS upscale of it at ``out``."""
+    with Image.open(source) as image:
+        ppi = _effective_ppi(image.size, profile.media_in)
+        if ppi >= profile.ppi:
+            return source, ppi, False
+        factor = profile.ppi / ppi
+        size = (math.ceil(image.width * factor), math.ceil(image.height * factor))
+        image.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(
+            out, "JPEG", quality=_JPEG_QUALITY, dpi=(profile.ppi, profile.ppi))
+    return out, ppi, True
+
+
+def _set_boxes(path: Path, profile: PrintProfile) -> None:
+    bleed = profile.bleed_in * PT_PER_IN
+    trim = [bleed, bleed, bleed + profile.trim_width_in * PT_PER_IN,
+            bleed + profile.trim_height_in * PT_PER_IN]
+    with pikepdf.open(path, allow_overwriting_input=True) as pdf:
+        for page in pdf.pages:
+            page.obj["/TrimBox"] = pikepdf.Array(trim)
+            page.obj["/BleedBox"] = page.obj["/MediaBox"]
+        pdf.save(path)
+
+
+def _one_pdf(images: list[Path], out: Path, profile: PrintProfile, title: str,
+             texts: list[PlacedText | None]) -> Path:
+    width, height = profile.media_in
+    build_pdf(images[0], images[1:], out, trim_width_in=width, trim_height_in=height, title=title)
+    add_text_layer(out, texts)
+    _set_boxes(out, profile)
+    return out
+
+
+def build_print_files(cover: Path, pages: list[Path], texts: list[PlacedText | None],
+                      work: Path, profile: PrintProfile, *, title: str) -> PrintFiles:
+    """The interior (pages, with their text layer) and the cover PDF in ``work``. Blocking.
+
+    ``texts`` has one entry per page of ``pages``.
+    """
+    prepared, lowest, upscaled = [], math.inf, False
+    for n, source in enumerate([cover, *pages]):
+        path, ppi, scaled = _print_image(source, work / f"print-{n:03d}.jpg", profile)
+        prepared.append(path)
+        lowest, upscaled = min(lowest, ppi), upscaled or scaled
+    interior = _one_pdf(prepared[1:], work / "print-interior.pdf", profile, title, texts)
+    cover_pdf = _one_pdf(prepared[:1], work / "print-cover.pdf", profile, title, [None])
+    return PrintFiles(interior, cover_pdf, upscaled, round(lowest, 1))

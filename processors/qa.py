@@ -1,0 +1,163 @@
+"""The quality judge: every generated illustration is looked at before it counts (issue 13).
+
+After each drawn page and the cover, the analysis model gets the original, the result, the child's
+photo and (for pages) the generated cover as identity reference, and answers a ``QualityVerdict``.
+A verdict that fails (``problems_of``) makes the illustration be drawn again with a prompt that
+names what was wrong (``prompts/qa_redraw.txt`` and ``prompts/qa_problems.txt``), up to
+``max_redraws`` times. Then ``on_fail`` decides: ``fail`` raises ``QualityCheckFailed`` (the item
+fails for good: the same inputs keep giving the same kind of picture, and each try is paid);
+``review`` keeps the last drawing and flags it, so the book completes with ``needs_review`` on the
+page's checkpoint and on the item, for an operator to look at before it is printed.
+
+The verdict is returned for the page's checkpoint, written in the same transaction, so a resumed
+item never judges or redraws a page again. Judge calls go through the same ``ImageAI`` (in
+production ``LimitedAI``), so pacing, retries, usage and cost apply to them as to any call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field
+
+from processors.ai.base import ImageAI, ImagePart, Usage
+from processors.analysis_models import Text, TextList
+from processors.errors import TerminalError
+from processors.prompts import PromptBook
+
+QA_MODES = ("judge", "off")
+QA_ON_FAIL = ("fail", "review")
+
+Draw = Callable[[str, str], Awaitable[tuple[bytes, str]]]
+"""Draws one illustration from (prompt, softened prompt): (JPEG bytes, model name)."""
+
+
+class QualityCheckFailed(TerminalError):
+    """The illustration stayed below the quality threshold after every redraw."""
+
+    code = "quality_check_failed"
+    parent_message = (
+        "We could not draw your child's book to our quality standard from this photo. "
+        "Please try again with a different, clear photo of your child's face."
+    )
+
+
+class QualityVerdict(BaseModel):
+    """The judge's answer. Field descriptions go to the model in the JSON schema.
+
+    The fields that decide are validated strictly (pydantic's standard bool and number
+    parsing, a score within 0-10): a reply that is not a verdict is an ``AIBadResponse``, never
+    a pass. Fields a judge cannot check (the offline one) are ``None``, which decides nothing
+    and says so in the stored verdict. ``problems`` and ``notes`` are descriptive: coerced.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    hero_present: bool = Field(description="Whether the book's child hero is clearly visible.")
+    likeness_score: float = Field(
+        ge=0, le=10, description="0-10: how recognizably the hero is the child of the photo.")
+    hero_count: int | None = Field(
+        default=None, ge=0, description="How many times the child appears in the picture.")
+    extra_limbs_or_faces: bool | None = Field(
+        default=None, description="Whether any character has extra or missing limbs or faces.")
+    text_garbled: bool | None = Field(
+        default=None, description="Whether printed text was changed, garbled or added.")
+    scene_kept: bool | None = Field(
+        default=None, description="Whether the original's scene is kept, only the hero changed.")
+    problems: TextList = Field(default_factory=list, description="Short phrases naming problems.")
+    notes: Text = Field("", description="Anything else worth telling the operator.")
+
+
+def problems_of(verdict: QualityVerdict, min_likeness: float) -> list[str]:
+    """The keys of ``prompts/qa_problems.txt`` this verdict fails on; empty when it passes."""
+    found = []
+    if not verdict.hero_present:
+        found.append("hero_missing")
+    if verdict.likeness_score < min_likeness:
+        found.append("likeness")
+    if verdict.hero_count is not None and verdict.hero_count != 1:
+        found.append("hero_count")
+    if verdict.extra_limbs_or_faces:
+        found.append("extra_limbs_or_faces")
+    if verdict.text_garbled:
+        found.append("text_garbled")
+    if verdict.scene_kept is False:
+        found.append("scene_changed")
+    return found
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An illustration that went through the gate, with what goes on its checkpoint."""
+
+    jpeg: bytes
+    model: str
+    #: The last verdict with its outcome and redraw count; None when QA_MODE=off.
+    verdict: dict[str, Any] | None
+    needs_review: bool = False
+
+
+class QualityGate:
+    """Draw, judge, redraw (module docstring)."""
+
+    def __init__(self, ai: ImageAI, prompts: PromptBook, *, mode: str = "judge",
+                 max_redraws: int = 2, on_fail: str = "fail", min_likeness: float = 6.0) -> None:
+        if mode not in QA_MODES or on_fail not in QA_ON_FAIL:
+            raise ValueError(f"QA mode {mode!r} / on-fail {on_fail!r} unknown")
+        self.ai = ai
+        self.prompts = prompts
+        self.mode = mode
+        self.max_redraws = max_redraws
+        self.on_fail = on_fail
+        self.min_likeness = min_likeness
+
+    async def draw(self, draw: Draw, prompt: str, softened: str, *, original: ImagePart,
+                   photo: ImagePart, identity: ImagePart | None, usage: Usage,
+                   as_part: Callable[[bytes], Awaitable[ImagePart]]) -> Checked:
+        """One checked illustration; ``as_part`` turns a drawn JPEG into the judge's input."""
+        if self.mode == "off":
+            jpeg, model = await draw(prompt, softened)
+            return Checked(jpeg, model, None)
+        redraw_prompt, redraw_softened = prompt, softened
+        for redraw in range(self.max_redraws + 1):
+            jpeg, model = await draw(redraw_prompt, redraw_softened)
+            images = [original, await as_part(jpeg), photo, *([identity] if identity else [])]
+            result = await self.ai.analyze(prompt=self.prompts.render("qa_judge"), images=images,
+                                           schema=QualityVerdict, usage=usage)
+            verdict = result.value
+            problems = problems_of(verdict, self.min_likeness)
+            record = {**verdict.model_dump(), "failed": problems, "redraws": redraw,
+                      "judge_model": result.model, "min_likeness": self.min_likeness}
+            if not problems:
+                logger.info("quality check passed", likeness=verdict.likeness_score, redraws=redraw)
+                return Checked(jpeg, model, record)
+            logger.info("quality check failed: {}", ", ".join(problems),
+                        likeness=verdict.likeness_score, redraw=redraw)
+            suffix = self._redraw_suffix(verdict, problems)
+            redraw_prompt = f"{prompt.rstrip()}\n\n{suffix}"
+            redraw_softened = f"{softened.rstrip()}\n\n{suffix}"
+        if self.on_fail == "review":
+            logger.warning("quality check still failing after {} redraws; flagged for review",
+                           self.max_redraws)
+            return Checked(jpeg, model, record, needs_review=True)
+        raise QualityCheckFailed(
+            f"quality check failed after {self.max_redraws} redraws: {', '.join(problems)} "
+            f"(likeness {verdict.likeness_score:g}, needs {self.min_likeness:g})")
+
+    def _redraw_suffix(self, verdict: QualityVerdict, problems: list[str]) -> str:
+        sentences = problem_sentences(self.prompts, verdict, self.min_likeness)
+        listed = "\n".join(f"- {sentences[key]}" for key in problems)
+        return self.prompts.render("qa_redraw", problems=listed)
+
+
+def problem_sentences(prompts: PromptBook, verdict: QualityVerdict,
+                      min_likeness: float) -> dict[str, str]:
+    """``prompts/qa_problems.txt`` rendered, as {key: sentence} (one ``key: sentence`` a line)."""
+    text = prompts.render("qa_problems", likeness_score=f"{verdict.likeness_score:g}",
+                          min_likeness=f"{min_likeness:g}",
+                          hero_count="no" if verdict.hero_count is None else verdict.hero_count)
+    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {key.strip(): sentence.strip() for key, sentence in pairs}

@@ -1,0 +1,121 @@
+"""The quality judge through the real pipeline: fake Gemini at its HTTP boundary, real Postgres.
+
+A page the judge scores low is drawn again with a prompt naming the problem; one that stays low
+fails the item (``quality_check_failed``) or, under ``QA_ON_FAIL=review``, completes flagged; a
+judged checkpoint is never judged or drawn again when the item resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from processors.qa import QualityCheckFailed
+from tests.factories import item_row
+from tests.fakes.gemini_server import judge_verdict, unavailable
+from tests.pipeline_env import PipelineEnv, checkpoints, notifications
+
+pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
+
+JUDGED = ["cover", 1, 2, 4]  # page 3 has no character: nothing drawn, nothing judged
+
+
+@pytest.fixture
+async def env(database_url: str, tmp_path) -> AsyncIterator[PipelineEnv]:
+    async with PipelineEnv.open(database_url, tmp_path) as environment:
+        yield environment
+
+
+async def test_a_low_likeness_is_redrawn_with_a_prompt_that_names_it(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("judge_2", judge_verdict(likeness_score=2.5, problems=["different hair"]))
+    processor = await env.processor(QA_MODE="judge")
+
+    assert await env.run_once(processor) == 1
+
+    row = item_row(db, item)
+    assert row["generation_status"] == "completed", row["error_code"]
+    assert row["needs_review"] is False
+    first, second = env.requests_for(2)
+    assert "quality check" not in first.texts[0]
+    assert "likeness 2.5 of 10, at least 6 needed" in second.texts[0]
+    for target in JUDGED:
+        assert len(env.requests_for(f"judge_{target}")) == (2 if target == 2 else 1), target
+    saved = checkpoints(db, item)
+    assert saved[2]["qa_verdict"]["redraws"] == 1
+    assert saved[2]["qa_verdict"]["likeness_score"] == 8.5
+    assert saved[1]["qa_verdict"]["redraws"] == 0
+    assert saved[3]["qa_verdict"] is None  # the original page, not drawn
+    # Judge calls are billed like any analysis call: on the item.
+    judge_calls = len(JUDGED) + 1
+    assert row["ai_usage"]["calls"] == 2 + len(JUDGED) + 1 + judge_calls
+    assert row["ai_usage"]["calls"] == len(env.fake.answered())
+
+
+async def test_a_page_that_stays_low_fails_the_item_for_good(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("judge_1", *[judge_verdict(extra_limbs_or_faces=True)] * 3)
+    processor = await env.processor(QA_MODE="judge", QA_MAX_REDRAWS="2")
+
+    await env.run_once(processor)
+
+    row = item_row(db, item)
+    assert row["generation_status"] == "failed"
+    assert row["error_code"] == "quality_check_failed"
+    assert row["error_message"] == QualityCheckFailed.parent_message
+    assert len(env.requests_for(1)) == 3  # the first drawing and two redraws
+    assert "extra or missing limbs" in env.requests_for(1)[-1].texts[0]
+    assert 1 not in checkpoints(db, item)
+    (note,) = notifications(db, item)
+    assert note["kind"] != "book_ready"
+
+
+async def test_under_review_the_book_completes_flagged(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("judge_4", *[judge_verdict(hero_present=False, likeness_score=0)] * 2)
+    processor = await env.processor(QA_MODE="judge", QA_MAX_REDRAWS="1", QA_ON_FAIL="review")
+
+    assert await env.run_once(processor) == 1
+
+    row = item_row(db, item)
+    assert row["generation_status"] == "completed"
+    assert row["needs_review"] is True
+    saved = checkpoints(db, item)
+    assert saved[4]["needs_review"] is True
+    assert saved[4]["qa_verdict"]["failed"] == ["hero_missing", "likeness"]
+    assert [n for n, c in saved.items() if c["needs_review"]] == [4]
+
+
+async def test_a_resumed_item_never_judges_or_redraws_a_checkpointed_page(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    # Page 4 cannot be drawn now (503 through every retry): the item goes back to the queue
+    # with the cover and pages 1-2 drawn, judged and checkpointed.
+    env.script.on(4, *[unavailable()] * 10)  # both image models, every retry
+    processor = await env.processor(QA_MODE="judge", PAGE_CONCURRENCY="1")
+    await env.run_once(processor)
+    assert item_row(db, item)["generation_status"] == "pending"
+    first_run = {t: len(env.requests_for(f"judge_{t}")) for t in JUDGED}
+    assert first_run == {"cover": 1, 1: 1, 2: 1, 4: 0}
+    db.execute("update order_items set next_attempt_at = now() where id = %s", [item])
+
+    assert await env.run_once(processor) == 1
+
+    assert item_row(db, item)["generation_status"] == "completed"
+    for target in ["cover", 1, 2]:
+        assert len(env.requests_for(target)) == 1, target
+        assert len(env.requests_for(f"judge_{target}")) == 1, target
+    assert len(env.requests_for("judge_4")) == 1
