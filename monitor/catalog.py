@@ -21,7 +21,7 @@ from typing import Any
 from processors.ports import BlobStorage
 from monitor.store.base import OrderStore
 from processors.images import load_page_image
-from processors.prompts import NAME_MAX_CHARS
+from processors.child import NAME_MAX_CHARS
 from processors.story import longest_profile, render_story, template_problems
 from processors.text_layer import TextDoesNotFit, check_fits
 

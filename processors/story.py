@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from string import Template
 
-from processors.prompts import ChildProfile, Gender
+from processors.child import ChildProfile, Gender
 from processors.text_layer import Box, PlacedText
 
 _PRONOUNS: dict[Gender, dict[str, str]] = {

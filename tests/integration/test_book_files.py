@@ -16,8 +16,8 @@ from fontTools.ttLib import TTFont
 from pypdf import PdfReader
 
 from monitor.catalog import CatalogError, import_book, read_book_dir
-from tests.factories import item_row
-from tests.pipeline_env import PipelineEnv, draw_scene
+from tests.support.factories import item_row
+from tests.support.pipeline_env import PipelineEnv, draw_scene
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from processors.qa import QualityCheckFailed
-from tests.factories import item_row
-from tests.fakes.gemini_server import judge_verdict, unavailable
-from tests.pipeline_env import PipelineEnv, checkpoints, notifications
+from tests.support.factories import item_row
+from testkit.fakes.gemini_server import judge_verdict, unavailable
+from tests.support.pipeline_env import PipelineEnv, checkpoints, notifications
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
 

@@ -9,7 +9,7 @@ from PIL import Image
 from processors.ai.base import EditRequest, ImagePart
 from processors.ai.local import LocalAI
 from processors.qa import QualityVerdict, problems_of
-from tests.pipeline_env import draw_child_photo, draw_scene
+from tests.support.pipeline_env import draw_child_photo, draw_scene
 
 
 def _part(data: bytes) -> ImagePart:
