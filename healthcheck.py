@@ -31,10 +31,18 @@ _DOTENV_PORT = re.compile(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Probe the local order monitor's /health.")
     parser.add_argument("--port", type=int, help="the daemon's PORT (default: as it reads it)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
-                        help="seconds to wait for an answer (default: %(default)s)")
-    parser.add_argument("--env-file", type=Path, default=Path(".env"),
-                        help="dotenv file the daemon reads (default: .env)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        help="seconds to wait for an answer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="dotenv file the daemon reads (default: .env)",
+    )
     args = parser.parse_args(argv)
     try:
         port = args.port or _configured_port(args.env_file)

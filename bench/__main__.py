@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 
 import psutil
 
@@ -20,33 +18,72 @@ from bench.world import Bench
 
 # Time is scaled: real Gemini image calls take ~10-30 s; here 0.5 s (quick) or 1 s (full).
 QUICK = {
-    "analysis_s": 0.3, "image_s": 0.5, "jitter": 0.1, "page_concurrency": 4,
-    "single_pages": [10, 24], "single_repeats": 3,
-    "poll_interval_s": 2.0, "pickup_items": 16, "pickup_poll_items": 10, "pickup_spacing_s": [0.1, 1.0],
-    "limit_images": 20, "window_s": 5.0, "saturation_orders": 6, "repeats": 1, "timeout_s": 150,
+    "analysis_s": 0.3,
+    "image_s": 0.5,
+    "jitter": 0.1,
+    "page_concurrency": 4,
+    "single_pages": [10, 24],
+    "single_repeats": 3,
+    "poll_interval_s": 2.0,
+    "pickup_items": 16,
+    "pickup_poll_items": 10,
+    "pickup_spacing_s": [0.1, 1.0],
+    "limit_images": 20,
+    "window_s": 5.0,
+    "saturation_orders": 6,
+    "repeats": 1,
+    "timeout_s": 150,
     # [in-flight orders, pages, reply px]
     "memory_cases": [[1, 8, 2048], [4, 8, 2048], [1, 24, 2048], [1, 8, 1024], [1, 8, 4096]],
-    "replicas": [1, 2, 4], "scale_orders": 6, "scale_orders_per_replica": 1,
-    "scale_page_concurrency": 2, "scale_limit_images": 40,
-    "pdf_sides": [256, 2048], "pdf_repeats": 3,
+    "replicas": [1, 2, 4],
+    "scale_orders": 6,
+    "scale_orders_per_replica": 1,
+    "scale_page_concurrency": 2,
+    "scale_limit_images": 40,
+    "pdf_sides": [256, 2048],
+    "pdf_repeats": 3,
     # The fault-injection suite runs in its full form in both modes (30 orders, every fault).
     "faults": faults.SUITE,
 }
 FULL = {
     **QUICK,
-    "image_s": 1.0, "analysis_s": 0.5, "single_repeats": 5,
-    "pickup_items": 40, "pickup_poll_items": 25, "poll_interval_s": 10.0, "pickup_spacing_s": [0.2, 5.0],
-    "limit_images": 20, "window_s": 10.0, "saturation_orders": 20, "repeats": 3, "timeout_s": 600,
-    "memory_cases": [[1, 8, 2048], [2, 8, 2048], [4, 8, 2048], [8, 8, 2048], [1, 24, 2048],
-                     [4, 24, 2048], [1, 8, 1024], [4, 8, 1024], [1, 8, 4096], [4, 8, 4096]],
-    "scale_orders": 16, "pdf_repeats": 5,
+    "image_s": 1.0,
+    "analysis_s": 0.5,
+    "single_repeats": 5,
+    "pickup_items": 40,
+    "pickup_poll_items": 25,
+    "poll_interval_s": 10.0,
+    "pickup_spacing_s": [0.2, 5.0],
+    "limit_images": 20,
+    "window_s": 10.0,
+    "saturation_orders": 20,
+    "repeats": 3,
+    "timeout_s": 600,
+    "memory_cases": [
+        [1, 8, 2048],
+        [2, 8, 2048],
+        [4, 8, 2048],
+        [8, 8, 2048],
+        [1, 24, 2048],
+        [4, 24, 2048],
+        [1, 8, 1024],
+        [4, 8, 1024],
+        [1, 8, 4096],
+        [4, 8, 4096],
+    ],
+    "scale_orders": 16,
+    "pdf_repeats": 5,
 }
 
 
 def machine() -> dict[str, object]:
-    return {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "cpus": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def main() -> int:
@@ -54,8 +91,11 @@ def main() -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the make bench mode (default), < 5 min")
     mode.add_argument("--full", action="store_true", help="longer latencies, more orders, repeats")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)}",
+    )
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md")
     args = parser.parse_args()
     cfg = FULL if args.full else QUICK
@@ -64,9 +104,12 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     results: dict[str, object] = {
-        "mode": "full" if args.full else "quick", "config": cfg, "machine": machine(),
+        "mode": "full" if args.full else "quick",
+        "config": cfg,
+        "machine": machine(),
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "scenarios": {},
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scenarios": {},
     }
     bench = Bench()
     t0 = time.monotonic()

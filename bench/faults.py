@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from aiohttp import web
+from psycopg.rows import dict_row
 from pypdf import PdfReader
 
 from bench.latency import LatencyModel, is_analysis
@@ -53,15 +53,33 @@ PAGES = 8
 Page = tuple[str, int]  # (order item id, page number; 0 is the cover)
 
 SUITE: dict[str, Any] = {
-    "orders": 30, "replicas": 2, "analysis_s": 0.2, "image_s": 0.25, "jitter": 0.1,
-    "lease_s": 15, "first_fault_s": (2.0, 4.0), "kills": 4, "kill_gap_s": (2.0, 5.0),
-    "outage_s": 3.0, "storm_s": 10.0, "storm_fraction": 0.5, "storm_retry_delay": "1s",
-    "timeout_s": 240, "seed": 1,
+    "orders": 30,
+    "replicas": 2,
+    "analysis_s": 0.2,
+    "image_s": 0.25,
+    "jitter": 0.1,
+    "lease_s": 15,
+    "first_fault_s": (2.0, 4.0),
+    "kills": 4,
+    "kill_gap_s": (2.0, 5.0),
+    "outage_s": 3.0,
+    "storm_s": 10.0,
+    "storm_fraction": 0.5,
+    "storm_retry_delay": "1s",
+    "timeout_s": 240,
+    "seed": 1,
 }
 # The short form's outage outlasts the Postgres pool's 5 s checkout timeout, so job writes must
 # wait it out themselves (Job.outage_patience); a 3 s outage the pool alone rides through.
-SHORT: dict[str, Any] = {**SUITE, "orders": 8, "kills": 2, "kill_gap_s": (1.0, 2.0),
-                         "outage_s": 7.0, "storm_s": 4.0, "timeout_s": 120}
+SHORT: dict[str, Any] = {
+    **SUITE,
+    "orders": 8,
+    "kills": 2,
+    "kill_gap_s": (1.0, 2.0),
+    "outage_s": 7.0,
+    "storm_s": 4.0,
+    "timeout_s": 120,
+}
 
 _PAGE_NUMBER = re.compile(r"original illustration of page (\d+)\.")
 _CHILD_DATA = re.compile(r"<child_data>\s*(.*?)\s*</child_data>", re.S)
@@ -128,25 +146,30 @@ class Run:
             return await (await conn.execute(sql, params)).fetchall()
 
     async def records(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        async with await psycopg.AsyncConnection.connect(self.w.url, autocommit=True,
-                                                         row_factory=dict_row) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            self.w.url, autocommit=True, row_factory=dict_row
+        ) as conn:
             return await (await conn.execute(sql, params)).fetchall()
 
     async def in_flight(self, worker: str | None = None) -> tuple[set[str], set[Page]]:
         """Items processing (by ``worker``, or by anyone), and those items' checkpointed pages."""
         rows = await self.query(
             """select id::text from order_items where generation_status = 'processing'
-                  and (%s::text is null or claimed_by = %s)""", [worker, worker])
+                  and (%s::text is null or claimed_by = %s)""",
+            [worker, worker],
+        )
         caught = {r[0] for r in rows}
         pages = await self.query(
             "select order_item_id::text, page_number from order_item_pages where order_item_id = any(%s::uuid[])",
-            [list(caught)])
+            [list(caught)],
+        )
         return caught, {(r[0], r[1]) for r in pages}
 
     async def all_ended(self) -> bool:
         rows = await self.query(
             "select count(*) from order_items where id = any(%s::uuid[]) and generation_status in ('pending', 'processing')",
-            [self.items])
+            [self.items],
+        )
         return rows[0][0] == 0
 
     async def pause(self, bounds: tuple[float, float]) -> None:
@@ -164,7 +187,8 @@ class Run:
             mid_book = await self.query(
                 """select count(*) from order_items where generation_status = 'processing'
                       and (%s::text is null or claimed_by = %s) and pages_done between 1 and %s""",
-                [worker, worker, PAGES - 1])
+                [worker, worker, PAGES - 1],
+            )
             if mid_book[0][0]:
                 return True
             if await self.all_ended():
@@ -205,8 +229,11 @@ async def postgres_restart(run: Run) -> list[Fault]:
     await asyncio.to_thread(run.w.bench.cluster.stop)
     await asyncio.sleep(run.cfg["outage_s"])
     await asyncio.to_thread(run.w.bench.cluster.start)
-    return [Fault("Postgres restart", began, time.time(), caught, done,
-                  {"outage_s": run.cfg["outage_s"]})]
+    return [
+        Fault(
+            "Postgres restart", began, time.time(), caught, done, {"outage_s": run.cfg["outage_s"]}
+        )
+    ]
 
 
 async def storm_429(run: Run) -> list[Fault]:
@@ -219,12 +246,24 @@ async def storm_429(run: Run) -> list[Fault]:
     await asyncio.sleep(run.cfg["storm_s"])
     run.storm.active = False
     ended = time.time()
-    names = await run.query("select id::text, child_name from order_items where id = any(%s::uuid[])",
-                            [run.items])
+    names = await run.query(
+        "select id::text, child_name from order_items where id = any(%s::uuid[])", [run.items]
+    )
     caught |= {item for item, name in names if name in run.storm.rejected_children}
-    return [Fault("429 storm", began, ended, caught, done,
-                  {"storm_s": run.cfg["storm_s"], "fraction": run.cfg["storm_fraction"],
-                   "rejected": run.storm.rejected})]
+    return [
+        Fault(
+            "429 storm",
+            began,
+            ended,
+            caught,
+            done,
+            {
+                "storm_s": run.cfg["storm_s"],
+                "fraction": run.cfg["storm_fraction"],
+                "rejected": run.storm.rejected,
+            },
+        )
+    ]
 
 
 async def terminate_one(run: Run) -> list[Fault]:
@@ -239,9 +278,19 @@ async def terminate_one(run: Run) -> list[Fault]:
     # Not finished by the victim: handed back (the other replica may have claimed them already).
     handed_back = await run.query(
         """select count(*) from order_items where id = any(%s::uuid[])
-              and (generated_at is null or generated_at > to_timestamp(%s))""", [list(caught), ended])
-    return [Fault("SIGTERM", began, ended, caught, done,
-                  {"exit_code": exit_code, "drain_s": ended - began, "handed_back": handed_back[0][0]})]
+              and (generated_at is null or generated_at > to_timestamp(%s))""",
+        [list(caught), ended],
+    )
+    return [
+        Fault(
+            "SIGTERM",
+            began,
+            ended,
+            caught,
+            done,
+            {"exit_code": exit_code, "drain_s": ended - began, "handed_back": handed_back[0][0]},
+        )
+    ]
 
 
 INJECTORS: dict[str, Callable[[Run], Awaitable[list[Fault]]]] = {
@@ -265,12 +314,16 @@ async def _outcome(run: Run, faults: list[Fault], began: float) -> dict[str, Any
                     where n.order_item_id = oi.id and n.kind = 'book_ready') as book_ready,
                   (select coalesce(array_agg(extract(epoch from p.created_at)::float8), '{}')
                      from order_item_pages p where p.order_item_id = oi.id) as checkpointed
-             from order_items oi where oi.id = any(%s::uuid[])""", [run.items])
+             from order_items oi where oi.id = any(%s::uuid[])""",
+        [run.items],
+    )
     item_of = {r["name"]: r["id"] for r in rows}
     status = Counter(r["status"] for r in rows)
     completed = [r for r in rows if r["status"] == "completed"]
     generated = {r["id"]: r["generated"] for r in rows}
-    progress = {r["id"]: [*r["checkpointed"], *([r["generated"]] if r["generated"] else [])] for r in rows}
+    progress = {
+        r["id"]: [*r["checkpointed"], *([r["generated"]] if r["generated"] else [])] for r in rows
+    }
 
     call_starts: defaultdict[Page, list[float]] = defaultdict(list)
     for call in (c for c in run.storm.inner.timeline if c.kind == "image"):
@@ -285,37 +338,61 @@ async def _outcome(run: Run, faults: list[Fault], began: float) -> dict[str, Any
     caught_in_flight: Counter[Page] = Counter()
     fault_rows = []
     for fault in faults:
-        in_flight = {key for key, start in first_call.items()
-                     if key[0] in fault.caught and key not in fault.checkpointed and start < fault.ended}
+        in_flight = {
+            key
+            for key, start in first_call.items()
+            if key[0] in fault.caught and key not in fault.checkpointed and start < fault.ended
+        }
         caught_in_flight.update(in_flight)
-        fault_rows.append({
-            "kind": fault.kind, "at_s": fault.began - began, "duration_s": fault.ended - fault.began,
-            "items_caught": len(fault.caught), "pages_in_flight": len(in_flight),
-            "attempts_interrupted": sum(1 for item in fault.caught if interruptions[item]),
-            "recover_s": _recovery(fault, progress, generated), **fault.detail,
-        })
+        fault_rows.append(
+            {
+                "kind": fault.kind,
+                "at_s": fault.began - began,
+                "duration_s": fault.ended - fault.began,
+                "items_caught": len(fault.caught),
+                "pages_in_flight": len(in_flight),
+                "attempts_interrupted": sum(1 for item in fault.caught if interruptions[item]),
+                "recover_s": _recovery(fault, progress, generated),
+                **fault.detail,
+            }
+        )
     repeats = {key: len(starts) - 1 for key, starts in call_starts.items() if len(starts) > 1}
-    unbounded = {key: extra - caught_in_flight[key] for key, extra in repeats.items()
-                 if extra > caught_in_flight[key]}
+    unbounded = {
+        key: extra - caught_in_flight[key]
+        for key, extra in repeats.items()
+        if extra > caught_in_flight[key]
+    }
     recoveries = [f["recover_s"] for f in fault_rows]
     ended = [r["generated"] for r in completed]
     return {
-        "orders": len(rows), "completed": len(completed), "failed": status["failed"],
-        "failed_codes": sorted({r["error_code"] for r in rows if r["status"] == "failed" and r["error_code"]}),
+        "orders": len(rows),
+        "completed": len(completed),
+        "failed": status["failed"],
+        "failed_codes": sorted(
+            {r["error_code"] for r in rows if r["status"] == "failed" and r["error_code"]}
+        ),
         "unfinished": status["pending"] + status["processing"],
         "pdfs_complete": sum(_pdf_pages(run.w, r["pdf_path"]) == PAGES + 1 for r in completed),
         "duplicate_completions": sum(max(0, r["book_ready"] - 1) for r in rows),
         "image_calls_ok": sum(len(starts) for starts in call_starts.values()),
         "repeated_image_calls": sum(repeats.values()),
         "repeat_bound": sum(f["pages_in_flight"] for f in fault_rows),
-        "repeats_beyond_interruptions": sum(max(0, extra - interruptions[key[0]])
-                                            for key, extra in repeats.items()),
-        "checkpointed_repaid": sum(repeats.get(key, 0) for fault in faults for key in fault.checkpointed),
+        "repeats_beyond_interruptions": sum(
+            max(0, extra - interruptions[key[0]]) for key, extra in repeats.items()
+        ),
+        "checkpointed_repaid": sum(
+            repeats.get(key, 0) for fault in faults for key in fault.checkpointed
+        ),
         "unbounded_repeats": sum(unbounded.values()),
         # What to look at if that is ever not 0: each such page's calls, against the faults.
-        "unbounded_pages": [{"item": key[0], "page": key[1],
-                             "call_starts_s": [round(t - began, 3) for t in sorted(call_starts[key])]}
-                            for key in unbounded],
+        "unbounded_pages": [
+            {
+                "item": key[0],
+                "page": key[1],
+                "call_starts_s": [round(t - began, 3) for t in sorted(call_starts[key])],
+            }
+            for key in unbounded
+        ],
         "http_429": run.w.fake.statuses.get(429, 0),
         "max_attempts_used": max((r["attempts"] or 0) for r in rows),
         "max_crashes_used": max((r["crash_count"] or 0) for r in rows),
@@ -325,7 +402,9 @@ async def _outcome(run: Run, faults: list[Fault], began: float) -> dict[str, Any
     }
 
 
-def _recovery(fault: Fault, progress: dict[str, list[float]], generated: dict[str, float | None]) -> float | None:
+def _recovery(
+    fault: Fault, progress: dict[str, list[float]], generated: dict[str, float | None]
+) -> float | None:
     """Seconds from the end of ``fault`` until every item it caught progressed; None if one never did.
 
     An item that completed before the fault ended (drained during a SIGTERM) needs no recovery.
@@ -355,8 +434,9 @@ def _pdf_pages(w: World, pdf_path: str | None) -> int:
 
 async def run_fault(bench: Bench, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """One scenario of the suite: ``name`` is a key of ``INJECTORS``."""
-    model = LatencyModel(analysis_s=cfg["analysis_s"], image_s=cfg["image_s"], jitter=cfg["jitter"],
-                         seed=cfg["seed"])
+    model = LatencyModel(
+        analysis_s=cfg["analysis_s"], image_s=cfg["image_s"], jitter=cfg["jitter"], seed=cfg["seed"]
+    )
     storm = Storm(model, fraction=cfg["storm_fraction"], retry_delay=cfg["storm_retry_delay"])
     async with world(bench, storm, (PAGES,)) as w:
         run = Run(w, storm, cfg)
@@ -372,5 +452,7 @@ async def run_fault(bench: Bench, name: str, cfg: dict[str, Any]) -> dict[str, A
 
 async def suite(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     """The bench scenario: every injector once, with ``cfg["faults"]`` (the full form)."""
-    return {"config": cfg["faults"],
-            "runs": [await run_fault(bench, name, cfg["faults"]) for name in INJECTORS]}
+    return {
+        "config": cfg["faults"],
+        "runs": [await run_fault(bench, name, cfg["faults"]) for name in INJECTORS],
+    }

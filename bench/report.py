@@ -39,7 +39,11 @@ def _spread(values: list[float | None], digits: int = 2) -> str:
     vals = sorted(v for v in values if v is not None)
     if not vals:
         return "–"
-    med = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+    med = (
+        vals[len(vals) // 2]
+        if len(vals) % 2
+        else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+    )
     if len(vals) == 1:
         return f(med, digits)
     return f"{f(med, digits)} ({f(vals[0], digits)}–{f(vals[-1], digits)})"
@@ -60,23 +64,58 @@ def _single(s: dict[str, Any]) -> list[str]:
     rows = []
     for b in s["books"]:
         ok = b["ratio_max"] is not None and b["ratio_max"] <= 1.2
-        rows.append([b["pages"], f"{b['completed']}/{b['runs']}",
-                     f"{f(b['critical_path_s'])} ({f(b['ai_path_s'])} + {f(b['pdf_s'], 3)})",
-                     mmm(b["wall_s"]), f"{f(b['ratio_median'])}, {f(b['ratio_max'])}",
-                     f(b["peak_rss_mb"], 0), verdict(ok)])
-    split = [[b["pages"], mmm(b["claim_to_first_ai_call_s"]), mmm(b["first_to_last_ai_call_s"]),
-              mmm(b["idle_gaps_between_ai_calls_s"]), mmm(b["last_ai_call_to_completed_s"])]
-             for b in s["books"]]
+        rows.append(
+            [
+                b["pages"],
+                f"{b['completed']}/{b['runs']}",
+                f"{f(b['critical_path_s'])} ({f(b['ai_path_s'])} + {f(b['pdf_s'], 3)})",
+                mmm(b["wall_s"]),
+                f"{f(b['ratio_median'])}, {f(b['ratio_max'])}",
+                f(b["peak_rss_mb"], 0),
+                verdict(ok),
+            ]
+        )
+    split = [
+        [
+            b["pages"],
+            mmm(b["claim_to_first_ai_call_s"]),
+            mmm(b["first_to_last_ai_call_s"]),
+            mmm(b["idle_gaps_between_ai_calls_s"]),
+            mmm(b["last_ai_call_to_completed_s"]),
+        ]
+        for b in s["books"]
+    ]
     return [
-        "### 1. Single order against its critical path", "",
+        "### 1. Single order against its critical path",
+        "",
         f"L_a = {s['analysis_s']} s, L_i = {s['image_s']} s, ±{int(s['jitter'] * 100)} % jitter, "
         f"PAGE_CONCURRENCY = {s['page_concurrency']}. Critical path = L_a + L_i (cover) + "
-        "ceil(N/P)·L_i + PDF build (measured in process). Wall = generated_at − started_at.", "",
-        *table(["pages", "runs", "critical path s (AI + PDF)", "wall s", "wall / critical (median, max)",
-                "peak RSS MB", "target ≤ 1.2"], rows),
-        "Where the time goes (seconds, median (min–max)):", "",
-        *table(["pages", "claim → first AI call", "first → last AI reply", "idle gaps inside that span",
-                "last AI reply → completed"], split),
+        "ceil(N/P)·L_i + PDF build (measured in process). Wall = generated_at − started_at.",
+        "",
+        *table(
+            [
+                "pages",
+                "runs",
+                "critical path s (AI + PDF)",
+                "wall s",
+                "wall / critical (median, max)",
+                "peak RSS MB",
+                "target ≤ 1.2",
+            ],
+            rows,
+        ),
+        "Where the time goes (seconds, median (min–max)):",
+        "",
+        *table(
+            [
+                "pages",
+                "claim → first AI call",
+                "first → last AI reply",
+                "idle gaps inside that span",
+                "last AI reply → completed",
+            ],
+            split,
+        ),
     ]
 
 
@@ -86,14 +125,27 @@ def _pickup(s: dict[str, Any]) -> list[str]:
         st = s.get(mode)
         if not st:
             continue
-        ok = st["p95"] is not None and (st["p95"] < target if mode == "listen" else st["max"] <= target)
+        ok = st["p95"] is not None and (
+            st["p95"] < target if mode == "listen" else st["max"] <= target
+        )
         rule = "p95 < 1 s" if mode == "listen" else f"max ≤ {target} s"
-        rows.append([mode, st["n"], f(st["median"], 3), f(st["min"], 3), f(st["max"], 3), f(st["p95"], 3),
-                     f"{rule}: {verdict(ok)}"])
+        rows.append(
+            [
+                mode,
+                st["n"],
+                f(st["median"], 3),
+                f(st["min"], 3),
+                f(st["max"], 3),
+                f(st["p95"], 3),
+                f"{rule}: {verdict(ok)}",
+            ]
+        )
     return [
-        "### 2. Pickup latency, paid → claimed (started_at − created_at, DB clock)", "",
+        "### 2. Pickup latency, paid → claimed (started_at − created_at, DB clock)",
+        "",
         f"POLL_INTERVAL_SECONDS = {s['poll_interval_s']}. Poll-only inserts run with "
-        "`session_replication_role = replica`, which skips the notify trigger.", "",
+        "`session_replication_role = replica`, which skips the notify trigger.",
+        "",
         *table(["mode", "items", "median s", "min s", "max s", "p95 s", "target"], rows),
     ]
 
@@ -103,65 +155,160 @@ def _saturation(s: dict[str, Any]) -> list[str]:
     for name, runs in s["runs"].items():
         frac = [x.get("fraction_of_ceiling") for x in runs]
         ok = all(v is not None and v >= 0.9 for v in frac) and all(
-            x["failed"] == 0 and x["unfinished"] == 0 for x in runs)
-        rows.append([
-            name, len(runs), runs[0]["orders"], _spread([x["completed"] for x in runs], 0),
-            _spread([x["failed"] + x["unfinished"] for x in runs], 0),
-            _spread([x["books_per_min"] for x in runs]), f(runs[0].get("ceiling_books_per_min")),
-            _spread([100 * v if v is not None else None for v in frac], 0),
-            _spread([x["http_429"] for x in runs], 0), _spread([x["ai_calls_per_book_daemon"] for x in runs], 1),
-            _spread([x["http_requests_per_book"] for x in runs], 1), verdict(ok)])
+            x["failed"] == 0 and x["unfinished"] == 0 for x in runs
+        )
+        rows.append(
+            [
+                name,
+                len(runs),
+                runs[0]["orders"],
+                _spread([x["completed"] for x in runs], 0),
+                _spread([x["failed"] + x["unfinished"] for x in runs], 0),
+                _spread([x["books_per_min"] for x in runs]),
+                f(runs[0].get("ceiling_books_per_min")),
+                _spread([100 * v if v is not None else None for v in frac], 0),
+                _spread([x["http_429"] for x in runs], 0),
+                _spread([x["ai_calls_per_book_daemon"] for x in runs], 1),
+                _spread([x["http_requests_per_book"] for x in runs], 1),
+                verdict(ok),
+            ]
+        )
     return [
-        "### 3. Saturation: many orders at once against the images-per-minute limit", "",
+        "### 3. Saturation: many orders at once against the images-per-minute limit",
+        "",
         f"Server limit {s['limit_images']} images per {s['window_s']} s sliding window "
         f"(= {f(s['images_per_minute'], 0)} images/min, scaled time); 8-page book = 9 images. "
         "`defaults`: the daemon's defaults (MAX_CONCURRENT_ORDERS 5, PAGE_CONCURRENCY 4, "
-        "AI_MAX_CONCURRENCY 8, no client pacing); `client_paced`: AI_REQUESTS_PER_MINUTE set to the limit.", "",
-        *table(["variant", "runs", "orders", "completed", "failed", "books/min", "ceiling", "% of ceiling",
-                "429s", "AI calls/book (daemon)", "HTTP req/book", "target ≥ 90 %, 0 failed"], rows),
+        "AI_MAX_CONCURRENCY 8, no client pacing); `client_paced`: AI_REQUESTS_PER_MINUTE set to the limit.",
+        "",
+        *table(
+            [
+                "variant",
+                "runs",
+                "orders",
+                "completed",
+                "failed",
+                "books/min",
+                "ceiling",
+                "% of ceiling",
+                "429s",
+                "AI calls/book (daemon)",
+                "HTTP req/book",
+                "target ≥ 90 %, 0 failed",
+            ],
+            rows,
+        ),
     ]
 
 
 def _memory(s: dict[str, Any]) -> list[str]:
-    rows = [[f"{c['peak_inflight_observed']} (of {c['inflight']})", c["pages"], c["reply_px"], c["completed"],
-             f(c.get("cold_rss_mb"), 0), f(c["idle_rss_mb"], 0), f(c["peak_rss_mb"], 0),
-             f(c["per_order_mb"], 0), verdict(c["per_order_mb"] <= 150) if c["reply_px"] <= 2048 else "(4K: no target)"]
-            for c in s["cases"]]
+    rows = [
+        [
+            f"{c['peak_inflight_observed']} (of {c['inflight']})",
+            c["pages"],
+            c["reply_px"],
+            c["completed"],
+            f(c.get("cold_rss_mb"), 0),
+            f(c["idle_rss_mb"], 0),
+            f(c["peak_rss_mb"], 0),
+            f(c["per_order_mb"], 0),
+            verdict(c["per_order_mb"] <= 150) if c["reply_px"] <= 2048 else "(4K: no target)",
+        ]
+        for c in s["cases"]
+    ]
     return [
-        "### 4. Memory: peak RSS against in-flight orders, book length and image size", "",
+        "### 4. Memory: peak RSS against in-flight orders, book length and image size",
+        "",
         "Fake replies are square JPEGs of `reply px` per side (1024, 2048, 4096 ≈ Gemini's 1K, 2K, 4K). "
         "RSS of the daemon process sampled every 50 ms. Cold = before any order; warm = after one "
         "finished order (one-time costs included); per order = (peak − warm) / in-flight observed. "
-        "The target is set at 2K.", "",
-        *table(["in-flight", "pages", "reply px", "completed", "cold RSS MB", "warm RSS MB", "peak RSS MB",
-                "MB per in-flight order", "target ≤ 150"], rows),
+        "The target is set at 2K.",
+        "",
+        *table(
+            [
+                "in-flight",
+                "pages",
+                "reply px",
+                "completed",
+                "cold RSS MB",
+                "warm RSS MB",
+                "peak RSS MB",
+                "MB per in-flight order",
+                "target ≤ 150",
+            ],
+            rows,
+        ),
     ]
 
 
 def _scaleout(s: dict[str, Any]) -> list[str]:
     env = s["per_replica_env"]
-    rows = [[n, len(runs), f"{_spread([x['completed'] for x in runs], 0)}/{runs[0]['orders']}",
-             _spread([x["books_per_min"] for x in runs]), f(runs[0].get("ceiling_books_per_min")),
-             _spread([x["workers_used"] for x in runs], 0), _spread([x["duplicate_image_calls"] for x in runs], 0),
-             _spread([x["reclaimed_items"] for x in runs], 0), _spread([x["http_429"] for x in runs], 0)]
-            for n, runs in s["runs"].items()]
+    rows = [
+        [
+            n,
+            len(runs),
+            f"{_spread([x['completed'] for x in runs], 0)}/{runs[0]['orders']}",
+            _spread([x["books_per_min"] for x in runs]),
+            f(runs[0].get("ceiling_books_per_min")),
+            _spread([x["workers_used"] for x in runs], 0),
+            _spread([x["duplicate_image_calls"] for x in runs], 0),
+            _spread([x["reclaimed_items"] for x in runs], 0),
+            _spread([x["http_429"] for x in runs], 0),
+        ]
+        for n, runs in s["runs"].items()
+    ]
     return [
-        "### 5. Scale-out: replicas on one database", "",
+        "### 5. Scale-out: replicas on one database",
+        "",
         f"Each replica MAX_CONCURRENT_ORDERS = {env['MAX_CONCURRENT_ORDERS']}, PAGE_CONCURRENCY = "
         f"{env['PAGE_CONCURRENCY']}; server limit {f(s['images_per_minute'], 0)} images/min. "
-        "Duplicates = successful image calls beyond 9 per completed book.", "",
-        *table(["replicas", "runs", "completed", "books/min", "ceiling", "workers used", "duplicate image calls",
-                "reclaimed items", "429s"], rows),
+        "Duplicates = successful image calls beyond 9 per completed book.",
+        "",
+        *table(
+            [
+                "replicas",
+                "runs",
+                "completed",
+                "books/min",
+                "ceiling",
+                "workers used",
+                "duplicate image calls",
+                "reclaimed items",
+                "429s",
+            ],
+            rows,
+        ),
     ]
 
 
 def _pdf(s: dict[str, Any]) -> list[str]:
-    rows = [[c["engine"], c["side_px"], c["pages"], mmm(c["seconds"], 3), f(c["ms_per_page"], 1),
-             f(c["kb_per_page"], 0), f(c["input_jpeg_kb_per_page"], 0)] for c in s["cases"]]
+    rows = [
+        [
+            c["engine"],
+            c["side_px"],
+            c["pages"],
+            mmm(c["seconds"], 3),
+            f(c["ms_per_page"], 1),
+            f(c["kb_per_page"], 0),
+            f(c["input_jpeg_kb_per_page"], 0),
+        ]
+        for c in s["cases"]
+    ]
     return [
-        "### 6. PDF: img2pdf passthrough against re-encoding with Pillow", "",
-        *table(["engine", "page px", "pages (incl. cover)", "build s", "ms/page", "KB/page",
-                "input JPEG KB/page"], rows),
+        "### 6. PDF: img2pdf passthrough against re-encoding with Pillow",
+        "",
+        *table(
+            [
+                "engine",
+                "page px",
+                "pages (incl. cover)",
+                "build s",
+                "ms/page",
+                "KB/page",
+                "input JPEG KB/page",
+            ],
+            rows,
+        ),
     ]
 
 
@@ -169,22 +316,57 @@ def _faults(s: dict[str, Any]) -> list[str]:
     c = s["config"]
     summary, detail = [], []
     for run in s["runs"]:
-        ok = (run["completed"] == run["orders"] and run["duplicate_completions"] == 0
-              and run["unbounded_repeats"] == 0)
-        summary.append([
-            run["scenario"], run["orders"], run["completed"], run["pdfs_complete"],
-            run["failed"] + run["unfinished"], run["duplicate_completions"],
-            f"{run['repeated_image_calls']} (≤ {run['repeat_bound']})", run["unbounded_repeats"],
-            run["http_429"], run["max_attempts_used"], f(run["recover_s"]), f(run["wall_s"], 1),
-            verdict(ok)])
+        ok = (
+            run["completed"] == run["orders"]
+            and run["duplicate_completions"] == 0
+            and run["unbounded_repeats"] == 0
+        )
+        summary.append(
+            [
+                run["scenario"],
+                run["orders"],
+                run["completed"],
+                run["pdfs_complete"],
+                run["failed"] + run["unfinished"],
+                run["duplicate_completions"],
+                f"{run['repeated_image_calls']} (≤ {run['repeat_bound']})",
+                run["unbounded_repeats"],
+                run["http_429"],
+                run["max_attempts_used"],
+                f(run["recover_s"]),
+                f(run["wall_s"], 1),
+                verdict(ok),
+            ]
+        )
         for fault in run["faults"]:
-            extra = {k: v for k, v in fault.items()
-                     if k not in ("kind", "at_s", "duration_s", "items_caught", "pages_in_flight", "recover_s")}
-            detail.append([run["scenario"], fault["kind"], f(fault["at_s"], 1), f(fault["duration_s"], 1),
-                           fault["items_caught"], fault["pages_in_flight"], f(fault["recover_s"]),
-                           ", ".join(f"{k} {f(v)}" for k, v in extra.items()) or "–"])
+            extra = {
+                k: v
+                for k, v in fault.items()
+                if k
+                not in (
+                    "kind",
+                    "at_s",
+                    "duration_s",
+                    "items_caught",
+                    "pages_in_flight",
+                    "recover_s",
+                )
+            }
+            detail.append(
+                [
+                    run["scenario"],
+                    fault["kind"],
+                    f(fault["at_s"], 1),
+                    f(fault["duration_s"], 1),
+                    fault["items_caught"],
+                    fault["pages_in_flight"],
+                    f(fault["recover_s"]),
+                    ", ".join(f"{k} {f(v)}" for k, v in extra.items()) or "–",
+                ]
+            )
     return [
-        "### 7. Fault injection: two replicas, every order kept", "",
+        "### 7. Fault injection: two replicas, every order kept",
+        "",
         f"{c['orders']} orders of the 8-page book (9 images each) placed at once on {c['replicas']} replicas; "
         f"L_a = {c['analysis_s']} s, L_i = {c['image_s']} s, LEASE_SECONDS = {c['lease_s']}. "
         f"sigkill_restart: up to {c['kills']} SIGKILLs of one replica, {c['kill_gap_s'][0]}–{c['kill_gap_s'][1]} s "
@@ -193,17 +375,51 @@ def _faults(s: dict[str, Any]) -> list[str]:
         f"(RetryInfo {c['storm_retry_delay']}) for {c['storm_s']} s; sigterm_one: one replica drains and exits, "
         "the other goes on. Repeated image calls: successful calls beyond one per (item, page); the bound is "
         "the pages in flight (started, not checkpointed) at the faults; unbounded = repeats beyond that "
-        "(must be 0). Recover = from the end of a fault until every item it caught progressed again.", "",
-        *table(["scenario", "orders", "completed", "PDFs complete", "failed", "duplicate completions",
-                "repeated image calls (bound)", "unbounded repeats", "429s", "max attempts", "recover s",
-                "wall s", "all kept, 0 duplicates"], summary),
-        *table(["scenario", "fault", "at s", "lasted s", "items caught", "pages in flight", "recover s",
-                "details"], detail),
+        "(must be 0). Recover = from the end of a fault until every item it caught progressed again.",
+        "",
+        *table(
+            [
+                "scenario",
+                "orders",
+                "completed",
+                "PDFs complete",
+                "failed",
+                "duplicate completions",
+                "repeated image calls (bound)",
+                "unbounded repeats",
+                "429s",
+                "max attempts",
+                "recover s",
+                "wall s",
+                "all kept, 0 duplicates",
+            ],
+            summary,
+        ),
+        *table(
+            [
+                "scenario",
+                "fault",
+                "at s",
+                "lasted s",
+                "items caught",
+                "pages in flight",
+                "recover s",
+                "details",
+            ],
+            detail,
+        ),
     ]
 
 
-SECTIONS = {"single": _single, "pickup": _pickup, "saturation": _saturation, "memory": _memory,
-            "scaleout": _scaleout, "pdf": _pdf, "faults": _faults}
+SECTIONS = {
+    "single": _single,
+    "pickup": _pickup,
+    "saturation": _saturation,
+    "memory": _memory,
+    "scaleout": _scaleout,
+    "pdf": _pdf,
+    "faults": _faults,
+}
 
 
 def render(r: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ import math
 import statistics
 import tempfile
 import time
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,13 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
         return {"n": 0, "median": None, "min": None, "max": None, "p95": None}
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
-    return {"n": len(values), "median": statistics.median(values), "min": ordered[0],
-            "max": ordered[-1], "p95": p95}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "p95": p95,
+    }
 
 
 def ai_calls(rows: list[dict[str, Any]]) -> int:
@@ -67,8 +71,13 @@ def _busy_gaps(calls: list[Call]) -> float:
 
 async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     la, li, p = cfg["analysis_s"], cfg["image_s"], cfg["page_concurrency"]
-    out: dict[str, Any] = {"analysis_s": la, "image_s": li, "jitter": cfg["jitter"],
-                           "page_concurrency": p, "books": []}
+    out: dict[str, Any] = {
+        "analysis_s": la,
+        "image_s": li,
+        "jitter": cfg["jitter"],
+        "page_concurrency": p,
+        "books": [],
+    }
     for pages in cfg["single_pages"]:
         model = LatencyModel(analysis_s=la, image_s=li, jitter=cfg["jitter"])
         async with world(bench, model, (pages,)) as w:
@@ -93,14 +102,24 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
         ai_path = la + li + math.ceil(pages / p) * li
         critical = ai_path + pdf
         s = stats(walls)
-        out["books"].append({
-            "pages": pages, "critical_path_s": critical, "ai_path_s": ai_path, "pdf_s": pdf,
-            "wall_s": s, "ratio_median": (s["median"] / critical) if s["median"] else None,
-            "ratio_max": (s["max"] / critical) if s["max"] else None,
-            "completed": len(walls), "runs": cfg["single_repeats"], "peak_rss_mb": peak / MB,
-            "claim_to_first_ai_call_s": stats(before_ai), "first_to_last_ai_call_s": stats(ai_span),
-            "last_ai_call_to_completed_s": stats(after_ai), "idle_gaps_between_ai_calls_s": stats(pure),
-        })
+        out["books"].append(
+            {
+                "pages": pages,
+                "critical_path_s": critical,
+                "ai_path_s": ai_path,
+                "pdf_s": pdf,
+                "wall_s": s,
+                "ratio_median": (s["median"] / critical) if s["median"] else None,
+                "ratio_max": (s["max"] / critical) if s["max"] else None,
+                "completed": len(walls),
+                "runs": cfg["single_repeats"],
+                "peak_rss_mb": peak / MB,
+                "claim_to_first_ai_call_s": stats(before_ai),
+                "first_to_last_ai_call_s": stats(ai_span),
+                "last_ai_call_to_completed_s": stats(after_ai),
+                "idle_gaps_between_ai_calls_s": stats(pure),
+            }
+        )
     return out
 
 
@@ -113,14 +132,16 @@ async def _insert_paid(url: str, book: str, name: str, quiet: bool) -> None:
             # Replica mode skips ordinary triggers for this session: no pg_notify, polling only.
             await conn.execute("set session_replication_role = replica")
         await conn.execute(
-            "select create_paid_order_item(%s, %s, 5, 'girl', %s, %s)",
-            [book, name, PHOTO, USER])
+            "select create_paid_order_item(%s, %s, 5, 'girl', %s, %s)", [book, name, PHOTO, USER]
+        )
 
 
 async def pickup(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"poll_interval_s": cfg["poll_interval_s"]}
-    for mode, quiet, count in (("listen", False, cfg["pickup_items"]),
-                               ("poll_only", True, cfg["pickup_poll_items"])):
+    for mode, quiet, count in (
+        ("listen", False, cfg["pickup_items"]),
+        ("poll_only", True, cfg["pickup_poll_items"]),
+    ):
         model = LatencyModel(analysis_s=0.0, image_s=0.0, jitter=0.0)
         async with world(bench, model, (8,)) as w:
             w.start_daemon(POLL_INTERVAL_SECONDS=cfg["poll_interval_s"], MAX_CONCURRENT_ORDERS=20)
@@ -143,9 +164,16 @@ async def pickup(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 # --- 3. saturation -----------------------------------------------------------------------
 
 
-async def _throughput_run(bench: Bench, model: LatencyModel, orders: int, pages: int,
-                          replicas: int, env: dict[str, Any], timeout: float,
-                          sample_rss: bool = False) -> dict[str, Any]:
+async def _throughput_run(
+    bench: Bench,
+    model: LatencyModel,
+    orders: int,
+    pages: int,
+    replicas: int,
+    env: dict[str, Any],
+    timeout: float,
+    sample_rss: bool = False,
+) -> dict[str, Any]:
     async with world(bench, model, (pages,)) as w:
         daemons = [w.start_daemon(**env) for _ in range(replicas)]
         await asyncio.sleep(2.0)  # start-up, so the daemons compete from the first claim
@@ -168,12 +196,20 @@ async def _throughput_run(bench: Bench, model: LatencyModel, orders: int, pages:
         rows = await w.rows(items)
         done = [r for r in rows if r["generation_status"] == "completed"]
         failed = [r for r in rows if r["generation_status"] == "failed"]
-        span = (max(r["generated"] for r in done) - min(r["started"] for r in rows if r["started"])) if done else None
+        span = (
+            (max(r["generated"] for r in done) - min(r["started"] for r in rows if r["started"]))
+            if done
+            else None
+        )
         image_ok = sum(1 for r in w.fake.generate_requests(w.fake.IMAGE_MODEL) if r.status == 200)
         images_per_book = pages + 1
         result = {
-            "orders": orders, "pages": pages, "replicas": replicas, "completed": len(done),
-            "failed": len(failed), "failed_codes": sorted({r["error_code"] for r in failed if r["error_code"]}),
+            "orders": orders,
+            "pages": pages,
+            "replicas": replicas,
+            "completed": len(done),
+            "failed": len(failed),
+            "failed_codes": sorted({r["error_code"] for r in failed if r["error_code"]}),
             "unfinished": orders - len(done) - len(failed),
             "span_s": float(span) if span else None,
             "books_per_min": (len(done) / float(span) * 60) if span else None,
@@ -197,16 +233,32 @@ async def _throughput_run(bench: Bench, model: LatencyModel, orders: int, pages:
 
 async def saturation(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
-    variants = {"defaults": {}, "client_paced": {"AI_REQUESTS_PER_MINUTE": cfg["limit_images"] * 60 / cfg["window_s"]}}
+    variants = {
+        "defaults": {},
+        "client_paced": {"AI_REQUESTS_PER_MINUTE": cfg["limit_images"] * 60 / cfg["window_s"]},
+    }
     for name, extra in variants.items():
         runs[name] = []
         for rep in range(cfg["repeats"]):
-            model = LatencyModel(analysis_s=cfg["analysis_s"], image_s=cfg["image_s"], jitter=cfg["jitter"],
-                                 limit_images=cfg["limit_images"], window_s=cfg["window_s"], seed=rep + 1)
-            runs[name].append(await _throughput_run(
-                bench, model, cfg["saturation_orders"], 8, 1, extra, timeout=cfg["timeout_s"]))
-    return {"limit_images": cfg["limit_images"], "window_s": cfg["window_s"],
-            "images_per_minute": cfg["limit_images"] * 60 / cfg["window_s"], "runs": runs}
+            model = LatencyModel(
+                analysis_s=cfg["analysis_s"],
+                image_s=cfg["image_s"],
+                jitter=cfg["jitter"],
+                limit_images=cfg["limit_images"],
+                window_s=cfg["window_s"],
+                seed=rep + 1,
+            )
+            runs[name].append(
+                await _throughput_run(
+                    bench, model, cfg["saturation_orders"], 8, 1, extra, timeout=cfg["timeout_s"]
+                )
+            )
+    return {
+        "limit_images": cfg["limit_images"],
+        "window_s": cfg["window_s"],
+        "images_per_minute": cfg["limit_images"] * 60 / cfg["window_s"],
+        "runs": runs,
+    }
 
 
 # --- 4. memory ---------------------------------------------------------------------------
@@ -238,13 +290,24 @@ async def memory(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
             peak = await sampler.stop()
             rows = await w.rows(items)
             if any(r["generation_status"] != "completed" for r in rows):
-                print("[bench] memory: daemon log tail:\n" + "\n".join(d.logs().splitlines()[-5:]), flush=True)
-        out.append({"inflight": inflight, "pages": pages, "reply_px": side,
-                    "cold_rss_mb": cold / MB, "idle_rss_mb": idle / MB, "peak_rss_mb": peak / MB,
-                    "per_order_mb": (peak - idle) / MB / max(peak_inflight, 1),
-                    "peak_inflight_observed": peak_inflight,
-                    "completed": sum(r["generation_status"] == "completed" for r in rows),
-                    "statuses": sorted({f"{r['generation_status']}:{r['error_code']}" for r in rows})})
+                print(
+                    "[bench] memory: daemon log tail:\n" + "\n".join(d.logs().splitlines()[-5:]),
+                    flush=True,
+                )
+        out.append(
+            {
+                "inflight": inflight,
+                "pages": pages,
+                "reply_px": side,
+                "cold_rss_mb": cold / MB,
+                "idle_rss_mb": idle / MB,
+                "peak_rss_mb": peak / MB,
+                "per_order_mb": (peak - idle) / MB / max(peak_inflight, 1),
+                "peak_inflight_observed": peak_inflight,
+                "completed": sum(r["generation_status"] == "completed" for r in rows),
+                "statuses": sorted({f"{r['generation_status']}:{r['error_code']}" for r in rows}),
+            }
+        )
     return {"cases": out}
 
 
@@ -253,17 +316,31 @@ async def memory(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 async def scale_out(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
-    env = {"MAX_CONCURRENT_ORDERS": cfg["scale_orders_per_replica"],
-           "PAGE_CONCURRENCY": cfg["scale_page_concurrency"]}
+    env = {
+        "MAX_CONCURRENT_ORDERS": cfg["scale_orders_per_replica"],
+        "PAGE_CONCURRENCY": cfg["scale_page_concurrency"],
+    }
     for replicas in cfg["replicas"]:
         runs[str(replicas)] = []
         for rep in range(cfg["repeats"]):
-            model = LatencyModel(analysis_s=cfg["analysis_s"], image_s=cfg["image_s"], jitter=cfg["jitter"],
-                                 limit_images=cfg["scale_limit_images"], window_s=cfg["window_s"], seed=rep + 11)
-            runs[str(replicas)].append(await _throughput_run(
-                bench, model, cfg["scale_orders"], 8, replicas, env, timeout=cfg["timeout_s"]))
-    return {"per_replica_env": env, "images_per_minute": cfg["scale_limit_images"] * 60 / cfg["window_s"],
-            "runs": runs}
+            model = LatencyModel(
+                analysis_s=cfg["analysis_s"],
+                image_s=cfg["image_s"],
+                jitter=cfg["jitter"],
+                limit_images=cfg["scale_limit_images"],
+                window_s=cfg["window_s"],
+                seed=rep + 11,
+            )
+            runs[str(replicas)].append(
+                await _throughput_run(
+                    bench, model, cfg["scale_orders"], 8, replicas, env, timeout=cfg["timeout_s"]
+                )
+            )
+    return {
+        "per_replica_env": env,
+        "images_per_minute": cfg["scale_limit_images"] * 60 / cfg["window_s"],
+        "runs": runs,
+    }
 
 
 # --- 6. PDF ------------------------------------------------------------------------------
@@ -271,7 +348,9 @@ async def scale_out(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _pillow_pdf(paths: list[Path], out: Path) -> None:
     images = [Image.open(p).convert("RGB") for p in paths]
-    images[0].save(out, "PDF", save_all=True, append_images=images[1:], resolution=72.0 * images[0].width / 612)
+    images[0].save(
+        out, "PDF", save_all=True, append_images=images[1:], resolution=72.0 * images[0].width / 612
+    )
     for img in images:
         img.close()
 
@@ -294,10 +373,18 @@ def pdf(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
                             _pillow_pdf(paths, target)
                         times.append(time.perf_counter() - started)
                         size = target.stat().st_size
-                    out.append({"engine": engine, "side_px": side, "pages": pages + 1,
-                                "seconds": stats(times), "ms_per_page": statistics.median(times) * 1000 / (pages + 1),
-                                "bytes": size, "kb_per_page": size / 1024 / (pages + 1),
-                                "input_jpeg_kb_per_page": jpeg_bytes / 1024 / (pages + 1)})
+                    out.append(
+                        {
+                            "engine": engine,
+                            "side_px": side,
+                            "pages": pages + 1,
+                            "seconds": stats(times),
+                            "ms_per_page": statistics.median(times) * 1000 / (pages + 1),
+                            "bytes": size,
+                            "kb_per_page": size / 1024 / (pages + 1),
+                            "input_jpeg_kb_per_page": jpeg_bytes / 1024 / (pages + 1),
+                        }
+                    )
     return {"cases": out}
 
 

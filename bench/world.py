@@ -8,12 +8,13 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import psutil
 import psycopg
@@ -90,11 +91,14 @@ def sized_replies(side: int):
             data, _ = tinted_copy(request)
             with Image.open(BytesIO(data)) as img:
                 scale = side / max(img.size)
-                big = img.convert("RGB").resize((round(img.width * scale), round(img.height * scale)))
+                big = img.convert("RGB").resize(
+                    (round(img.width * scale), round(img.height * scale))
+                )
             out = BytesIO()
             big.save(out, "JPEG", quality=90)
             made[key] = (out.getvalue(), "image/jpeg")
         return made[key]
+
     return make
 
 
@@ -133,8 +137,9 @@ class World:
 
     def start_daemon(self, **extra: Any) -> DaemonProcess:
         n = len(self.daemons)
-        daemon = DaemonProcess(self.env(WORKER_ID=f"bench-{n}", **extra),
-                               log_file=self.home / f"daemon-{n}.log")
+        daemon = DaemonProcess(
+            self.env(WORKER_ID=f"bench-{n}", **extra), log_file=self.home / f"daemon-{n}.log"
+        )
         self.daemons.append(daemon)
         return daemon
 
@@ -147,8 +152,12 @@ class World:
 
     async def order(self, pages: int, name: str = "Mia") -> str:
         return await self.store.create_paid_order_item(
-            self.books[pages], child_name=name, child_age=5, child_gender="girl",
-            child_photo_path=PHOTO, user_id=USER,
+            self.books[pages],
+            child_name=name,
+            child_age=5,
+            child_gender="girl",
+            child_photo_path=PHOTO,
+            user_id=USER,
         )
 
     async def rows(self, items: list[str]) -> list[dict[str, Any]]:
@@ -158,7 +167,9 @@ class World:
                           extract(epoch from created_at) as created,
                           extract(epoch from started_at) as started,
                           extract(epoch from generated_at) as generated
-                     from order_items where id = any(%s::uuid[])""", [items])
+                     from order_items where id = any(%s::uuid[])""",
+                [items],
+            )
             names = [d.name for d in cur.description]
             return [dict(zip(names, r)) for r in await cur.fetchall()]
 
@@ -175,7 +186,9 @@ class World:
 
     async def count_processing(self) -> int:
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-            cur = await conn.execute("select count(*) from order_items where generation_status = 'processing'")
+            cur = await conn.execute(
+                "select count(*) from order_items where generation_status = 'processing'"
+            )
             return (await cur.fetchone())[0]
 
 

@@ -180,10 +180,14 @@ async def create_processor(
         ready_problem=problem,
         metrics=metrics,
         resources=resources,
-        quality=QualityGate(ai, prompts, mode=settings.qa_mode,
-                            max_redraws=settings.qa_max_redraws, on_fail=settings.qa_on_fail,
-                            min_likeness=settings.qa_min_likeness),
+        quality=QualityGate(
+            ai,
+            prompts,
+            mode=settings.qa_mode,
+            max_redraws=settings.qa_max_redraws,
+            on_fail=settings.qa_on_fail,
+            min_likeness=settings.qa_min_likeness,
+        ),
         print_bleed_in=settings.print_bleed_in,
         print_ppi=settings.print_ppi,
     )
-

@@ -18,17 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processors.ports import BlobStorage
 from monitor.store.base import OrderStore
-from processors.images import load_page_image
 from processors.child import NAME_MAX_CHARS
+from processors.images import load_page_image
+from processors.ports import BlobStorage
 from processors.story import longest_profile, render_story, template_problems
 from processors.text_layer import TextDoesNotFit, check_fits
 
 #: The content type of every image the daemon uploads, by file suffix (catalog pages and covers,
 #: and the demo's photo, which may also be HEIC/HEIF).
-CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-                 ".webp": "image/webp", ".heic": "image/heic", ".heif": "image/heif"}
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+}
 #: What a catalog directory's images may be.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 _PAGE_NUMBER = re.compile(r"(\d+)")
@@ -80,7 +86,9 @@ def read_book_dir(directory: Path, title: str) -> BookSource:
         unknown = set(meta) - set(pages)
         if unknown:
             raise CatalogError(f"pages.json describes pages without images: {sorted(unknown)}")
-    return BookSource(title=title, cover=covers[0], pages=pages, page_meta=meta, cover_meta=cover_meta)
+    return BookSource(
+        title=title, cover=covers[0], pages=pages, page_meta=meta, cover_meta=cover_meta
+    )
 
 
 async def import_book(
@@ -105,24 +113,36 @@ async def import_book(
     pages = []
     for number, path in sorted(source.pages.items()):
         meta = source.page_meta.get(number, {})
-        pages.append({
-            "page_number": number,
-            "image_path": await _upload(storage, path, f"{prefix}/pages/{number:02d}"),
-            "has_character": bool(meta.get("has_character", True)),
-            "character_box": meta.get("character_box"),
-            "text": meta.get("text"),
-        })
+        pages.append(
+            {
+                "page_number": number,
+                "image_path": await _upload(storage, path, f"{prefix}/pages/{number:02d}"),
+                "has_character": bool(meta.get("has_character", True)),
+                "character_box": meta.get("character_box"),
+                "text": meta.get("text"),
+            }
+        )
     book = {
-        "id": book_id, "title": source.title, "genre": genre, "age_min": age_min,
-        "age_max": age_max, "cover_image_path": cover_path,
+        "id": book_id,
+        "title": source.title,
+        "genre": genre,
+        "age_min": age_min,
+        "age_max": age_max,
+        "cover_image_path": cover_path,
         "cover_character_box": source.cover_meta.get("character_box"),
-        "trim_width_in": trim_width_in, "trim_height_in": trim_height_in,
+        "trim_width_in": trim_width_in,
+        "trim_height_in": trim_height_in,
     }
     book_id = await store.import_book(book, pages)
     await store.set_book_layout(
-        book_id, bleed_in=print_bleed_in, ppi=print_ppi,
-        pages=[{"page_number": n, "text_box": m.get("text_box")}
-               for n, m in sorted(source.page_meta.items())])
+        book_id,
+        bleed_in=print_bleed_in,
+        ppi=print_ppi,
+        pages=[
+            {"page_number": n, "text_box": m.get("text_box")}
+            for n, m in sorted(source.page_meta.items())
+        ],
+    )
     return book_id
 
 
@@ -144,18 +164,21 @@ def _check_text(number: int, meta: dict[str, Any], page_pt: tuple[float, float])
     if box is None:
         return  # the text is baked into the picture; it only gives the model context
     try:
-        fractions = tuple(float(box[k]) for k in ("x", "y", "w", "h"))
+        x, y, w, h = (float(box[k]) for k in ("x", "y", "w", "h"))
     except (KeyError, TypeError, ValueError):
         raise CatalogError(f"page {number}: text_box needs numbers x, y, w, h") from None
-    x, y, w, h = fractions
+    fractions = (x, y, w, h)
     if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x and 0 < h <= 1 - y):
         raise CatalogError(f"page {number}: text_box must lie within the page (fractions 0-1)")
     for gender in ("girl", "boy", "child"):
         try:
-            check_fits(render_story(text, longest_profile(gender, _WIDEST_NAME)), fractions, page_pt)
+            check_fits(
+                render_story(text, longest_profile(gender, _WIDEST_NAME)), fractions, page_pt
+            )
         except TextDoesNotFit as exc:
-            raise CatalogError(f"page {number}: text does not fit its text_box with the longest "
-                               f"name: {exc}") from None
+            raise CatalogError(
+                f"page {number}: text does not fit its text_box with the longest name: {exc}"
+            ) from None
 
 
 async def _upload(storage: BlobStorage, path: Path, key_stem: str) -> str:

@@ -20,10 +20,10 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import Mapping
 
 import psycopg
 from loguru import logger
@@ -40,15 +40,15 @@ from monitor.config import ConfigError, Settings, merged_environ, raw_secrets
 from monitor.daemon import AI_PROVIDER_PROBLEM, AINotReady, Monitor
 from monitor.health import HealthProblems
 from monitor.logs import setup_logging
-from monitor.metrics import Metrics
 from monitor.mailer import Mailer
+from monitor.metrics import Metrics
 from monitor.retention import purge_expired_photos
 from monitor.server import start_server
-from processors.ports import BlobStorage
 from monitor.store.base import SchemaNotMigrated, StoreUnavailable
 from monitor.url_refresh import refresh_expiring_urls
 from monitor.webhook import OpsWebhook
 from processors.errors import RetryableError
+from processors.ports import BlobStorage
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 AI_WAIT_MAX_SECONDS = 60.0
@@ -64,47 +64,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_program_name(), description="Turns paid book orders into finished personalized books."
     )
-    parser.add_argument("--env-file", default=None,
-                        help="dotenv file to read; must exist (default: .env, when it exists)")
+    parser.add_argument(
+        "--env-file",
+        default=None,
+        help="dotenv file to read; must exist (default: .env, when it exists)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command")
     for name, help_text in (
         ("run", "run the daemon until SIGTERM (default)"),
-        ("once", "claim and process until nothing is claimable, run the photo retention, "
-                 "then exit (for cron)"),
+        (
+            "once",
+            "claim and process until nothing is claimable, run the photo retention, "
+            "then exit (for cron)",
+        ),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
-            "--processor", default=DEFAULT_PROCESSOR,
+            "--processor",
+            default=DEFAULT_PROCESSOR,
             help="module:factory building the item processor (default: %(default)s)",
         )
     commands.add_parser("migrate", help="apply pending SQL migrations (needs only DATABASE_URL)")
-    commands.add_parser("retention", help="delete children's photos and page images past "
-                                          "PHOTO_RETENTION_DAYS, then exit (for a cron line)")
+    commands.add_parser(
+        "retention",
+        help="delete children's photos and page images past "
+        "PHOTO_RETENTION_DAYS, then exit (for a cron line)",
+    )
     export = commands.add_parser(
         "export-migrations",
-        help="write migrations/ in the Supabase CLI layout (supabase/migrations/) for db push")
+        help="write migrations/ in the Supabase CLI layout (supabase/migrations/) for db push",
+    )
     export.add_argument("--out", type=Path, help="target directory (default: supabase/migrations)")
-    export.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 when the target is out of date")
+    export.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the target is out of date"
+    )
 
     demo = commands.add_parser(
-        "demo", help="make one book end to end on an embedded Postgres, no account needed")
+        "demo", help="make one book end to end on an embedded Postgres, no account needed"
+    )
     demo.add_argument("--photo", type=Path, help="the child's photo (default: a drawn sample)")
     demo.add_argument("--name", default="Mia", help="the child's name (default: %(default)s)")
     demo.add_argument("--age", type=int, default=5, help="the child's age (default: %(default)s)")
     demo.add_argument("--gender", default="girl", help="girl, boy or child (default: %(default)s)")
-    demo.add_argument("--home", type=Path, default=Path(".demo"),
-                      help="where the demo keeps its database and files (default: %(default)s)")
+    demo.add_argument(
+        "--home",
+        type=Path,
+        default=Path(".demo"),
+        help="where the demo keeps its database and files (default: %(default)s)",
+    )
 
-    book = commands.add_parser("import-book", help="add a book (cover + numbered pages) to the catalog")
+    book = commands.add_parser(
+        "import-book", help="add a book (cover + numbered pages) to the catalog"
+    )
     book.add_argument("directory", type=Path)
     book.add_argument("--title", required=True)
     book.add_argument("--book-id", help="uuid to use (re-importing an id replaces its pages)")
     book.add_argument("--genre")
     book.add_argument("--age-min", type=int)
     book.add_argument("--age-max", type=int)
-    book.add_argument("--trim", default="8.5x8.5", help="trim size in inches, WxH (default: %(default)s)")
+    book.add_argument(
+        "--trim", default="8.5x8.5", help="trim size in inches, WxH (default: %(default)s)"
+    )
     ops.add_commands(commands)
     return parser
 
@@ -126,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             settings = Settings.from_env(env_file=env_file)
     except ConfigError as exc:
-        return _start_failure(merged_environ(None, env_file), "invalid configuration: "
-                              + "; ".join(exc.problems), EXIT_CONFIG, problems=exc.problems)
+        return _start_failure(
+            merged_environ(None, env_file),
+            "invalid configuration: " + "; ".join(exc.problems),
+            EXIT_CONFIG,
+            problems=exc.problems,
+        )
     setup_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets())
     processor_spec = getattr(args, "processor", DEFAULT_PROCESSOR)
     try:
@@ -150,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
 def _start_failure(environ: Mapping[str, str], message: str, code: int, **fields: object) -> int:
     """Report a failure before Settings exist: one line in the format LOG_FORMAT asks for
     (JSON when not a terminal), with every secret value of ``environ`` scrubbed."""
-    raw_format = (environ.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "auto").strip().lower()
-    setup_logging(fmt=raw_format if raw_format in ("json", "pretty") else "auto",
-                  secrets=raw_secrets({**environ, **os.environ}))
+    raw_format = (
+        (environ.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "auto").strip().lower()
+    )
+    setup_logging(
+        fmt=raw_format if raw_format in ("json", "pretty") else "auto",
+        secrets=raw_secrets({**environ, **os.environ}),
+    )
     logger.error(message, exit_code=code, **fields)
     return code
 
@@ -163,8 +192,11 @@ def _demo(args: argparse.Namespace) -> int:
     # The demo talks to a person: readable warnings only, the progress goes to stdout.
     setup_logging(level="WARNING", fmt="pretty")
     try:
-        return asyncio.run(run_demo(home=args.home, photo=args.photo, name=args.name,
-                                    age=args.age, gender=args.gender))
+        return asyncio.run(
+            run_demo(
+                home=args.home, photo=args.photo, name=args.name, age=args.age, gender=args.gender
+            )
+        )
     except (ConfigError, DemoExtraMissing) as exc:
         print(f"{_program_name()} demo: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -185,8 +217,9 @@ def _export_migrations(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _import_book(settings: Settings, args: argparse.Namespace,
-                       parser: argparse.ArgumentParser) -> int:
+async def _import_book(
+    settings: Settings, args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> int:
     from monitor.catalog import CatalogError, import_book, read_book_dir
 
     try:
@@ -201,9 +234,15 @@ async def _import_book(settings: Settings, args: argparse.Namespace,
         resources.push_async_callback(store.close)
         try:
             book_id = await import_book(
-                store, storage, read_book_dir(args.directory, args.title), book_id=args.book_id,
-                genre=args.genre, age_min=args.age_min, age_max=args.age_max,
-                trim_width_in=width, trim_height_in=height,
+                store,
+                storage,
+                read_book_dir(args.directory, args.title),
+                book_id=args.book_id,
+                genre=args.genre,
+                age_min=args.age_min,
+                age_max=args.age_max,
+                trim_width_in=width,
+                trim_height_in=height,
             )
         except CatalogError as exc:
             logger.error(str(exc))
@@ -246,22 +285,44 @@ async def _serve(settings: Settings, processor_spec: str, *, once: bool) -> int:
         store = await build_store(settings)
         retention = None
         if settings.photo_retention_days > 0:
-            retention = partial(purge_expired_photos, store, storage,
-                                days=settings.photo_retention_days, metrics=metrics)
+            retention = partial(
+                purge_expired_photos,
+                store,
+                storage,
+                days=settings.photo_retention_days,
+                metrics=metrics,
+            )
         url_refresh = None
         if storage.url_ttl_seconds is not None:
-            url_refresh = partial(refresh_expiring_urls, store, storage,
-                                  margin_seconds=settings.signed_url_refresh_margin_seconds)
-        mailer = Mailer(settings, store, metrics=metrics).send_due if settings.email_enabled else None
-        monitor = Monitor(settings, store, None, metrics=metrics, webhook=webhook,
-                          retention=retention, url_refresh=url_refresh, mailer=mailer,
-                          health=health)
+            url_refresh = partial(
+                refresh_expiring_urls,
+                store,
+                storage,
+                margin_seconds=settings.signed_url_refresh_margin_seconds,
+            )
+        mailer = (
+            Mailer(settings, store, metrics=metrics).send_due if settings.email_enabled else None
+        )
+        monitor = Monitor(
+            settings,
+            store,
+            None,
+            metrics=metrics,
+            webhook=webhook,
+            retention=retention,
+            url_refresh=url_refresh,
+            mailer=mailer,
+            health=health,
+        )
         if once:
             try:
                 monitor.processor = await load_processor(processor_spec, settings, metrics, storage)
             except RetryableError as exc:
-                logger.error("the AI provider is unreachable; the next run tries again",
-                             error_code=exc.code, error=exc.detail)
+                logger.error(
+                    "the AI provider is unreachable; the next run tries again",
+                    error_code=exc.code,
+                    error=exc.detail,
+                )
                 return EXIT_FAILURE
             except (ImportError, AttributeError, ValueError) as exc:
                 return _bad_processor(processor_spec, exc)
@@ -294,12 +355,18 @@ async def _load_processor_patiently(monitor: Monitor, spec: str, storage: BlobSt
     delay = 1.0
     while True:
         try:
-            monitor.processor = await load_processor(spec, monitor.settings, monitor.metrics, storage)
+            monitor.processor = await load_processor(
+                spec, monitor.settings, monitor.metrics, storage
+            )
         except RetryableError as exc:
-            if monitor.health.report(AI_PROVIDER_PROBLEM,
-                                     f"AI provider unreachable at start ({exc.code}); retrying"):
-                logger.warning("the AI provider is unreachable; waiting for it",
-                               error_code=exc.code, error=exc.detail)
+            if monitor.health.report(
+                AI_PROVIDER_PROBLEM, f"AI provider unreachable at start ({exc.code}); retrying"
+            ):
+                logger.warning(
+                    "the AI provider is unreachable; waiting for it",
+                    error_code=exc.code,
+                    error=exc.detail,
+                )
             if await monitor.wait_for_stop(delay):
                 return False
             delay = min(delay * 2, AI_WAIT_MAX_SECONDS)
@@ -329,8 +396,9 @@ async def _retention(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _run_with_server(monitor: Monitor, processor_spec: str, storage: BlobStorage,
-                           resources: AsyncExitStack) -> int:
+async def _run_with_server(
+    monitor: Monitor, processor_spec: str, storage: BlobStorage, resources: AsyncExitStack
+) -> int:
     """The daemon with its status server, which comes up first (so /health can say what start-up
     waits for) and outlives the drain so health stays observable."""
     settings = monitor.settings
@@ -340,8 +408,12 @@ async def _run_with_server(monitor: Monitor, processor_spec: str, storage: BlobS
     try:
         runner = await start_server(monitor)
     except OSError as exc:
-        logger.error("cannot listen for the status server", host=settings.host, port=settings.port,
-                     error=str(exc))
+        logger.error(
+            "cannot listen for the status server",
+            host=settings.host,
+            port=settings.port,
+            error=str(exc),
+        )
         return EXIT_FAILURE
     # Open now, so /health's database probes are real round trips while start-up waits.
     await monitor.store.open()

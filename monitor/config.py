@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
@@ -169,22 +169,34 @@ class Settings:
         return out
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> "Settings":
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, env_file: str | None = ".env"
+    ) -> Settings:
         """Build from ``environ`` (default: the process environment over ``.env``)."""
         return _Parser(merged_environ(environ, env_file)).settings()
 
     @classmethod
-    def for_database_only(cls, environ: Mapping[str, str] | None = None, *,
-                          env_file: str | None = ".env") -> "Settings":
+    def for_database_only(
+        cls, environ: Mapping[str, str] | None = None, *, env_file: str | None = ".env"
+    ) -> Settings:
         """For commands that only talk to the database (``migrate``): DATABASE_URL (required)
         and the log settings are read and checked; storage and AI settings are not looked at."""
         return _Parser(merged_environ(environ, env_file)).database_only()
 
 
 #: The variables whose values are secrets, for scrubbing before Settings exist (start-up errors).
-SECRET_VARIABLES = ("DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY",
-                    "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_AI_API_KEY", "ADMIN_TOKEN",
-                    "NOTIFY_WEBHOOK_SECRET", "SMTP_URL", "SMTP_PASSWORD")
+SECRET_VARIABLES = (
+    "DATABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_SERVICE_KEY",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_AI_API_KEY",
+    "ADMIN_TOKEN",
+    "NOTIFY_WEBHOOK_SECRET",
+    "SMTP_URL",
+    "SMTP_PASSWORD",
+)
 
 
 #: The defaults, written once (in the dataclass above): the parser falls back to them.
@@ -223,8 +235,14 @@ class _Parser:
                 return self.env[name].strip()
         return None
 
-    def typed(self, name: str, convert: Callable[[str], T], default: T, check: Callable[[T], bool] | None = None,
-              expect: str = "") -> T:
+    def typed(
+        self,
+        name: str,
+        convert: Callable[[str], T],
+        default: T,
+        check: Callable[[T], bool] | None = None,
+        expect: str = "",
+    ) -> T:
         raw = self.first(name)
         if raw is None:
             return default
@@ -269,15 +287,20 @@ class _Parser:
     def database_only(self) -> Settings:
         database_url = self.first("DATABASE_URL")
         if not database_url:
-            self.problems.append("DATABASE_URL is required (with only the Supabase SQL editor, "
-                                 "paste the files of migrations/ in order)")
+            self.problems.append(
+                "DATABASE_URL is required (with only the Supabase SQL editor, "
+                "paste the files of migrations/ in order)"
+            )
         elif not database_url.startswith(("postgres://", "postgresql://")):
             self.problems.append("DATABASE_URL must be a postgresql:// connection string")
         log_format, log_level = self.log_settings()
         if self.problems:
             raise ConfigError(self.problems)
-        return Settings(database_url=Secret(database_url) if database_url else None,
-                        log_format=log_format, log_level=log_level)
+        return Settings(
+            database_url=Secret(database_url) if database_url else None,
+            log_format=log_format,
+            log_level=log_level,
+        )
 
     def log_settings(self) -> tuple[str, str]:
         log_level = (self.first("LOG_LEVEL") or DEFAULT.log_level).upper()
@@ -297,10 +320,16 @@ class _Parser:
         storage_backend = self.choice(
             "STORAGE_BACKEND", ("supabase", "local"), "supabase" if supabase_url else "local"
         )
-        ai_provider = self.choice("AI_PROVIDER", ("gemini", "local"), "gemini" if api_key else "local")
+        ai_provider = self.choice(
+            "AI_PROVIDER", ("gemini", "local"), "gemini" if api_key else "local"
+        )
         needs_supabase = not database_url or storage_backend == "supabase"
         if needs_supabase:
-            why = "the supabase store (DATABASE_URL is not set)" if not database_url else "STORAGE_BACKEND=supabase"
+            why = (
+                "the supabase store (DATABASE_URL is not set)"
+                if not database_url
+                else "STORAGE_BACKEND=supabase"
+            )
             if not supabase_url:
                 self.problems.append(f"SUPABASE_URL is required for {why}")
             if not supabase_key:
@@ -308,9 +337,13 @@ class _Parser:
         if supabase_url and not supabase_url.startswith(("https://", "http://")):
             self.problems.append("SUPABASE_URL must start with https://")
         if ai_provider == "gemini" and not api_key:
-            self.problems.append("GOOGLE_API_KEY (or GEMINI_API_KEY) is required for AI_PROVIDER=gemini")
+            self.problems.append(
+                "GOOGLE_API_KEY (or GEMINI_API_KEY) is required for AI_PROVIDER=gemini"
+            )
 
-        image_models = tuple(m.strip() for m in (self.first("GEMINI_IMAGE_MODEL") or "").split(",") if m.strip())
+        image_models = tuple(
+            m.strip() for m in (self.first("GEMINI_IMAGE_MODEL") or "").split(",") if m.strip()
+        )
         log_format, log_level = self.log_settings()
         rpm = self.first("AI_REQUESTS_PER_MINUTE")
 
@@ -318,14 +351,29 @@ class _Parser:
             database_url=Secret(database_url) if database_url else None,
             supabase_url=supabase_url.rstrip("/") if supabase_url else None,
             supabase_service_role_key=Secret(supabase_key) if supabase_key else None,
-            poll_interval_seconds=self.positive_float("POLL_INTERVAL_SECONDS", DEFAULT.poll_interval_seconds),
-            max_concurrent_orders=self.positive_int("MAX_CONCURRENT_ORDERS", DEFAULT.max_concurrent_orders),
-            lease_seconds=self.typed("LEASE_SECONDS", int, DEFAULT.lease_seconds, lambda v: v >= 3, "an integer >= 3"),
+            poll_interval_seconds=self.positive_float(
+                "POLL_INTERVAL_SECONDS", DEFAULT.poll_interval_seconds
+            ),
+            max_concurrent_orders=self.positive_int(
+                "MAX_CONCURRENT_ORDERS", DEFAULT.max_concurrent_orders
+            ),
+            lease_seconds=self.typed(
+                "LEASE_SECONDS", int, DEFAULT.lease_seconds, lambda v: v >= 3, "an integer >= 3"
+            ),
             max_attempts=self.positive_int("MAX_ATTEMPTS", DEFAULT.max_attempts),
-            retry_backoff_base_seconds=self.positive_float("RETRY_BACKOFF_BASE_SECONDS", DEFAULT.retry_backoff_base_seconds),
-            retry_backoff_max_seconds=self.positive_float("RETRY_BACKOFF_MAX_SECONDS", DEFAULT.retry_backoff_max_seconds),
-            shutdown_grace_seconds=self.typed("SHUTDOWN_GRACE_SECONDS", float, DEFAULT.shutdown_grace_seconds, lambda v: v >= 0,
-                                              "a number >= 0"),
+            retry_backoff_base_seconds=self.positive_float(
+                "RETRY_BACKOFF_BASE_SECONDS", DEFAULT.retry_backoff_base_seconds
+            ),
+            retry_backoff_max_seconds=self.positive_float(
+                "RETRY_BACKOFF_MAX_SECONDS", DEFAULT.retry_backoff_max_seconds
+            ),
+            shutdown_grace_seconds=self.typed(
+                "SHUTDOWN_GRACE_SECONDS",
+                float,
+                DEFAULT.shutdown_grace_seconds,
+                lambda v: v >= 0,
+                "a number >= 0",
+            ),
             host=self.first("HOST") or DEFAULT.host,
             port=self.typed("PORT", int, DEFAULT.port, lambda v: 0 <= v < 65536, "a TCP port"),
             auto_start_monitor=self.boolean("AUTO_START_MONITOR", DEFAULT.auto_start_monitor),
@@ -335,55 +383,88 @@ class _Parser:
             storage_backend=storage_backend,
             storage_bucket=self.first("STORAGE_BUCKET") or DEFAULT.storage_bucket,
             storage_public=self.boolean("STORAGE_PUBLIC", DEFAULT.storage_public),
-            signed_url_ttl_seconds=self.positive_int("SIGNED_URL_TTL_SECONDS", DEFAULT.signed_url_ttl_seconds),
+            signed_url_ttl_seconds=self.positive_int(
+                "SIGNED_URL_TTL_SECONDS", DEFAULT.signed_url_ttl_seconds
+            ),
             signed_url_refresh_margin_seconds=self.positive_int(
-                "SIGNED_URL_REFRESH_MARGIN_SECONDS", DEFAULT.signed_url_refresh_margin_seconds),
+                "SIGNED_URL_REFRESH_MARGIN_SECONDS", DEFAULT.signed_url_refresh_margin_seconds
+            ),
             local_storage_dir=Path(self.first("LOCAL_STORAGE_DIR") or DEFAULT.local_storage_dir),
             cache_dir=Path(self.first("CACHE_DIR") or DEFAULT.cache_dir),
             ai_provider=ai_provider,
             google_api_key=Secret(api_key) if api_key else None,
-            gemini_analysis_model=self.first("GEMINI_ANALYSIS_MODEL") or DEFAULT.gemini_analysis_model,
+            gemini_analysis_model=self.first("GEMINI_ANALYSIS_MODEL")
+            or DEFAULT.gemini_analysis_model,
             gemini_image_models=image_models or DEFAULT_IMAGE_MODELS,
             gemini_api_version=self.first("GEMINI_API_VERSION") or DEFAULT.gemini_api_version,
             gemini_base_url=self.first("GEMINI_BASE_URL"),
-            gemini_timeout_seconds=self.positive_float("GEMINI_TIMEOUT_SECONDS", DEFAULT.gemini_timeout_seconds),
-            page_deadline_seconds=self.positive_float("PAGE_DEADLINE_SECONDS", DEFAULT.page_deadline_seconds),
-            output_aspect_tolerance=self.typed("OUTPUT_ASPECT_TOLERANCE", float, DEFAULT.output_aspect_tolerance,
-                                               lambda v: 0 < v < 0.5, "a number between 0 and 0.5"),
-            model_check_retry_seconds=self.positive_float("MODEL_CHECK_RETRY_SECONDS", DEFAULT.model_check_retry_seconds),
+            gemini_timeout_seconds=self.positive_float(
+                "GEMINI_TIMEOUT_SECONDS", DEFAULT.gemini_timeout_seconds
+            ),
+            page_deadline_seconds=self.positive_float(
+                "PAGE_DEADLINE_SECONDS", DEFAULT.page_deadline_seconds
+            ),
+            output_aspect_tolerance=self.typed(
+                "OUTPUT_ASPECT_TOLERANCE",
+                float,
+                DEFAULT.output_aspect_tolerance,
+                lambda v: 0 < v < 0.5,
+                "a number between 0 and 0.5",
+            ),
+            model_check_retry_seconds=self.positive_float(
+                "MODEL_CHECK_RETRY_SECONDS", DEFAULT.model_check_retry_seconds
+            ),
             image_size=self.choice("IMAGE_SIZE", ("1k", "2k", "4k"), "2k").upper()
-            if self.first("IMAGE_SIZE") else None,
+            if self.first("IMAGE_SIZE")
+            else None,
             page_concurrency=self.positive_int("PAGE_CONCURRENCY", DEFAULT.page_concurrency),
             ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", DEFAULT.ai_max_concurrency),
-            ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0) if rpm else None,
-            ai_max_retries=self.typed("AI_MAX_RETRIES", int, DEFAULT.ai_max_retries, lambda v: v >= 0, "an integer >= 0"),
-            ai_backoff_base_seconds=self.positive_float("AI_BACKOFF_BASE_SECONDS", DEFAULT.ai_backoff_base_seconds),
+            ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0)
+            if rpm
+            else None,
+            ai_max_retries=self.typed(
+                "AI_MAX_RETRIES", int, DEFAULT.ai_max_retries, lambda v: v >= 0, "an integer >= 0"
+            ),
+            ai_backoff_base_seconds=self.positive_float(
+                "AI_BACKOFF_BASE_SECONDS", DEFAULT.ai_backoff_base_seconds
+            ),
             ai_prices_file=self.price_file("AI_PRICES_FILE"),
             qa_mode=self.choice("QA_MODE", ("judge", "off"), "judge"),
-            qa_max_redraws=self.typed("QA_MAX_REDRAWS", int, 2, lambda v: 0 <= v <= 5,
-                                      "an integer from 0 to 5"),
+            qa_max_redraws=self.typed(
+                "QA_MAX_REDRAWS", int, 2, lambda v: 0 <= v <= 5, "an integer from 0 to 5"
+            ),
             qa_on_fail=self.choice("QA_ON_FAIL", ("fail", "review"), "fail"),
-            qa_min_likeness=self.typed("QA_MIN_LIKENESS", float, 6.0, lambda v: 0 <= v <= 10,
-                                       "a number from 0 to 10"),
-            print_bleed_in=self.typed("PRINT_BLEED_IN", float, 0.125, lambda v: 0 <= v <= 0.5,
-                                      "inches, from 0 to 0.5"),
-            print_ppi=self.typed("PRINT_PPI", int, 300, lambda v: 72 <= v <= 1200,
-                                 "an integer from 72 to 1200"),
+            qa_min_likeness=self.typed(
+                "QA_MIN_LIKENESS", float, 6.0, lambda v: 0 <= v <= 10, "a number from 0 to 10"
+            ),
+            print_bleed_in=self.typed(
+                "PRINT_BLEED_IN", float, 0.125, lambda v: 0 <= v <= 0.5, "inches, from 0 to 0.5"
+            ),
+            print_ppi=self.typed(
+                "PRINT_PPI", int, 300, lambda v: 72 <= v <= 1200, "an integer from 72 to 1200"
+            ),
             notify_webhook_url=self.first("NOTIFY_WEBHOOK_URL"),
             notify_webhook_secret=Secret(s) if (s := self.first("NOTIFY_WEBHOOK_SECRET")) else None,
-            photo_retention_days=self.typed("PHOTO_RETENTION_DAYS", int, DEFAULT.photo_retention_days, lambda v: v >= 0,
-                                            "an integer >= 0 (0 switches retention off)"),
+            photo_retention_days=self.typed(
+                "PHOTO_RETENTION_DAYS",
+                int,
+                DEFAULT.photo_retention_days,
+                lambda v: v >= 0,
+                "an integer >= 0 (0 switches retention off)",
+            ),
         )
         if worker_id := self.first("WORKER_ID"):
             values["worker_id"] = worker_id
         if values["notify_webhook_url"] and not values["notify_webhook_secret"]:
             self.problems.append("NOTIFY_WEBHOOK_SECRET is required when NOTIFY_WEBHOOK_URL is set")
         signs_urls = values["storage_backend"] == "supabase" and not values["storage_public"]
-        if signs_urls and (values["signed_url_refresh_margin_seconds"]
-                           >= values["signed_url_ttl_seconds"]):
+        if signs_urls and (
+            values["signed_url_refresh_margin_seconds"] >= values["signed_url_ttl_seconds"]
+        ):
             # Every URL would be due again as soon as it is signed: the sweep would never rest.
-            self.problems.append("SIGNED_URL_REFRESH_MARGIN_SECONDS must be below "
-                                 "SIGNED_URL_TTL_SECONDS")
+            self.problems.append(
+                "SIGNED_URL_REFRESH_MARGIN_SECONDS must be below SIGNED_URL_TTL_SECONDS"
+            )
         if values["notify_webhook_secret"] and (
             problem := webhook_secret_problem(values["notify_webhook_secret"])
         ):
@@ -420,8 +501,10 @@ class _Parser:
                 self.problems.append(f"SMTP_URL={redact_url(url)!r} has an invalid port")
                 return values
             if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-                self.problems.append(f"SMTP_URL={redact_url(url)!r} must look like "
-                                     "smtp://user:password@host:587 or smtps://...:465")
+                self.problems.append(
+                    f"SMTP_URL={redact_url(url)!r} must look like "
+                    "smtp://user:password@host:587 or smtps://...:465"
+                )
                 return values
             host, tls = parts.hostname, parts.scheme == "smtps"
             user = unquote(parts.username) if parts.username else None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
@@ -19,16 +20,16 @@ from loguru import logger
 from monitor.config import Settings
 from monitor.health import HealthProblems
 from monitor.job import Job
-from monitor.runner import AbandonReason, InFlight, ItemRunner, MonitorStats, utcnow
-from processors.contract import Processor, Row
 from monitor.metrics import Metrics
+from monitor.runner import AbandonReason, InFlight, ItemRunner, MonitorStats, utcnow
 from monitor.store.base import (
-    OrderStore,
     SCHEMA_NOT_MIGRATED,
+    OrderStore,
     SchemaNotMigrated,
     StoreUnavailable,
 )
 from monitor.webhook import OpsWebhook
+from processors.contract import Processor, Row
 
 POLL_JOB_ID = "poll"
 RETENTION_JOB_ID = "photo_retention"
@@ -98,8 +99,9 @@ class Monitor:
         self.metrics.track_in_flight(lambda: len(self.in_flight))
         self.metrics.track_health(
             database_up=lambda: self.health.get(DATABASE_PROBLEM) is None,
-            ai_usable=lambda: self.ai_problem is None
-            and self.health.get(AI_PROVIDER_PROBLEM) is None,
+            ai_usable=lambda: (
+                self.ai_problem is None and self.health.get(AI_PROVIDER_PROBLEM) is None
+            ),
         )
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False
@@ -121,9 +123,15 @@ class Monitor:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Runs one claimed item: the processor, its lease, and the final write.
         self.runner = ItemRunner(
-            settings=settings, store=store, worker=self.worker, stats=self.stats,
-            metrics=self.metrics, webhook=webhook, spawn=self._spawn,
-            processor=lambda: self.processor, on_setup_failure=self._on_setup_failure,
+            settings=settings,
+            store=store,
+            worker=self.worker,
+            stats=self.stats,
+            metrics=self.metrics,
+            webhook=webhook,
+            spawn=self._spawn,
+            processor=lambda: self.processor,
+            on_setup_failure=self._on_setup_failure,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -131,7 +139,7 @@ class Monitor:
     async def start(self) -> None:
         assert self.processor is not None, "build the processor before starting the monitor"
         await self.store.open()
-        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(
             self.poll,
             "interval",
@@ -270,7 +278,9 @@ class Monitor:
         # An email being handed to the server is finished and marked, so it is not sent twice.
         if self._mail_lock.locked():
             try:
-                await asyncio.wait_for(self._mail_lock.acquire(), self.settings.shutdown_grace_seconds)
+                await asyncio.wait_for(
+                    self._mail_lock.acquire(), self.settings.shutdown_grace_seconds
+                )
             except TimeoutError:
                 logger.warning("stopped while sending parent emails; unmarked ones are retried")
         if self._listen_task is not None:
@@ -369,7 +379,7 @@ class Monitor:
     def _back_off(self) -> None:
         """After a failed claim: wait exponentially longer before the next one."""
         self._outage_failures += 1
-        delay = min(2.0 ** self._outage_failures, MAX_OUTAGE_BACKOFF_SECONDS)
+        delay = min(2.0**self._outage_failures, MAX_OUTAGE_BACKOFF_SECONDS)
         self._outage_retry_at = time.monotonic() + delay
         # Polls are interval-driven; make sure one comes right after the backoff even with a
         # long poll interval, so recovery does not wait a whole interval.
@@ -400,12 +410,18 @@ class Monitor:
         self.ai_problem = problem
         changed = self.health.report(AI_PROBLEM, f"AI not usable, claiming paused: {problem}")
         self._ai_checks += 1
-        delay = min(self.settings.model_check_retry_seconds * 2.0 ** (self._ai_checks - 1),
-                    MAX_AI_CHECK_BACKOFF_SECONDS)
+        delay = min(
+            self.settings.model_check_retry_seconds * 2.0 ** (self._ai_checks - 1),
+            MAX_AI_CHECK_BACKOFF_SECONDS,
+        )
         self._ai_check_at = time.monotonic() + delay
         # Once per change of state, like the database's: a recheck that finds the same is DEBUG.
-        logger.log("ERROR" if changed else "DEBUG",
-                   "AI not usable; claiming paused, checking again in {:.0f}s: {}", delay, problem)
+        logger.log(
+            "ERROR" if changed else "DEBUG",
+            "AI not usable; claiming paused, checking again in {:.0f}s: {}",
+            delay,
+            problem,
+        )
         asyncio.get_running_loop().call_later(delay, self.wake_up)
 
     def _observe_database(self, error: StoreUnavailable | None) -> None:
@@ -414,8 +430,9 @@ class Monitor:
         stats = self.stats
         if error is None:
             if self.health.clear(DATABASE_PROBLEM):
-                logger.info("database reachable again",
-                            down_since=_iso_or_none(stats.db_down_since))
+                logger.info(
+                    "database reachable again", down_since=_iso_or_none(stats.db_down_since)
+                )
             stats.db_down_since = None
             stats.db_error = None
             stats.last_db_ok_at = utcnow()
@@ -430,8 +447,9 @@ class Monitor:
         if isinstance(error, SchemaNotMigrated):
             if self.health.report(DATABASE_PROBLEM, SCHEMA_NOT_MIGRATED):
                 logger.error(str(error))
-        elif self.health.report(DATABASE_PROBLEM,
-                                f"database unreachable since {stats.db_down_since.isoformat()}"):
+        elif self.health.report(
+            DATABASE_PROBLEM, f"database unreachable since {stats.db_down_since.isoformat()}"
+        ):
             logger.warning("database unavailable; backing off", error=str(error))
 
     async def check_database(self) -> bool:
@@ -474,8 +492,9 @@ class Monitor:
         try:
             await self.retention()
         except Exception as exc:  # noqa: BLE001 - retention must never take the daemon down
-            logger.warning("photo retention run failed; retrying next hour",
-                           error=type(exc).__name__)
+            logger.warning(
+                "photo retention run failed; retrying next hour", error=type(exc).__name__
+            )
 
     async def _run_url_refresh(self) -> None:
         """One re-sign sweep; a failure is logged (no paths, no URLs) and the next run, an
@@ -485,8 +504,9 @@ class Monitor:
         try:
             await self.url_refresh()
         except Exception as exc:  # noqa: BLE001 - the sweep must never take the daemon down
-            logger.warning("re-signing result URLs failed; retrying at the next run",
-                           error=type(exc).__name__)
+            logger.warning(
+                "re-signing result URLs failed; retrying at the next run", error=type(exc).__name__
+            )
 
     async def _run_mailer(self) -> None:
         """One run of the parent-email sender; a failure (say, the database away) is logged
@@ -497,14 +517,20 @@ class Monitor:
             try:
                 await self.mailer()
             except Exception as exc:  # noqa: BLE001 - email must never take the daemon down
-                logger.warning("sending parent emails failed; retrying at the next run",
-                               error=type(exc).__name__)
+                logger.warning(
+                    "sending parent emails failed; retrying at the next run",
+                    error=type(exc).__name__,
+                )
 
     # ------------------------------------------------------------------ one item
 
     def _start_item(self, row: Row) -> None:
-        job = Job(item=row, worker=self.worker, store=self.store,
-                  outage_patience=self.settings.lease_seconds)
+        job = Job(
+            item=row,
+            worker=self.worker,
+            store=self.store,
+            outage_patience=self.settings.lease_seconds,
+        )
         flight = InFlight(job=job, started_at=utcnow())
         self.in_flight[job.item_id] = flight
         flight.task = self._spawn(self._run_item(flight))

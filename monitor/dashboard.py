@@ -18,7 +18,7 @@ with a strict Content-Security-Policy: the page loads nothing from anywhere else
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -42,7 +42,7 @@ _HEADERS = {
     "Cache-Control": "no-store",
     # Everything from this server, nothing inline, no framing: no CDN and no injected script.
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-                               "form-action 'none'",
+    "form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -51,11 +51,13 @@ _HEADERS = {
 def add_dashboard_routes(app: web.Application, monitor: Monitor) -> None:
     """Register the dashboard's routes on the status server's application."""
     dashboard = _Dashboard(monitor)
-    app.add_routes([
-        web.get("/dashboard", dashboard.page),
-        web.get("/dashboard/static/{name}", dashboard.static),
-        web.get("/dashboard/data", dashboard.data),
-    ])
+    app.add_routes(
+        [
+            web.get("/dashboard", dashboard.page),
+            web.get("/dashboard/static/{name}", dashboard.static),
+            web.get("/dashboard/data", dashboard.data),
+        ]
+    )
 
 
 class _Dashboard:
@@ -74,15 +76,19 @@ class _Dashboard:
         return self._file(name)
 
     def _file(self, name: str) -> web.Response:
-        return web.Response(body=self._files[name], content_type=_FILES[name],
-                            charset="utf-8", headers=_HEADERS)
+        return web.Response(
+            body=self._files[name], content_type=_FILES[name], charset="utf-8", headers=_HEADERS
+        )
 
     async def data(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"generatedAt": datetime.now(timezone.utc).isoformat(),
-                                "daemon": self._daemon()}
+        body: dict[str, Any] = {
+            "generatedAt": datetime.now(UTC).isoformat(),
+            "daemon": self._daemon(),
+        }
         try:
             body["database"] = await self.monitor.store.dashboard(
-                in_flight=IN_FLIGHT_LIMIT, failures=FAILURES_LIMIT)
+                in_flight=IN_FLIGHT_LIMIT, failures=FAILURES_LIMIT
+            )
         except StoreUnavailable:
             # The page stays up and says so; the counts are unknown, not zero.
             body["database"] = None

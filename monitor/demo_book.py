@@ -40,8 +40,12 @@ STORY = [
     "Back home, ${name} fell asleep, still smiling at the stars. ${They} dreamed of lanterns.",
 ]
 _BAND = (40, 40, SIZE - 40, 170)
-TEXT_BOX = {"x": (_BAND[0] + 20) / SIZE, "y": (_BAND[1] + 8) / SIZE,
-            "w": (_BAND[2] - _BAND[0] - 40) / SIZE, "h": (_BAND[3] - _BAND[1] - 16) / SIZE}
+TEXT_BOX = {
+    "x": (_BAND[0] + 20) / SIZE,
+    "y": (_BAND[1] + 8) / SIZE,
+    "w": (_BAND[2] - _BAND[0] - 40) / SIZE,
+    "h": (_BAND[3] - _BAND[1] - 16) / SIZE,
+}
 """The light band at the top of every page, where the story text is set."""
 
 
@@ -70,7 +74,9 @@ def _scene(index: int) -> Image.Image:
     draw = ImageDraw.Draw(img)
     for y in range(SIZE):
         t = y / SIZE
-        draw.line([(0, y), (SIZE, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom)))
+        draw.line(
+            [(0, y), (SIZE, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom))
+        )
     night = index >= 5
     if night:
         for n in range(60):
@@ -95,17 +101,28 @@ def _hero(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], lantern: bo
     w, h = x1 - x0, y1 - y0
     cx = x0 + w // 2
     head = int(w * 0.32)
-    draw.rounded_rectangle([cx - w // 4, y0 + int(h * 0.36), cx + w // 4, y0 + int(h * 0.8)],
-                           radius=20, fill=(220, 70, 70))
+    draw.rounded_rectangle(
+        [cx - w // 4, y0 + int(h * 0.36), cx + w // 4, y0 + int(h * 0.8)],
+        radius=20,
+        fill=(220, 70, 70),
+    )
     draw.rectangle([cx - w // 5, y0 + int(h * 0.8), cx - 8, y1], fill=(60, 60, 120))
     draw.rectangle([cx + 8, y0 + int(h * 0.8), cx + w // 5, y1], fill=(60, 60, 120))
-    draw.ellipse([cx - head, y0 + int(h * 0.04), cx + head, y0 + int(h * 0.04) + 2 * head],
-                 fill=(240, 200, 160))
+    draw.ellipse(
+        [cx - head, y0 + int(h * 0.04), cx + head, y0 + int(h * 0.04) + 2 * head],
+        fill=(240, 200, 160),
+    )
     draw.chord([cx - head, y0, cx + head, y0 + 2 * head], 180, 360, fill=(120, 70, 40))
     eye_y = y0 + int(h * 0.04) + head
     for dx in (-head // 3, head // 3):
         draw.ellipse([cx + dx - 6, eye_y - 6, cx + dx + 6, eye_y + 6], fill=(40, 40, 40))
-    draw.arc([cx - head // 3, eye_y, cx + head // 3, eye_y + head // 2], 20, 160, fill=(150, 60, 60), width=4)
+    draw.arc(
+        [cx - head // 3, eye_y, cx + head // 3, eye_y + head // 2],
+        20,
+        160,
+        fill=(150, 60, 60),
+        width=4,
+    )
     if lantern:
         lx, ly = cx + w // 2, y0 + int(h * 0.5)
         draw.line([cx + w // 4, ly - 40, lx, ly - 40], fill=(80, 60, 40), width=5)
@@ -146,11 +163,20 @@ def draw_pages() -> list[SamplePage]:
         _hero(ImageDraw.Draw(img), box, lantern=index >= 2)
         _text_band(img)
         x0, y0, x1, y1 = box
-        pages.append(SamplePage(
-            number=index + 1, jpeg=_jpeg(img), text=text,
-            character_box={"x": x0 / SIZE, "y": y0 / SIZE, "w": (x1 - x0) / SIZE, "h": (y1 - y0) / SIZE},
-            text_box=TEXT_BOX,
-        ))
+        pages.append(
+            SamplePage(
+                number=index + 1,
+                jpeg=_jpeg(img),
+                text=text,
+                character_box={
+                    "x": x0 / SIZE,
+                    "y": y0 / SIZE,
+                    "w": (x1 - x0) / SIZE,
+                    "h": (y1 - y0) / SIZE,
+                },
+                text_box=TEXT_BOX,
+            )
+        )
     return pages
 
 

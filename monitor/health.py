@@ -17,7 +17,7 @@ callers log once per change rather than once per failed call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class HealthProblems:
         previous = self._problems.get(name)
         if previous is not None and previous.message == message:
             return False
-        since = previous.since if previous is not None else datetime.now(timezone.utc)
+        since = previous.since if previous is not None else datetime.now(UTC)
         self._problems[name] = Problem(message, since)
         return True
 

@@ -81,29 +81,56 @@ class Job:
         backwards, here as in the row.
         """
         self.progress, self.step = max(self.progress, progress), step
-        self._accepted(await self._write(lambda: self.store.set_progress(
-            self.item_id, self.worker, progress, step, step_code=code, pages_total=pages_total,
-            usage=usage,
-        )))
+        self._accepted(
+            await self._write(
+                lambda: self.store.set_progress(
+                    self.item_id,
+                    self.worker,
+                    progress,
+                    step,
+                    step_code=code,
+                    pages_total=pages_total,
+                    usage=usage,
+                )
+            )
+        )
 
     async def checkpoint(
-        self, page_number: int, image_path: str, *, prompt_version: str | None = None,
-        model: str | None = None, usage: dict[str, Any] | None = None,
-        verdict: dict[str, Any] | None = None, needs_review: bool = False,
+        self,
+        page_number: int,
+        image_path: str,
+        *,
+        prompt_version: str | None = None,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        verdict: dict[str, Any] | None = None,
+        needs_review: bool = False,
     ) -> None:
         """Record a finished illustration (0 = cover) so no later attempt pays for it again,
         with the item's usage so far, and the quality judge's verdict, in the same transaction."""
-        self._accepted(await self._write(lambda: self.store.checkpoint_page(
-            self.item_id, self.worker, page_number, image_path,
-            prompt_version=prompt_version, model=model, usage=usage,
-            verdict=verdict, needs_review=needs_review,
-        )))
+        self._accepted(
+            await self._write(
+                lambda: self.store.checkpoint_page(
+                    self.item_id,
+                    self.worker,
+                    page_number,
+                    image_path,
+                    prompt_version=prompt_version,
+                    model=model,
+                    usage=usage,
+                    verdict=verdict,
+                    needs_review=needs_review,
+                )
+            )
+        )
 
     async def save_child_analysis(self, analysis: Row) -> None:
         """Keep the child analysis on the item (fenced: a refused write raises LeaseLost)."""
-        self._accepted(await self._write(
-            lambda: self.store.save_child_analysis(self.item_id, self.worker, analysis)
-        ))
+        self._accepted(
+            await self._write(
+                lambda: self.store.save_child_analysis(self.item_id, self.worker, analysis)
+            )
+        )
 
     async def get_book_analysis(self, book_id: str, prompt_version: str, model: str) -> Row | None:
         """The cached cover analysis of a book (not the item's: no lease involved)."""
@@ -122,8 +149,11 @@ class Job:
 
     async def record_print_files(self, **files: Any) -> None:
         """The print PDFs on the row (``OrderStore.set_print_files``), before completion."""
-        self._accepted(await self._write(
-            lambda: self.store.set_print_files(self.item_id, self.worker, **files)))
+        self._accepted(
+            await self._write(
+                lambda: self.store.set_print_files(self.item_id, self.worker, **files)
+            )
+        )
 
     def _accepted(self, written: bool) -> None:
         if not written:
@@ -131,4 +161,6 @@ class Job:
             raise LeaseLost(self.item_id)
 
     async def _write(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await through_outages(call, stop=stop_after_delay(self.outage_patience), max_wait=2.0)
+        return await through_outages(
+            call, stop=stop_after_delay(self.outage_patience), max_wait=2.0
+        )

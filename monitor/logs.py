@@ -56,7 +56,9 @@ def _json_sink(stream: TextIO, scrub: _Scrubber):
         if record["exception"] is not None:
             exc = record["exception"]
             entry["exception"] = f"{exc.type.__name__}: {exc.value}" if exc.type else None
-            entry["traceback"] = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
+            entry["traceback"] = "".join(
+                traceback.format_exception(exc.type, exc.value, exc.traceback)
+            )
         stream.write(scrub(json.dumps(entry, default=str)) + "\n")
         stream.flush()
 
@@ -72,7 +74,11 @@ def _pretty_sink(stream: TextIO, scrub: _Scrubber):
 
 
 def setup_logging(
-    *, level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = (), stream: TextIO | None = None
+    *,
+    level: str = "INFO",
+    fmt: str = "auto",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
 ) -> None:
     """Configure loguru once for the process.
 

@@ -82,9 +82,11 @@ class EmailTemplates:
                 first, _, body = (directory / f"{kind}.txt").read_text("utf-8").partition("\n")
                 if not first.startswith("Subject:"):
                     raise TemplateError(f"{kind}.txt must start with a 'Subject:' line")
-                self._parts[kind] = (Template(first.removeprefix("Subject:").strip()),
-                                     Template(body.lstrip("\n")),
-                                     Template((directory / f"{kind}.html").read_text("utf-8")))
+                self._parts[kind] = (
+                    Template(first.removeprefix("Subject:").strip()),
+                    Template(body.lstrip("\n")),
+                    Template((directory / f"{kind}.html").read_text("utf-8")),
+                )
             advice = json.loads((directory / "what_to_do.json").read_text("utf-8"))
             self._advice: dict[str, str] = advice["advice"]
             self._codes: dict[str, str] = advice["codes"]
@@ -113,8 +115,11 @@ class EmailTemplates:
         escaped = {key: html.escape(value, quote=True) for key, value in values.items()}
         subject, text, page = self._parts[row["kind"]]
         try:
-            return Letter(subject=_clean(subject.substitute(values), 200),
-                          text=text.substitute(values), html=page.substitute(escaped))
+            return Letter(
+                subject=_clean(subject.substitute(values), 200),
+                text=text.substitute(values),
+                html=page.substitute(escaped),
+            )
         except (KeyError, ValueError) as exc:
             raise TemplateError(f"{row['kind']} template: unknown placeholder {exc}") from exc
 
@@ -122,9 +127,16 @@ class EmailTemplates:
 class Mailer:
     """Sends what the outbox owes. :meth:`send_due` is the job ``run`` and ``once`` schedule."""
 
-    def __init__(self, settings: Settings, store: OrderStore, *, metrics: Metrics | None = None,
-                 templates: EmailTemplates | None = None, batch: int = BATCH,
-                 timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: OrderStore,
+        *,
+        metrics: Metrics | None = None,
+        templates: EmailTemplates | None = None,
+        batch: int = BATCH,
+        timeout: float = SMTP_TIMEOUT_SECONDS,
+    ) -> None:
         if not settings.email_enabled:
             raise ValueError("email is not configured (SMTP_URL or SMTP_HOST, and EMAIL_FROM)")
         self.settings = settings
@@ -146,15 +158,19 @@ class Mailer:
         sent = 0
         for _ in range(MAX_BATCHES):
             rows = await self.store.claim_emails(
-                self.worker, self.batch, lease_seconds=self.lease_seconds,
+                self.worker,
+                self.batch,
+                lease_seconds=self.lease_seconds,
                 max_attempts=self.settings.email_max_attempts,
-                max_age_seconds=int(self.settings.email_max_age_hours * 3600))
+                max_age_seconds=int(self.settings.email_max_age_hours * 3600),
+            )
             claimed = [r for r in rows if r.get("skipped") in (None, "no_address")]
             for row in rows:
                 if row.get("skipped"):
                     self._closed(row, row["skipped"])
             batch_sent, server_down = await self._send_batch(
-                [r for r in rows if not r.get("skipped")])
+                [r for r in rows if not r.get("skipped")]
+            )
             sent += batch_sent
             if server_down or len(claimed) < self.batch:
                 break
@@ -174,7 +190,9 @@ class Mailer:
         if not letters:
             return 0, False
         smtp = aiosmtplib.SMTP(
-            hostname=self.settings.smtp_host, port=self.settings.smtp_port, timeout=self.timeout,
+            hostname=self.settings.smtp_host,
+            port=self.settings.smtp_port,
+            timeout=self.timeout,
             use_tls=self.settings.smtp_security == "tls",
             start_tls=self.settings.smtp_security == "starttls",
         )
@@ -240,40 +258,60 @@ class Mailer:
     # ------------------------------------------------------------------ outcomes
 
     def _fields(self, row: Row) -> dict[str, Any]:
-        return {"notification_id": str(row["notification_id"]),
-                "item_id": str(row["order_item_id"]) if row.get("order_item_id") else None,
-                "kind": row["kind"]}
+        return {
+            "notification_id": str(row["notification_id"]),
+            "item_id": str(row["order_item_id"]) if row.get("order_item_id") else None,
+            "kind": row["kind"],
+        }
 
     async def _sent(self, row: Row) -> None:
         # Marked through short blips: a mark lost here would send the email again later.
-        await through_outages(lambda: self.store.mark_email_sent(str(row["notification_id"]),
-                                                                 self.worker),
-                              stop=stop_after_attempt(5), first_wait=0.5)
+        await through_outages(
+            lambda: self.store.mark_email_sent(str(row["notification_id"]), self.worker),
+            stop=stop_after_attempt(5),
+            first_wait=0.5,
+        )
         self.metrics.email(row["kind"], "sent")
         logger.info("email sent to the parent", attempt=row["attempt"], **self._fields(row))
 
     async def _failed(self, row: Row, code: str, *, retry: bool) -> None:
         outcome = await self.store.mark_email_failed(
-            str(row["notification_id"]), self.worker, error=code, retry=retry,
+            str(row["notification_id"]),
+            self.worker,
+            error=code,
+            retry=retry,
             max_attempts=self.settings.email_max_attempts,
             backoff_base_seconds=self.settings.email_backoff_base_seconds,
-            backoff_max_seconds=BACKOFF_MAX_SECONDS)
+            backoff_max_seconds=BACKOFF_MAX_SECONDS,
+        )
         if outcome == "lost":
             return
         self.metrics.email(row["kind"], outcome)
         if outcome == "gave_up":
-            logger.error("email to the parent given up", error=code, attempt=row["attempt"],
-                         **self._fields(row))
+            logger.error(
+                "email to the parent given up",
+                error=code,
+                attempt=row["attempt"],
+                **self._fields(row),
+            )
         else:
-            logger.warning("email to the parent not sent; will retry", error=code,
-                           attempt=row["attempt"], **self._fields(row))
+            logger.warning(
+                "email to the parent not sent; will retry",
+                error=code,
+                attempt=row["attempt"],
+                **self._fields(row),
+            )
 
     def _closed(self, row: Row, reason: str) -> None:
         """Closed by the claim without an attempt: no address, too old, or crashed senders."""
         outcome = "gave_up" if reason == "crashed" else "skipped"
         self.metrics.email(row["kind"], outcome)
-        logger.log("ERROR" if outcome == "gave_up" else "INFO", "email to the parent not sent",
-                   reason=reason, **self._fields(row))
+        logger.log(
+            "ERROR" if outcome == "gave_up" else "INFO",
+            "email to the parent not sent",
+            reason=reason,
+            **self._fields(row),
+        )
 
 
 def _error_code(exc: Exception, default: str) -> str:

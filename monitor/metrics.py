@@ -48,31 +48,41 @@ class Metrics:
             "items_failed", "Order items failed for good, by error code.", ["error_code"], **own
         )
         self._retried = Counter(
-            "items_retried", "Order items sent back to the queue to be retried, by error code.",
-            ["error_code"], **own,
+            "items_retried",
+            "Order items sent back to the queue to be retried, by error code.",
+            ["error_code"],
+            **own,
         )
         self._abandoned = Counter(
             "items_abandoned",
             "Order items given up unfinished: lease_lost, order_not_paid, shutdown, "
             "predecessor_crashed (held by a crashed process with this worker id).",
-            ["reason"], **own,
+            ["reason"],
+            **own,
         )
         self._pages = Counter(
             "pages_generated", "Book pages illustrated, by outcome.", ["outcome"], **own
         )
         self._ai_calls = Histogram(
-            "ai_call_duration_seconds", "Duration of one AI model call, by kind, model, outcome.",
-            ["kind", "model", "outcome"], buckets=AI_CALL_BUCKETS, **own,
+            "ai_call_duration_seconds",
+            "Duration of one AI model call, by kind, model, outcome.",
+            ["kind", "model", "outcome"],
+            buckets=AI_CALL_BUCKETS,
+            **own,
         )
         self._ai_spend = Counter(
-            "ai_spend_usd", "Money spent on AI calls by this worker, in USD per the price table "
+            "ai_spend_usd",
+            "Money spent on AI calls by this worker, in USD per the price table "
             "(AI_PRICES_FILE), by model and kind; calls of unpriced models are not in it.",
-            ["model", "kind"], **own,
+            ["model", "kind"],
+            **own,
         )
         self._spend_by_model: dict[str, float] = {}
         self._ai_retries = Counter(
-            "ai_retries", "AI calls retried in-process, by the error code that caused it.",
-            ["reason"], **own,
+            "ai_retries",
+            "AI calls retried in-process, by the error code that caused it.",
+            ["reason"],
+            **own,
         )
         self._in_flight = Gauge(
             "items_in_flight", "Order items being processed by this worker now.", **own
@@ -81,38 +91,53 @@ class Metrics:
             "queue_depth", "Paid order items waiting for any worker, as last probed.", **own
         )
         self._queue_oldest_wait = Gauge(
-            "queue_oldest_wait_seconds", "How long the longest-waiting claimable item has been "
-            "due (since its next_attempt_at), as last probed; 0 when none waits.", **own,
+            "queue_oldest_wait_seconds",
+            "How long the longest-waiting claimable item has been "
+            "due (since its next_attempt_at), as last probed; 0 when none waits.",
+            **own,
         )
         self._database_up = Gauge(
-            "database_up", "1 while the daemon's last database round trip succeeded, else 0 "
-            "(unreachable or not migrated), as /health reports it.", **own,
+            "database_up",
+            "1 while the daemon's last database round trip succeeded, else 0 "
+            "(unreachable or not migrated), as /health reports it.",
+            **own,
         )
         self._ai_usable = Gauge(
-            "ai_usable", "1 while the AI provider is usable, 0 while claiming is paused for it "
-            "(no usable model, bad key, account limited: see /health).", **own,
+            "ai_usable",
+            "1 while the AI provider is usable, 0 while claiming is paused for it "
+            "(no usable model, bad key, account limited: see /health).",
+            **own,
         )
         self._order_duration = Histogram(
             "order_duration_seconds",
             "Time from claim to the recorded outcome of one attempt at an order item.",
-            ["outcome"], buckets=ORDER_BUCKETS, **own,
+            ["outcome"],
+            buckets=ORDER_BUCKETS,
+            **own,
         )
         self._pdf = Histogram(
-            "pdf_build_duration_seconds", "Time to assemble one book PDF.",
-            buckets=PDF_BUCKETS, **own,
+            "pdf_build_duration_seconds",
+            "Time to assemble one book PDF.",
+            buckets=PDF_BUCKETS,
+            **own,
         )
         # Named without "photo": scrapes are checked for personal-looking words (test_server).
         self._retention_deleted = Counter(
-            "retention_objects_deleted", "Stored objects (child pictures, intermediate page "
-            "images) deleted by the retention job (PHOTO_RETENTION_DAYS).", **own,
+            "retention_objects_deleted",
+            "Stored objects (child pictures, intermediate page "
+            "images) deleted by the retention job (PHOTO_RETENTION_DAYS).",
+            **own,
         )
         self._emails = Counter(
-            "emails", "Emails to parents by kind (book_ready, book_failed) and outcome: sent, "
+            "emails",
+            "Emails to parents by kind (book_ready, book_failed) and outcome: sent, "
             "retry (an attempt failed, due again later), gave_up, skipped (no address, too old).",
-            ["kind", "outcome"], **own,
+            ["kind", "outcome"],
+            **own,
         )
         self._loop_lag = Gauge(
-            "event_loop_lag_seconds", "How late the event loop last woke a timer (stall detector).",
+            "event_loop_lag_seconds",
+            "How late the event loop last woke a timer (stall detector).",
             **own,
         )
 

@@ -82,7 +82,9 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         finally:
             # Also after a failing file: what was applied before it is committed and visible.
             if applied_now:
-                await conn.execute("select pg_notify(%s, %s)", [POSTGREST_CHANNEL, POSTGREST_RELOAD])
+                await conn.execute(
+                    "select pg_notify(%s, %s)", [POSTGREST_CHANNEL, POSTGREST_RELOAD]
+                )
             await conn.execute("select pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
     return applied_now
 

@@ -23,7 +23,7 @@ import re
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from monitor.app import build_store
@@ -48,14 +48,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     status = commands.add_parser("status", help="the queue at a glance")
     listing = commands.add_parser("list", help="order items, newest change first")
     listing.add_argument("--status", choices=STATUSES, help="only items in this state")
-    listing.add_argument("--since", type=since_timestamp, metavar="WHEN",
-                         help="changed since: an ISO 8601 time or 30m, 6h, 7d")
+    listing.add_argument(
+        "--since",
+        type=since_timestamp,
+        metavar="WHEN",
+        help="changed since: an ISO 8601 time or 30m, 6h, 7d",
+    )
     listing.add_argument("--code", help="only items that failed with this error_code")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
     show = commands.add_parser("show", help="one order item: row, pages, usage, error")
     show.add_argument("id", type=item_id)
-    show.add_argument("--pii", action="store_true",
-                      help="include the child's details, photo and result paths")
+    show.add_argument(
+        "--pii", action="store_true", help="include the child's details, photo and result paths"
+    )
     retry = commands.add_parser("retry", help="send a failed order item back to the queue")
     retry.add_argument("id", type=item_id)
     for command in (status, listing, show, retry):
@@ -73,14 +78,15 @@ def since_timestamp(text: str, *, now: datetime | None = None) -> str:
     """``30m``/``6h``/``7d`` ago or an ISO 8601 time (UTC when it names no zone), as ISO 8601."""
     if match := _RELATIVE.match(text.strip()):
         amount, unit = match.groups()
-        moment = (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[unit]: int(amount)})
+        moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
         return moment.isoformat()
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--since takes an ISO 8601 time or 30m, 6h, 7d; got {text!r}") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+            f"--since takes an ISO 8601 time or 30m, 6h, 7d; got {text!r}"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
 async def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -101,8 +107,9 @@ async def _dispatch(store: OrderStore, args: argparse.Namespace, out: TextIO) ->
         _emit(out, args.json, report, format_status)
         return EXIT_OK
     if args.command == "list":
-        rows = await store.list_items(status=args.status, since=args.since,
-                                      error_code=args.code, limit=args.limit)
+        rows = await store.list_items(
+            status=args.status, since=args.since, error_code=args.code, limit=args.limit
+        )
         _emit(out, args.json, rows, format_list)
         return EXIT_OK
     if args.command == "show":
@@ -114,8 +121,12 @@ async def _dispatch(store: OrderStore, args: argparse.Namespace, out: TextIO) ->
     outcome = await store.retry_failed(args.id)
     if outcome is not RetryOutcome.OK:
         return _refuse(out, args.json, args.id, outcome)
-    _emit(out, args.json, {"id": args.id, "status": "pending"},
-          lambda r: f"{r['id']}: back in the queue (pending, attempts reset)")
+    _emit(
+        out,
+        args.json,
+        {"id": args.id, "status": "pending"},
+        lambda r: f"{r['id']}: back in the queue (pending, attempts reset)",
+    )
     return EXIT_OK
 
 
@@ -144,31 +155,52 @@ def format_status(report: Row) -> str:
     ]
     unpriced = report.get("unpriced_calls_last_24h") or 0
     spend = float(report["cost_last_24h_usd"])
-    lines.append(f"AI spend on items changed in the last 24 h: ${spend:.4f}"
-                 + (f" (+{unpriced} calls of models without a price)" if unpriced else ""))
+    lines.append(
+        f"AI spend on items changed in the last 24 h: ${spend:.4f}"
+        + (f" (+{unpriced} calls of models without a price)" if unpriced else "")
+    )
     failed = report.get("failed_last_24h") or {}
-    lines.append("failed in the last 24 h: " + (
-        ", ".join(f"{code} {n}" for code, n in sorted(failed.items(), key=lambda kv: -kv[1]))
-        or "none"))
+    lines.append(
+        "failed in the last 24 h: "
+        + (
+            ", ".join(f"{code} {n}" for code, n in sorted(failed.items(), key=lambda kv: -kv[1]))
+            or "none"
+        )
+    )
     return "\n".join(lines)
 
 
-LIST_COLUMNS = ("id", "generation_status", "progress", "pages", "attempts", "error_code",
-                "updated_at")
+LIST_COLUMNS = (
+    "id",
+    "generation_status",
+    "progress",
+    "pages",
+    "attempts",
+    "error_code",
+    "updated_at",
+)
 
 
 def format_list(rows: list[Row]) -> str:
     if not rows:
         return "no order items match"
     table = [LIST_COLUMNS] + [
-        (r["id"], r["generation_status"], f"{r['progress']}%",
-         f"{r['pages_done']}/{r['pages_total'] if r['pages_total'] is not None else '?'}",
-         f"{r['attempts']}/{r['max_attempts']}", r["error_code"] or "-", r["updated_at"])
+        (
+            r["id"],
+            r["generation_status"],
+            f"{r['progress']}%",
+            f"{r['pages_done']}/{r['pages_total'] if r['pages_total'] is not None else '?'}",
+            f"{r['attempts']}/{r['max_attempts']}",
+            r["error_code"] or "-",
+            r["updated_at"],
+        )
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(LIST_COLUMNS))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-                     for row in table)
+    return "\n".join(
+        "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    )
 
 
 def format_detail(detail: Row) -> str:
@@ -187,14 +219,25 @@ def format_detail(detail: Row) -> str:
     usage = item.get("ai_usage") or {}
     if usage:
         lines.append("usage " + ", ".join(f"{k} {v}" for k, v in sorted(usage.items())))
-    personal = [k for k in ("child_name", "child_age", "child_gender", "child_photo_path",
-                            "pdf_path", "cover_image_path") if k in item]
+    personal = [
+        k
+        for k in (
+            "child_name",
+            "child_age",
+            "child_gender",
+            "child_photo_path",
+            "pdf_path",
+            "cover_image_path",
+        )
+        if k in item
+    ]
     lines += [f"{k} {item[k]}" for k in personal]
     if "user_id" in order:
         lines.append(f"user_id {order['user_id']}")
     for page in detail["pages"]:
         name = "cover" if page["page_number"] == 0 else f"page {page['page_number']}"
         where = f"  {page['image_path']}" if "image_path" in page else ""
-        lines.append(f"  checkpoint {name}: {page.get('model') or '?'} at {page['created_at']}"
-                     f"{where}")
+        lines.append(
+            f"  checkpoint {name}: {page.get('model') or '?'} at {page['created_at']}{where}"
+        )
     return "\n".join(lines)

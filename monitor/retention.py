@@ -16,8 +16,8 @@ from __future__ import annotations
 from loguru import logger
 
 from monitor.metrics import Metrics
-from processors.ports import BlobStorage
 from monitor.store.base import OrderStore
+from processors.ports import BlobStorage
 
 DEFAULT_BATCH = 100
 #: Safety stop for one run: at most this many batches, the rest waits for the next run.

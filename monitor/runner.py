@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -34,7 +34,7 @@ from processors.errors import OrderError, RetryableError
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class AbandonReason(StrEnum):
@@ -132,8 +132,11 @@ class ItemRunner:
             return
         except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the daemon
             logger.exception("processor crashed")
-            await self._fail(job, RetryableError(f"{type(exc).__name__}: {exc}", code="internal_error"),
-                             time.monotonic() - started)
+            await self._fail(
+                job,
+                RetryableError(f"{type(exc).__name__}: {exc}", code="internal_error"),
+                time.monotonic() - started,
+            )
             return
         finally:
             keeper.cancel()
@@ -157,7 +160,8 @@ class ItemRunner:
                 last_ok = time.monotonic()
                 continue
             flight.abandon_reason = (
-                AbandonReason.ORDER_NOT_PAID if state is LeaseState.ORDER_NOT_PAID
+                AbandonReason.ORDER_NOT_PAID
+                if state is LeaseState.ORDER_NOT_PAID
                 else AbandonReason.LEASE_LOST
             )
             work.cancel()
@@ -170,8 +174,12 @@ class ItemRunner:
         released = await self._write(lambda: self.store.release(job.item_id, self.worker))
         self.stats.released += 1
         self.metrics.item_abandoned(exc.code)
-        logger.warning("released item: the AI setup needs fixing", error_code=exc.code,
-                       detail=exc.detail, released=bool(released))
+        logger.warning(
+            "released item: the AI setup needs fixing",
+            error_code=exc.code,
+            detail=exc.detail,
+            released=bool(released),
+        )
         self._on_setup_failure(exc.detail or exc.code)
 
     async def _record_usage(self, job: Job) -> None:
@@ -192,9 +200,13 @@ class ItemRunner:
         elif reason is not None:
             self.stats.abandoned += 1
             self.metrics.item_abandoned(reason)
-            logger.warning("abandoned item: a write was refused (lease lost, or the order is no "
-                           "longer paid and the database failed it)"
-                           if reason is AbandonReason.LEASE_LOST else "abandoned item", reason=reason)
+            logger.warning(
+                "abandoned item: a write was refused (lease lost, or the order is no "
+                "longer paid and the database failed it)"
+                if reason is AbandonReason.LEASE_LOST
+                else "abandoned item",
+                reason=reason,
+            )
 
     async def _complete(self, job: Job, result: BookResult, seconds: float) -> None:
         done = await self._write(
@@ -254,8 +266,11 @@ class ItemRunner:
     def _announce(self, event: str, job: Job, **fields: Any) -> None:
         """Tell the ops webhook, in the background: it must never delay or fail an item."""
         if self.webhook is not None:
-            self._spawn(self.webhook.send(event, item_id=job.item_id, attempt=job.attempt,
-                                          worker=self.worker, **fields))
+            self._spawn(
+                self.webhook.send(
+                    event, item_id=job.item_id, attempt=job.attempt, worker=self.worker, **fields
+                )
+            )
 
     async def _write(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """A final write, retried through short database blips. None if it never got through:

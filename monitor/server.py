@@ -31,8 +31,8 @@ from aiohttp import web
 from loguru import logger
 
 from monitor import __version__
-from monitor.dashboard import add_dashboard_routes
 from monitor.daemon import DATABASE_PROBLEM, Monitor
+from monitor.dashboard import add_dashboard_routes
 from monitor.runner import InFlight, utcnow
 from monitor.store.base import RetryOutcome, StoreUnavailable
 
@@ -59,14 +59,16 @@ def create_app(monitor: Monitor) -> web.Application:
     api = _Api(monitor)
     app = web.Application()
     app.cleanup_ctx.append(api.measure_loop_lag)
-    app.add_routes([
-        web.get("/health", api.health),
-        web.get("/monitor/status", api.status),
-        web.get("/metrics", api.metrics),
-        web.post("/monitor/stop", api.stop),
-        web.post("/monitor/start", api.start),
-        web.post("/orders/{id}/retry", api.retry),
-    ])
+    app.add_routes(
+        [
+            web.get("/health", api.health),
+            web.get("/monitor/status", api.status),
+            web.get("/metrics", api.metrics),
+            web.post("/monitor/stop", api.stop),
+            web.post("/monitor/start", api.start),
+            web.post("/orders/{id}/retry", api.retry),
+        ]
+    )
     add_dashboard_routes(app, monitor)
     return app
 
@@ -163,8 +165,9 @@ class _Api:
 
     def _fresh_for(self) -> float:
         """How long a successful round trip counts as evidence: 3 poll intervals, 15-60 s."""
-        return min(max(3 * self.settings.poll_interval_seconds, DB_FRESH_MIN_SECONDS),
-                   DB_FRESH_MAX_SECONDS)
+        return min(
+            max(3 * self.settings.poll_interval_seconds, DB_FRESH_MIN_SECONDS), DB_FRESH_MAX_SECONDS
+        )
 
     async def _probe_database(self) -> str | None:
         """One bounded probe shared by concurrent requests, so a burst of probes or scrapes
@@ -239,8 +242,11 @@ class _Api:
         try:
             outcome = await self.monitor.store.retry_failed(item_id)
         except StoreUnavailable:
-            raise _error(web.HTTPServiceUnavailable, "database_unavailable",
-                         "the database did not answer; try again") from None
+            raise _error(
+                web.HTTPServiceUnavailable,
+                "database_unavailable",
+                "the database did not answer; try again",
+            ) from None
         if outcome is not RetryOutcome.OK:
             status, message = _RETRY_REFUSALS[outcome]
             raise _error(status, outcome.value, message)
@@ -251,17 +257,23 @@ class _Api:
     def _require_admin(self, request: web.Request) -> None:
         expected = self.settings.admin_token
         if not expected:
-            raise _error(web.HTTPForbidden, "admin_disabled",
-                         "admin actions are disabled: set ADMIN_TOKEN to enable them")
+            raise _error(
+                web.HTTPForbidden,
+                "admin_disabled",
+                "admin actions are disabled: set ADMIN_TOKEN to enable them",
+            )
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # aiohttp keeps header bytes that are not UTF-8 as surrogates: encode them back to the
         # bytes that were sent, so any token compares (and fails) instead of raising.
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode("utf-8", "surrogateescape"), expected.encode()
         ):
-            raise _error(web.HTTPUnauthorized, "unauthorized",
-                         "send Authorization: Bearer <ADMIN_TOKEN>",
-                         headers={"WWW-Authenticate": "Bearer"})
+            raise _error(
+                web.HTTPUnauthorized,
+                "unauthorized",
+                "send Authorization: Bearer <ADMIN_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
 
 def _error(

@@ -7,6 +7,7 @@ pool, one place to set timeouts and limits, one thing to close on shutdown.
 from __future__ import annotations
 
 import httpx
+
 from supabase import AsyncClient, AsyncClientOptions
 
 

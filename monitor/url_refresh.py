@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from loguru import logger
 
-from processors.ports import BlobStorage
-from processors.links import sign_results
 from monitor.store.base import OrderStore
 from processors.errors import TerminalError
+from processors.links import sign_results
+from processors.ports import BlobStorage
 
 DEFAULT_BATCH = 100
 #: Safety stop for one run: at most this many batches, the rest waits for the next run.
@@ -51,12 +51,18 @@ async def refresh_expiring_urls(
                 links = await sign_results(storage, row["pdf_path"], row["cover_image_path"])
             except TerminalError as exc:
                 skipped.append(item_id)
-                logger.warning("cannot re-sign the result URLs of an item", item_id=item_id,
-                               error_code=exc.code)
+                logger.warning(
+                    "cannot re-sign the result URLs of an item",
+                    item_id=item_id,
+                    error_code=exc.code,
+                )
                 continue
             if await store.refresh_urls(
-                item_id, pdf_path=row["pdf_path"], pdf_url=links.pdf_url,
-                cover_path=row["cover_image_path"], cover_url=links.cover_url,
+                item_id,
+                pdf_path=row["pdf_path"],
+                pdf_url=links.pdf_url,
+                cover_path=row["cover_image_path"],
+                cover_url=links.cover_url,
                 urls_expire_at=links.expires_at,
             ):
                 refreshed += 1

@@ -21,7 +21,7 @@ import base64
 import binascii
 import json
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -43,7 +43,7 @@ def secret_problem(secret: str) -> str | None:
     if not secret.startswith(SECRET_PREFIX):
         return f"must start with {SECRET_PREFIX!r} (Standard Webhooks secret format)"
     try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         return f"must be {SECRET_PREFIX!r} followed by base64"
     if len(key) < SECRET_MIN_BYTES:
@@ -61,8 +61,15 @@ def signed_headers(webhook: Webhook, msg_id: str, body: bytes, at: datetime) -> 
 
 
 class OpsWebhook:
-    def __init__(self, url: str, secret: str, *, timeout: float = 5.0, attempts: int = ATTEMPTS,
-                 backoff_seconds: float = BACKOFF_SECONDS) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        timeout: float = 5.0,
+        attempts: int = ATTEMPTS,
+        backoff_seconds: float = BACKOFF_SECONDS,
+    ) -> None:
         if problem := secret_problem(secret):
             raise ValueError(f"NOTIFY_WEBHOOK_SECRET {problem}")
         self._url = url
@@ -79,11 +86,13 @@ class OpsWebhook:
         ``webhook-id``.
         """
         msg_id = f"msg_{uuid4().hex}"
-        payload = {"event": event, "at": datetime.now(timezone.utc).isoformat(), **fields}
+        payload = {"event": event, "at": datetime.now(UTC).isoformat(), **fields}
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         for attempt in range(1, self._attempts + 1):
-            headers = {"Content-Type": "application/json",
-                       **signed_headers(self._signer, msg_id, body, datetime.now(timezone.utc))}
+            headers = {
+                "Content-Type": "application/json",
+                **signed_headers(self._signer, msg_id, body, datetime.now(UTC)),
+            }
             try:
                 response = await self._client.post(self._url, content=body, headers=headers)
             except httpx.HTTPError as exc:
@@ -96,8 +105,14 @@ class OpsWebhook:
                     break
             if attempt < self._attempts:
                 delay = self._backoff * 4 ** (attempt - 1) * random.uniform(0.8, 1.2)
-                logger.info("ops webhook attempt failed; retrying", event=event, msg_id=msg_id,
-                            attempt=attempt, retry_in=round(delay, 2), **outcome)
+                logger.info(
+                    "ops webhook attempt failed; retrying",
+                    event=event,
+                    msg_id=msg_id,
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                    **outcome,
+                )
                 await asyncio.sleep(delay)
         logger.warning("ops webhook not delivered", event=event, msg_id=msg_id, **outcome)
         return False

@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from processors.ai.base import AIBadResponse, ImageAI, ImagePart, Usage
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
+from processors.child import ChildProfile
 from processors.contract import JobContext, Row
 from processors.errors import TerminalError
-from processors.child import ChildProfile
 from processors.prompts import PromptBook
 
 
@@ -53,7 +53,9 @@ class Analyzer:
         self.model_name = model_name
         self._cover_locks: dict[str, asyncio.Lock] = {}
 
-    async def cover(self, job: JobContext, book: Row, cover: ImagePart, usage: Usage) -> CoverAnalysis:
+    async def cover(
+        self, job: JobContext, book: Row, cover: ImagePart, usage: Usage
+    ) -> CoverAnalysis:
         """The book's cover analysis, from the cache when any order of this book made it before."""
         key = f"{book['id']}/{self.prompts.version}/{self.model_name}"
         lock = self._cover_locks.setdefault(key, asyncio.Lock())
@@ -65,8 +67,10 @@ class Analyzer:
                 return CoverAnalysis.model_validate(cached)
             try:
                 result = await self.ai.analyze(
-                    prompt=self.prompts.cover_analysis_prompt(book), images=[cover],
-                    schema=CoverAnalysis, usage=usage,
+                    prompt=self.prompts.cover_analysis_prompt(book),
+                    images=[cover],
+                    schema=CoverAnalysis,
+                    usage=usage,
                 )
             except AIBadResponse as exc:
                 await job.put_book_analysis(
@@ -78,7 +82,9 @@ class Analyzer:
             )
             return result.value
 
-    async def child(self, job: JobContext, profile: ChildProfile, photo: ImagePart, usage: Usage) -> ChildAnalysis:
+    async def child(
+        self, job: JobContext, profile: ChildProfile, photo: ImagePart, usage: Usage
+    ) -> ChildAnalysis:
         """The child analysis, made once per item; rejects photos without exactly one face."""
         saved = job.item.get("child_analysis")
         analysis: ChildAnalysis | None = None
@@ -90,8 +96,10 @@ class Analyzer:
         if analysis is None:
             try:
                 result = await self.ai.analyze(
-                    prompt=self.prompts.child_analysis_prompt(profile), images=[photo],
-                    schema=ChildAnalysis, usage=usage,
+                    prompt=self.prompts.child_analysis_prompt(profile),
+                    images=[photo],
+                    schema=ChildAnalysis,
+                    usage=usage,
                 )
             except AIBadResponse as exc:
                 raise AnalysisUnusable(f"child analysis: {exc.detail}") from None

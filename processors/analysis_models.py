@@ -78,13 +78,23 @@ class _Descriptive(BaseModel):
 class CoverAnalysis(_Descriptive):
     """How the book is drawn and who its hero is, so every page can be redrawn in the same style."""
 
-    art_style: Text = Field("", description="Overall illustration style, e.g. 'soft watercolor picture book'.")
-    medium: Text = Field("", description="Apparent medium: watercolor, gouache, digital vector, pencil...")
-    palette: TextList = Field(default_factory=list, description="Dominant colors as #rrggbb hex codes, most used first.")
-    line_work: Text = Field("", description="Outlines and line quality: none, thin ink, bold black...")
+    art_style: Text = Field(
+        "", description="Overall illustration style, e.g. 'soft watercolor picture book'."
+    )
+    medium: Text = Field(
+        "", description="Apparent medium: watercolor, gouache, digital vector, pencil..."
+    )
+    palette: TextList = Field(
+        default_factory=list, description="Dominant colors as #rrggbb hex codes, most used first."
+    )
+    line_work: Text = Field(
+        "", description="Outlines and line quality: none, thin ink, bold black..."
+    )
     lighting: Text = Field("", description="Light direction, softness and time of day.")
     composition: Text = Field("", description="Framing and layout of the cover.")
-    main_character: Text = Field("", description="The child hero to be replaced: look, clothes, pose.")
+    main_character: Text = Field(
+        "", description="The child hero to be replaced: look, clothes, pose."
+    )
     character_position: Text = Field("", description="Where the hero stands in the picture.")
     mood: Text = Field("", description="The emotional tone of the illustration.")
 
@@ -100,8 +110,10 @@ class ChildAnalysis(_Descriptive):
     skin_tone: Text = Field("", description="Skin tone in neutral, respectful words.")
     glasses: Flag = Field(default=None, description="Whether the child wears glasses.")
     distinctive_features: TextList = Field(
-        default_factory=list, description="Freckles, dimples, hair clips... that make the child recognizable."
+        default_factory=list,
+        description="Freckles, dimples, hair clips... that make the child recognizable.",
     )
     photo_issues: TextList = Field(
-        default_factory=list, description="Problems such as blur, darkness, face covered, not a child."
+        default_factory=list,
+        description="Problems such as blur, darkness, face covered, not a child.",
     )

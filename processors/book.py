@@ -36,6 +36,7 @@ from processors.ai.base import (
 )
 from processors.analysis import Analyzer
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
+from processors.child import ChildProfile, validate_child
 from processors.contract import BookResult, ItemContext, JobContext, Row, StepCode
 from processors.errors import OrderError, TerminalError
 from processors.images import (
@@ -64,7 +65,6 @@ from processors.ports import (
     ObjectNotFound,
     PipelineMetrics,
 )
-from processors.child import ChildProfile, validate_child
 from processors.print_pdf import PrintProfile, build_print_files
 from processors.prompts import PromptBook
 from processors.qa import Checked, QualityGate
@@ -148,19 +148,27 @@ class BookProcessor:
         item = context.item
         usage = Usage.from_dict(item.get("ai_usage"))
         job.usage_of = usage.as_dict
-        profile = validate_child(item.get("child_name"), item.get("child_age"), item.get("child_gender"))
+        profile = validate_child(
+            item.get("child_name"), item.get("child_age"), item.get("child_gender")
+        )
         total = len(pages)
         # A checkpoint says a page is done; its image is read from this item's own result path,
         # never from a path in the row.
-        done = {int(c["page_number"]): result_path(job.item_id, int(c["page_number"]))
-                for c in context.checkpoints}
+        done = {
+            int(c["page_number"]): result_path(job.item_id, int(c["page_number"]))
+            for c in context.checkpoints
+        }
         await job.report(2, "Looking at your photo", code=StepCode.ANALYZING, pages_total=total)
 
         photo = await self._child_photo(item, context.order.get("user_id"))
         # A missing or broken catalog image must fail the item before any call is paid for.
         await self._check_pages(book["id"], [p for p in pages if int(p["page_number"]) not in done])
-        cover_original = await self._catalog_image(book["id"], book.get("cover_image_path"), "cover")
-        cover_part = ImagePart(await asyncio.to_thread(image_part_bytes, cover_original, AI_INPUT_MAX_SIDE))
+        cover_original = await self._catalog_image(
+            book["id"], book.get("cover_image_path"), "cover"
+        )
+        cover_part = ImagePart(
+            await asyncio.to_thread(image_part_bytes, cover_original, AI_INPUT_MAX_SIDE)
+        )
         cover_analysis, child_analysis = await asyncio.gather(
             self.analyzer.cover(job, book, cover_part, usage),
             self.analyzer.child(job, profile, photo, usage),
@@ -170,8 +178,9 @@ class BookProcessor:
         work = self.work_dir / job.item_id
         work.mkdir(parents=True, exist_ok=True)
         try:
-            await job.report(10, "Drawing the cover", code=StepCode.DRAWING_COVER,
-                             usage=usage.as_dict())
+            await job.report(
+                10, "Drawing the cover", code=StepCode.DRAWING_COVER, usage=usage.as_dict()
+            )
             cover_file = work / "cover.jpg"
             await self._cover(job, inputs, cover_original, cover_part, done, cover_file, usage)
             identity = ImagePart(await asyncio.to_thread(_part_from_file, cover_file))
@@ -181,7 +190,10 @@ class BookProcessor:
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
             pdf_file = await asyncio.to_thread(
-                build_pdf, cover_file, page_files, work / "book.pdf",
+                build_pdf,
+                cover_file,
+                page_files,
+                work / "book.pdf",
                 trim_width_in=float(book.get("trim_width_in") or 8.5),
                 trim_height_in=float(book.get("trim_height_in") or 8.5),
                 title=str(book.get("title") or "Your book"),
@@ -190,31 +202,61 @@ class BookProcessor:
             await asyncio.to_thread(add_text_layer, pdf_file, [None, *texts])
             self.metrics.pdf_built(time.monotonic() - started)
             await job.report(96, "Saving your book", code=StepCode.UPLOADING, usage=usage.as_dict())
-            pdf_path, cover_path = generated_pdf_path(job.item_id), generated_cover_path(job.item_id)
+            pdf_path, cover_path = (
+                generated_pdf_path(job.item_id),
+                generated_cover_path(job.item_id),
+            )
             await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
             links = await sign_results(self.storage, pdf_path, cover_path)
             await self._print_files(job, book, cover_file, page_files, texts, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        logger.info("book finished", pages=total, seconds=round(time.monotonic() - started_at, 1),
-                    calls=usage.calls, images=usage.images,
-                    cost_usd=usage.as_dict().get("cost_usd"), unpriced_calls=usage.unpriced_calls)
-        return BookResult(pdf_path=pdf_path, pdf_url=links.pdf_url, cover_path=cover_path,
-                          cover_url=links.cover_url, usage=usage.as_dict(),
-                          urls_expire_at=links.expires_at)
+        logger.info(
+            "book finished",
+            pages=total,
+            seconds=round(time.monotonic() - started_at, 1),
+            calls=usage.calls,
+            images=usage.images,
+            cost_usd=usage.as_dict().get("cost_usd"),
+            unpriced_calls=usage.unpriced_calls,
+        )
+        return BookResult(
+            pdf_path=pdf_path,
+            pdf_url=links.pdf_url,
+            cover_path=cover_path,
+            cover_url=links.cover_url,
+            usage=usage.as_dict(),
+            urls_expire_at=links.expires_at,
+        )
 
-    async def _print_files(self, job: JobContext, book: Row, cover: Path, pages: list[Path],
-                           texts: list[PlacedText | None], work: Path) -> None:
+    async def _print_files(
+        self,
+        job: JobContext,
+        book: Row,
+        cover: Path,
+        pages: list[Path],
+        texts: list[PlacedText | None],
+        work: Path,
+    ) -> None:
         """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
         the row before completion."""
         profile = PrintProfile(
             trim_width_in=float(book.get("trim_width_in") or 8.5),
             trim_height_in=float(book.get("trim_height_in") or 8.5),
-            bleed_in=float(b if (b := book.get("print_bleed_in")) is not None else self.print_bleed_in),
+            bleed_in=float(
+                b if (b := book.get("print_bleed_in")) is not None else self.print_bleed_in
+            ),
             ppi=int(book.get("print_ppi") or self.print_ppi),
         )
-        files = await asyncio.to_thread(build_print_files, cover, pages, texts, work, profile,
-                                        title=str(book.get("title") or "Your book"))
+        files = await asyncio.to_thread(
+            build_print_files,
+            cover,
+            pages,
+            texts,
+            work,
+            profile,
+            title=str(book.get("title") or "Your book"),
+        )
         interior_path, cover_path = generated_print_paths(job.item_id)
         await self.storage.upload_file(interior_path, files.interior, "application/pdf")
         await self.storage.upload_file(cover_path, files.cover, "application/pdf")
@@ -222,8 +264,13 @@ class BookProcessor:
         if files.upscaled:
             logger.info("print images upscaled", source_ppi=files.source_ppi, ppi=profile.ppi)
         await job.record_print_files(
-            interior_path=interior_path, interior_url=links.pdf_url, cover_path=cover_path,
-            cover_url=links.cover_url, upscaled=files.upscaled, source_ppi=files.source_ppi)
+            interior_path=interior_path,
+            interior_url=links.pdf_url,
+            cover_path=cover_path,
+            cover_url=links.cover_url,
+            upscaled=files.upscaled,
+            source_ppi=files.source_ppi,
+        )
 
     async def _child_photo(self, item: Row, user_id: str | None) -> ImagePart:
         raw_path = item.get("child_photo_path")
@@ -250,27 +297,50 @@ class BookProcessor:
         """Fetch (into the disk cache) and decode every page still to draw, one at a time, so
         memory does not grow with the book's length."""
         for page in pages:
-            await self._catalog_image(book_id, page.get("image_path"), f"page {page['page_number']}")
+            await self._catalog_image(
+                book_id, page.get("image_path"), f"page {page['page_number']}"
+            )
 
-    async def _cover(self, job: JobContext, inputs: Inputs, original: Image.Image, original_part: ImagePart,
-                     done: dict[int, str], out: Path, usage: Usage) -> None:
+    async def _cover(
+        self,
+        job: JobContext,
+        inputs: Inputs,
+        original: Image.Image,
+        original_part: ImagePart,
+        done: dict[int, str],
+        out: Path,
+        usage: Usage,
+    ) -> None:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
             return
         request = EditRequest(
-            prompt=self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile),
-            base=original_part, child_photo=inputs.photo, child_name=inputs.profile.name,
+            prompt=self.prompts.cover_prompt(
+                inputs.cover, inputs.child, inputs.book, inputs.profile
+            ),
+            base=original_part,
+            child_photo=inputs.photo,
+            child_name=inputs.profile.name,
             aspect_ratio=_ratio(original),
             character_box=_box(inputs.book.get("cover_character_box")),
         )
-        softened = self.prompts.cover_prompt(inputs.cover, inputs.child, inputs.book, inputs.profile,
-                                             softened=True)
+        softened = self.prompts.cover_prompt(
+            inputs.cover, inputs.child, inputs.book, inputs.profile, softened=True
+        )
         with logger.contextualize(page=0):
             checked = await self._checked(request, softened, original, None, usage)
         await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
 
-    async def _pages(self, job: JobContext, inputs: Inputs, pages: list[Row], identity: ImagePart,
-                     done: dict[int, str], work: Path, usage: Usage) -> list[Path]:
+    async def _pages(
+        self,
+        job: JobContext,
+        inputs: Inputs,
+        pages: list[Row],
+        identity: ImagePart,
+        done: dict[int, str],
+        work: Path,
+        usage: Usage,
+    ) -> list[Path]:
         slots = asyncio.Semaphore(self.page_concurrency)
         # Reports go out one at a time, in the order pages finish: concurrent writes could land
         # out of order and the row would step back from "page 3 of 8" to "page 2 of 8".
@@ -295,7 +365,8 @@ class BookProcessor:
                     finished += 1
                     await job.report(
                         15 + int(75 * finished / len(pages)),
-                        f"Drawing page {finished} of {len(pages)}", code=StepCode.DRAWING_PAGE,
+                        f"Drawing page {finished} of {len(pages)}",
+                        code=StepCode.DRAWING_PAGE,
                         usage=usage.as_dict(),
                     )
             return out
@@ -322,26 +393,47 @@ class BookProcessor:
             raise errors[0]
         return [r for r in results if isinstance(r, Path)]
 
-    async def _page(self, job: JobContext, inputs: Inputs, page: Row, identity: ImagePart, out: Path,
-                    usage: Usage) -> None:
+    async def _page(
+        self,
+        job: JobContext,
+        inputs: Inputs,
+        page: Row,
+        identity: ImagePart,
+        out: Path,
+        usage: Usage,
+    ) -> None:
         number = int(page["page_number"])
-        original = await self._catalog_image(inputs.book["id"], page.get("image_path"), f"page {number}")
+        original = await self._catalog_image(
+            inputs.book["id"], page.get("image_path"), f"page {number}"
+        )
         path = generated_page_path(job.item_id, number)
         if not page.get("has_character", True):
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
-            await self._save(job, number, path, Checked(await asyncio.to_thread(to_jpeg, original), "", None),
-                             out, usage)
+            await self._save(
+                job,
+                number,
+                path,
+                Checked(await asyncio.to_thread(to_jpeg, original), "", None),
+                out,
+                usage,
+            )
             self.metrics.page_generated("original")
             return
         base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
         request = EditRequest(
-            prompt=self.prompts.page_prompt(inputs.cover, inputs.child, inputs.book, page, inputs.profile),
-            base=base, child_photo=inputs.photo, identity_reference=identity,
-            child_name=inputs.profile.name, aspect_ratio=_ratio(original),
+            prompt=self.prompts.page_prompt(
+                inputs.cover, inputs.child, inputs.book, page, inputs.profile
+            ),
+            base=base,
+            child_photo=inputs.photo,
+            identity_reference=identity,
+            child_name=inputs.profile.name,
+            aspect_ratio=_ratio(original),
             character_box=_box(page.get("character_box")),
         )
-        softened = self.prompts.page_prompt(inputs.cover, inputs.child, inputs.book, page,
-                                            inputs.profile, softened=True)
+        softened = self.prompts.page_prompt(
+            inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
+        )
         try:
             with logger.contextualize(page=number):
                 checked = await self._checked(request, softened, original, identity, usage)
@@ -351,32 +443,47 @@ class BookProcessor:
         await self._save(job, number, path, checked, out, usage)
         self.metrics.page_generated("ok")
 
-    async def _checked(self, request: EditRequest, softened: str, original: Image.Image,
-                       identity: ImagePart | None, usage: Usage) -> Checked:
+    async def _checked(
+        self,
+        request: EditRequest,
+        softened: str,
+        original: Image.Image,
+        identity: ImagePart | None,
+        usage: Usage,
+    ) -> Checked:
         """One illustration through the quality gate (processors/qa.py)."""
         return await self.quality.draw(
             lambda prompt, soft: self._draw(replace(request, prompt=prompt), soft, original, usage),
-            request.prompt, softened, original=request.base, photo=request.child_photo,
-            identity=identity, usage=usage,
+            request.prompt,
+            softened,
+            original=request.base,
+            photo=request.child_photo,
+            identity=identity,
+            usage=usage,
             as_part=lambda jpeg: asyncio.to_thread(_part_from_bytes, jpeg),
         )
 
-    async def _draw(self, request: EditRequest, softened_prompt: str, original: Image.Image,
-                    usage: Usage) -> tuple[bytes, str]:
+    async def _draw(
+        self, request: EditRequest, softened_prompt: str, original: Image.Image, usage: Usage
+    ) -> tuple[bytes, str]:
         """One illustration within the page deadline (module docstring)."""
         try:
             async with asyncio.timeout(self.page_deadline_seconds):
                 return await self._draw_unbounded(request, softened_prompt, original, usage)
         except TimeoutError:
-            logger.warning("page deadline of {}s passed; giving up on this illustration",
-                           self.page_deadline_seconds)
+            logger.warning(
+                "page deadline of {}s passed; giving up on this illustration",
+                self.page_deadline_seconds,
+            )
             raise AIUnavailable(
                 f"no usable illustration within the page deadline of "
-                f"{self.page_deadline_seconds:g}s", code="ai_timeout",
+                f"{self.page_deadline_seconds:g}s",
+                code="ai_timeout",
             ) from None
 
-    async def _draw_unbounded(self, request: EditRequest, softened_prompt: str,
-                              original: Image.Image, usage: Usage) -> tuple[bytes, str]:
+    async def _draw_unbounded(
+        self, request: EditRequest, softened_prompt: str, original: Image.Image, usage: Usage
+    ) -> tuple[bytes, str]:
         """Softened prompt once after a safety block; redraw a blank, unchanged or wrong-shaped
         output up to ``OUTPUT_REDRAWS`` times, then fail with ``ai_bad_output``.
 
@@ -394,30 +501,48 @@ class BookProcessor:
                 result = await self.ai.generate_image(request, usage)
             try:
                 fitted = await asyncio.to_thread(
-                    fit_output, result.data, original=original,
-                    requested_ratio=result.aspect_ratio, tolerance=self.aspect_tolerance,
+                    fit_output,
+                    result.data,
+                    original=original,
+                    requested_ratio=result.aspect_ratio,
+                    tolerance=self.aspect_tolerance,
                 )
             except OutputInvalid as exc:
                 if redraw == OUTPUT_REDRAWS:
                     raise
-                logger.info("unusable model output; drawing again: {}", exc.detail,
-                            model_name=result.model, redraw=redraw + 1)
+                logger.info(
+                    "unusable model output; drawing again: {}",
+                    exc.detail,
+                    model_name=result.model,
+                    redraw=redraw + 1,
+                )
                 continue
-            logger.info("page drawn", model=result.model, redraws=redraw,
-                        softened=request.prompt == softened_prompt,
-                        seconds=round(time.monotonic() - started, 1))
+            logger.info(
+                "page drawn",
+                model=result.model,
+                redraws=redraw,
+                softened=request.prompt == softened_prompt,
+                seconds=round(time.monotonic() - started, 1),
+            )
             return await asyncio.to_thread(to_jpeg, fitted), result.model
         raise AssertionError("unreachable")
 
-    async def _save(self, job: JobContext, number: int, path: str, checked: Checked, out: Path,
-                    usage: Usage) -> None:
+    async def _save(
+        self, job: JobContext, number: int, path: str, checked: Checked, out: Path, usage: Usage
+    ) -> None:
         """Upload, then checkpoint with the usage so far and the judge's verdict, in one write:
         once the row exists, the image is safely in storage, what it cost is on the item, and
         no later attempt judges or redraws it again."""
         await self.storage.upload(path, checked.jpeg, JPEG)
-        await job.checkpoint(number, path, prompt_version=self.prompts.version,
-                             model=checked.model or None, usage=usage.as_dict(),
-                             verdict=checked.verdict, needs_review=checked.needs_review)
+        await job.checkpoint(
+            number,
+            path,
+            prompt_version=self.prompts.version,
+            model=checked.model or None,
+            usage=usage.as_dict(),
+            verdict=checked.verdict,
+            needs_review=checked.needs_review,
+        )
         await asyncio.to_thread(out.write_bytes, checked.jpeg)
 
     async def check_ready(self) -> str | None:

@@ -58,9 +58,7 @@ class ChildProfile:
     gender: Gender
 
 
-def validate_child(
-    name: str | None, age: int | str | None, gender: str | None
-) -> ChildProfile:
+def validate_child(name: str | None, age: int | str | None, gender: str | None) -> ChildProfile:
     """Normalize what the app stored for the child, or raise :class:`InvalidChildData`.
 
     The checks keep every real name (any script, including right-to-left, with emoji) and

@@ -71,8 +71,10 @@ def generated_pdf_path(item_id: str | UUID) -> str:
 
 def generated_print_paths(item_id: str | UUID) -> tuple[str, str]:
     """``generated/{item}/print-interior.pdf`` and ``print-cover.pdf``: the print files."""
-    return (f"{_generated_dir(item_id)}/print-interior.pdf",
-            f"{_generated_dir(item_id)}/print-cover.pdf")
+    return (
+        f"{_generated_dir(item_id)}/print-interior.pdf",
+        f"{_generated_dir(item_id)}/print-cover.pdf",
+    )
 
 
 def result_path(item_id: str | UUID, number: int) -> str:

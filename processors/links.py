@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from processors.ports import BlobStorage
 
@@ -26,8 +26,10 @@ async def sign_results(storage: BlobStorage, pdf_path: str, cover_path: str) -> 
     """URLs the app can open for the PDF and the cover."""
     # Whole seconds, as a JWT's "exp" is (RFC 7519 NumericDate; Storage signs with iat = now in
     # seconds): a fraction would put the recorded expiry after the token's.
-    signed_at = datetime.now(timezone.utc).replace(microsecond=0)
-    pdf_url, cover_url = await asyncio.gather(storage.url_for(pdf_path), storage.url_for(cover_path))
+    signed_at = datetime.now(UTC).replace(microsecond=0)
+    pdf_url, cover_url = await asyncio.gather(
+        storage.url_for(pdf_path), storage.url_for(cover_path)
+    )
     ttl = storage.url_ttl_seconds
     expires_at = None if ttl is None else signed_at + timedelta(seconds=ttl)
     return ResultLinks(pdf_url=pdf_url, cover_url=cover_url, expires_at=expires_at)

@@ -63,14 +63,19 @@ def _print_image(source: Path, out: Path, profile: PrintProfile) -> tuple[Path, 
         factor = profile.ppi / ppi
         size = (math.ceil(image.width * factor), math.ceil(image.height * factor))
         image.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(
-            out, "JPEG", quality=_JPEG_QUALITY, dpi=(profile.ppi, profile.ppi))
+            out, "JPEG", quality=_JPEG_QUALITY, dpi=(profile.ppi, profile.ppi)
+        )
     return out, ppi, True
 
 
 def _set_boxes(path: Path, profile: PrintProfile) -> None:
     bleed = profile.bleed_in * PT_PER_IN
-    trim = [bleed, bleed, bleed + profile.trim_width_in * PT_PER_IN,
-            bleed + profile.trim_height_in * PT_PER_IN]
+    trim = [
+        bleed,
+        bleed,
+        bleed + profile.trim_width_in * PT_PER_IN,
+        bleed + profile.trim_height_in * PT_PER_IN,
+    ]
     with pikepdf.open(path, allow_overwriting_input=True) as pdf:
         for page in pdf.pages:
             page.obj["/TrimBox"] = pikepdf.Array(trim)
@@ -78,8 +83,9 @@ def _set_boxes(path: Path, profile: PrintProfile) -> None:
         pdf.save(path)
 
 
-def _one_pdf(images: list[Path], out: Path, profile: PrintProfile, title: str,
-             texts: list[PlacedText | None]) -> Path:
+def _one_pdf(
+    images: list[Path], out: Path, profile: PrintProfile, title: str, texts: list[PlacedText | None]
+) -> Path:
     width, height = profile.media_in
     build_pdf(images[0], images[1:], out, trim_width_in=width, trim_height_in=height, title=title)
     add_text_layer(out, texts)
@@ -87,8 +93,15 @@ def _one_pdf(images: list[Path], out: Path, profile: PrintProfile, title: str,
     return out
 
 
-def build_print_files(cover: Path, pages: list[Path], texts: list[PlacedText | None],
-                      work: Path, profile: PrintProfile, *, title: str) -> PrintFiles:
+def build_print_files(
+    cover: Path,
+    pages: list[Path],
+    texts: list[PlacedText | None],
+    work: Path,
+    profile: PrintProfile,
+    *,
+    title: str,
+) -> PrintFiles:
     """The interior (pages, with their text layer) and the cover PDF in ``work``. Blocking.
 
     ``texts`` has one entry per page of ``pages``.

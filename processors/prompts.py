@@ -36,8 +36,16 @@ from processors.resources import data_dir
 
 PROMPTS_DIR = data_dir(__file__, "prompts")
 REQUIRED_TEMPLATES = frozenset(
-    {"cover_analysis", "child_analysis", "cover", "page", "softened_suffix",
-     "qa_judge", "qa_redraw", "qa_problems"}
+    {
+        "cover_analysis",
+        "child_analysis",
+        "cover",
+        "page",
+        "softened_suffix",
+        "qa_judge",
+        "qa_redraw",
+        "qa_problems",
+    }
 )
 
 # Caps for values the models and the catalog provide; a runaway answer cannot swamp a prompt.
@@ -117,7 +125,9 @@ def _child_values(child: ChildAnalysis) -> dict[str, str]:
         "child_hair": _line(child.hair, _FIELD_LIMIT),
         "child_eyes": _line(child.eyes, _FIELD_LIMIT),
         "child_skin_tone": _line(child.skin_tone, _FIELD_LIMIT),
-        "child_glasses": "not known" if child.glasses is None else ("yes" if child.glasses else "no"),
+        "child_glasses": "not known"
+        if child.glasses is None
+        else ("yes" if child.glasses else "no"),
         "child_features": _items(child.distinctive_features),
     }
 

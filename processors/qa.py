@@ -58,15 +58,20 @@ class QualityVerdict(BaseModel):
 
     hero_present: bool = Field(description="Whether the book's child hero is clearly visible.")
     likeness_score: float = Field(
-        ge=0, le=10, description="0-10: how recognizably the hero is the child of the photo.")
+        ge=0, le=10, description="0-10: how recognizably the hero is the child of the photo."
+    )
     hero_count: int | None = Field(
-        default=None, ge=0, description="How many times the child appears in the picture.")
+        default=None, ge=0, description="How many times the child appears in the picture."
+    )
     extra_limbs_or_faces: bool | None = Field(
-        default=None, description="Whether any character has extra or missing limbs or faces.")
+        default=None, description="Whether any character has extra or missing limbs or faces."
+    )
     text_garbled: bool | None = Field(
-        default=None, description="Whether printed text was changed, garbled or added.")
+        default=None, description="Whether printed text was changed, garbled or added."
+    )
     scene_kept: bool | None = Field(
-        default=None, description="Whether the original's scene is kept, only the hero changed.")
+        default=None, description="Whether the original's scene is kept, only the hero changed."
+    )
     problems: TextList = Field(default_factory=list, description="Short phrases naming problems.")
     notes: Text = Field("", description="Anything else worth telling the operator.")
 
@@ -103,8 +108,16 @@ class Checked:
 class QualityGate:
     """Draw, judge, redraw (module docstring)."""
 
-    def __init__(self, ai: ImageAI, prompts: PromptBook, *, mode: str = "judge",
-                 max_redraws: int = 2, on_fail: str = "fail", min_likeness: float = 6.0) -> None:
+    def __init__(
+        self,
+        ai: ImageAI,
+        prompts: PromptBook,
+        *,
+        mode: str = "judge",
+        max_redraws: int = 2,
+        on_fail: str = "fail",
+        min_likeness: float = 6.0,
+    ) -> None:
         if mode not in QA_MODES or on_fail not in QA_ON_FAIL:
             raise ValueError(f"QA mode {mode!r} / on-fail {on_fail!r} unknown")
         self.ai = ai
@@ -114,9 +127,18 @@ class QualityGate:
         self.on_fail = on_fail
         self.min_likeness = min_likeness
 
-    async def draw(self, draw: Draw, prompt: str, softened: str, *, original: ImagePart,
-                   photo: ImagePart, identity: ImagePart | None, usage: Usage,
-                   as_part: Callable[[bytes], Awaitable[ImagePart]]) -> Checked:
+    async def draw(
+        self,
+        draw: Draw,
+        prompt: str,
+        softened: str,
+        *,
+        original: ImagePart,
+        photo: ImagePart,
+        identity: ImagePart | None,
+        usage: Usage,
+        as_part: Callable[[bytes], Awaitable[ImagePart]],
+    ) -> Checked:
         """One checked illustration; ``as_part`` turns a drawn JPEG into the judge's input."""
         if self.mode == "off":
             jpeg, model = await draw(prompt, softened)
@@ -125,27 +147,42 @@ class QualityGate:
         for redraw in range(self.max_redraws + 1):
             jpeg, model = await draw(redraw_prompt, redraw_softened)
             images = [original, await as_part(jpeg), photo, *([identity] if identity else [])]
-            result = await self.ai.analyze(prompt=self.prompts.render("qa_judge"), images=images,
-                                           schema=QualityVerdict, usage=usage)
+            result = await self.ai.analyze(
+                prompt=self.prompts.render("qa_judge"),
+                images=images,
+                schema=QualityVerdict,
+                usage=usage,
+            )
             verdict = result.value
             problems = problems_of(verdict, self.min_likeness)
-            record = {**verdict.model_dump(), "failed": problems, "redraws": redraw,
-                      "judge_model": result.model, "min_likeness": self.min_likeness}
+            record = {
+                **verdict.model_dump(),
+                "failed": problems,
+                "redraws": redraw,
+                "judge_model": result.model,
+                "min_likeness": self.min_likeness,
+            }
             if not problems:
                 logger.info("quality check passed", likeness=verdict.likeness_score, redraws=redraw)
                 return Checked(jpeg, model, record)
-            logger.info("quality check failed: {}", ", ".join(problems),
-                        likeness=verdict.likeness_score, redraw=redraw)
+            logger.info(
+                "quality check failed: {}",
+                ", ".join(problems),
+                likeness=verdict.likeness_score,
+                redraw=redraw,
+            )
             suffix = self._redraw_suffix(verdict, problems)
             redraw_prompt = f"{prompt.rstrip()}\n\n{suffix}"
             redraw_softened = f"{softened.rstrip()}\n\n{suffix}"
         if self.on_fail == "review":
-            logger.warning("quality check still failing after {} redraws; flagged for review",
-                           self.max_redraws)
+            logger.warning(
+                "quality check still failing after {} redraws; flagged for review", self.max_redraws
+            )
             return Checked(jpeg, model, record, needs_review=True)
         raise QualityCheckFailed(
             f"quality check failed after {self.max_redraws} redraws: {', '.join(problems)} "
-            f"(likeness {verdict.likeness_score:g}, needs {self.min_likeness:g})")
+            f"(likeness {verdict.likeness_score:g}, needs {self.min_likeness:g})"
+        )
 
     def _redraw_suffix(self, verdict: QualityVerdict, problems: list[str]) -> str:
         sentences = problem_sentences(self.prompts, verdict, self.min_likeness)
@@ -153,11 +190,15 @@ class QualityGate:
         return self.prompts.render("qa_redraw", problems=listed)
 
 
-def problem_sentences(prompts: PromptBook, verdict: QualityVerdict,
-                      min_likeness: float) -> dict[str, str]:
+def problem_sentences(
+    prompts: PromptBook, verdict: QualityVerdict, min_likeness: float
+) -> dict[str, str]:
     """``prompts/qa_problems.txt`` rendered, as {key: sentence} (one ``key: sentence`` a line)."""
-    text = prompts.render("qa_problems", likeness_score=f"{verdict.likeness_score:g}",
-                          min_likeness=f"{min_likeness:g}",
-                          hero_count="no" if verdict.hero_count is None else verdict.hero_count)
+    text = prompts.render(
+        "qa_problems",
+        likeness_score=f"{verdict.likeness_score:g}",
+        min_likeness=f"{min_likeness:g}",
+        hero_count="no" if verdict.hero_count is None else verdict.hero_count,
+    )
     pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
     return {key.strip(): sentence.strip() for key, sentence in pairs}

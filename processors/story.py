@@ -23,16 +23,26 @@ from processors.text_layer import Box, PlacedText
 _PRONOUNS: dict[Gender, dict[str, str]] = {
     "girl": {"they": "she", "them": "her", "their": "her", "theirs": "hers", "themself": "herself"},
     "boy": {"they": "he", "them": "him", "their": "his", "theirs": "his", "themself": "himself"},
-    "child": {"they": "they", "them": "them", "their": "their", "theirs": "theirs",
-              "themself": "themself"},
+    "child": {
+        "they": "they",
+        "them": "them",
+        "their": "their",
+        "theirs": "theirs",
+        "themself": "themself",
+    },
 }
-PLACEHOLDERS = frozenset({"name", *_PRONOUNS["child"], *(p.capitalize() for p in _PRONOUNS["child"])})
+PLACEHOLDERS = frozenset(
+    {"name", *_PRONOUNS["child"], *(p.capitalize() for p in _PRONOUNS["child"])}
+)
 
 
 def _values(profile: ChildProfile) -> dict[str, str]:
     pronouns = _PRONOUNS[profile.gender]
-    return {"name": profile.name, **pronouns,
-            **{key.capitalize(): value.capitalize() for key, value in pronouns.items()}}
+    return {
+        "name": profile.name,
+        **pronouns,
+        **{key.capitalize(): value.capitalize() for key, value in pronouns.items()},
+    }
 
 
 def template_problems(text: str) -> list[str]:
@@ -45,7 +55,7 @@ def template_problems(text: str) -> list[str]:
 
 
 def has_placeholders(text: str | None) -> bool:
-    return bool(text) and bool(Template(text).get_identifiers())
+    return bool(text) and bool(Template(text or "").get_identifiers())
 
 
 def render_story(text: str, profile: ChildProfile) -> str:
@@ -58,8 +68,9 @@ def longest_profile(gender: Gender, name: str) -> ChildProfile:
     return ChildProfile(name=name, age=None, gender=gender)
 
 
-def page_texts(pages: list[dict], profile: ChildProfile,
-               box_of: Callable[[object], Box | None]) -> list[PlacedText | None]:
+def page_texts(
+    pages: list[dict], profile: ChildProfile, box_of: Callable[[object], Box | None]
+) -> list[PlacedText | None]:
     """Each page's rendered text in its ``text_box``; None for a page whose text, if any, is
     baked into its picture (no ``text_box``)."""
     placed: list[PlacedText | None] = []

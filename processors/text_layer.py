@@ -23,7 +23,6 @@ from pathlib import Path
 import pikepdf
 from fpdf import FPDF
 
-
 FONT_FILE = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 FONT_NAME = "DejaVuSans"
 MAX_PT, MIN_PT, FLOOR_PT = 26.0, 10.0, 7.0
@@ -78,9 +77,11 @@ def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
     return lines
 
 
-def fit(pdf: FPDF, text: str, width: float, height: float, *, smallest: float = MIN_PT
-        ) -> tuple[float, list[str]]:
-    """The largest size from ``MAX_PT`` down to ``smallest`` at which ``text`` fits, and its lines."""
+def fit(
+    pdf: FPDF, text: str, width: float, height: float, *, smallest: float = MIN_PT
+) -> tuple[float, list[str]]:
+    """The largest size from ``MAX_PT`` down to ``smallest`` at which ``text`` fits, and its
+    lines."""
     size = MAX_PT
     while size >= smallest:
         pdf.set_font(FONT_NAME, size=size)
@@ -88,8 +89,9 @@ def fit(pdf: FPDF, text: str, width: float, height: float, *, smallest: float = 
         if len(lines) * size * LINE_HEIGHT <= height:
             return size, lines
         size -= _STEP
-    raise TextDoesNotFit(f"{len(text)} characters do not fit {width:.0f}x{height:.0f} pt "
-                         f"at {smallest:g} pt")
+    raise TextDoesNotFit(
+        f"{len(text)} characters do not fit {width:.0f}x{height:.0f} pt at {smallest:g} pt"
+    )
 
 
 def check_fits(text: str, box: Box, page_size_pt: tuple[float, float]) -> None:
@@ -121,8 +123,10 @@ def add_text_layer(path: Path, texts: list[PlacedText | None]) -> None:
     if not any(texts):
         return
     with pikepdf.open(path) as pdf:
-        sizes = [(float(p.mediabox[2] - p.mediabox[0]), float(p.mediabox[3] - p.mediabox[1]))
-                 for p in pdf.pages]
+        sizes = [
+            (float(p.mediabox[2] - p.mediabox[0]), float(p.mediabox[3] - p.mediabox[1]))
+            for p in pdf.pages
+        ]
         if len(sizes) != len(texts):
             raise ValueError(f"{len(texts)} texts for {len(sizes)} pages")
         overlay_file = Path(tempfile.mkstemp(suffix=".pdf", dir=path.parent)[1])
@@ -131,7 +135,7 @@ def add_text_layer(path: Path, texts: list[PlacedText | None]) -> None:
             with pikepdf.open(overlay_file) as overlay:
                 for page, over, placed in zip(pdf.pages, overlay.pages, texts):
                     if placed is not None:
-                        page.add_overlay(over)
+                        page.add_overlay(over, None)  # None: the whole page
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
                 os.close(fd)
                 pdf.save(tmp)

@@ -12,17 +12,29 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class DaemonProcess:
-    def __init__(self, env: dict[str, str], *, command: str = "run", processor: str | None = None,
-                 log_file: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        command: str = "run",
+        processor: str | None = None,
+        log_file: Path,
+    ) -> None:
         args = [sys.executable, str(REPO / "run_monitor.py"), "--env-file", os.devnull, command]
         if processor:
             args += ["--processor", processor]
         self.env = env
         self.log_file = log_file
         self._log = log_file.open("ab")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))}
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))
+        }
         full_env.update({"LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}, **env)
-        self.process = subprocess.Popen(args, cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     @property
     def pid(self) -> int:

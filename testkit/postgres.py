@@ -40,7 +40,9 @@ class Cluster:
             conn.execute(f'drop database if exists "{name}" with (force)')
 
     def stop(self) -> None:
-        pgserver.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=self.pgdata, user=self.server.system_user)
+        pgserver.pg_ctl(
+            ["-m", "fast", "-w", "stop"], pgdata=self.pgdata, user=self.server.system_user
+        )
 
     def start(self) -> None:
         self.server.ensure_postgres_running()

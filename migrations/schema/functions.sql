@@ -140,6 +140,29 @@ as $$
     end;
 $$;
 
+-- from 015_parent_email.sql
+create or replace function _order_email_address(p_order uuid)
+returns text
+language plpgsql
+stable
+as $$
+declare
+    v_address text;
+    v_user uuid;
+begin
+    select nullif(btrim(o.contact_email), ''), o.user_id
+      into v_address, v_user
+      from orders o
+     where o.id = p_order;
+    if v_address is null and v_user is not null and to_regclass('auth.users') is not null then
+        execute 'select nullif(btrim(email), '''') from auth.users where id = $1'
+           into v_address
+          using v_user;
+    end if;
+    return v_address;
+end;
+$$;
+
 -- from 012_app_contract.sql
 create or replace function _order_item_step_code()
 returns trigger
@@ -167,6 +190,21 @@ begin
         end if;
     end if;
     return new;
+end;
+$$;
+
+-- from 015_parent_email.sql
+create or replace function _queue_notification_email()
+returns trigger
+language plpgsql
+security definer
+set search_path = public, pg_temp
+as $$
+begin
+    insert into notification_emails (notification_id, order_item_id, kind, next_attempt_at)
+    values (new.id, new.order_item_id, new.kind, now())
+    on conflict (notification_id) do nothing;
+    return null;
 end;
 $$;
 
@@ -251,6 +289,125 @@ begin
         return false;
     end if;
     return record_order_item_usage(p_item, p_worker, p_usage);
+end;
+$$;
+
+-- from 014_book_quality.sql
+create or replace function checkpoint_order_item_page_with_verdict(
+    p_item uuid,
+    p_worker text,
+    p_page_number integer,
+    p_image_path text,
+    p_prompt_version text default null,
+    p_model text default null,
+    p_usage jsonb default null,
+    p_verdict jsonb default null,
+    p_needs_review boolean default false
+)
+returns boolean
+language plpgsql
+as $$
+begin
+    if not checkpoint_order_item_page_with_usage(p_item, p_worker, p_page_number, p_image_path,
+                                                 p_prompt_version, p_model, p_usage) then
+        return false;
+    end if;
+    update order_item_pages
+       set qa_verdict = p_verdict,
+           needs_review = coalesce(p_needs_review, false)
+     where order_item_id = p_item
+       and page_number = p_page_number;
+    if coalesce(p_needs_review, false) then
+        update order_items set needs_review = true, updated_at = now() where id = p_item;
+    end if;
+    return true;
+end;
+$$;
+
+-- from 015_parent_email.sql
+create or replace function claim_notification_emails(
+    p_worker text,
+    p_limit integer,
+    p_lease_seconds integer,
+    p_max_attempts integer,
+    p_max_age_seconds integer
+)
+returns table (
+    notification_id uuid,
+    kind text,
+    order_item_id uuid,
+    attempt integer,
+    to_address text,
+    book_title text,
+    child_name text,
+    pdf_url text,
+    urls_expire_at timestamptz,
+    error_code text,
+    error_message text,
+    skipped text
+)
+language plpgsql
+as $$
+#variable_conflict use_column
+begin
+    return query
+    with closed as (
+        update notification_emails ne
+           set status = case when ne.created_at < now() - make_interval(secs => p_max_age_seconds)
+                             then 'skipped' else 'gave_up' end,
+               last_error = case when ne.created_at < now() - make_interval(secs => p_max_age_seconds)
+                                 then 'expired' else 'crashed' end,
+               next_attempt_at = null,
+               claimed_by = null,
+               updated_at = now()
+         where ne.notification_id in (
+                   select x.notification_id from notification_emails x
+                    where x.status = 'pending'
+                      and x.next_attempt_at <= now()
+                      and (x.created_at < now() - make_interval(secs => p_max_age_seconds)
+                           or x.attempts >= p_max_attempts)
+                    for update skip locked)
+        returning ne.notification_id, ne.kind, ne.order_item_id, ne.last_error
+    )
+    select c.notification_id, c.kind, c.order_item_id, 0, null::text, null::text, null::text,
+           null::text, null::timestamptz, null::text, null::text, c.last_error
+      from closed c;
+
+    return query
+    with due as (
+        select ne.notification_id, _order_email_address(oi.order_id) as address
+          from notification_emails ne
+          left join order_items oi on oi.id = ne.order_item_id
+         where ne.status = 'pending'
+           and ne.next_attempt_at <= now()
+           and ne.created_at >= now() - make_interval(secs => p_max_age_seconds)
+           and ne.attempts < p_max_attempts
+         order by ne.next_attempt_at
+         limit p_limit
+           for update of ne skip locked
+    ),
+    claimed as (
+        update notification_emails ne
+           set attempts = case when d.address is null then ne.attempts else ne.attempts + 1 end,
+               status = case when d.address is null then 'skipped' else 'pending' end,
+               last_error = case when d.address is null then 'no_address' else ne.last_error end,
+               claimed_by = case when d.address is null then null else p_worker end,
+               next_attempt_at = case when d.address is null then null
+                                      else now() + make_interval(secs => p_lease_seconds) end,
+               updated_at = now()
+          from due d
+         where ne.notification_id = d.notification_id
+        returning ne.notification_id, ne.kind, ne.order_item_id, ne.attempts, d.address
+    )
+    select c.notification_id, c.kind, c.order_item_id,
+           case when c.address is null then 0 else c.attempts end,
+           c.address, b.title, oi.child_name, oi.pdf_url, oi.urls_expire_at,
+           oi.error_code, coalesce(oi.error_message, n.body),
+           case when c.address is null then 'no_address' end
+      from claimed c
+      join notifications n on n.id = c.notification_id
+      left join order_items oi on oi.id = c.order_item_id
+      left join books b on b.id = oi.book_id;
 end;
 $$;
 
@@ -617,6 +774,73 @@ as $$
        and oi.generation_status = 'processing';
 $$;
 
+-- from 015_parent_email.sql
+create or replace function mark_notification_email_failed(
+    p_notification uuid,
+    p_worker text,
+    p_error text,
+    p_retry boolean,
+    p_max_attempts integer,
+    p_backoff_base_seconds double precision,
+    p_backoff_max_seconds double precision
+)
+returns text
+language plpgsql
+as $$
+#variable_conflict use_column
+declare
+    v_attempts integer;
+    v_delay double precision;
+begin
+    select attempts into v_attempts
+      from notification_emails
+     where notification_id = p_notification
+       and claimed_by = p_worker
+       and status = 'pending'
+       for update;
+    if not found then
+        return 'lost';
+    end if;
+    if not p_retry or v_attempts >= p_max_attempts then
+        update notification_emails
+           set status = 'gave_up', last_error = p_error, next_attempt_at = null,
+               claimed_by = null, updated_at = now()
+         where notification_id = p_notification;
+        return 'gave_up';
+    end if;
+    v_delay := least(p_backoff_base_seconds * power(2, greatest(v_attempts - 1, 0)),
+                     p_backoff_max_seconds) * (0.5 + random() * 0.5);
+    update notification_emails
+       set last_error = p_error,
+           next_attempt_at = now() + make_interval(secs => v_delay),
+           claimed_by = null,
+           updated_at = now()
+     where notification_id = p_notification;
+    return 'retry';
+end;
+$$;
+
+-- from 015_parent_email.sql
+create or replace function mark_notification_email_sent(p_notification uuid, p_worker text)
+returns boolean
+language sql
+as $$
+    with sent as (
+        update notification_emails
+           set status = 'sent',
+               sent_at = now(),
+               next_attempt_at = null,
+               claimed_by = null,
+               last_error = null,
+               updated_at = now()
+         where notification_id = p_notification
+           and claimed_by = p_worker
+           and status = 'pending'
+        returning 1
+    )
+    select exists (select 1 from sent);
+$$;
+
 -- from 006_retention.sql
 create or replace function mark_photo_deleted(p_item uuid)
 returns boolean
@@ -635,6 +859,49 @@ begin
     delete from order_item_pages where order_item_id = p_item and page_number > 0;
     return true;
 end;
+$$;
+
+-- from 016_dashboard.sql
+create or replace function ops_dashboard(p_in_flight integer default 50, p_failures integer default 20)
+returns jsonb
+language sql
+stable
+as $$
+    select jsonb_build_object(
+        'queue', ops_queue_status(),
+        'in_flight', (
+            select coalesce(jsonb_agg(to_jsonb(f) order by f.lease_expires_at, f.id), '[]'::jsonb)
+              from (select oi.id, oi.progress, oi.pages_done, oi.pages_total,
+                           _ops_mask_child_name(oi.current_step, oi.child_name) as current_step,
+                           oi.current_step_code, oi.claimed_by, oi.attempts, oi.max_attempts,
+                           oi.lease_expires_at, oi.lease_expires_at < now() as lease_expired,
+                           oi.updated_at
+                      from order_items oi
+                     where oi.generation_status = 'processing'
+                     order by oi.lease_expires_at, oi.id
+                     limit greatest(coalesce(p_in_flight, 50), 0)) f),
+        'failures', (
+            select coalesce(jsonb_agg(to_jsonb(f) order by f.updated_at desc, f.id), '[]'::jsonb)
+              from (select oi.id, oi.error_code,
+                           _ops_mask_child_name(oi.error_message, oi.child_name) as error_message,
+                           oi.attempts, oi.max_attempts, oi.updated_at, o.payment_status
+                      from order_items oi
+                      join orders o on o.id = oi.order_id
+                     where oi.generation_status = 'failed'
+                     order by oi.updated_at desc, oi.id
+                     limit greatest(coalesce(p_failures, 20), 0)) f),
+        'spend_today', (
+            select jsonb_build_object(
+                       'since', date_trunc('day', now() at time zone 'utc') at time zone 'utc',
+                       'cost_usd', coalesce(sum((ai_usage ->> 'cost_usd')::numeric)
+                                       filter (where jsonb_typeof(ai_usage -> 'cost_usd') = 'number'), 0),
+                       'unpriced_calls', coalesce(sum((ai_usage ->> 'unpriced_calls')::bigint)
+                                       filter (where jsonb_typeof(ai_usage -> 'unpriced_calls') = 'number'), 0),
+                       'items', count(*))
+              from order_items
+             where updated_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'
+               and ai_usage is not null and ai_usage <> '{}'::jsonb)
+    );
 $$;
 
 -- from 013_operator_queries.sql
@@ -784,6 +1051,23 @@ language sql
 stable
 as $$
     select count(*)
+      from order_items oi
+      join orders o on o.id = oi.order_id
+     where o.payment_status = 'paid'
+       and oi.generation_status = 'pending'
+       and oi.next_attempt_at <= now();
+$$;
+
+-- from 016_dashboard.sql
+create or replace function order_queue_gauges()
+returns jsonb
+language sql
+stable
+as $$
+    select jsonb_build_object(
+        'depth', count(*),
+        'oldest_wait_seconds',
+            coalesce(extract(epoch from now() - min(oi.next_attempt_at)), 0)::double precision)
       from order_items oi
       join orders o on o.id = oi.order_id
      where o.payment_status = 'paid'
@@ -948,6 +1232,62 @@ as $$
     with updated as (
         update order_items
            set child_analysis = p_analysis,
+               updated_at = now()
+         where id = p_item
+           and claimed_by = p_worker
+           and generation_status = 'processing'
+        returning 1
+    )
+    select exists (select 1 from updated);
+$$;
+
+-- from 014_book_quality.sql
+create or replace function set_book_layout(
+    p_book uuid,
+    p_bleed_in numeric,
+    p_ppi integer,
+    p_pages jsonb
+)
+returns boolean
+language plpgsql
+as $$
+begin
+    update books set print_bleed_in = p_bleed_in, print_ppi = p_ppi, updated_at = now()
+     where id = p_book;
+    if not found then
+        return false;
+    end if;
+    update book_pages bp
+       set text_box = nullif(p -> 'text_box', 'null'::jsonb)
+      from jsonb_array_elements(coalesce(p_pages, '[]'::jsonb)) p
+     where bp.book_id = p_book
+       and bp.page_number = (p ->> 'page_number')::integer;
+    return true;
+end;
+$$;
+
+-- from 014_book_quality.sql
+create or replace function set_order_item_print_files(
+    p_item uuid,
+    p_worker text,
+    p_interior_path text,
+    p_interior_url text,
+    p_cover_path text,
+    p_cover_url text,
+    p_upscaled boolean,
+    p_source_ppi double precision
+)
+returns boolean
+language sql
+as $$
+    with updated as (
+        update order_items
+           set print_interior_path = p_interior_path,
+               print_interior_url = p_interior_url,
+               print_cover_path = p_cover_path,
+               print_cover_url = p_cover_url,
+               print_upscaled = p_upscaled,
+               print_source_ppi = p_source_ppi,
                updated_at = now()
          where id = p_item
            and claimed_by = p_worker

@@ -14,10 +14,10 @@ import hashlib
 from functools import partial
 from pathlib import Path
 
-from processors.ports import BlobStorage, ObjectNotFound
 from monitor.storage.local import LocalStorage
 from monitor.storage.paths import validate_key
 from processors.layout import canonical_uuid
+from processors.ports import BlobStorage, ObjectNotFound
 
 _DIGEST_SIZE = hashlib.sha256().digest_size
 

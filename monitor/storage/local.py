@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 from urllib.parse import quote
 
-from processors.ports import ObjectNotFound, StorageUnavailable
 from monitor.storage.paths import object_path, validate_key
 from processors.files import write_atomically
 from processors.layout import InvalidPath, redacted
+from processors.ports import ObjectNotFound, StorageUnavailable
 
 #: Objects are meant to be served (``base_url``), so they are world-readable like any upload.
 _FILE_MODE = 0o644

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import httpx
 from storage3.exceptions import StorageApiError
-from supabase import AsyncClient
 
-from processors.ports import ObjectNotFound, StorageUnavailable
 from monitor.storage.paths import object_path, validate_key
-from processors.layout import redacted
 from processors.errors import TerminalError
+from processors.layout import redacted
+from processors.ports import ObjectNotFound, StorageUnavailable
+from supabase import AsyncClient
 
 _RETRYABLE_STATUSES = frozenset({408, 423, 429})
 #: Storage answers a missing bucket with a 404 too; that is a misconfiguration, not a missing input.

@@ -25,8 +25,15 @@ from processors.contract import ItemContext, Row
 # The connector's errors and outage helper are part of this module's API: callers of the store
 # catch them without knowing which port raised them.
 __all__ = [
-    "SCHEMA_NOT_MIGRATED", "FailOutcome", "LeaseState", "OrderStore", "RetryOutcome",
-    "RoundTripObserver", "SchemaNotMigrated", "StoreUnavailable", "through_outages",
+    "SCHEMA_NOT_MIGRATED",
+    "FailOutcome",
+    "LeaseState",
+    "OrderStore",
+    "RetryOutcome",
+    "RoundTripObserver",
+    "SchemaNotMigrated",
+    "StoreUnavailable",
+    "through_outages",
 ]
 
 
@@ -117,31 +124,59 @@ class OrderStore(Connector):
             "p_model": model,
         }
         if verdict is not None or needs_review:
-            return bool(await self._call("checkpoint_order_item_page_with_verdict", {
-                **params, "p_usage": usage, "p_verdict": verdict, "p_needs_review": needs_review,
-            }))
+            return bool(
+                await self._call(
+                    "checkpoint_order_item_page_with_verdict",
+                    {
+                        **params,
+                        "p_usage": usage,
+                        "p_verdict": verdict,
+                        "p_needs_review": needs_review,
+                    },
+                )
+            )
         if usage is None:
             return bool(await self._call("checkpoint_order_item_page", params))
-        return bool(await self._call("checkpoint_order_item_page_with_usage",
-                                    {**params, "p_usage": usage}))
+        return bool(
+            await self._call("checkpoint_order_item_page_with_usage", {**params, "p_usage": usage})
+        )
 
     async def set_print_files(
-        self, item_id: str, worker: str, *, interior_path: str, interior_url: str,
-        cover_path: str, cover_url: str, upscaled: bool, source_ppi: float | None,
+        self,
+        item_id: str,
+        worker: str,
+        *,
+        interior_path: str,
+        interior_url: str,
+        cover_path: str,
+        cover_url: str,
+        upscaled: bool,
+        source_ppi: float | None,
     ) -> bool:
         """The print PDFs of a finished book, written just before ``complete``; fenced."""
-        return bool(await self._call("set_order_item_print_files", {
-            "p_item": item_id, "p_worker": worker,
-            "p_interior_path": interior_path, "p_interior_url": interior_url,
-            "p_cover_path": cover_path, "p_cover_url": cover_url,
-            "p_upscaled": upscaled, "p_source_ppi": source_ppi,
-        }))
+        return bool(
+            await self._call(
+                "set_order_item_print_files",
+                {
+                    "p_item": item_id,
+                    "p_worker": worker,
+                    "p_interior_path": interior_path,
+                    "p_interior_url": interior_url,
+                    "p_cover_path": cover_path,
+                    "p_cover_url": cover_url,
+                    "p_upscaled": upscaled,
+                    "p_source_ppi": source_ppi,
+                },
+            )
+        )
 
     async def record_usage(self, item_id: str, worker: str, usage: dict[str, Any]) -> bool:
         """Write the item's AI usage so far (before a fail or release), fenced by the lease."""
-        return bool(await self._call(
-            "record_order_item_usage", {"p_item": item_id, "p_worker": worker, "p_usage": usage}
-        ))
+        return bool(
+            await self._call(
+                "record_order_item_usage", {"p_item": item_id, "p_worker": worker, "p_usage": usage}
+            )
+        )
 
     async def complete(
         self,
@@ -217,9 +252,7 @@ class OrderStore(Connector):
         return int(await self._call("expire_leases_of", {"p_worker": worker}))
 
     async def release(self, item_id: str, worker: str) -> bool:
-        return bool(
-            await self._call("release_order_item", {"p_item": item_id, "p_worker": worker})
-        )
+        return bool(await self._call("release_order_item", {"p_item": item_id, "p_worker": worker}))
 
     async def load_context(self, item_id: str, worker: str) -> ItemContext | None:
         data = await self._call("load_order_item_context", {"p_item": item_id, "p_worker": worker})
@@ -268,16 +301,31 @@ class OrderStore(Connector):
         """Add a catalog entry (or replace an existing id's pages); returns the book id."""
         return await self._call("import_book", {"p_book": book, "p_pages": pages})
 
-    async def set_book_layout(self, book_id: str, *, bleed_in: float | None, ppi: int | None,
-                              pages: list[Row]) -> bool:
+    async def set_book_layout(
+        self, book_id: str, *, bleed_in: float | None, ppi: int | None, pages: list[Row]
+    ) -> bool:
         """A book's print profile and text boxes (migrations/014), after ``import_book``."""
-        return bool(await self._call("set_book_layout", {
-            "p_book": book_id, "p_bleed_in": bleed_in, "p_ppi": ppi, "p_pages": pages,
-        }))
+        return bool(
+            await self._call(
+                "set_book_layout",
+                {
+                    "p_book": book_id,
+                    "p_bleed_in": bleed_in,
+                    "p_ppi": ppi,
+                    "p_pages": pages,
+                },
+            )
+        )
 
     async def create_paid_order_item(
-        self, book_id: str, *, child_name: str, child_age: int | None, child_gender: str | None,
-        child_photo_path: str, user_id: str | None = None,
+        self,
+        book_id: str,
+        *,
+        child_name: str,
+        child_age: int | None,
+        child_gender: str | None,
+        child_photo_path: str,
+        user_id: str | None = None,
     ) -> str:
         """A paid order with one item, as the app creates it (demo and benchmarks)."""
         return await self._call(
@@ -316,8 +364,9 @@ class OrderStore(Connector):
         """Counts by state, in flight, waiting and since when, failures of the last 24 h by code."""
         return await self._call("ops_queue_status", {})
 
-    async def list_items(self, *, status: str | None, since: str | None,
-                         error_code: str | None, limit: int) -> list[Row]:
+    async def list_items(
+        self, *, status: str | None, since: str | None, error_code: str | None, limit: int
+    ) -> list[Row]:
         """Items, newest change first; ``since`` is an ISO 8601 timestamp. No personal data."""
         return await self._call(
             "ops_list_order_items",
@@ -350,7 +399,13 @@ class OrderStore(Connector):
         )
 
     async def refresh_urls(
-        self, item_id: str, *, pdf_path: str, pdf_url: str, cover_path: str, cover_url: str,
+        self,
+        item_id: str,
+        *,
+        pdf_path: str,
+        pdf_url: str,
+        cover_path: str,
+        cover_url: str,
         urls_expire_at: datetime | None,
     ) -> bool:
         """Store freshly signed URLs; false when the item is no longer completed with these
@@ -369,35 +424,65 @@ class OrderStore(Connector):
             )
         )
 
-
     # ------------------------------------------------------------------ parent email (outbox)
 
-    async def claim_emails(self, worker: str, limit: int, *, lease_seconds: int,
-                           max_attempts: int, max_age_seconds: int) -> list[Row]:
+    async def claim_emails(
+        self,
+        worker: str,
+        limit: int,
+        *,
+        lease_seconds: int,
+        max_attempts: int,
+        max_age_seconds: int,
+    ) -> list[Row]:
         """Due emails of migrations/015_parent_email.sql, claimed for ``lease_seconds``; rows
         with ``skipped`` set were closed without sending (no address, too old, crashed)."""
         return await self._call(
             "claim_notification_emails",
-            {"p_worker": worker, "p_limit": limit, "p_lease_seconds": lease_seconds,
-             "p_max_attempts": max_attempts, "p_max_age_seconds": max_age_seconds},
+            {
+                "p_worker": worker,
+                "p_limit": limit,
+                "p_lease_seconds": lease_seconds,
+                "p_max_attempts": max_attempts,
+                "p_max_age_seconds": max_age_seconds,
+            },
             returns_set=True,
         )
 
     async def mark_email_sent(self, notification_id: str, worker: str) -> bool:
-        return bool(await self._call("mark_notification_email_sent",
-                                     {"p_notification": notification_id, "p_worker": worker}))
+        return bool(
+            await self._call(
+                "mark_notification_email_sent",
+                {"p_notification": notification_id, "p_worker": worker},
+            )
+        )
 
-    async def mark_email_failed(self, notification_id: str, worker: str, *, error: str,
-                                retry: bool, max_attempts: int, backoff_base_seconds: float,
-                                backoff_max_seconds: float) -> str:
+    async def mark_email_failed(
+        self,
+        notification_id: str,
+        worker: str,
+        *,
+        error: str,
+        retry: bool,
+        max_attempts: int,
+        backoff_base_seconds: float,
+        backoff_max_seconds: float,
+    ) -> str:
         """``retry``, ``gave_up`` or ``lost``."""
-        return str(await self._call(
-            "mark_notification_email_failed",
-            {"p_notification": notification_id, "p_worker": worker, "p_error": error,
-             "p_retry": retry, "p_max_attempts": max_attempts,
-             "p_backoff_base_seconds": backoff_base_seconds,
-             "p_backoff_max_seconds": backoff_max_seconds},
-        ))
+        return str(
+            await self._call(
+                "mark_notification_email_failed",
+                {
+                    "p_notification": notification_id,
+                    "p_worker": worker,
+                    "p_error": error,
+                    "p_retry": retry,
+                    "p_max_attempts": max_attempts,
+                    "p_backoff_base_seconds": backoff_base_seconds,
+                    "p_backoff_max_seconds": backoff_max_seconds,
+                },
+            )
+        )
 
 
 def _timestamp(value: datetime | None) -> str | None:

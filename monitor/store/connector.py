@@ -43,17 +43,25 @@ class SchemaNotMigrated(StoreUnavailable):
 RoundTripObserver = Callable[[StoreUnavailable | None], None]
 
 
-async def through_outages(call: Callable[[], Awaitable[T]], *, stop: stop_base,
-                          first_wait: float = 0.25, max_wait: float = 8.0) -> T:
+async def through_outages(
+    call: Callable[[], Awaitable[T]],
+    *,
+    stop: stop_base,
+    first_wait: float = 0.25,
+    max_wait: float = 8.0,
+) -> T:
     """``call()``, tried again with backoff while the database is unavailable, until ``stop``.
 
     A write that waits out a restart of the database keeps the work it records; failing at the
     first refused connection would throw away paid image calls whose results are already stored.
     Once ``stop`` says enough, the last :class:`StoreUnavailable` is raised.
     """
-    async for attempt in AsyncRetrying(retry=retry_if_exception_type(StoreUnavailable), stop=stop,
-                                       wait=wait_exponential(multiplier=first_wait, max=max_wait),
-                                       reraise=True):
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(StoreUnavailable),
+        stop=stop,
+        wait=wait_exponential(multiplier=first_wait, max=max_wait),
+        reraise=True,
+    ):
         with attempt:
             return await call()
     raise AssertionError("unreachable: tenacity either returns or re-raises")
@@ -74,7 +82,9 @@ class Connector(abc.ABC):
         Raises StoreUnavailable when the database does not answer, SchemaNotMigrated when it
         lacks the function."""
 
-    async def _call(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
+    async def _call(
+        self, function: str, params: dict[str, Any], *, returns_set: bool = False
+    ) -> Any:
         """:meth:`rpc`, with its outcome told to :attr:`observer`: every named operation goes
         through here, so /health sees each round trip."""
         try:

@@ -7,7 +7,8 @@ cannot carry LISTEN: the daemon then falls back to polling.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -22,7 +23,9 @@ NOTIFY_CHANNEL = "order_items_ready"
 class PostgresStore(OrderStore):
     supports_listen = True
 
-    def __init__(self, dsn: str, *, max_connections: int = 10, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str, *, max_connections: int = 10, connect_timeout: float = 5.0
+    ) -> None:
         self._dsn = dsn
         self._connect_timeout = connect_timeout
         self._pool = AsyncConnectionPool(
@@ -66,7 +69,9 @@ class PostgresStore(OrderStore):
                 cursor = await conn.execute(query, values)
                 row = await cursor.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"database unavailable during {function}: {type(exc).__name__}") from exc
+            raise StoreUnavailable(
+                f"database unavailable during {function}: {type(exc).__name__}"
+            ) from exc
         except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
             # SQLSTATE 42883 / 42P01: the migrations (or the newest of them) are not applied.
             raise SchemaNotMigrated(f"{function}: {type(exc).__name__}") from exc

@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 from postgrest import APIError
-from supabase import AsyncClient
 
 from monitor.store.base import OrderStore, SchemaNotMigrated, StoreUnavailable
 from monitor.supabase_client import create_supabase_client
+from supabase import AsyncClient
 
 #: SQLSTATE classes of conditions that pass: connection exceptions, transaction rollbacks
 #: (serialization failures, deadlocks), insufficient resources, operator intervention (shutdown,
@@ -65,9 +65,7 @@ class SupabaseStore(OrderStore):
         if self._http_client is not None:
             await self._http_client.aclose()
 
-    async def rpc(
-        self, function: str, params: dict[str, Any], *, returns_set: bool = False
-    ) -> Any:
+    async def rpc(self, function: str, params: dict[str, Any], *, returns_set: bool = False) -> Any:
         # PostgREST shapes the JSON from the function's declared return type (an array for
         # ``setof``), so ``returns_set`` needs no handling here.
         try:

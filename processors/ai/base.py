@@ -51,7 +51,7 @@ class Usage:
     cost_usd: float | None = None
     by_model: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         for name in USAGE_COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.cost_usd is not None:
@@ -74,7 +74,7 @@ class Usage:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Usage":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
         """What ``as_dict`` wrote (an item's ``ai_usage``); unknown keys are ignored."""
         data = data or {}
         by_model = data.get("by_model")
@@ -84,8 +84,11 @@ class Usage:
         return cls(
             **{name: int(data.get(name) or 0) for name in USAGE_COUNTS},
             cost_usd=float(cost) if cost is not None else None,
-            by_model={str(m): {str(k): int(v) for k, v in c.items()}
-                      for m, c in by_model.items() if isinstance(c, dict)},
+            by_model={
+                str(m): {str(k): int(v) for k, v in c.items()}
+                for m, c in by_model.items()
+                if isinstance(c, dict)
+            },
         )
 
 
@@ -195,7 +198,11 @@ class ImageAI(Protocol):
         """
 
     async def analyze(
-        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
+        self,
+        *,
+        prompt: str,
+        images: list[ImagePart],
+        schema: type[ModelT],
         usage: Usage | None = None,
     ) -> Analysis[ModelT]:
         """Ask the analysis model for JSON matching ``schema``; validated, never silently None.
@@ -203,7 +210,9 @@ class ImageAI(Protocol):
         Every answered call is added to ``usage`` as it arrives, even when it then fails.
         """
 
-    async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
+    async def generate_image(
+        self, request: EditRequest, usage: Usage | None = None
+    ) -> GeneratedImage:
         """Draw one personalized illustration (``usage`` as for ``analyze``)."""
 
     async def aclose(self) -> None:

@@ -58,7 +58,6 @@ from pydantic import ValidationError
 
 from processors.ai import models as catalog
 from processors.ai.base import (
-    ModelT,
     AIBadResponse,
     AIConfigError,
     AIRecitation,
@@ -68,12 +67,12 @@ from processors.ai.base import (
     EditRequest,
     GeneratedImage,
     ImagePart,
+    ModelT,
     NoUsableModel,
     Usage,
     ratio_of,
 )
 from processors.errors import OrderError, TerminalError
-
 
 _BLOCKING_FINISH_REASONS = frozenset(
     {
@@ -177,17 +176,23 @@ class GeminiAI:
         if self._analysis_model in self._missing:
             raise NoUsableModel(warnings[0])
         if all(model in self._missing for model in self._image_models):
-            raise NoUsableModel("no configured Gemini image model is available: "
-                                + "; ".join(warnings))
+            raise NoUsableModel(
+                "no configured Gemini image model is available: " + "; ".join(warnings)
+            )
         return warnings
 
     async def analyze(
-        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
+        self,
+        *,
+        prompt: str,
+        images: list[ImagePart],
+        schema: type[ModelT],
         usage: Usage | None = None,
     ) -> Analysis[ModelT]:
         """Ask for JSON matching ``schema``; parts are the prompt text, then ``images`` in order."""
         config = types.GenerateContentConfig(
-            response_mime_type="application/json", response_schema=schema,
+            response_mime_type="application/json",
+            response_schema=schema,
             automatic_function_calling=_NO_AFC,
         )
         parts = [types.Part.from_text(text=prompt), *map(_image_part, images)]
@@ -199,7 +204,9 @@ class GeminiAI:
         value = _parsed(response, candidate, schema, model)
         return Analysis(value=value, model=model, usage=_usage(response, model, images=0))
 
-    async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
+    async def generate_image(
+        self, request: EditRequest, usage: Usage | None = None
+    ) -> GeneratedImage:
         """Draw one illustration.
 
         The parts go in this order, which the prompts refer to: the prompt text, the original
@@ -270,11 +277,19 @@ class GeminiAI:
                     raise failure from None
                 if err.code == 404:
                     self._missing.add(model)
-                    logger.warning("Gemini model {} answered 404 NOT_FOUND; skipping it from now "
-                                   "on", model, model_name=model)
+                    logger.warning(
+                        "Gemini model {} answered 404 NOT_FOUND; skipping it from now on",
+                        model,
+                        model_name=model,
+                    )
                 else:
-                    logger.warning("Gemini model {} cannot serve: {} {}", model, err.code,
-                                   err.status, model_name=model)
+                    logger.warning(
+                        "Gemini model {} cannot serve: {} {}",
+                        model,
+                        err.code,
+                        err.status,
+                        model_name=model,
+                    )
                 continue
             usage.add(_usage(response, model, images=int(images and _has_image(response))))
             return model, response
@@ -344,8 +359,10 @@ def _accepted_candidate(response: types.GenerateContentResponse, model: str) -> 
     if reason in _RECITATION_FINISH_REASONS:
         raise AIRecitation(f"{model}: finishReason {reason}")
     if reason in _ACCOUNT_FINISH_REASONS:
-        raise AIConfigError(f"{model}: finishReason {reason}: the Gemini account is limited or "
-                            "disabled (Prohibited Use Policy); see Google AI Studio")
+        raise AIConfigError(
+            f"{model}: finishReason {reason}: the Gemini account is limited or "
+            "disabled (Prohibited Use Policy); see Google AI Studio"
+        )
     return candidate
 
 
@@ -424,7 +441,8 @@ def _usage(response: types.GenerateContentResponse, model: str, *, images: int) 
         images=images,
         input_tokens=(meta.prompt_token_count or 0) if meta else 0,
         output_tokens=((meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0))
-        if meta else 0,
+        if meta
+        else 0,
     )
     return usage
 

@@ -30,7 +30,7 @@ import tenacity
 from loguru import logger
 
 from processors.ai.base import (
-    ModelT,
+    USAGE_COUNTS,
     AIBadResponse,
     AIConfigError,
     Analysis,
@@ -38,7 +38,7 @@ from processors.ai.base import (
     GeneratedImage,
     ImageAI,
     ImagePart,
-    USAGE_COUNTS,
+    ModelT,
     Usage,
 )
 from processors.ai.pricing import PriceTable
@@ -132,17 +132,24 @@ class LimitedAI:
         return await self._inner.check_models()
 
     async def analyze(
-        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
+        self,
+        *,
+        prompt: str,
+        images: list[ImagePart],
+        schema: type[ModelT],
         usage: Usage | None = None,
     ) -> Analysis[ModelT]:
         return await self._run(
             "analyze",
-            lambda sink: self._inner.analyze(prompt=prompt, images=images, schema=schema,
-                                             usage=sink),
+            lambda sink: self._inner.analyze(
+                prompt=prompt, images=images, schema=schema, usage=sink
+            ),
             usage,
         )
 
-    async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
+    async def generate_image(
+        self, request: EditRequest, usage: Usage | None = None
+    ) -> GeneratedImage:
         return await self._run(
             "generate_image", lambda sink: self._inner.generate_image(request, sink), usage
         )
@@ -150,8 +157,9 @@ class LimitedAI:
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-    async def _run(self, kind: str, call: Callable[[Usage], Awaitable[ResultT]],
-                   usage: Usage | None) -> ResultT:
+    async def _run(
+        self, kind: str, call: Callable[[Usage], Awaitable[ResultT]], usage: Usage | None
+    ) -> ResultT:
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(_worth_retrying),
             stop=self._stop,
@@ -162,8 +170,9 @@ class LimitedAI:
         )
         return await retrying(self._attempt, kind, call, usage)
 
-    async def _attempt(self, kind: str, call: Callable[[Usage], Awaitable[ResultT]],
-                       usage: Usage | None) -> ResultT:
+    async def _attempt(
+        self, kind: str, call: Callable[[Usage], Awaitable[ResultT]], usage: Usage | None
+    ) -> ResultT:
         async with self._slots:
             if kind in self._pacers:
                 await self._pacers[kind].wait_turn()
@@ -213,7 +222,8 @@ class LimitedAI:
         too_long = retry_after is not None and retry_after > self._backoff_max
         bad_analysis = (
             isinstance(_exception(state), AIBadResponse)
-            and bool(state.args) and state.args[0] == "analyze"
+            and bool(state.args)
+            and state.args[0] == "analyze"
             and state.attempt_number > ANALYSIS_BAD_RESPONSE_RETRIES
         )
         return too_long or bad_analysis or state.attempt_number > self._max_retries
@@ -223,8 +233,11 @@ class LimitedAI:
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         # item_id and page come from the caller's logger.contextualize.
         logger.warning(
-            "AI call failed; retrying in {:.1f}s: {}", wait, getattr(err, "detail", None) or err,
-            kind=state.args[0] if state.args else None, attempt=state.attempt_number,
+            "AI call failed; retrying in {:.1f}s: {}",
+            wait,
+            getattr(err, "detail", None) or err,
+            kind=state.args[0] if state.args else None,
+            attempt=state.attempt_number,
             error_code=_outcome(err),
         )
         if self._on_retry is not None:

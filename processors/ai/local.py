@@ -31,7 +31,6 @@ from processors.errors import TerminalError
 from processors.qa import QualityVerdict
 from processors.text_layer import FONT_FILE
 
-
 MODEL = "local-compositor"
 UNKNOWN = "unknown (offline analysis)"
 DEFAULT_BOX = (0.64, 0.64, 0.32, 0.32)
@@ -55,7 +54,11 @@ class LocalAI:
         return []
 
     async def analyze(
-        self, *, prompt: str, images: list[ImagePart], schema: type[ModelT],
+        self,
+        *,
+        prompt: str,
+        images: list[ImagePart],
+        schema: type[ModelT],
         usage: Usage | None = None,
     ) -> Analysis[ModelT]:
         if schema is QualityVerdict:
@@ -73,7 +76,9 @@ class LocalAI:
             usage.add(spent)
         return Analysis(value=schema.model_validate(fields), model=MODEL, usage=spent)
 
-    async def generate_image(self, request: EditRequest, usage: Usage | None = None) -> GeneratedImage:
+    async def generate_image(
+        self, request: EditRequest, usage: Usage | None = None
+    ) -> GeneratedImage:
         data = await asyncio.to_thread(_compose, request)
         spent = Usage()
         spent.add_call(MODEL, calls=1, images=1)

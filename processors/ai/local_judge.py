@@ -7,15 +7,15 @@ identity?] it checks, deterministically:
   ``_MIN_CHANGED`` of the picture (the compositor pasted something in), and is not blank;
 - ``scene_kept``: at most ``_MAX_CHANGED`` of the picture changed (the rest is the original);
 - ``likeness_score``: 10 x the share of the photo's main colours found among the changed
-  pixels (``_likeness``): the pasted portrait is the photo, so a high score means the photo really is
-  in the picture, a low one that something else is;
+  pixels (``_likeness``): the pasted portrait is the photo, so a high score means the photo
+  really is in the picture, a low one that something else is;
 - ``hero_count``, ``extra_limbs_or_faces``, ``text_garbled``: ``None``, not checked (it cannot
   see faces or read text), which decides nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image, ImageChops, ImageStat
 
@@ -35,12 +35,19 @@ def judge_fields(images: list[Image.Image]) -> dict[str, Any]:
     original, result, photo = (_small(img) for img in images[:3])
     if result.size != original.size:
         result = result.resize(original.size)
-    changed = ImageChops.difference(original, result).convert("L").point(
-        lambda v: 255 if v > _DIFF_LEVEL else 0)
+    changed = (
+        ImageChops.difference(original, result)
+        .convert("L")
+        .point(lambda v: 255 if v > _DIFF_LEVEL else 0)
+    )
     share = sum(1 for v in changed.get_flattened_data() if v) / (changed.width * changed.height)
     blank = max(ImageStat.Stat(result).stddev) < _BLANK_STDDEV
-    likeness = _likeness([p for p, c in zip(result.get_flattened_data(), changed.get_flattened_data()) if c],
-                         _histogram(list(photo.get_flattened_data())))
+    # RGB images: every pixel is an (r, g, b) tuple.
+    pixels = cast("list[tuple[int, int, int]]", list(result.get_flattened_data()))
+    photo_pixels = cast("list[tuple[int, int, int]]", list(photo.get_flattened_data()))
+    likeness = _likeness(
+        [p for p, c in zip(pixels, changed.get_flattened_data()) if c], _histogram(photo_pixels)
+    )
     return {
         "hero_present": share >= _MIN_CHANGED and not blank,
         "likeness_score": round(likeness, 1),
@@ -82,6 +89,3 @@ def _histogram(pixels: list[tuple[int, int, int]]) -> list[float]:
         counts[_bin(pixel)] += 1
     total = sum(counts) or 1
     return [c / total for c in counts]
-
-
-

@@ -50,12 +50,29 @@ CATALOG: dict[str, ModelInfo] = {
         # Shut down: named at start with their replacement.
         ModelInfo("gemini-2.5-flash", "analysis", retired=True, replacement="gemini-3.5-flash"),
         ModelInfo("gemini-2.5-pro", "analysis", retired=True, replacement="gemini-3.5-flash"),
-        ModelInfo("gemini-2.5-flash-image", "image", _TEN_RATIOS, retired=True,
-                  replacement="gemini-3.1-flash-image"),
-        ModelInfo("gemini-3-pro-image-preview", "image", _TEN_RATIOS, ("1K", "2K", "4K"),
-                  retired=True, replacement="gemini-3-pro-image"),
-        ModelInfo("gemini-3.1-flash-image-preview", "image", _FOURTEEN_RATIOS,
-                  ("1K", "2K", "4K"), retired=True, replacement="gemini-3.1-flash-image"),
+        ModelInfo(
+            "gemini-2.5-flash-image",
+            "image",
+            _TEN_RATIOS,
+            retired=True,
+            replacement="gemini-3.1-flash-image",
+        ),
+        ModelInfo(
+            "gemini-3-pro-image-preview",
+            "image",
+            _TEN_RATIOS,
+            ("1K", "2K", "4K"),
+            retired=True,
+            replacement="gemini-3-pro-image",
+        ),
+        ModelInfo(
+            "gemini-3.1-flash-image-preview",
+            "image",
+            _FOURTEEN_RATIOS,
+            ("1K", "2K", "4K"),
+            retired=True,
+            replacement="gemini-3.1-flash-image",
+        ),
     )
 }
 
@@ -104,5 +121,7 @@ def retired_message(model: str, role: str) -> str | None:
     entry = CATALOG.get(model)
     if entry is None or not entry.retired:
         return None
-    return (f"Gemini {role} model {model!r} has been shut down by Google; "
-            f"use {entry.replacement!r} instead")
+    return (
+        f"Gemini {role} model {model!r} has been shut down by Google; "
+        f"use {entry.replacement!r} instead"
+    )

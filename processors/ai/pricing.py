@@ -30,8 +30,10 @@ class ModelPrice:
     output_per_million: float
 
     def cost(self, usage: Usage) -> float:
-        return (usage.input_tokens * self.input_per_million
-                + usage.output_tokens * self.output_per_million) / 1_000_000
+        return (
+            usage.input_tokens * self.input_per_million
+            + usage.output_tokens * self.output_per_million
+        ) / 1_000_000
 
 
 class PriceTable:
@@ -78,7 +80,8 @@ def _entry(path: Path, name: str, entry: Any) -> ModelPrice | None:
     except (KeyError, TypeError, ValueError) as exc:
         raise PriceTableError(
             f"price table {path}: {name} needs input_per_million and output_per_million "
-            f"(USD per 1M tokens) or null") from exc
+            f"(USD per 1M tokens) or null"
+        ) from exc
     if price.input_per_million < 0 or price.output_per_million < 0:
         raise PriceTableError(f"price table {path}: {name} has a negative price")
     return price

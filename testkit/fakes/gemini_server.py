@@ -76,10 +76,15 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "gemini-2.5-flash-image": ModelSpec(TEN_RATIOS, frozenset()),
 }
 # Shut down per the deprecations page: 404 on models.get and generateContent.
-RETIRED_MODELS = frozenset({
-    "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-image",
-    "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview",
-})
+RETIRED_MODELS = frozenset(
+    {
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash-image",
+        "gemini-3-pro-image-preview",
+        "gemini-3.1-flash-image-preview",
+    }
+)
 _REPLY_LONG_SIDE = 256
 _RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 _ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -148,7 +153,8 @@ class RecordedRequest:
 
     @property
     def schema_kind(self) -> str | None:
-        """The analysis kind, ``cover``, ``child`` or ``judge``, told by the responseSchema's properties."""
+        """The analysis kind, ``cover``, ``child`` or ``judge``, told by the responseSchema's
+        properties."""
         properties = self.generation_config.get("responseSchema", {}).get("properties", {})
         if "face_count" in properties:
             return "child"
@@ -203,8 +209,11 @@ class FakeGemini(LocalServer):
     def answered(self, requests: list[RecordedRequest] | None = None) -> list[RecordedRequest]:
         """generateContent requests answered 200: the calls Google bills (pricing page: errors
         are not charged, https://ai.google.dev/gemini-api/docs/pricing)."""
-        return [r for r in (self.requests if requests is None else requests)
-                if r.action == "generateContent" and r.status == 200]
+        return [
+            r
+            for r in (self.requests if requests is None else requests)
+            if r.action == "generateContent" and r.status == 200
+        ]
 
     def generate_requests(self, model: str | None = None) -> list[RecordedRequest]:
         return [
@@ -311,7 +320,9 @@ class FakeGemini(LocalServer):
         ratio = image_config.get("aspectRatio")
         if ratio is not None and ratio not in spec.ratios:
             return error_response(
-                400, "INVALID_ARGUMENT", f"Aspect ratio {ratio} is not supported by {request.model}."
+                400,
+                "INVALID_ARGUMENT",
+                f"Aspect ratio {ratio} is not supported by {request.model}.",
             )
         size = image_config.get("imageSize")
         if size is not None and size not in spec.sizes:

@@ -102,9 +102,7 @@ select p.proname as name,
 #: "Calling with POST"), read with ``json_to_recordset`` into ``pgrst_args`` (callPlanToQuery in
 #: src/PostgREST/Query/QueryBuilder.hs), so a value the type refuses fails in the database with
 #: that type's SQLSTATE. ``type`` comes from ``format_type()``, quoted by Postgres.
-_ARGUMENT = sql.SQL(
-    "{name} => (select a.{name} from jsonb_to_record({args}) as a({name} {type}))"
-)
+_ARGUMENT = sql.SQL("{name} => (select a.{name} from jsonb_to_record({args}) as a({name} {type}))")
 
 
 @dataclass(frozen=True)
@@ -201,6 +199,7 @@ class FakePostgrestServer(LocalServer):
     def token(self, role: str, **claims: Any) -> str:
         """An HS256 JWT signed with the project's secret, as Supabase Auth issues them and as the
         project's API keys are (``{"role": ..., "iss": "supabase"}``)."""
+
         def part(data: dict[str, Any]) -> str:
             return _b64url(json.dumps(data, separators=(",", ":")).encode())
 
@@ -294,7 +293,10 @@ class FakePostgrestServer(LocalServer):
             return _database_error(exc)
 
     async def _call(
-        self, conn: psycopg.AsyncConnection[Any], function: str, args: dict[str, Any],
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        function: str,
+        args: dict[str, Any],
         settings: dict[str, str],
     ) -> web.Response:
         cursor = conn.cursor(row_factory=class_row(_Function))

@@ -37,8 +37,11 @@ def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined."""
     text = re.sub(r"\\\n\s*", " ", (DEPLOY / "Dockerfile").read_text(encoding="utf-8"))
     lines = [line.strip() for line in text.splitlines()]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1])
-            for line in lines if line and not line.startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
 
 
 def instructions(name: str) -> list[str]:
@@ -61,8 +64,10 @@ def console_script(argv: list[str]) -> list[str]:
     """``book-monitor ...`` as this checkout runs it: the [project.scripts] target, via python."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, function = scripts[argv[0]].partition(":")
-    code = (f"import sys; sys.argv[0] = {argv[0]!r}; from {module} import {function}; "
-            f"raise SystemExit({function}())")
+    code = (
+        f"import sys; sys.argv[0] = {argv[0]!r}; from {module} import {function}; "
+        f"raise SystemExit({function}())"
+    )
     return [sys.executable, "-c", code, *argv[1:]]
 
 
@@ -96,8 +101,10 @@ def test_entrypoint_and_healthcheck_are_exec_form() -> None:
     health = instructions("HEALTHCHECK")[-1]
     probe = json.loads(health.split(" CMD ", 1)[1])
     assert probe == ["python", "/app/healthcheck.py"]
-    assert any(shlex.split(c)[-1] == "/app/healthcheck.py" and "healthcheck.py" in c
-               for c in instructions("COPY"))
+    assert any(
+        shlex.split(c)[-1] == "/app/healthcheck.py" and "healthcheck.py" in c
+        for c in instructions("COPY")
+    )
 
 
 def test_compose_runs_migrate_then_the_daemon_with_a_long_enough_stop() -> None:
@@ -112,35 +119,51 @@ def test_compose_runs_migrate_then_the_daemon_with_a_long_enough_stop() -> None:
     postgres = services["postgres"]["environment"]
     assert daemon["environment"]["DATABASE_URL"] == (
         f"postgresql://{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}"
-        f"@postgres:5432/{postgres['POSTGRES_DB']}")
+        f"@postgres:5432/{postgres['POSTGRES_DB']}"
+    )
     assert daemon["ports"] == ["5000:5000"]  # the daemon's default PORT
 
 
 def service_env(name: str, database_url: str, tmp_path: Path, port: int) -> dict[str, str]:
     """The service's environment with the compose host names swapped for this machine's."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))
+    }
     env.update({k: str(v) for k, v in compose()["services"][name]["environment"].items()})
-    env.update({"DATABASE_URL": database_url, "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
-                "CACHE_DIR": str(tmp_path / "cache"), "HOST": "127.0.0.1", "PORT": str(port),
-                "PYTHONPATH": str(ROOT)})
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     return env
 
 
 def probe(port: int, tmp_path: Path) -> int:
     """The image's HEALTHCHECK command, with the checkout's healthcheck.py for /app's."""
     argv = json.loads(instructions("HEALTHCHECK")[-1].split(" CMD ", 1)[1])
-    argv = [sys.executable if argv[0] == "python" else argv[0],
-            *[str(ROOT / "healthcheck.py") if a == "/app/healthcheck.py" else a for a in argv[1:]]]
-    return subprocess.run(argv, cwd=tmp_path, env={"PORT": str(port)}, capture_output=True,
-                          timeout=30).returncode
+    argv = [
+        sys.executable if argv[0] == "python" else argv[0],
+        *[str(ROOT / "healthcheck.py") if a == "/app/healthcheck.py" else a for a in argv[1:]],
+    ]
+    return subprocess.run(
+        argv, cwd=tmp_path, env={"PORT": str(port)}, capture_output=True, timeout=30
+    ).returncode
 
 
-def wait_healthy_then_stop(process: subprocess.Popen[bytes], port: int, tmp_path: Path,
-                           stop_signal: signal.Signals) -> int:
+def wait_healthy_then_stop(
+    process: subprocess.Popen[bytes], port: int, tmp_path: Path, stop_signal: signal.Signals
+) -> int:
     try:
-        eventually_sync(lambda: process.poll() is not None or probe(port, tmp_path) == 0,
-                        timeout=60, what="the daemon to answer its healthcheck")
+        eventually_sync(
+            lambda: process.poll() is not None or probe(port, tmp_path) == 0,
+            timeout=60,
+            what="the daemon to answer its healthcheck",
+        )
         assert process.poll() is None, "the daemon exited before it was healthy"
         process.send_signal(stop_signal)
         return process.wait(timeout=60)
@@ -150,24 +173,33 @@ def wait_healthy_then_stop(process: subprocess.Popen[bytes], port: int, tmp_path
             process.wait()
 
 
-def test_compose_commands_run_through_the_entrypoint(empty_database_url: str,
-                                                     tmp_path: Path) -> None:
+def test_compose_commands_run_through_the_entrypoint(
+    empty_database_url: str, tmp_path: Path
+) -> None:
     entrypoint = json.loads(instructions("ENTRYPOINT")[-1])
     services = compose()["services"]
     port = free_port()
 
-    migrate = subprocess.run(console_script(entrypoint + services["migrate"]["command"]),
-                             cwd=tmp_path, env=service_env("migrate", empty_database_url,
-                                                           tmp_path, port),
-                             capture_output=True, text=True, timeout=120)
+    migrate = subprocess.run(
+        console_script(entrypoint + services["migrate"]["command"]),
+        cwd=tmp_path,
+        env=service_env("migrate", empty_database_url, tmp_path, port),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert migrate.returncode == 0, migrate.stderr
     with psycopg.connect(empty_database_url) as conn:
         assert conn.execute("select count(*) from schema_migrations").fetchone()[0] > 0
 
     log = (tmp_path / "daemon.log").open("wb")
-    daemon = subprocess.Popen(console_script(entrypoint + services["monitor"]["command"]),
-                              cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                              env=service_env("monitor", empty_database_url, tmp_path, port))
+    daemon = subprocess.Popen(
+        console_script(entrypoint + services["monitor"]["command"]),
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=service_env("monitor", empty_database_url, tmp_path, port),
+    )
     assert wait_healthy_then_stop(daemon, port, tmp_path, signal.SIGTERM) == 0
     log.close()
 
@@ -175,15 +207,24 @@ def test_compose_commands_run_through_the_entrypoint(empty_database_url: str,
 def pm2_app() -> dict[str, Any]:
     """The ecosystem file as PM2 evaluates it (it is JavaScript: node runs it)."""
     node = subprocess.run(
-        ["node", "-e", "console.log(JSON.stringify(require(process.argv[1])))",
-         str(DEPLOY / "ecosystem.config.js")], capture_output=True, text=True, check=True)
+        [
+            "node",
+            "-e",
+            "console.log(JSON.stringify(require(process.argv[1])))",
+            str(DEPLOY / "ecosystem.config.js"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     (app,) = json.loads(node.stdout)["apps"]
     return app
 
 
 needs_node = pytest.mark.skipif(
     subprocess.run(["which", "node"], capture_output=True).returncode != 0,
-    reason="node is needed to evaluate the PM2 ecosystem file (apt-get install nodejs)")
+    reason="node is needed to evaluate the PM2 ecosystem file (apt-get install nodejs)",
+)
 
 
 @needs_node
@@ -201,9 +242,13 @@ def test_pm2_app_runs_and_drains_on_sigint(database_url: str, tmp_path: Path) ->
     env = service_env("monitor", database_url, tmp_path, port)
     env.update(app["env"])
     log = (tmp_path / "pm2.log").open("wb")
-    daemon = subprocess.Popen([app["interpreter"], app["script"], "--env-file", os.devnull,
-                               *app["args"]], cwd=app["cwd"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    daemon = subprocess.Popen(
+        [app["interpreter"], app["script"], "--env-file", os.devnull, *app["args"]],
+        cwd=app["cwd"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     # PM2's stop signal is SIGINT (pm2.keymetrics.io/docs/usage/signals-clean-restart/).
     assert wait_healthy_then_stop(daemon, port, tmp_path, signal.SIGINT) == 0
     log.close()

@@ -21,8 +21,8 @@ from monitor.demo_book import TITLE, draw_child_photo
 from monitor.storage.local import LocalStorage
 from monitor.store.postgres import PostgresStore
 from testkit.daemon_process import DaemonProcess
-from tests.support.factories import item_row
 from testkit.fakes.gemini_server import FakeGemini, delayed
+from tests.support.factories import item_row
 from tests.support.waiting import eventually
 
 PAGES = 8
@@ -48,7 +48,11 @@ async def shelf(database_url: str, tmp_path: Path) -> AsyncIterator[Callable[...
         photo = f"uploads/00000000-0000-0000-0000-0000000000aa/{name.lower()}.jpg"
         await storage.upload(photo, draw_child_photo(), "image/jpeg")
         return await store.create_paid_order_item(
-            book_id, child_name=name, child_age=5, child_gender="girl", child_photo_path=photo,
+            book_id,
+            child_name=name,
+            child_age=5,
+            child_gender="girl",
+            child_photo_path=photo,
             user_id="00000000-0000-0000-0000-0000000000aa",
         )
 
@@ -74,8 +78,11 @@ def daemon_env(database_url: str, fake: FakeGemini, tmp_path: Path, **extra: str
 
 
 async def wait_status(db: psycopg.Connection, item: str, status: str, timeout: float = 60) -> None:
-    await eventually(lambda: item_row(db, item)["generation_status"] == status, timeout=timeout,
-                     what=f"{item} to be {status}")
+    await eventually(
+        lambda: item_row(db, item)["generation_status"] == status,
+        timeout=timeout,
+        what=f"{item} to be {status}",
+    )
 
 
 def successful_page_calls(fake: FakeGemini) -> list[int]:
@@ -88,7 +95,10 @@ def successful_page_calls(fake: FakeGemini) -> list[int]:
 
 
 async def test_paid_order_becomes_a_finished_book(
-    fake: FakeGemini, shelf: Callable[..., object], database_url: str, db: psycopg.Connection,
+    fake: FakeGemini,
+    shelf: Callable[..., object],
+    database_url: str,
+    db: psycopg.Connection,
     tmp_path: Path,
 ) -> None:
     item = await shelf()
@@ -108,18 +118,25 @@ async def test_paid_order_becomes_a_finished_book(
 
     pdf = PdfReader(tmp_path / "storage" / row["pdf_path"])
     assert len(pdf.pages) == 1 + PAGES
-    assert all((float(p.mediabox.width), float(p.mediabox.height)) == (612.0, 612.0) for p in pdf.pages)
+    assert all(
+        (float(p.mediabox.width), float(p.mediabox.height)) == (612.0, 612.0) for p in pdf.pages
+    )
     assert pdf.metadata.title == TITLE
     assert (tmp_path / "storage" / row["cover_image_path"]).stat().st_size > 0
 
     kinds = db.execute("select kind from notifications where order_item_id = %s", [item]).fetchall()
     assert kinds == [("book_ready",)]
-    pages = db.execute("select count(*) from order_item_pages where order_item_id = %s", [item]).fetchone()
+    pages = db.execute(
+        "select count(*) from order_item_pages where order_item_id = %s", [item]
+    ).fetchone()
     assert pages == (1 + PAGES,)
 
 
 async def test_the_cover_is_analyzed_once_for_three_orders_of_a_book(
-    fake: FakeGemini, shelf: Callable[..., object], database_url: str, db: psycopg.Connection,
+    fake: FakeGemini,
+    shelf: Callable[..., object],
+    database_url: str,
+    db: psycopg.Connection,
     tmp_path: Path,
 ) -> None:
     items = [await shelf(name) for name in ("Mia", "Noah", "Lea")]
@@ -135,7 +152,10 @@ async def test_the_cover_is_analyzed_once_for_three_orders_of_a_book(
 
 
 async def test_kill_9_mid_book_repeats_no_checkpointed_page(
-    fake: FakeGemini, shelf: Callable[..., object], database_url: str, db: psycopg.Connection,
+    fake: FakeGemini,
+    shelf: Callable[..., object],
+    database_url: str,
+    db: psycopg.Connection,
     tmp_path: Path,
 ) -> None:
     item = await shelf()
@@ -144,9 +164,13 @@ async def test_kill_9_mid_book_repeats_no_checkpointed_page(
     first = DaemonProcess(env, log_file=tmp_path / "first.log")
     await eventually(lambda: item_row(db, item)["pages_done"] >= 3, timeout=60, what="three pages")
     first.kill()
-    checkpointed = {n for (n,) in db.execute(
-        "select page_number from order_item_pages where order_item_id = %s and page_number > 0",
-        [item])}
+    checkpointed = {
+        n
+        for (n,) in db.execute(
+            "select page_number from order_item_pages where order_item_id = %s and page_number > 0",
+            [item],
+        )
+    }
     assert item_row(db, item)["generation_status"] == "processing"
 
     second = DaemonProcess(env, log_file=tmp_path / "second.log")
@@ -159,8 +183,11 @@ async def test_kill_9_mid_book_repeats_no_checkpointed_page(
         assert calls.count(page) == 1, f"page {page} was paid for again after its checkpoint"
     assert sorted(set(calls)) == list(range(1, PAGES + 1))
     # The cover was checkpointed before the kill: the second daemon reused it.
-    cover_calls = [r for r in fake.generate_requests(fake.IMAGE_MODEL)
-                   if r.status == 200 and not PAGE_IN_PROMPT.search(" ".join(r.texts))]
+    cover_calls = [
+        r
+        for r in fake.generate_requests(fake.IMAGE_MODEL)
+        if r.status == 200 and not PAGE_IN_PROMPT.search(" ".join(r.texts))
+    ]
     assert len(cover_calls) == 1
     assert len(PdfReader(tmp_path / "storage" / item_row(db, item)["pdf_path"]).pages) == 1 + PAGES
 
@@ -182,14 +209,20 @@ def pdf_page_sizes(path: Path) -> set[tuple[int, int]]:
     sizes = set()
     for page in PdfReader(path).pages:
         # One picture per page; a page with story text also has its text layer (a form).
-        (xobject,) = [x for x in page["/Resources"]["/XObject"].values()
-                      if x.get_object()["/Subtype"] == "/Image"]
+        (xobject,) = [
+            x
+            for x in page["/Resources"]["/XObject"].values()
+            if x.get_object()["/Subtype"] == "/Image"
+        ]
         sizes.add(Image.open(BytesIO(xobject.get_object()._data)).size)
     return sizes
 
 
 async def test_books_complete_with_the_default_model_settings(
-    fake: FakeGemini, shelf: Callable[..., object], database_url: str, db: psycopg.Connection,
+    fake: FakeGemini,
+    shelf: Callable[..., object],
+    database_url: str,
+    db: psycopg.Connection,
     tmp_path: Path,
 ) -> None:
     items = [await shelf("Mia"), await shelf("Noah")]
@@ -212,7 +245,10 @@ async def test_books_complete_with_the_default_model_settings(
 
 
 async def test_no_usable_model_keeps_the_daemon_up_and_unhealthy_until_it_returns(
-    fake: FakeGemini, shelf: Callable[..., object], database_url: str, db: psycopg.Connection,
+    fake: FakeGemini,
+    shelf: Callable[..., object],
+    database_url: str,
+    db: psycopg.Connection,
     tmp_path: Path,
 ) -> None:
     import httpx
@@ -221,11 +257,18 @@ async def test_no_usable_model_keeps_the_daemon_up_and_unhealthy_until_it_return
     fake.retire(fake.IMAGE_MODEL)
     port = free_port()
     daemon = DaemonProcess(
-        daemon_env(database_url, fake, tmp_path, PORT=str(port), HOST="127.0.0.1",
-                   MODEL_CHECK_RETRY_SECONDS="0.5"),
+        daemon_env(
+            database_url,
+            fake,
+            tmp_path,
+            PORT=str(port),
+            HOST="127.0.0.1",
+            MODEL_CHECK_RETRY_SECONDS="0.5",
+        ),
         log_file=tmp_path / "d.log",
     )
     try:
+
         async def health() -> httpx.Response | None:
             try:
                 async with httpx.AsyncClient() as client:
@@ -236,9 +279,12 @@ async def test_no_usable_model_keeps_the_daemon_up_and_unhealthy_until_it_return
         async def unhealthy() -> bool:
             answer = await health()
             return answer is not None and answer.status_code == 503
+
         await eventually_async(unhealthy, what="/health 503")
         body = (await health()).json()
-        assert any(f"'{fake.IMAGE_MODEL}'" in p and "claiming paused" in p for p in body["problems"])
+        assert any(
+            f"'{fake.IMAGE_MODEL}'" in p and "claiming paused" in p for p in body["problems"]
+        )
         assert body["claiming"] is False
         assert daemon.alive() and item_row(db, item)["generation_status"] == "pending"
 

@@ -90,7 +90,10 @@ def test_child_and_page_are_read_from_the_prompt() -> None:
         return RecordedRequest("v1beta", "m", "generateContent", [RecordedPart(text=text)])
 
     data = '<child_data>\n{"name": "Kid\\u003c7", "age": 5}\n</child_data>'
-    assert faults.child_and_page(request(f"the original illustration of page 12. ...\n{data}")) == ("Kid<7", 12)
+    assert faults.child_and_page(request(f"the original illustration of page 12. ...\n{data}")) == (
+        "Kid<7",
+        12,
+    )
     assert faults.child_and_page(request(f"Redraw the cover.\n{data}")) == ("Kid<7", 0)
     with pytest.raises(ValueError):
         faults.child_and_page(request("no data block"))

@@ -13,8 +13,8 @@ import pytest
 
 from monitor.migrate import migrate
 from testkit.daemon_process import REPO, DaemonProcess
-from tests.support.factories import insert_book, insert_item, item_row
 from testkit.postgres import Cluster
+from tests.support.factories import insert_book, insert_item, item_row
 from tests.support.waiting import eventually_sync
 
 Spawn = Callable[[str], DaemonProcess]
@@ -30,8 +30,12 @@ def free_port() -> int:
 def healthcheck(port: int, cwd: Path) -> tuple[int, str]:
     """Run the probe with PORT in its environment, as a Docker HEALTHCHECK would."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "healthcheck.py")], cwd=cwd, env={"PORT": str(port)},
-        capture_output=True, text=True, timeout=30,
+        [sys.executable, str(REPO / "healthcheck.py")],
+        cwd=cwd,
+        env={"PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     return done.returncode, done.stdout + done.stderr
 
@@ -46,10 +50,18 @@ def spawn(tmp_path: Path, port: int) -> Iterator[Spawn]:
     daemons: list[DaemonProcess] = []
 
     def start(database_url: str) -> DaemonProcess:
-        env = {"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port),
-               "POLL_INTERVAL_SECONDS": "0.5", "WORKER_ID": "healthcheck-test"}
-        daemon = DaemonProcess(env, processor="tests.support.processors:recording",
-                               log_file=tmp_path / f"daemon-{len(daemons)}.log")
+        env = {
+            "DATABASE_URL": database_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "POLL_INTERVAL_SECONDS": "0.5",
+            "WORKER_ID": "healthcheck-test",
+        }
+        daemon = DaemonProcess(
+            env,
+            processor="tests.support.processors:recording",
+            log_file=tmp_path / f"daemon-{len(daemons)}.log",
+        )
         daemons.append(daemon)
         return daemon
 

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -26,31 +26,49 @@ from tests.support.factories import insert_book, insert_item, item_row
 
 
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_"))
+    }
     env.update({"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"})
-    return subprocess.run([sys.executable, str(REPO / "run_monitor.py"), "--env-file", os.devnull,
-                           *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_monitor.py"), "--env-file", os.devnull, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def arrange_queue(db: psycopg.Connection) -> dict[str, str]:
     """One item in each state; the processing one is mid-book with a checkpointed cover."""
     book = insert_book(db, pages=2, title="The Brave Explorer")
-    items = {name: insert_item(db, book_id=book, child_name="Mia")
-             for name in ("pending", "processing", "failed", "completed")}
-    db.execute("""update order_items set generation_status = 'processing', claimed_by = 'w1',
+    items = {
+        name: insert_item(db, book_id=book, child_name="Mia")
+        for name in ("pending", "processing", "failed", "completed")
+    }
+    db.execute(
+        """update order_items set generation_status = 'processing', claimed_by = 'w1',
                   lease_expires_at = now() + interval '5 minutes', attempts = 1, progress = 40,
                   pages_total = 2, current_step = 'Drawing Mia''s cover' where id = %s""",
-               [items["processing"]])
-    db.execute("""insert into order_item_pages (order_item_id, page_number, image_path, model)
+        [items["processing"]],
+    )
+    db.execute(
+        """insert into order_item_pages (order_item_id, page_number, image_path, model)
                   values (%s, 0, %s, 'gemini-x-image')""",
-               [items["processing"], f"generated/{items['processing']}/cover.jpg"])
-    db.execute("""update order_items set generation_status = 'failed', error_code = 'no_face',
+        [items["processing"], f"generated/{items['processing']}/cover.jpg"],
+    )
+    db.execute(
+        """update order_items set generation_status = 'failed', error_code = 'no_face',
                   error_message = 'We could not find a face.', attempts = 1 where id = %s""",
-               [items["failed"]])
-    db.execute("""update order_items set generation_status = 'completed', progress = 100,
+        [items["failed"]],
+    )
+    db.execute(
+        """update order_items set generation_status = 'completed', progress = 100,
                   pdf_path = 'generated/x/book.pdf', ai_usage = '{"calls": 4, "images": 3}'
-                  where id = %s""", [items["completed"]])
+                  where id = %s""",
+        [items["completed"]],
+    )
     return items
 
 
@@ -70,8 +88,10 @@ def test_status_counts_the_queue(db: psycopg.Connection, database_url: str) -> N
 
 def test_list_filters_by_status_code_and_since(db: psycopg.Connection, database_url: str) -> None:
     items = arrange_queue(db)
-    db.execute("update order_items set updated_at = now() - interval '3 days' where id = %s",
-               [items["completed"]])
+    db.execute(
+        "update order_items set updated_at = now() - interval '3 days' where id = %s",
+        [items["completed"]],
+    )
 
     failed = cli(database_url, "list", "--status", "failed")
     assert failed.returncode == 0
@@ -100,8 +120,12 @@ def test_show_hides_personal_data_unless_asked(db: psycopg.Connection, database_
     detail = json.loads(cli(database_url, "show", items["processing"], "--json").stdout)
     assert "child_name" not in detail["item"] and "user_id" not in detail["order"]
     (cover,) = detail["pages"]
-    assert cover == {"page_number": 0, "model": "gemini-x-image", "prompt_version": None,
-                     "created_at": cover["created_at"]}
+    assert cover == {
+        "page_number": 0,
+        "model": "gemini-x-image",
+        "prompt_version": None,
+        "created_at": cover["created_at"],
+    }
 
     personal = json.loads(cli(database_url, "show", items["processing"], "--pii", "--json").stdout)
     assert personal["item"]["child_name"] == "Mia"
@@ -121,8 +145,9 @@ def test_show_unknown_and_invalid_ids(database_url: str) -> None:
     assert cli(database_url, "show", "not-a-uuid").returncode == 2
 
 
-def test_retry_sends_a_failed_item_back_and_refuses_others(db: psycopg.Connection,
-                                                            database_url: str) -> None:
+def test_retry_sends_a_failed_item_back_and_refuses_others(
+    db: psycopg.Connection, database_url: str
+) -> None:
     items = arrange_queue(db)
     retried = cli(database_url, "retry", items["failed"], "--json")
     assert retried.returncode == 0, retried.stderr
@@ -134,10 +159,13 @@ def test_retry_sends_a_failed_item_back_and_refuses_others(db: psycopg.Connectio
     assert again.returncode == 4 and "only a failed item can be retried" in again.stderr
     assert cli(database_url, "retry", str(uuid.uuid4())).returncode == 3
 
-    db.execute("update order_items set generation_status = 'failed' where id = %s",
-               [items["completed"]])
-    db.execute("update orders set payment_status = 'refunded' where id = %s",
-               [item_row(db, items["completed"])["order_id"]])
+    db.execute(
+        "update order_items set generation_status = 'failed' where id = %s", [items["completed"]]
+    )
+    db.execute(
+        "update orders set payment_status = 'refunded' where id = %s",
+        [item_row(db, items["completed"])["order_id"]],
+    )
     refused = json.loads(cli(database_url, "retry", items["completed"], "--json").stdout)
     assert refused["error"] == "order_not_paid"
 
@@ -148,22 +176,24 @@ def test_database_down_exits_1(tmp_path) -> None:
 
 
 def test_since_accepts_relative_and_iso_times() -> None:
-    now = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     assert ops.since_timestamp("6h", now=now) == (now - timedelta(hours=6)).isoformat()
     assert ops.since_timestamp("2026-11-30T08:00") == "2026-11-30T08:00:00+00:00"
     with pytest.raises(argparse.ArgumentTypeError):
         ops.since_timestamp("last week")
 
 
-async def test_both_store_adapters_answer_the_commands(store: OrderStore,
-                                                       db: psycopg.Connection) -> None:
+async def test_both_store_adapters_answer_the_commands(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
     items = arrange_queue(db)
     out = io.StringIO()
     args = argparse.Namespace(command="show", id=items["processing"], pii=False, json=True)
     assert await ops._dispatch(store, args, out) == ops.EXIT_OK
     assert json.loads(out.getvalue())["item"]["current_step"] == "Drawing [child]'s cover"
     out = io.StringIO()
-    args = argparse.Namespace(command="list", status="failed", since=None, code=None, limit=10,
-                              json=True)
+    args = argparse.Namespace(
+        command="list", status="failed", since=None, code=None, limit=10, json=True
+    )
     assert await ops._dispatch(store, args, out) == ops.EXIT_OK
     assert [r["id"] for r in json.loads(out.getvalue())] == [items["failed"]]

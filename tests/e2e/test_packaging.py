@@ -20,8 +20,8 @@ import psycopg
 import pytest
 
 from monitor import __version__
-from monitor.migrate import MIGRATIONS_DIR
 from monitor.mailer import TEMPLATES_DIR
+from monitor.migrate import MIGRATIONS_DIR
 from processors.prompts import PROMPTS_DIR
 from processors.resources import data_dir
 
@@ -87,18 +87,26 @@ def test_lock_pins_every_dependency_within_its_range_with_hashes() -> None:
 
 
 def test_version_of_a_checkout_is_the_pyproject_version() -> None:
-    result = subprocess.run([sys.executable, "run_monitor.py", "--version"], cwd=ROOT,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "run_monitor.py", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stdout.strip() == f"run_monitor.py {PYPROJECT['project']['version']}"
     assert __version__ == PYPROJECT["project"]["version"]
 
 
 def test_old_python_gets_one_sentence_before_any_311_import() -> None:
     # Pretend to be 3.10 before the package is imported: the guard must speak before StrEnum.
-    code = ("import sys; sys.version_info = (3, 10, 12, 'final', 0); "
-            "import runpy; runpy.run_path('run_monitor.py', run_name='__main__')")
-    result = subprocess.run([sys.executable, "-c", code, "--help"], cwd=ROOT,
-                            capture_output=True, text=True)
+    code = (
+        "import sys; sys.version_info = (3, 10, 12, 'final', 0); "
+        "import runpy; runpy.run_path('run_monitor.py', run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert "needs Python 3.11 or newer; this is Python 3.10" in result.stderr
     assert "Traceback" not in result.stderr
@@ -122,26 +130,41 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     venv.EnvBuilder(with_pip=True).create(home)
     # Build from a copy of the tracked files, so the checkout's .venv and caches stay out.
     source = home / "src"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             (source / name).write_bytes((ROOT / name).read_bytes())
-    subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
-                   check=True, capture_output=True, timeout=540)
+    subprocess.run(
+        [str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
+        check=True,
+        capture_output=True,
+        timeout=540,
+    )
     yield home
 
 
 @pytest.mark.slow
 def test_fresh_venv_version_and_demo_without_the_extra(fresh_venv: Path, tmp_path: Path) -> None:
     script = fresh_venv / "bin" / "book-monitor"
-    version = subprocess.run([str(script), "--version"], cwd=tmp_path, capture_output=True,
-                             text=True, check=True)
+    version = subprocess.run(
+        [str(script), "--version"], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert version.stdout.strip() == f"book-monitor {PYPROJECT['project']['version']}"
 
-    demo = subprocess.run([str(script), "demo", "--home", str(tmp_path / "demo")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    demo = subprocess.run(
+        [str(script), "demo", "--home", str(tmp_path / "demo")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert demo.returncode == 2
     assert "pip install 'book-order-monitor[demo]'" in demo.stderr
     assert "Traceback" not in demo.stderr
@@ -154,35 +177,57 @@ def test_fresh_venv_migrates_and_renders_prompts_from_the_wheel(
 ) -> None:
     python = fresh_venv / "bin" / "python"
     where = subprocess.run(
-        [str(python), "-c", "from monitor.migrate import MIGRATIONS_DIR as m; "
-         "from processors.prompts import PROMPTS_DIR as p, PromptBook; "
-         "from processors.ai.pricing import DEFAULT_PRICES, PriceTable; "
-         "print(m); print(p); print(DEFAULT_PRICES); print(PromptBook().version); "
-         "print(len(PriceTable.load().prices)); "
-         "from monitor.mailer import TEMPLATES_DIR as t, EmailTemplates; EmailTemplates(); "
-         "print(t)"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        [
+            str(python),
+            "-c",
+            "from monitor.migrate import MIGRATIONS_DIR as m; "
+            "from processors.prompts import PROMPTS_DIR as p, PromptBook; "
+            "from processors.ai.pricing import DEFAULT_PRICES, PriceTable; "
+            "print(m); print(p); print(DEFAULT_PRICES); print(PromptBook().version); "
+            "print(len(PriceTable.load().prices)); "
+            "from monitor.mailer import TEMPLATES_DIR as t, EmailTemplates; EmailTemplates(); "
+            "print(t)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert all("site-packages" in line for line in where[:3]), where
     assert int(where[4]) > 0  # the default price table travels with the wheel
     assert "site-packages" in where[5]  # and so do the email templates
     assert sorted(p.name for p in Path(where[0]).glob("*.sql")) == sorted(
-        p.name for p in MIGRATIONS_DIR.glob("*.sql"))
+        p.name for p in MIGRATIONS_DIR.glob("*.sql")
+    )
     # The dashboard's page, stylesheet and script travel as package data and load from there.
     dashboard = subprocess.run(
-        [str(python), "-c", "from importlib import resources; import monitor.dashboard as d; "
-         "f = resources.files('monitor') / 'dashboard'; print(f); "
-         "print(all((f / n).read_bytes() for n in d._FILES))"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        [
+            str(python),
+            "-c",
+            "from importlib import resources; import monitor.dashboard as d; "
+            "f = resources.files('monitor') / 'dashboard'; print(f); "
+            "print(all((f / n).read_bytes() for n in d._FILES))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert "site-packages" in dashboard[0] and dashboard[1] == "True", dashboard
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "GOOGLE_"))}
     env["DATABASE_URL"] = empty_database_url
-    migrate = subprocess.run([str(fresh_venv / "bin" / "book-monitor"), "migrate"], cwd=tmp_path,
-                             env=env, capture_output=True, text=True, timeout=120)
+    migrate = subprocess.run(
+        [str(fresh_venv / "bin" / "book-monitor"), "migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert migrate.returncode == 0, migrate.stderr
     with psycopg.connect(empty_database_url) as conn:
         applied = [r[0] for r in conn.execute("select version from schema_migrations order by 1")]
-    assert applied == sorted(p.name for p in MIGRATIONS_DIR.glob("*.sql")
-                             if p.name != "000_schema_migrations.sql")
+    assert applied == sorted(
+        p.name for p in MIGRATIONS_DIR.glob("*.sql") if p.name != "000_schema_migrations.sql"
+    )

@@ -36,14 +36,22 @@ TEST_PROCESSOR = ["--processor", "tests.support.processors:recording"]
 
 
 def test_the_systemd_parser_follows_env_file_c() -> None:
-    text = ("# comment\n; also a comment\nA=auto   # not a comment\n  B = spaced  \n"
-            "C=\"x \\\"y\\\" \\n\"\nD='$z \\'\nE=one\\\ntwo\nno separator line\nF=\n")
-    assert parse_systemd(text) == {"A": "auto   # not a comment", "B": "spaced",
-                                   "C": 'x "y" \\n', "D": "$z \\", "E": "onetwo", "F": ""}
+    text = (
+        "# comment\n; also a comment\nA=auto   # not a comment\n  B = spaced  \n"
+        'C="x \\"y\\" \\n"\nD=\'$z \\\'\nE=one\\\ntwo\nno separator line\nF=\n'
+    )
+    assert parse_systemd(text) == {
+        "A": "auto   # not a comment",
+        "B": "spaced",
+        "C": 'x "y" \\n',
+        "D": "$z \\",
+        "E": "onetwo",
+        "F": "",
+    }
 
 
 def test_the_docker_parser_keeps_values_verbatim() -> None:
-    assert parse_docker("# c\nA=\"q\" # x\n\nB=\n") == {"A": "\"q\" # x", "B": ""}
+    assert parse_docker('# c\nA="q" # x\n\nB=\n') == {"A": '"q" # x', "B": ""}
     with pytest.raises(ValueError):
         parse_docker("JUST_A_NAME\n")
 
@@ -74,7 +82,10 @@ def test_env_example_filled_in_is_the_readmes_complete_configuration() -> None:
     filled = {**values, "DATABASE_URL": "postgresql://app:pw@localhost:5432/app"}
     settings = Settings.from_env(filled)
     assert (settings.store_backend, settings.storage_backend, settings.ai_provider) == (
-        "postgres", "local", "local")
+        "postgres",
+        "local",
+        "local",
+    )
 
 
 def test_env_example_mentions_every_documented_variable() -> None:
@@ -86,7 +97,7 @@ def test_env_example_mentions_every_documented_variable() -> None:
         for name in names:
             if name.startswith("_"):  # `RETRY_BACKOFF_BASE_SECONDS` / `_MAX_SECONDS`
                 words = names[0].split("_")
-                name = "_".join(words[:len(words) - name.count("_")]) + name
+                name = "_".join(words[: len(words) - name.count("_")]) + name
             documented.add(name)
     text = ENV_EXAMPLE.read_text()
     missing = {n for n in documented if not re.search(rf"^#? ?{n}=", text, re.M)}
@@ -143,24 +154,27 @@ def systemd_env(entries: dict[str, list[str]], home: Path) -> dict[str, str]:
 def test_the_systemd_unit_verifies(install: Path, tmp_path: Path) -> None:
     unit = tmp_path / "book-monitor.service"
     unit.write_text(localised(UNIT.read_text(), install))
-    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert str(unit) not in done.stderr, done.stderr  # no warning about the unit's own lines
 
 
-def test_the_systemd_units_exec_start_runs_a_book(
-    install: Path, db: psycopg.Connection
-) -> None:
+def test_the_systemd_units_exec_start_runs_a_book(install: Path, db: psycopg.Connection) -> None:
     entries = unit_entries(UNIT.read_text())
     [exec_start] = entries["ExecStart"]
     argv = shlex.split(localised(exec_start, install))
     assert argv[-1] == "run"
     item = insert_item(db, book_id=insert_book(db))
-    done = subprocess.run([*argv[:-1], "once", *TEST_PROCESSOR],
-                          cwd=localised(entries["WorkingDirectory"][0], install),
-                          env=systemd_env(entries, install), capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [*argv[:-1], "once", *TEST_PROCESSOR],
+        cwd=localised(entries["WorkingDirectory"][0], install),
+        env=systemd_env(entries, install),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     row = item_row(db, item)
     assert row["generation_status"] == "completed"
@@ -181,13 +195,21 @@ def test_the_cron_line_runs_a_book_and_the_retention(
     item = insert_item(db, book_id=insert_book(db))
     # A finished item past retention, so the sweep has work.
     old = insert_item(db, book_id=insert_book(db))
-    db.execute("update order_items set generation_status = 'completed', generated_at = now() - "
-               "interval '40 days' where id = %s", [old])
+    db.execute(
+        "update order_items set generation_status = 'completed', generated_at = now() - "
+        "interval '40 days' where id = %s",
+        [old],
+    )
     # cron's environment (crontab(5)): SHELL=/bin/sh, HOME, LOGNAME and a minimal PATH.
-    cron_env = {"SHELL": "/bin/sh", "HOME": str(tmp_path), "LOGNAME": "cron",
-                "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(["/bin/sh", "-c", command], env=cron_env, capture_output=True, text=True,
-                          timeout=120)
+    cron_env = {
+        "SHELL": "/bin/sh",
+        "HOME": str(tmp_path),
+        "LOGNAME": "cron",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        ["/bin/sh", "-c", command], env=cron_env, capture_output=True, text=True, timeout=120
+    )
     log = (tmp_path / "cron.log").read_text()
     assert done.returncode == 0, log
     assert item_row(db, item)["generation_status"] == "completed"
@@ -201,8 +223,14 @@ def test_the_procfile_worker_runs(install: Path, db: psycopg.Connection) -> None
     assert argv == ["python", "run_monitor.py"]  # run is the default command
     item = insert_item(db, book_id=insert_book(db))
     env = {"PATH": os.environ["PATH"], **parse_systemd((install / ".env").read_text())}
-    done = subprocess.run([sys.executable, *argv[1:], "once", *TEST_PROCESSOR], cwd=install,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, *argv[1:], "once", *TEST_PROCESSOR],
+        cwd=install,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert item_row(db, item)["generation_status"] == "completed"
 

@@ -27,8 +27,8 @@ from monitor.logs import setup_logging
 from monitor.storage.local import LocalStorage
 from monitor.store.postgres import PostgresStore
 from testkit.daemon_process import DaemonProcess
-from tests.support.factories import item_row
 from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, error_response
+from tests.support.factories import item_row
 from tests.support.waiting import eventually
 
 DB_PASSWORD = "pg-planted-Q7w9Zx2v"
@@ -77,7 +77,8 @@ def test_log_sink_scrubs_stdlib_loggers_exceptions_and_extras(restore_logging: N
         setup_logging(level="DEBUG", fmt=fmt, secrets=secrets, stream=out)
         try:
             logging.getLogger("psycopg.pool").warning(
-                "error connecting in 'pool-1': %s", f"postgresql://app:{DB_PASSWORD}@db.example/app")
+                "error connecting in 'pool-1': %s", f"postgresql://app:{DB_PASSWORD}@db.example/app"
+            )
             logging.getLogger("some.other.library").error("sent key=%s", GEMINI_KEY)
             try:
                 try:
@@ -100,7 +101,8 @@ def test_log_sink_scrubs_stdlib_loggers_exceptions_and_extras(restore_logging: N
 def test_settings_repr_and_description_hide_secrets() -> None:
     settings = Settings(
         database_url=Secret(f"postgresql://app:{DB_PASSWORD}@db.example/app"),
-        supabase_service_role_key=Secret(SERVICE_KEY), google_api_key=Secret(GEMINI_KEY),
+        supabase_service_role_key=Secret(SERVICE_KEY),
+        google_api_key=Secret(GEMINI_KEY),
         admin_token=Secret(ADMIN_TOKEN),
     )
     assert leaks(repr(settings)) == []
@@ -129,8 +131,9 @@ def http(method: str, url: str, token: str | None = None) -> tuple[int, str]:
 
 async def echo_key(fake: FakeGemini, request: RecordedRequest) -> web.Response:
     """A provider that quotes the caller's key back in its error (some do)."""
-    return error_response(400, "INVALID_ARGUMENT", f"API key {fake.api_key} is not enabled for "
-                                                   f"this model")
+    return error_response(
+        400, "INVALID_ARGUMENT", f"API key {fake.api_key} is not enabled for this model"
+    )
 
 
 async def test_no_planted_secret_reaches_logs_http_rows_or_notifications(
@@ -140,16 +143,22 @@ async def test_no_planted_secret_reaches_logs_http_rows_or_notifications(
     store = PostgresStore(database_url)
     await store.open()
     try:
-        book = await import_book(store, storage, read_book_dir(write_sample_book(tmp_path / "b"),
-                                                               TITLE))
+        book = await import_book(
+            store, storage, read_book_dir(write_sample_book(tmp_path / "b"), TITLE)
+        )
 
         async def order(name: str, photo: bytes | None) -> str:
             path = f"uploads/00000000-0000-0000-0000-0000000000aa/{name.lower()}.jpg"
             if photo is not None:
                 await storage.upload(path, photo, "image/jpeg")
             return await store.create_paid_order_item(
-                book, child_name=name, child_age=5, child_gender="girl", child_photo_path=path,
-                user_id="00000000-0000-0000-0000-0000000000aa")
+                book,
+                child_name=name,
+                child_age=5,
+                child_gender="girl",
+                child_photo_path=path,
+                user_id="00000000-0000-0000-0000-0000000000aa",
+            )
 
         env = {
             "DATABASE_URL": with_password(database_url, DB_PASSWORD),
@@ -174,24 +183,37 @@ async def test_no_planted_secret_reaches_logs_http_rows_or_notifications(
         daemon = DaemonProcess(env, log_file=tmp_path / "daemon.log")
         try:
             good = await order("Mia", draw_child_photo())
-            await eventually(lambda: item_row(db, good)["generation_status"] == "completed",
-                             timeout=90, what="the good order")
+            await eventually(
+                lambda: item_row(db, good)["generation_status"] == "completed",
+                timeout=90,
+                what="the good order",
+            )
             unreadable = await order("Leo", b"this is not a picture at all")
             missing = await order("Ava", None)
             await eventually(
-                lambda: all(item_row(db, i)["generation_status"] == "failed"
-                            for i in (unreadable, missing)), timeout=60, what="bad inputs")
+                lambda: all(
+                    item_row(db, i)["generation_status"] == "failed" for i in (unreadable, missing)
+                ),
+                timeout=60,
+                what="bad inputs",
+            )
             fake.enqueue(*([echo_key] * 30))
             rejected = await order("Noa", draw_child_photo())
-            await eventually(lambda: item_row(db, rejected)["generation_status"] == "failed",
-                             timeout=60, what="the provider's error")
+            await eventually(
+                lambda: item_row(db, rejected)["generation_status"] == "failed",
+                timeout=60,
+                what="the provider's error",
+            )
 
-            match = re.search(r'"status server listening".*?"addresses": \["([^"]+)"\]',
-                              daemon.logs())
+            match = re.search(
+                r'"status server listening".*?"addresses": \["([^"]+)"\]', daemon.logs()
+            )
             assert match, daemon.logs()[-2000:]
             base = f"http://{match.group(1)}"
-            bodies = [http("GET", f"{base}{path}")[1]
-                      for path in ("/health", "/monitor/status", "/metrics")]
+            bodies = [
+                http("GET", f"{base}{path}")[1]
+                for path in ("/health", "/monitor/status", "/metrics")
+            ]
             bodies.append(http("POST", f"{base}/monitor/stop", token="wrong-token")[1])
             status, body = http("POST", f"{base}/monitor/stop", token=ADMIN_TOKEN)
             assert status == 200
@@ -211,8 +233,10 @@ async def test_no_planted_secret_reaches_logs_http_rows_or_notifications(
     assert "***" in logs  # the provider's quoted key did reach a log line, scrubbed
     for body in bodies:
         assert leaks(body) == [], body
-    rows = db.execute("select coalesce(error_code, '') || ' ' || coalesce(error_message, '')"
-                      " || ' ' || coalesce(current_step, '') from order_items").fetchall()
+    rows = db.execute(
+        "select coalesce(error_code, '') || ' ' || coalesce(error_message, '')"
+        " || ' ' || coalesce(current_step, '') from order_items"
+    ).fetchall()
     assert len(rows) == 4
     for (text,) in rows:
         assert leaks(text) == [], text

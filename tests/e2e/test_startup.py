@@ -23,9 +23,9 @@ import pytest
 from aiohttp import web
 
 from testkit.daemon_process import REPO, DaemonProcess
-from tests.support.factories import insert_book, insert_item, item_row
 from testkit.fakes.gemini_server import FakeGemini
 from tests.e2e.test_healthcheck import free_port
+from tests.support.factories import insert_book, insert_item, item_row
 from tests.support.waiting import eventually_sync
 
 SECRET = "hunter2-very-secret"
@@ -33,10 +33,19 @@ T = TypeVar("T")
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_", "DATABASE_", "AI_", "STORAGE_"))}
-    return subprocess.run([sys.executable, str(REPO / "run_monitor.py"), *args],
-                          env={**clean, **env}, cwd=cwd, capture_output=True, text=True, timeout=60)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GOOGLE_", "GEMINI_", "SUPABASE_", "DATABASE_", "AI_", "STORAGE_"))
+    }
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_monitor.py"), *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def one_json_line(output: str) -> dict:
@@ -54,8 +63,11 @@ def test_a_missing_env_file_is_exit_2_naming_it(tmp_path: Path) -> None:
 
 
 def test_an_invalid_configuration_is_one_scrubbed_line_and_exit_2(tmp_path: Path) -> None:
-    env = {"DATABASE_URL": f"mysql://app:{SECRET}@db/x", "PORT": "eighty",
-           "ADMIN_TOKEN": SECRET + "-token"}
+    env = {
+        "DATABASE_URL": f"mysql://app:{SECRET}@db/x",
+        "PORT": "eighty",
+        "ADMIN_TOKEN": SECRET + "-token",
+    }
     done = run_cli("run", env=env, cwd=tmp_path)
     assert done.returncode == 2
     entry = one_json_line(done.stderr)
@@ -66,8 +78,12 @@ def test_an_invalid_configuration_is_one_scrubbed_line_and_exit_2(tmp_path: Path
 
 def test_migrate_needs_only_database_url(tmp_path: Path, empty_database_url: str) -> None:
     # Settings migrate does not need may be missing or wrong: AI_PROVIDER=gemini has no key.
-    env = {"DATABASE_URL": empty_database_url, "AI_PROVIDER": "gemini", "STORAGE_BACKEND": "supabase",
-           "LOG_FORMAT": "json"}
+    env = {
+        "DATABASE_URL": empty_database_url,
+        "AI_PROVIDER": "gemini",
+        "STORAGE_BACKEND": "supabase",
+        "LOG_FORMAT": "json",
+    }
     done = run_cli("migrate", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "migrations up to date" in done.stderr
@@ -104,9 +120,16 @@ def test_an_unmigrated_database_says_run_migrate_once_without_tracebacks(
     tmp_path: Path, empty_database_url: str, daemons: list[DaemonProcess]
 ) -> None:
     port = free_port()
-    daemon = DaemonProcess({"DATABASE_URL": empty_database_url, "POLL_INTERVAL_SECONDS": "0.2",
-                            "HOST": "127.0.0.1", "PORT": str(port)},
-                           processor="tests.support.processors:recording", log_file=tmp_path / "d.log")
+    daemon = DaemonProcess(
+        {
+            "DATABASE_URL": empty_database_url,
+            "POLL_INTERVAL_SECONDS": "0.2",
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+        },
+        processor="tests.support.processors:recording",
+        log_file=tmp_path / "d.log",
+    )
     daemons.append(daemon)
     eventually_sync(lambda: health(port)[0] == 503, what="/health answering")
     eventually_sync(lambda: daemon.logs().count('"monitor started"') == 1, what="the start")
@@ -124,14 +147,25 @@ def test_an_unreachable_gemini_at_boot_is_waited_out_with_health_503(
     tmp_path: Path, database_url: str, daemons: list[DaemonProcess]
 ) -> None:
     port = free_port()
-    env = {"DATABASE_URL": database_url, "AI_PROVIDER": "gemini",
-           "GOOGLE_API_KEY": SECRET, "GEMINI_BASE_URL": f"http://127.0.0.1:{free_port()}",
-           "GEMINI_TIMEOUT_SECONDS": "2", "HOST": "127.0.0.1", "PORT": str(port),
-           "CACHE_DIR": str(tmp_path / "cache"), "LOCAL_STORAGE_DIR": str(tmp_path / "storage")}
-    daemon = DaemonProcess(env, log_file=tmp_path / "d.log")  # the real processor, real google-genai
+    env = {
+        "DATABASE_URL": database_url,
+        "AI_PROVIDER": "gemini",
+        "GOOGLE_API_KEY": SECRET,
+        "GEMINI_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "GEMINI_TIMEOUT_SECONDS": "2",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    daemon = DaemonProcess(
+        env, log_file=tmp_path / "d.log"
+    )  # the real processor, real google-genai
     daemons.append(daemon)
-    eventually_sync(lambda: "AI provider unreachable" in " ".join(health(port)[1].get("problems", [])),
-                    what="/health naming the AI provider")
+    eventually_sync(
+        lambda: "AI provider unreachable" in " ".join(health(port)[1].get("problems", [])),
+        what="/health naming the AI provider",
+    )
     assert daemon.alive()  # not an exit into the supervisor's restart loop
     problems = health(port)[1]["problems"]
     # The database is fine and /health says so from a real round trip, not a guess.
@@ -142,16 +176,24 @@ def test_an_unreachable_gemini_at_boot_is_waited_out_with_health_503(
     assert daemon.terminate() == 0
 
 
-def test_the_retention_command_runs_the_sweep_alone(
-    tmp_path: Path, database_url: str
-) -> None:
+def test_the_retention_command_runs_the_sweep_alone(tmp_path: Path, database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as db:
         old = insert_item(db, book_id=insert_book(db))
-        db.execute("update order_items set generation_status = 'completed', generated_at = now() - "
-                   "interval '40 days' where id = %s", [old])
+        db.execute(
+            "update order_items set generation_status = 'completed', generated_at = now() - "
+            "interval '40 days' where id = %s",
+            [old],
+        )
         waiting = insert_item(db, book_id=insert_book(db))
-        done = run_cli("retention", env={"DATABASE_URL": database_url, "LOG_FORMAT": "json",
-                                         "LOCAL_STORAGE_DIR": str(tmp_path / "storage")}, cwd=tmp_path)
+        done = run_cli(
+            "retention",
+            env={
+                "DATABASE_URL": database_url,
+                "LOG_FORMAT": "json",
+                "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
+            },
+            cwd=tmp_path,
+        )
         assert done.returncode == 0, done.stderr
         assert item_row(db, old)["photo_deleted_at"] is not None
         assert item_row(db, waiting)["generation_status"] == "pending"  # it claims nothing
@@ -160,12 +202,14 @@ def test_the_retention_command_runs_the_sweep_alone(
 def test_once_on_an_unmigrated_database_says_run_migrate_and_exits_1(
     tmp_path: Path, empty_database_url: str
 ) -> None:
-    done = run_cli("once", env={"DATABASE_URL": empty_database_url, "LOG_FORMAT": "json"},
-                   cwd=tmp_path)
+    done = run_cli(
+        "once", env={"DATABASE_URL": empty_database_url, "LOG_FORMAT": "json"}, cwd=tmp_path
+    )
     assert done.returncode == 1
     errors = [json.loads(line) for line in done.stderr.splitlines() if '"ERROR"' in line]
     assert [e["message"] for e in errors] == [
-        "schema not migrated: run `run_monitor.py migrate` (expire_leases_of: UndefinedFunction)"]
+        "schema not migrated: run `run_monitor.py migrate` (expire_leases_of: UndefinedFunction)"
+    ]
     assert "Traceback" not in done.stderr
 
 
@@ -175,11 +219,19 @@ async def test_run_starts_working_once_gemini_answers(
     fake = FakeGemini()
     gemini_port = free_port()
     port = free_port()
-    env = {"DATABASE_URL": database_url, "AI_PROVIDER": "gemini", "GOOGLE_API_KEY": fake.api_key,
-           "GEMINI_BASE_URL": f"http://127.0.0.1:{gemini_port}",
-           "GEMINI_ANALYSIS_MODEL": fake.ANALYSIS_MODEL, "GEMINI_IMAGE_MODEL": fake.IMAGE_MODEL,
-           "GEMINI_TIMEOUT_SECONDS": "2", "HOST": "127.0.0.1", "PORT": str(port),
-           "CACHE_DIR": str(tmp_path / "cache"), "LOCAL_STORAGE_DIR": str(tmp_path / "storage")}
+    env = {
+        "DATABASE_URL": database_url,
+        "AI_PROVIDER": "gemini",
+        "GOOGLE_API_KEY": fake.api_key,
+        "GEMINI_BASE_URL": f"http://127.0.0.1:{gemini_port}",
+        "GEMINI_ANALYSIS_MODEL": fake.ANALYSIS_MODEL,
+        "GEMINI_IMAGE_MODEL": fake.IMAGE_MODEL,
+        "GEMINI_TIMEOUT_SECONDS": "2",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
+    }
     daemon = DaemonProcess(env, log_file=tmp_path / "d.log")
     daemons.append(daemon)
 
@@ -187,8 +239,11 @@ async def test_run_starts_working_once_gemini_answers(
         status, body = await asyncio.to_thread(health, port)
         return body.get("problems", []) if status else ["no answer"]
 
-    await eventually_async(problems, lambda p: any("AI provider unreachable" in x for x in p),
-                           what="the wait for Gemini")
+    await eventually_async(
+        problems,
+        lambda p: any("AI provider unreachable" in x for x in p),
+        what="the wait for Gemini",
+    )
     # Gemini comes up (on the configured address) after the daemon did.
     runner = web.AppRunner(fake.build_app(), access_log=None)
     await runner.setup()
@@ -201,8 +256,13 @@ async def test_run_starts_working_once_gemini_answers(
         await runner.cleanup()
 
 
-async def eventually_async(read: Callable[[], Awaitable[T]], check: Callable[[T], bool], *,
-                           what: str, timeout: float = 60.0) -> None:
+async def eventually_async(
+    read: Callable[[], Awaitable[T]],
+    check: Callable[[T], bool],
+    *,
+    what: str,
+    timeout: float = 60.0,
+) -> None:
     """Bounded wait until ``check(await read())`` holds (not a timing assertion)."""
     deadline = time.monotonic() + timeout
     while True:

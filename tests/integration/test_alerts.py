@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import Secret, Settings
 from monitor.daemon import AI_PROVIDER_PROBLEM, Monitor
-from processors.contract import Processor
 from monitor.server import create_app
 from monitor.store.postgres import PostgresStore
+from processors.contract import Processor
 from processors.errors import TerminalError
 from tests.support.factories import insert_book, insert_item, item_row
 from tests.support.processors import Failing, Recording
@@ -28,14 +28,37 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 GRAFANA = DEPLOY / "grafana" / "dashboard.json"
 #: What the issue asks the alerts to cover, as the names they go by.
-REQUIRED_ALERTS = {"BookMonitorFailureRate", "BookMonitorQueueAge", "BookMonitorDatabaseDown",
-                   "BookMonitorAIConfigError", "BookMonitorNoClaimsWhileItemsWait"}
+REQUIRED_ALERTS = {
+    "BookMonitorFailureRate",
+    "BookMonitorQueueAge",
+    "BookMonitorDatabaseDown",
+    "BookMonitorAIConfigError",
+    "BookMonitorNoClaimsWhileItemsWait",
+}
 #: PromQL words that are not metric names (operators, modifiers, aggregation clauses).
-PROMQL_WORDS = {"and", "or", "unless", "on", "ignoring", "by", "without", "group_left",
-                "group_right", "bool", "offset", "le", "inf", "nan"}
+PROMQL_WORDS = {
+    "and",
+    "or",
+    "unless",
+    "on",
+    "ignoring",
+    "by",
+    "without",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "le",
+    "inf",
+    "nan",
+}
 #: The series names each exposed family stands for, by its TYPE (the text format's suffixes).
-SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
-            "histogram": ("_bucket", "_sum", "_count", "_created"), "summary": ("_sum", "_count")}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("_sum", "_count"),
+}
 
 Serve = Callable[..., Awaitable[tuple[Monitor, TestClient]]]
 
@@ -45,9 +68,13 @@ async def serve(database_url: str) -> AsyncIterator[Serve]:
     running: list[tuple[Monitor, TestClient]] = []
 
     async def start(processor: Processor, **overrides: object) -> tuple[Monitor, TestClient]:
-        values: dict[str, object] = dict(database_url=Secret(database_url),
-                                         poll_interval_seconds=0.2, lease_seconds=30,
-                                         shutdown_grace_seconds=1, worker_id="alerts-test")
+        values: dict[str, object] = dict(
+            database_url=Secret(database_url),
+            poll_interval_seconds=0.2,
+            lease_seconds=30,
+            shutdown_grace_seconds=1,
+            worker_id="alerts-test",
+        )
         values.update(overrides)
         url = str(values["database_url"])
         monitor = Monitor(Settings(**values), PostgresStore(url, connect_timeout=1), processor)
@@ -86,7 +113,7 @@ def metric_names(expr: str) -> set[str]:
     # Not inside a number or duration (1e-9, 5m): a name starts where no word character is.
     for match in re.finditer(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*", bare):
         word = match.group()
-        follows = bare[match.end():].lstrip()[:1]
+        follows = bare[match.end() :].lstrip()[:1]
         if word.lower() in PROMQL_WORDS or follows == "(":
             continue
         names.add(word)
@@ -104,8 +131,10 @@ def grafana_exprs() -> list[str]:
 
 
 def test_the_name_extraction_finds_names_and_skips_functions_labels_and_words() -> None:
-    expr = ('histogram_quantile(0.95, sum by (le, kind) (rate(a_bucket{outcome="x y"}[5m])))'
-            ' and on() max(b) > 1e-9 unless c offset 5m')
+    expr = (
+        'histogram_quantile(0.95, sum by (le, kind) (rate(a_bucket{outcome="x y"}[5m])))'
+        " and on() max(b) > 1e-9 unless c offset 5m"
+    )
     assert metric_names(expr) == {"a_bucket", "b", "c"}
 
 
@@ -131,8 +160,13 @@ async def test_every_metric_the_alerts_and_the_grafana_dashboard_use_is_exported
             return await recording(job)
 
     monitor, client = await serve(OneFails())
-    await eventually(lambda: item_row(db, done)["generation_status"] == "completed"
-                     and item_row(db, failed)["generation_status"] == "failed", what="outcomes")
+    await eventually(
+        lambda: (
+            item_row(db, done)["generation_status"] == "completed"
+            and item_row(db, failed)["generation_status"] == "failed"
+        ),
+        what="outcomes",
+    )
     text = await (await client.get("/metrics")).text()
     exported = exposed_series(text)
     exprs = [rule["expr"] for rule in alert_rules()] + grafana_exprs()
@@ -148,8 +182,10 @@ async def test_the_oldest_wait_gauge_measures_a_waiting_item(
     serve: Serve, db: psycopg.Connection
 ) -> None:
     waiting = insert_item(db, book_id=insert_book(db))
-    db.execute("update order_items set next_attempt_at = now() - interval '10 minutes' where id = %s",
-               [waiting])
+    db.execute(
+        "update order_items set next_attempt_at = now() - interval '10 minutes' where id = %s",
+        [waiting],
+    )
     monitor, client = await serve(Recording(), auto_start_monitor=False)
     text = await (await client.get("/metrics")).text()
     values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}

@@ -10,7 +10,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -23,8 +23,6 @@ from monitor.config import ConfigError, Settings
 from monitor.daemon import Monitor
 from monitor.metrics import Metrics
 from monitor.migrate import MIGRATIONS_DIR, migrate
-from processors.contract import StepCode
-from processors.links import sign_results
 from monitor.storage.local import LocalStorage
 from monitor.storage.supabase import SupabaseStorage
 from monitor.store.base import OrderStore
@@ -32,8 +30,10 @@ from monitor.store.postgres import PostgresStore
 from monitor.supabase_client import create_supabase_client
 from monitor.supabase_migrations import SUPABASE_MIGRATIONS_DIR, differences, export, render
 from monitor.url_refresh import refresh_expiring_urls
-from tests.support.factories import insert_book, insert_item, insert_order, item_row
+from processors.contract import StepCode
+from processors.links import sign_results
 from testkit.fakes.storage_server import FakeStorageServer
+from tests.support.factories import insert_book, insert_item, insert_order, item_row
 from tests.support.pipeline_env import PipelineEnv
 from tests.support.processors import recording
 
@@ -46,8 +46,10 @@ DAY = 24 * 3600
 
 
 def realtime_tables(conn: psycopg.Connection) -> set[str]:
-    rows = conn.execute("select tablename from pg_publication_tables"
-                        " where pubname = 'supabase_realtime' and schemaname = 'public'")
+    rows = conn.execute(
+        "select tablename from pg_publication_tables"
+        " where pubname = 'supabase_realtime' and schemaname = 'public'"
+    )
     return {r[0] for r in rows.fetchall()}
 
 
@@ -103,7 +105,8 @@ def step_code_vocabulary(conn: psycopg.Connection) -> set[str]:
     """Every value the database accepts in current_step_code (its check constraint)."""
     definition = conn.execute(
         "select pg_get_constraintdef(oid) from pg_constraint"
-        " where conname = 'order_items_current_step_code_check'").fetchone()[0]
+        " where conname = 'order_items_current_step_code_check'"
+    ).fetchone()[0]
     return set(re.findall(r"'([a-z_]+)'", definition))
 
 
@@ -126,8 +129,9 @@ def error_codes_in_source() -> set[str]:
         for path in (root / package).rglob("*.py"):
             codes |= set(re.findall(r'\bcode(?:\s*:\s*str)?\s*=\s*"([a-z_]+)"', path.read_text()))
     for path in MIGRATIONS_DIR.glob("*.sql"):
-        codes |= set(re.findall(r"_fail_order_item_terminal\(\s*\w+,\s*'([a-z_]+)'",
-                                path.read_text()))
+        codes |= set(
+            re.findall(r"_fail_order_item_terminal\(\s*\w+,\s*'([a-z_]+)'", path.read_text())
+        )
     return codes
 
 
@@ -141,8 +145,10 @@ def test_every_error_code_is_documented_for_the_app() -> None:
 def step_log(db: psycopg.Connection) -> None:
     """Every (status, code, prose, pages_done) an item goes through, as a Realtime subscriber
     would see the row change."""
-    db.execute("create table step_log (n serial, item uuid, status text, code text, step text,"
-               " pages_done int)")
+    db.execute(
+        "create table step_log (n serial, item uuid, status text, code text, step text,"
+        " pages_done int)"
+    )
     db.execute("""create function log_step() returns trigger language plpgsql as $$
                   begin
                       if new.current_step is distinct from old.current_step
@@ -153,13 +159,16 @@ def step_log(db: psycopg.Connection) -> None:
                       end if;
                       return null;
                   end $$""")
-    db.execute("create trigger log_step after update on order_items"
-               " for each row execute function log_step()")
+    db.execute(
+        "create trigger log_step after update on order_items"
+        " for each row execute function log_step()"
+    )
 
 
 def logged(db: psycopg.Connection, item: str) -> list[tuple]:
-    return db.execute("select status, code, step, pages_done from step_log where item = %s"
-                      " order by n", [item]).fetchall()
+    return db.execute(
+        "select status, code, step, pages_done from step_log where item = %s order by n", [item]
+    ).fetchall()
 
 
 @pytest.fixture
@@ -191,8 +200,15 @@ async def test_queue_transitions_write_their_codes(
 ) -> None:
     item = insert_item(db, book_id=insert_book(db))
     await store.claim("w1", 1, 60)
-    await store.fail(item, "w1", error_code="ai_unavailable", error_message="later",
-                     retryable=True, backoff_base_seconds=0, backoff_max_seconds=0)
+    await store.fail(
+        item,
+        "w1",
+        error_code="ai_unavailable",
+        error_message="later",
+        retryable=True,
+        backoff_base_seconds=0,
+        backoff_max_seconds=0,
+    )
     await store.claim("w1", 1, 60)
     await store.release(item, "w1")
     await store.claim("w1", 1, 60)
@@ -210,13 +226,13 @@ async def test_queue_transitions_write_their_codes(
         ("processing", "starting"),
         ("pending", "waiting_to_resume"),
         ("processing", "starting"),
-        ("processing", "waiting_to_resume"),   # a restarted worker let go of it
+        ("processing", "waiting_to_resume"),  # a restarted worker let go of it
         ("processing", "starting"),
         ("failed", "failed"),
         ("pending", "waiting_to_start"),
         ("processing", "starting"),
         ("processing", "drawing_page"),
-        ("processing", None),                  # no code: none rather than a stale one
+        ("processing", None),  # no code: none rather than a stale one
         ("completed", "completed"),
     ]
 
@@ -237,17 +253,25 @@ async def signed_storage(storage_server: FakeStorageServer) -> AsyncIterator[Sup
         yield SupabaseStorage(client, "books", signed_url_ttl=7 * DAY)
 
 
-def completed_item(db: psycopg.Connection, server: FakeStorageServer | None, *,
-                   expires_in: float | None, store_objects: bool = True) -> str:
+def completed_item(
+    db: psycopg.Connection,
+    server: FakeStorageServer | None,
+    *,
+    expires_in: float | None,
+    store_objects: bool = True,
+) -> str:
     """A finished book whose URLs expire in ``expires_in`` seconds (None: never recorded)."""
     item = insert_item(db, book_id=insert_book(db))
     pdf, cover = f"generated/{item}/book.pdf", f"generated/{item}/cover.jpg"
-    expiry = None if expires_in is None else datetime.now(timezone.utc) + timedelta(seconds=expires_in)
-    db.execute("""update order_items set generation_status = 'completed', progress = 100,
+    expiry = None if expires_in is None else datetime.now(UTC) + timedelta(seconds=expires_in)
+    db.execute(
+        """update order_items set generation_status = 'completed', progress = 100,
                          pdf_path = %s, cover_image_path = %s, pdf_url = 'https://old/pdf',
                          cover_image_url = 'https://old/cover', urls_expire_at = %s,
                          generated_at = now(), current_step = 'Your book is ready'
-                   where id = %s""", [pdf, cover, expiry, item])
+                   where id = %s""",
+        [pdf, cover, expiry, item],
+    )
     if server is not None and store_objects:
         server.put("books", pdf, b"%PDF-1.4 book", "application/pdf")
         server.put("books", cover, b"jpeg")
@@ -262,7 +286,9 @@ def without(row: dict, columns: set[str]) -> dict:
 
 
 async def test_the_sweep_re_signs_only_urls_about_to_expire(
-    store: OrderStore, db: psycopg.Connection, storage_server: FakeStorageServer,
+    store: OrderStore,
+    db: psycopg.Connection,
+    storage_server: FakeStorageServer,
     signed_storage: SupabaseStorage,
 ) -> None:
     due = completed_item(db, storage_server, expires_in=3600)
@@ -276,8 +302,11 @@ async def test_the_sweep_re_signs_only_urls_about_to_expire(
         row = item_row(db, item)
         # Nothing but the URL columns changed: no personal data, no status, no paths.
         assert without(row, URL_COLUMNS) == without(before[item], URL_COLUMNS)
-        assert row["urls_expire_at"] > datetime.now(timezone.utc) + timedelta(days=6)
-        for column, path in (("pdf_url", row["pdf_path"]), ("cover_image_url", row["cover_image_path"])):
+        assert row["urls_expire_at"] > datetime.now(UTC) + timedelta(days=6)
+        for column, path in (
+            ("pdf_url", row["pdf_path"]),
+            ("cover_image_url", row["cover_image_path"]),
+        ):
             url = httpx.URL(row[column])
             claims = storage_server.token_claims(url.params["token"])
             assert claims["url"] == f"books/{path}"
@@ -292,15 +321,19 @@ async def test_the_sweep_re_signs_only_urls_about_to_expire(
 
 
 async def test_the_sweep_works_in_bounded_batches_and_skips_what_it_cannot_sign(
-    store: OrderStore, db: psycopg.Connection, storage_server: FakeStorageServer,
+    store: OrderStore,
+    db: psycopg.Connection,
+    storage_server: FakeStorageServer,
     signed_storage: SupabaseStorage,
 ) -> None:
     items = [completed_item(db, storage_server, expires_in=60) for _ in range(5)]
     gone = completed_item(db, storage_server, expires_in=-60, store_objects=False)  # soonest
     # Results outside the item's own folder are never signed by the sweep.
     foreign = completed_item(db, storage_server, expires_in=60)
-    db.execute("update order_items set pdf_path = %s where id = %s",
-               [f"generated/{items[0]}/book.pdf", foreign])
+    db.execute(
+        "update order_items set pdf_path = %s where id = %s",
+        [f"generated/{items[0]}/book.pdf", foreign],
+    )
     foreign_before = item_row(db, foreign)
 
     assert await refresh_expiring_urls(store, signed_storage, margin_seconds=DAY, batch=2) == 5
@@ -320,7 +353,9 @@ async def test_urls_that_never_expire_are_left_alone(
 
 
 async def test_completion_records_when_the_urls_expire(
-    store: OrderStore, db: psycopg.Connection, storage_server: FakeStorageServer,
+    store: OrderStore,
+    db: psycopg.Connection,
+    storage_server: FakeStorageServer,
     signed_storage: SupabaseStorage,
 ) -> None:
     item = insert_item(db, book_id=insert_book(db))
@@ -329,8 +364,15 @@ async def test_completion_records_when_the_urls_expire(
     storage_server.put("books", cover, b"jpeg")
     await store.claim("w", 1, 60)
     links = await sign_results(signed_storage, pdf, cover)
-    assert await store.complete(item, "w", pdf_path=pdf, pdf_url=links.pdf_url, cover_path=cover,
-                                cover_url=links.cover_url, urls_expire_at=links.expires_at)
+    assert await store.complete(
+        item,
+        "w",
+        pdf_path=pdf,
+        pdf_url=links.pdf_url,
+        cover_path=cover,
+        cover_url=links.cover_url,
+        urls_expire_at=links.expires_at,
+    )
     row = item_row(db, item)
     assert row["urls_expire_at"] == links.expires_at
     token = httpx.URL(row["pdf_url"]).params["token"]
@@ -341,9 +383,14 @@ async def test_completion_records_when_the_urls_expire(
 
 
 def test_a_margin_as_long_as_the_url_lifetime_is_refused() -> None:
-    env = {"DATABASE_URL": "postgresql://localhost/books", "AI_PROVIDER": "local",
-           "SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k",
-           "SIGNED_URL_TTL_SECONDS": "3600", "SIGNED_URL_REFRESH_MARGIN_SECONDS": "3600"}
+    env = {
+        "DATABASE_URL": "postgresql://localhost/books",
+        "AI_PROVIDER": "local",
+        "SUPABASE_URL": "https://x.supabase.co",
+        "SUPABASE_SERVICE_ROLE_KEY": "k",
+        "SIGNED_URL_TTL_SECONDS": "3600",
+        "SIGNED_URL_REFRESH_MARGIN_SECONDS": "3600",
+    }
     with pytest.raises(ConfigError, match="SIGNED_URL_REFRESH_MARGIN_SECONDS"):
         Settings.from_env(env)
     assert Settings.from_env({**env, "STORAGE_PUBLIC": "true"}).storage_public
@@ -367,8 +414,10 @@ def can_sign(conn: psycopg.Connection, name: str) -> bool:
     object's storage.objects row under the caller's RLS, and answers "Object not found" when the
     policies hide it (https://supabase.com/docs/reference/javascript/storage-from-createsignedurl:
     "objects table permissions: select")."""
-    return conn.execute("select exists (select 1 from storage.objects"
-                        " where bucket_id = 'books' and name = %s)", [name]).fetchone()[0]
+    return conn.execute(
+        "select exists (select 1 from storage.objects where bucket_id = 'books' and name = %s)",
+        [name],
+    ).fetchone()[0]
 
 
 async def test_the_owner_may_sign_their_own_book_and_nobody_else(empty_database_url: str) -> None:
@@ -376,10 +425,14 @@ async def test_the_owner_may_sign_their_own_book_and_nobody_else(empty_database_
         # The part of Supabase's storage schema that its policies run on.
         conn.execute("create schema storage")
         conn.execute("grant usage on schema storage to anon, authenticated, service_role")
-        conn.execute("create table storage.buckets (id text primary key, name text,"
-                     " public boolean default false)")
-        conn.execute("create table storage.objects (id uuid primary key default"
-                     " gen_random_uuid(), bucket_id text, name text)")
+        conn.execute(
+            "create table storage.buckets (id text primary key, name text,"
+            " public boolean default false)"
+        )
+        conn.execute(
+            "create table storage.objects (id uuid primary key default"
+            " gen_random_uuid(), bucket_id text, name text)"
+        )
         conn.execute("alter table storage.objects enable row level security")
         conn.execute("grant select, insert on storage.objects to anon, authenticated")
     await migrate(empty_database_url)
@@ -409,7 +462,8 @@ def test_supabase_migrations_are_the_exported_migrations() -> None:
     names = sorted(p.name for p in SUPABASE_MIGRATIONS_DIR.glob("*.sql"))
     # <timestamp>_<name>.sql, in the order of migrations/.
     assert [n.split("_", 1)[1] for n in names] == [
-        p.name.split("_", 1)[1] for p in sorted(MIGRATIONS_DIR.glob("*.sql"))]
+        p.name.split("_", 1)[1] for p in sorted(MIGRATIONS_DIR.glob("*.sql"))
+    ]
     assert all(re.fullmatch(r"\d{14}_[a-z0-9_]+\.sql", n) for n in names)
     assert names == sorted(names, key=lambda n: n[:14])
 
@@ -446,7 +500,9 @@ async def test_an_exported_database_needs_nothing_from_migrate(empty_database_ur
 
 
 async def test_once_ends_with_the_sweep(
-    database_url: str, db: psycopg.Connection, storage_server: FakeStorageServer,
+    database_url: str,
+    db: psycopg.Connection,
+    storage_server: FakeStorageServer,
     signed_storage: SupabaseStorage,
 ) -> None:
     """``run_monitor.py once`` re-signs what is due after the queue is empty (``run`` schedules
@@ -454,8 +510,11 @@ async def test_once_ends_with_the_sweep(
     due = completed_item(db, storage_server, expires_in=60)
     settings = Settings.from_env({"DATABASE_URL": database_url, "AI_PROVIDER": "local"})
     store = PostgresStore(database_url)
-    monitor = Monitor(settings, store, recording(settings, Metrics(), signed_storage),
-                      url_refresh=partial(refresh_expiring_urls, store, signed_storage,
-                                          margin_seconds=DAY))
+    monitor = Monitor(
+        settings,
+        store,
+        recording(settings, Metrics(), signed_storage),
+        url_refresh=partial(refresh_expiring_urls, store, signed_storage, margin_seconds=DAY),
+    )
     assert await monitor.run_once() == 0
     assert item_row(db, due)["pdf_url"].startswith(storage_server.url)

@@ -59,12 +59,12 @@ import psycopg
 import pytest
 from PIL import Image
 
-from processors.ports import ObjectNotFound
-from processors.ownership import PhotoNotOwned
-from processors.layout import InvalidPath
 from processors.book import BookHasNoPages, BookNotFound, PhotoMissing
-from processors.images import BookImageInvalid, PhotoInvalid
 from processors.child import NAME_MAX_CHARS, InvalidChildData
+from processors.images import BookImageInvalid, PhotoInvalid
+from processors.layout import InvalidPath
+from processors.ownership import PhotoNotOwned
+from processors.ports import ObjectNotFound
 from tests.support.factories import item_row
 from tests.support.pipeline_env import (
     SUPABASE_URL,
@@ -100,8 +100,12 @@ def png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + crc
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def jpeg(size: tuple[int, int]) -> bytes:
@@ -147,8 +151,9 @@ def with_row(sql: str) -> Arrange:
     return arrange
 
 
-def old_row(sql: str, make_path: Callable[[PipelineEnv, str], Awaitable[str]] | None = None
-            ) -> Arrange:
+def old_row(
+    sql: str, make_path: Callable[[PipelineEnv, str], Awaitable[str]] | None = None
+) -> Arrange:
     """A good item changed by ``sql`` (with ``%(item)s`` and ``%(path)s``) as a row from before
     migration 011: replica mode skips the ownership trigger, as it did not exist then."""
 
@@ -185,8 +190,11 @@ async def _generated_cover(env: PipelineEnv, item: str) -> str:
 
 async def _catalog_cover(env: PipelineEnv, item: str) -> str:
     with psycopg.connect(env.database_url) as conn:
-        return conn.execute("select b.cover_image_path from order_items oi join books b"
-                            " on b.id = oi.book_id where oi.id = %s", [item]).fetchone()[0]
+        return conn.execute(
+            "select b.cover_image_path from order_items oi join books b"
+            " on b.id = oi.book_id where oi.id = %s",
+            [item],
+        ).fetchone()[0]
 
 
 async def _dot_dot(env: PipelineEnv, item: str) -> str:
@@ -215,8 +223,9 @@ def with_broken_page(data: bytes | None) -> Arrange:
 
     async def arrange(env: PipelineEnv, db: psycopg.Connection, book: SampleBook) -> str:
         broken = await env.add_book()
-        key = db.execute("select image_path from book_pages where book_id = %s and page_number = 2",
-                         [broken.id]).fetchone()[0]
+        key = db.execute(
+            "select image_path from book_pages where book_id = %s and page_number = 2", [broken.id]
+        ).fetchone()[0]
         if data is None:
             await env.storage.delete([key])
         else:
@@ -232,84 +241,127 @@ class Case:
     code: str
     message: str
 
+
 CASES: dict[str, Case] = {
     "photo_truncated_jpeg": Case(
-        with_photo(jpeg((640, 640))[:4000]), "photo_invalid", PhotoInvalid.parent_message),
+        with_photo(jpeg((640, 640))[:4000]), "photo_invalid", PhotoInvalid.parent_message
+    ),
     "photo_zero_bytes": Case(with_photo(b""), "photo_invalid", PhotoInvalid.parent_message),
     "photo_html_named_jpg": Case(
         with_photo(b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>"),
-        "photo_invalid", PhotoInvalid.parent_message),
+        "photo_invalid",
+        PhotoInvalid.parent_message,
+    ),
     "photo_too_small": Case(
-        with_photo(jpeg((300, 300))), "photo_invalid", PhotoInvalid.parent_message),
+        with_photo(jpeg((300, 300))), "photo_invalid", PhotoInvalid.parent_message
+    ),
     "photo_decompression_bomb": Case(
-        with_photo(png_header(100_000, 100_000), "photo.png"), "photo_invalid",
-        PhotoInvalid.parent_message),
+        with_photo(png_header(100_000, 100_000), "photo.png"),
+        "photo_invalid",
+        PhotoInvalid.parent_message,
+    ),
     "photo_bomb_warning_band": Case(
-        with_photo(png_header(10_000, 10_000), "photo.png"), "photo_invalid",
-        PhotoInvalid.parent_message),
+        with_photo(png_header(10_000, 10_000), "photo.png"),
+        "photo_invalid",
+        PhotoInvalid.parent_message,
+    ),
     "photo_object_missing": Case(
-        with_photo_path(lambda key: key.rsplit("/", 1)[0] + "/missing.jpg"), "photo_missing",
-        PhotoMissing.parent_message),
+        with_photo_path(lambda key: key.rsplit("/", 1)[0] + "/missing.jpg"),
+        "photo_missing",
+        PhotoMissing.parent_message,
+    ),
     "photo_path_null": Case(
         with_row("update order_items set child_photo_path = null where id = %(item)s"),
-        "photo_missing", PhotoMissing.parent_message),
+        "photo_missing",
+        PhotoMissing.parent_message,
+    ),
     "photo_url_other_host": Case(
         with_photo_path(
-            lambda key: f"https://attacker.example/storage/v1/object/public/books/{key}"),
-        "invalid_path", InvalidPath.parent_message),
+            lambda key: f"https://attacker.example/storage/v1/object/public/books/{key}"
+        ),
+        "invalid_path",
+        InvalidPath.parent_message,
+    ),
     "photo_url_other_bucket": Case(
         with_photo_path(lambda key: f"{SUPABASE_URL}/storage/v1/object/public/secrets/{key}"),
-        "invalid_path", InvalidPath.parent_message),
+        "invalid_path",
+        InvalidPath.parent_message,
+    ),
     "photo_path_dot_dot": Case(
-        old_row(SET_PATH, _dot_dot), "invalid_path", InvalidPath.parent_message),
+        old_row(SET_PATH, _dot_dot), "invalid_path", InvalidPath.parent_message
+    ),
     "photo_of_another_user": Case(
-        old_row(SET_PATH, _another_users_photo), "photo_not_owned", PhotoNotOwned.parent_message),
+        old_row(SET_PATH, _another_users_photo), "photo_not_owned", PhotoNotOwned.parent_message
+    ),
     "photo_url_another_user": Case(
-        old_row(SET_PATH, _another_users_photo_url), "photo_not_owned",
-        PhotoNotOwned.parent_message),
+        old_row(SET_PATH, _another_users_photo_url), "photo_not_owned", PhotoNotOwned.parent_message
+    ),
     "photo_generated_result": Case(
-        old_row(SET_PATH, _generated_cover), "photo_not_owned", PhotoNotOwned.parent_message),
+        old_row(SET_PATH, _generated_cover), "photo_not_owned", PhotoNotOwned.parent_message
+    ),
     "photo_catalog_image": Case(
-        old_row(SET_PATH, _catalog_cover), "photo_not_owned", PhotoNotOwned.parent_message),
+        old_row(SET_PATH, _catalog_cover), "photo_not_owned", PhotoNotOwned.parent_message
+    ),
     "photo_order_handed_over": Case(
-        old_row("update orders set user_id = %(random)s"
-                " where id = (select order_id from order_items where id = %(item)s)"),
-        "photo_not_owned", PhotoNotOwned.parent_message),
+        old_row(
+            "update orders set user_id = %(random)s"
+            " where id = (select order_id from order_items where id = %(item)s)"
+        ),
+        "photo_not_owned",
+        PhotoNotOwned.parent_message,
+    ),
     "child_name_10000_chars": Case(
-        with_child(child_name=HOSTILE_NAME), InvalidChildData.code,
+        with_child(child_name=HOSTILE_NAME),
+        InvalidChildData.code,
         f"Your child's name is too long (at most {NAME_MAX_CHARS} characters). "
-        "Please shorten it and try again."),
+        "Please shorten it and try again.",
+    ),
     "child_age_99": Case(
-        with_child(child_age=99), InvalidChildData.code,
-        "Your child's age must be a whole number from 0 to 14. Please check it and try again."),
+        with_child(child_age=99),
+        InvalidChildData.code,
+        "Your child's age must be a whole number from 0 to 14. Please check it and try again.",
+    ),
     "book_without_pages": Case(
-        _book_without_pages, "book_has_no_pages", BookHasNoPages.parent_message),
+        _book_without_pages, "book_has_no_pages", BookHasNoPages.parent_message
+    ),
     "book_row_missing": Case(_book_row_missing, "book_not_found", BookNotFound.parent_message),
     "book_id_null": Case(
         with_row("update order_items set book_id = null where id = %(item)s"),
-        "book_not_found", BookNotFound.parent_message),
+        "book_not_found",
+        BookNotFound.parent_message,
+    ),
     "page_image_missing": Case(
-        with_broken_page(None), ObjectNotFound.code, ObjectNotFound.parent_message),
+        with_broken_page(None), ObjectNotFound.code, ObjectNotFound.parent_message
+    ),
     "page_image_corrupt": Case(
-        with_broken_page(b"\xff\xd8\xff\xe0 not really a JPEG"), "book_image_invalid",
-        BookImageInvalid.parent_message),
+        with_broken_page(b"\xff\xd8\xff\xe0 not really a JPEG"),
+        "book_image_invalid",
+        BookImageInvalid.parent_message,
+    ),
 }
 
 
 def test_the_documented_table_is_what_is_tested() -> None:
     """The module docstring's table is the documentation: it names every case and its code."""
     assert __doc__ is not None
-    rows = [line.split() for line in __doc__.splitlines() if line.split()[:1] and
-            line.split()[0] in CASES]
+    rows = [
+        line.split()
+        for line in __doc__.splitlines()
+        if line.split()[:1] and line.split()[0] in CASES
+    ]
     assert {row[0]: row[-2] for row in rows} == {name: case.code for name, case in CASES.items()}
     assert all(row[-1] == "none" for row in rows)
 
 
-def assert_documented_outcome(env: PipelineEnv, db: psycopg.Connection, item: str,
-                              case: Case) -> None:
+def assert_documented_outcome(
+    env: PipelineEnv, db: psycopg.Connection, item: str, case: Case
+) -> None:
     row = item_row(db, item)
     assert (row["generation_status"], row["error_code"]) == ("failed", case.code), (
-        row["generation_status"], row["error_code"], row["error_message"])
+        row["generation_status"],
+        row["error_code"],
+        row["error_message"],
+    )
     assert row["attempts"] == 1, "a terminal failure is never retried"
     assert row["claimed_by"] is None and row["lease_expires_at"] is None
     assert row["pdf_path"] is None and row["pdf_url"] is None and row["generated_at"] is None
@@ -318,8 +370,22 @@ def assert_documented_outcome(env: PipelineEnv, db: psycopg.Connection, item: st
     message = row["error_message"]
     assert message == case.message
     assert message.endswith(".") and len(message) < 300
-    for leak in (item, "uploads/", "catalog/", "generated/", "..", "http", "attacker", "secrets",
-                 "Ignore all", "Traceback", "Error", "Exception", "<", str(env.root)):
+    for leak in (
+        item,
+        "uploads/",
+        "catalog/",
+        "generated/",
+        "..",
+        "http",
+        "attacker",
+        "secrets",
+        "Ignore all",
+        "Traceback",
+        "Error",
+        "Exception",
+        "<",
+        str(env.root),
+    ):
         assert leak not in message, f"{leak!r} leaks into the parent's message"
 
     (note,) = notifications(db, item)
@@ -396,8 +462,14 @@ async def test_the_daemon_keeps_running_through_the_whole_corpus(
 
 # --- what the log says about a refused path ------------------------------------------------
 
-PATH_CASES = ["photo_url_other_host", "photo_url_other_bucket", "photo_path_dot_dot",
-              "photo_of_another_user", "photo_url_another_user", "photo_object_missing"]
+PATH_CASES = [
+    "photo_url_other_host",
+    "photo_url_other_bucket",
+    "photo_path_dot_dot",
+    "photo_of_another_user",
+    "photo_url_another_user",
+    "photo_object_missing",
+]
 
 
 async def test_log_lines_name_items_and_codes_never_paths_or_users(
@@ -411,8 +483,9 @@ async def test_log_lines_name_items_and_codes_never_paths_or_users(
     users = {str(r[0]) for r in db.execute("select user_id from orders")}
     users |= {p.split("/")[1] for p in paths.values() if p.startswith("uploads/")}
     lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(f"{m.record['message']} {m.record['extra']}"),
-                      level="DEBUG")
+    sink = logger.add(
+        lambda m: lines.append(f"{m.record['message']} {m.record['extra']}"), level="DEBUG"
+    )
     try:
         assert await env.run_once(await env.processor()) == len(PATH_CASES)
     finally:

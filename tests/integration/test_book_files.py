@@ -46,9 +46,15 @@ def book_dir(root: Path, meta: dict[int, dict]) -> Path:
 
 
 async def story_book(env: PipelineEnv, text_box: dict = TEXT_BOX) -> str:
-    meta = {n: {"text": t, "text_box": text_box, "has_character": n != 3,
-                "character_box": {"x": 0.2, "y": 0.4, "w": 0.3, "h": 0.5}}
-            for n, t in TEMPLATES.items()}
+    meta = {
+        n: {
+            "text": t,
+            "text_box": text_box,
+            "has_character": n != 3,
+            "character_box": {"x": 0.2, "y": 0.4, "w": 0.3, "h": 0.5},
+        }
+        for n, t in TEMPLATES.items()
+    }
     source = read_book_dir(book_dir(env.root, meta), "The Little Lighthouse")
     return await import_book(env.setup, env.storage, source)
 
@@ -94,7 +100,8 @@ async def test_a_cyrillic_name_is_drawn_with_real_glyphs(
     row = await finished(env, db, "Зоя Ψ", "child")
     reader = PdfReader(io.BytesIO(env.stored(row["pdf_path"])))
     assert "Зоя Ψ climbs the lighthouse stairs. They can see the sea!" in " ".join(
-        reader.pages[1].extract_text().split())
+        reader.pages[1].extract_text().split()
+    )
     font = embedded_font(reader, 1)
     cmap = font.getBestCmap()
     for char in "ЗояΨ":
@@ -130,7 +137,9 @@ async def test_the_print_files_have_bleed_trim_and_300_ppi(
 def _placed_images(page):
     """(image, placed width in pt) for each image drawn by a ``w 0 0 h x y cm`` before ``Do``."""
     content = page.get_contents().get_data().decode("latin-1")
-    widths = [float(m.group(1)) for m in re.finditer(r"([\d.]+) 0 0 [\d.]+ [-\d.]+ [-\d.]+ cm", content)]
+    widths = [
+        float(m.group(1)) for m in re.finditer(r"([\d.]+) 0 0 [\d.]+ [-\d.]+ [-\d.]+ cm", content)
+    ]
     images = list(page.images)
     assert images and widths
     return [(image, widths[0]) for image in images]

@@ -20,8 +20,8 @@ from monitor.config import ConfigError, Settings
 from monitor.metrics import Metrics
 from processors.ai.base import Usage
 from processors.ai.pricing import DEFAULT_PRICES, PriceTable, PriceTableError
-from tests.support.factories import item_row
 from testkit.fakes.gemini_server import FakeGemini
+from tests.support.factories import item_row
 from tests.support.pipeline_env import PipelineEnv
 
 INPUT_TOKENS, OUTPUT_TOKENS = 1290, 1150  # what the fake reports per call (see test_pipeline)
@@ -57,21 +57,28 @@ def test_default_table_prices_the_documented_models_and_counts_the_rest() -> Non
 
 
 def test_override_replaces_adds_and_removes_models(tmp_path: Path) -> None:
-    override = write_prices(tmp_path / "prices.json", {
-        "gemini-2.5-flash-image": {"input_per_million": 0.3, "output_per_million": 30},
-        "gemini-3.5-flash": None,
-    })
+    override = write_prices(
+        tmp_path / "prices.json",
+        {
+            "gemini-2.5-flash-image": {"input_per_million": 0.3, "output_per_million": 30},
+            "gemini-3.5-flash": None,
+        },
+    )
     table = PriceTable.load(override)
     assert table.price_of("gemini-2.5-flash-image") is not None
     assert table.price_of("gemini-3.5-flash") is None
     assert table.price_of("gemini-3.1-pro-preview") is not None  # untouched default
 
 
-@pytest.mark.parametrize("content", [
-    "not json", json.dumps({"models": {"m": {"input_per_million": 1}}}),
-    json.dumps({"models": {"m": {"input_per_million": -1, "output_per_million": 1}}}),
-    json.dumps({"prices": {}}),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        json.dumps({"models": {"m": {"input_per_million": 1}}}),
+        json.dumps({"models": {"m": {"input_per_million": -1, "output_per_million": 1}}}),
+        json.dumps({"prices": {}}),
+    ],
+)
 def test_a_bad_price_file_is_a_config_error(tmp_path: Path, content: str) -> None:
     bad = tmp_path / "prices.json"
     bad.write_text(content)
@@ -82,8 +89,9 @@ def test_a_bad_price_file_is_a_config_error(tmp_path: Path, content: str) -> Non
 
 
 def test_usage_round_trips_through_the_row_shape() -> None:
-    usage = Usage(calls=3, images=1, input_tokens=10, output_tokens=20, cost_usd=0.25,
-                  unpriced_calls=1)
+    usage = Usage(
+        calls=3, images=1, input_tokens=10, output_tokens=20, cost_usd=0.25, unpriced_calls=1
+    )
     assert Usage.from_dict(usage.as_dict()) == usage
     assert "cost_usd" not in Usage(calls=1).as_dict()  # never priced: no claim about money
     total = Usage(cost_usd=0.5)
@@ -109,15 +117,22 @@ def log_records() -> Iterator[list[dict[str, Any]]]:
 
 
 async def test_a_book_records_its_cost_logs_each_page_and_counts_spend(
-    env: PipelineEnv, db: psycopg.Connection, tmp_path: Path,
+    env: PipelineEnv,
+    db: psycopg.Connection,
+    tmp_path: Path,
     log_records: list[dict[str, Any]],
 ) -> None:
-    prices = write_prices(tmp_path / "prices.json", {
-        FakeGemini.ANALYSIS_MODEL: dict(zip(("input_per_million", "output_per_million"),
-                                            ANALYSIS_PRICE, strict=True)),
-        FakeGemini.IMAGE_MODEL: dict(zip(("input_per_million", "output_per_million"),
-                                         IMAGE_PRICE, strict=True)),
-    })
+    prices = write_prices(
+        tmp_path / "prices.json",
+        {
+            FakeGemini.ANALYSIS_MODEL: dict(
+                zip(("input_per_million", "output_per_million"), ANALYSIS_PRICE, strict=True)
+            ),
+            FakeGemini.IMAGE_MODEL: dict(
+                zip(("input_per_million", "output_per_million"), IMAGE_PRICE, strict=True)
+            ),
+        },
+    )
     book = await env.add_book()  # 4 pages, page 3 without a character: cover + 3 drawn pages
     item = await env.add_item(book.id)
     processor = await env.factory_processor(AI_PRICES_FILE=str(prices))
@@ -132,14 +147,20 @@ async def test_a_book_records_its_cost_logs_each_page_and_counts_spend(
 
     metrics: Metrics = processor.metrics
     exposition = metrics.render(None)[0].decode()
-    spent = {line.split(" ")[0]: float(line.split(" ")[1]) for line in exposition.splitlines()
-             if line.startswith("book_monitor_ai_spend_usd_total{")}
-    assert spent[f'book_monitor_ai_spend_usd_total{{kind="generate_image",'
-                 f'model="{FakeGemini.IMAGE_MODEL}"}}'] == pytest.approx(cost(IMAGE_PRICE, drawn))
-    assert spent[f'book_monitor_ai_spend_usd_total{{kind="analyze",'
-                 f'model="{FakeGemini.ANALYSIS_MODEL}"}}'] == pytest.approx(cost(ANALYSIS_PRICE, 2))
+    spent = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in exposition.splitlines()
+        if line.startswith("book_monitor_ai_spend_usd_total{")
+    }
+    assert spent[
+        f'book_monitor_ai_spend_usd_total{{kind="generate_image",model="{FakeGemini.IMAGE_MODEL}"}}'
+    ] == pytest.approx(cost(IMAGE_PRICE, drawn))
+    assert spent[
+        f'book_monitor_ai_spend_usd_total{{kind="analyze",model="{FakeGemini.ANALYSIS_MODEL}"}}'
+    ] == pytest.approx(cost(ANALYSIS_PRICE, 2))
     assert metrics.spend_by_model()[FakeGemini.IMAGE_MODEL] == pytest.approx(
-        cost(IMAGE_PRICE, drawn), abs=1e-6)
+        cost(IMAGE_PRICE, drawn), abs=1e-6
+    )
 
     pages = [r for r in log_records if r["message"] == "page drawn"]
     assert sorted(r["extra"]["page"] for r in pages) == [0, *book.drawn_pages]
@@ -157,8 +178,9 @@ async def test_unpriced_models_are_counted_not_called_free(
     env: PipelineEnv, db: psycopg.Connection, tmp_path: Path
 ) -> None:
     # null removes a model from the table: neither of the fake's models has a price then.
-    prices = write_prices(tmp_path / "prices.json",
-                          {FakeGemini.ANALYSIS_MODEL: None, FakeGemini.IMAGE_MODEL: None})
+    prices = write_prices(
+        tmp_path / "prices.json", {FakeGemini.ANALYSIS_MODEL: None, FakeGemini.IMAGE_MODEL: None}
+    )
     book = await env.add_book()
     item = await env.add_item(book.id)
     processor = await env.factory_processor(AI_PRICES_FILE=str(prices))

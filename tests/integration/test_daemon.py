@@ -25,8 +25,11 @@ async def make_monitor(database_url: str) -> AsyncIterator[MonitorFactory]:
 
     def make(processor: Processor, **overrides: object) -> Monitor:
         values: dict[str, object] = dict(
-            database_url=Secret(database_url), poll_interval_seconds=0.2, lease_seconds=30,
-            shutdown_grace_seconds=2, worker_id=f"test-{len(monitors)}",
+            database_url=Secret(database_url),
+            poll_interval_seconds=0.2,
+            lease_seconds=30,
+            shutdown_grace_seconds=2,
+            worker_id=f"test-{len(monitors)}",
         )
         values.update(overrides)
         monitor = Monitor(Settings(**values), PostgresStore(database_url), processor)
@@ -82,8 +85,11 @@ async def test_never_runs_more_than_the_concurrency_limit(
     ids=["retryable", "terminal", "crash"],
 )
 async def test_failures_are_classified(
-    make_monitor: MonitorFactory, db: psycopg.Connection, processor: Processor,
-    expected_status: str, expected_code: str,
+    make_monitor: MonitorFactory,
+    db: psycopg.Connection,
+    processor: Processor,
+    expected_status: str,
+    expected_code: str,
 ) -> None:
     item = insert_item(db, book_id=insert_book(db))
     monitor = make_monitor(processor)
@@ -96,7 +102,9 @@ async def test_failures_are_classified(
     assert "x" != row["error_message"] and "RuntimeError" not in row["error_message"]
 
 
-async def test_lost_lease_cancels_the_work(make_monitor: MonitorFactory, db: psycopg.Connection) -> None:
+async def test_lost_lease_cancels_the_work(
+    make_monitor: MonitorFactory, db: psycopg.Connection
+) -> None:
     item = insert_item(db, book_id=insert_book(db))
     hanging = Hanging()
     monitor = make_monitor(hanging, lease_seconds=3)
@@ -117,8 +125,11 @@ async def test_refund_mid_processing_stops_the_item(
     monitor = make_monitor(hanging, lease_seconds=3)
     await monitor.start()
     await eventually(lambda: hanging.started.is_set())
-    db.execute("update orders set payment_status = 'refunded' where id = "
-               "(select order_id from order_items where id = %s)", [item])
+    db.execute(
+        "update orders set payment_status = 'refunded' where id = "
+        "(select order_id from order_items where id = %s)",
+        [item],
+    )
     await eventually(lambda: hanging.cancelled)
     row = item_row(db, item)
     assert (row["generation_status"], row["error_code"]) == ("failed", "order_not_paid")
@@ -138,7 +149,9 @@ async def test_shutdown_releases_what_does_not_finish_in_the_grace_period(
     assert hanging.cancelled
 
 
-async def test_shutdown_lets_quick_items_finish(make_monitor: MonitorFactory, db: psycopg.Connection) -> None:
+async def test_shutdown_lets_quick_items_finish(
+    make_monitor: MonitorFactory, db: psycopg.Connection
+) -> None:
     item = insert_item(db, book_id=insert_book(db))
     processor = Recording(seconds=0.5)
     monitor = make_monitor(processor, shutdown_grace_seconds=10)
@@ -148,7 +161,9 @@ async def test_shutdown_lets_quick_items_finish(make_monitor: MonitorFactory, db
     assert status(db, item) == "completed"
 
 
-async def test_stop_and_start_claiming(make_monitor: MonitorFactory, db: psycopg.Connection) -> None:
+async def test_stop_and_start_claiming(
+    make_monitor: MonitorFactory, db: psycopg.Connection
+) -> None:
     book = insert_book(db)
     monitor = make_monitor(Recording(), auto_start_monitor=False)
     await monitor.start()
@@ -166,8 +181,11 @@ async def test_listen_wakes_the_daemon_long_before_the_next_poll(
     await monitor.start()
     await eventually(lambda: monitor.stats.last_poll_at is not None)
     item = insert_item(db, book_id=insert_book(db))
-    await eventually(lambda: status(db, item) == "completed", timeout=10,
-                     what="pickup through LISTEN with an hour-long poll interval")
+    await eventually(
+        lambda: status(db, item) == "completed",
+        timeout=10,
+        what="pickup through LISTEN with an hour-long poll interval",
+    )
 
 
 async def test_once_processes_everything_claimable_then_returns(
@@ -188,9 +206,12 @@ async def test_a_restart_under_the_same_worker_id_resumes_its_items_at_once(
     # Two items a kill -9 left behind, with the whole 30 s lease still to run: one held under
     # the restarted process's worker id, one under another worker that may well be alive.
     for item, worker in ((mine, "restarted"), (other, "someone-else")):
-        db.execute("""update order_items set generation_status = 'processing', claimed_by = %s,
+        db.execute(
+            """update order_items set generation_status = 'processing', claimed_by = %s,
                              attempts = 1, lease_expires_at = now() + interval '30 seconds'
-                       where id = %s""", [worker, item])
+                       where id = %s""",
+            [worker, item],
+        )
     processor = Recording()
 
     monitor = make_monitor(processor, worker_id="restarted")
@@ -198,5 +219,8 @@ async def test_a_restart_under_the_same_worker_id_resumes_its_items_at_once(
 
     assert processor.seen == [mine]
     row = item_row(db, mine)
-    assert row["generation_status"] == "completed" and (row["attempts"], row["crash_count"]) == (1, 1)
+    assert row["generation_status"] == "completed" and (row["attempts"], row["crash_count"]) == (
+        1,
+        1,
+    )
     assert item_row(db, other)["claimed_by"] == "someone-else"

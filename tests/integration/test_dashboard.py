@@ -21,9 +21,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from monitor.config import Secret, Settings
 from monitor.daemon import Monitor
 from monitor.job import Job
-from processors.contract import BookResult, StepCode
 from monitor.server import create_app
 from monitor.store.postgres import PostgresStore
+from processors.contract import BookResult, StepCode
 from processors.errors import TerminalError
 from tests.support.factories import insert_book, insert_item, item_row
 from tests.support.waiting import eventually
@@ -32,12 +32,20 @@ ADMIN_TOKEN = "dashboard-token-41d9"
 CHILD = "Zephyrine"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 #: The flags this machine's notes say a sandboxed, offline chromium needs (no network chatter).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 #: Where the run leaves its screenshot (gitignored); DASHBOARD_SCREENSHOT overrides.
-SCREENSHOT = Path(os.environ.get(
-    "DASHBOARD_SCREENSHOT", Path(__file__).parent / "artifacts" / "dashboard.png"))
+SCREENSHOT = Path(
+    os.environ.get("DASHBOARD_SCREENSHOT", Path(__file__).parent / "artifacts" / "dashboard.png")
+)
 PHOTO_WORDS = ("uploads/", "generated/", "https://", ".jpg", ".pdf", "@")
 
 
@@ -53,14 +61,18 @@ class Stepped:
 
     async def __call__(self, job: Job) -> BookResult:
         if job.item_id == self.fail:
-            raise TerminalError("test: no face", code="photo_rejected",
-                                parent_message=f"We could not see {CHILD}'s face in the photo.")
+            raise TerminalError(
+                "test: no face",
+                code="photo_rejected",
+                parent_message=f"We could not see {CHILD}'s face in the photo.",
+            )
         self.drawing.append(job.item_id)
         await job.report(5, f"Drawing {CHILD}'s cover", code=StepCode.DRAWING_COVER, pages_total=4)
         while True:
             page = await self.step.get()
-            await job.report(10 + 20 * page, f"Drawing page {page} of 4 for {CHILD}",
-                             code=StepCode.DRAWING_PAGE)
+            await job.report(
+                10 + 20 * page, f"Drawing page {page} of 4 for {CHILD}", code=StepCode.DRAWING_PAGE
+            )
 
 
 @pytest.fixture
@@ -84,16 +96,26 @@ async def test_the_dashboard_shows_progress_moving_and_retries_a_failure_in_a_br
     drawing = insert_item(db, book_id=book, child_name=CHILD)
     failing = insert_item(db, book_id=book, child_name=CHILD, max_attempts=1)
     processor = Stepped(fail=failing)
-    settings = Settings(database_url=Secret(database_url), poll_interval_seconds=0.2,
-                        lease_seconds=30, shutdown_grace_seconds=1, worker_id="dashboard-test",
-                        admin_token=Secret(ADMIN_TOKEN))
+    settings = Settings(
+        database_url=Secret(database_url),
+        poll_interval_seconds=0.2,
+        lease_seconds=30,
+        shutdown_grace_seconds=1,
+        worker_id="dashboard-test",
+        admin_token=Secret(ADMIN_TOKEN),
+    )
     monitor = Monitor(settings, PostgresStore(database_url), processor)
     client = TestClient(TestServer(create_app(monitor)))
     await client.start_server()
     await monitor.start()
     try:
-        await eventually(lambda: item_row(db, failing)["generation_status"] == "failed"
-                         and processor.drawing == [drawing], what="one drawing, one failed")
+        await eventually(
+            lambda: (
+                item_row(db, failing)["generation_status"] == "failed"
+                and processor.drawing == [drawing]
+            ),
+            what="one drawing, one failed",
+        )
         # No further claims, so the retried item stays pending for the check below.
         monitor.stop_claiming()
 
@@ -109,12 +131,14 @@ async def test_the_dashboard_shows_progress_moving_and_retries_a_failure_in_a_br
             processor.step.put_nowait(step)
             await page.wait_for_function(
                 "([sel, want]) => document.querySelector(sel)?.getAttribute('aria-valuenow') === want",
-                arg=[f'#in-flight tr[data-item="{drawing}"] [role=progressbar]', expected])
+                arg=[f'#in-flight tr[data-item="{drawing}"] [role=progressbar]', expected],
+            )
         step_cell = page.locator(f'#in-flight tr[data-item="{drawing}"] td.step')
         assert await step_cell.inner_text() == "Drawing page 3 of 4 for [child]"
         fill_width = await page.eval_on_selector(
             f'#in-flight tr[data-item="{drawing}"] [role=progressbar] > span',
-            "node => node.getBoundingClientRect().width / node.parentElement.getBoundingClientRect().width")
+            "node => node.getBoundingClientRect().width / node.parentElement.getBoundingClientRect().width",
+        )
         assert abs(fill_width - 0.7) < 0.05  # the bar is drawn at 70 %, not only labelled
 
         failure = page.locator(f'#failures tr[data-item="{failing}"]')
@@ -127,13 +151,15 @@ async def test_the_dashboard_shows_progress_moving_and_retries_a_failure_in_a_br
         await page.fill("#token", ADMIN_TOKEN)
         await page.click("#token-save")
         await page.wait_for_function(
-            f"() => !document.querySelector('#failures tr[data-item=\"{failing}\"] button').disabled")
+            f"() => !document.querySelector('#failures tr[data-item=\"{failing}\"] button').disabled"
+        )
         await page.screenshot(path=str(_screenshot_path()), full_page=True)
         await retry.click()
         await page.locator("#alert.info").wait_for()
         assert item_row(db, failing)["generation_status"] == "pending"
         await page.wait_for_function(
-            f"() => !document.querySelector('#failures tr[data-item=\"{failing}\"]')")
+            f"() => !document.querySelector('#failures tr[data-item=\"{failing}\"]')"
+        )
 
         text = await page.inner_text("body")
         assert CHILD not in text and not [w for w in PHOTO_WORDS if w in text], text
@@ -152,16 +178,22 @@ async def test_a_wrong_token_is_refused_and_nothing_changes(
     database_url: str, db: psycopg.Connection, browser: object
 ) -> None:
     failing = insert_item(db, book_id=insert_book(db), child_name=CHILD, max_attempts=1)
-    settings = Settings(database_url=Secret(database_url), poll_interval_seconds=0.2,
-                        lease_seconds=30, shutdown_grace_seconds=1, worker_id="dashboard-test",
-                        admin_token=Secret(ADMIN_TOKEN))
+    settings = Settings(
+        database_url=Secret(database_url),
+        poll_interval_seconds=0.2,
+        lease_seconds=30,
+        shutdown_grace_seconds=1,
+        worker_id="dashboard-test",
+        admin_token=Secret(ADMIN_TOKEN),
+    )
     monitor = Monitor(settings, PostgresStore(database_url), Stepped(fail=failing))
     client = TestClient(TestServer(create_app(monitor)))
     await client.start_server()
     await monitor.start()
     try:
-        await eventually(lambda: item_row(db, failing)["generation_status"] == "failed",
-                         what="the failure")
+        await eventually(
+            lambda: item_row(db, failing)["generation_status"] == "failed", what="the failure"
+        )
         monitor.stop_claiming()
         page = await browser.new_page()
         await page.goto(str(client.make_url("/dashboard?refresh=1")))
@@ -169,7 +201,8 @@ async def test_a_wrong_token_is_refused_and_nothing_changes(
         await page.click("#token-save")
         retry = page.locator(f'#failures tr[data-item="{failing}"] button.retry')
         await page.wait_for_function(
-            f"() => !document.querySelector('#failures tr[data-item=\"{failing}\"] button').disabled")
+            f"() => !document.querySelector('#failures tr[data-item=\"{failing}\"] button').disabled"
+        )
         await retry.click()
         await page.locator("#alert:not(.info)").filter(has_text="refused").wait_for()
         assert item_row(db, failing)["generation_status"] == "failed"
@@ -186,15 +219,21 @@ async def test_the_data_carry_no_personal_data_and_the_page_loads_nothing_foreig
 ) -> None:
     book = insert_book(db)
     failing = insert_item(db, book_id=book, child_name=CHILD, max_attempts=1)
-    settings = Settings(database_url=Secret(database_url), poll_interval_seconds=0.2,
-                        lease_seconds=30, shutdown_grace_seconds=1, worker_id="dashboard-test")
+    settings = Settings(
+        database_url=Secret(database_url),
+        poll_interval_seconds=0.2,
+        lease_seconds=30,
+        shutdown_grace_seconds=1,
+        worker_id="dashboard-test",
+    )
     monitor = Monitor(settings, PostgresStore(database_url), Stepped(fail=failing))
     client = TestClient(TestServer(create_app(monitor)))
     await client.start_server()
     await monitor.start()
     try:
-        await eventually(lambda: item_row(db, failing)["generation_status"] == "failed",
-                         what="the failure")
+        await eventually(
+            lambda: item_row(db, failing)["generation_status"] == "failed", what="the failure"
+        )
         response = await client.get("/dashboard/data")
         assert response.status == 200
         raw = await response.text()
@@ -218,8 +257,12 @@ async def test_the_data_carry_no_personal_data_and_the_page_loads_nothing_foreig
 
 async def test_the_page_stays_up_and_says_so_when_the_database_is_down() -> None:
     nowhere = "postgresql://nobody@127.0.0.1:1/nothing"
-    settings = Settings(database_url=Secret(nowhere), poll_interval_seconds=0.2,
-                        worker_id="dashboard-test", auto_start_monitor=False)
+    settings = Settings(
+        database_url=Secret(nowhere),
+        poll_interval_seconds=0.2,
+        worker_id="dashboard-test",
+        auto_start_monitor=False,
+    )
     monitor = Monitor(settings, PostgresStore(nowhere, connect_timeout=1), None)
     client = TestClient(TestServer(create_app(monitor)))
     await client.start_server()

@@ -17,10 +17,19 @@ from tests.support.factories import insert_book, insert_item, item_row
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: Where failures are raised; importing them registers their OrderError subclasses.
-RAISING_MODULES = ("processors.book", "processors.ai.base", "processors.ai.gemini",
-                   "processors.images", "processors.prompts", "processors.child", "processors.analysis",
-                   "processors.pdf", "processors.layout", "processors.ports",
-                   "monitor.store.base")
+RAISING_MODULES = (
+    "processors.book",
+    "processors.ai.base",
+    "processors.ai.gemini",
+    "processors.images",
+    "processors.prompts",
+    "processors.child",
+    "processors.analysis",
+    "processors.pdf",
+    "processors.layout",
+    "processors.ports",
+    "monitor.store.base",
+)
 #: Codes only the SQL queue functions write (claim's dead letter, the payment check).
 SQL_CODES = {"order_not_paid", "max_attempts", "crash_loop"}
 RETRY_WORDS = ("keep trying", "little longer")
@@ -76,8 +85,14 @@ async def test_each_code_ends_with_a_message_true_to_the_state(
 
     async def fail() -> FailOutcome:
         await store.claim("w", 1, 60)
-        return await store.fail(item, "w", error_code=exc.code, error_message=exc.parent_message,
-                                final_error_message=exc.final_message, retryable=exc.retryable)
+        return await store.fail(
+            item,
+            "w",
+            error_code=exc.code,
+            error_message=exc.parent_message,
+            final_error_message=exc.final_message,
+            retryable=exc.retryable,
+        )
 
     if retried:
         assert await fail() is FailOutcome.RETRY
@@ -86,8 +101,9 @@ async def test_each_code_ends_with_a_message_true_to_the_state(
         db.execute("update order_items set next_attempt_at = now() where id = %s", [item])
     assert await fail() is FailOutcome.FAILED
     row = item_row(db, item)
-    notes = db.execute("select kind, body from notifications where order_item_id = %s",
-                       [item]).fetchall()
+    notes = db.execute(
+        "select kind, body from notifications where order_item_id = %s", [item]
+    ).fetchall()
     assert (row["generation_status"], row["error_code"]) == ("failed", code)
     assert notes == [("book_failed", row["error_message"])]
     assert not any(word in row["error_message"] for word in RETRY_WORDS), row["error_message"]
@@ -100,23 +116,29 @@ async def test_the_codes_the_queue_writes_end_with_a_final_message(
     ended = {}
     unpaid = insert_item(db, book_id=book)
     await store.claim("w", 1, 60)
-    db.execute("update orders set payment_status = 'refunded' where id = "
-               "(select order_id from order_items where id = %s)", [unpaid])
+    db.execute(
+        "update orders set payment_status = 'refunded' where id = "
+        "(select order_id from order_items where id = %s)",
+        [unpaid],
+    )
     assert not await store.set_progress(unpaid, "w", 10, "Drawing")
     ended["order_not_paid"] = unpaid
     exhausted = insert_item(db, book_id=book, max_attempts=1)
     db.execute("update order_items set attempts = 1 where id = %s", [exhausted])
     looping = insert_item(db, book_id=book)
-    db.execute("update order_items set generation_status = 'processing', claimed_by = 'dead', "
-               "crash_count = max_crashes, lease_expires_at = now() - interval '1 s' where id = %s",
-               [looping])
+    db.execute(
+        "update order_items set generation_status = 'processing', claimed_by = 'dead', "
+        "crash_count = max_crashes, lease_expires_at = now() - interval '1 s' where id = %s",
+        [looping],
+    )
     assert await store.claim("w", 5, 60) == []
     ended["max_attempts"], ended["crash_loop"] = exhausted, looping
     assert set(ended) == SQL_CODES and SQL_CODES <= set(documented_codes())
     for code, item in ended.items():
         row = item_row(db, item)
         assert (row["generation_status"], row["error_code"]) == ("failed", code)
-        notes = db.execute("select kind, body from notifications where order_item_id = %s",
-                           [item]).fetchall()
+        notes = db.execute(
+            "select kind, body from notifications where order_item_id = %s", [item]
+        ).fetchall()
         assert notes == [("book_failed", row["error_message"])]
         assert not any(word in row["error_message"] for word in RETRY_WORDS)

@@ -56,14 +56,20 @@ async def test_the_daemon_runs_the_queue_as_the_least_privileged_role(
     monitor = Monitor(settings, PostgresStore(daemon_url), Recording(steps=2))
     await monitor.start()
     try:
-        await eventually(lambda: item_row(db, item)["generation_status"] == "completed",
-                         what="the item completed by the book_monitor role")
+        await eventually(
+            lambda: item_row(db, item)["generation_status"] == "completed",
+            what="the item completed by the book_monitor role",
+        )
     finally:
         await monitor.shutdown()
     row = item_row(db, item)
     assert row["attempts"] == 1 and row["pages_done"] == 2 and row["claimed_by"] is None
-    assert db.execute("select count(*) from notifications where order_item_id = %s",
-                      [item]).fetchone()[0] == 1
+    assert (
+        db.execute(
+            "select count(*) from notifications where order_item_id = %s", [item]
+        ).fetchone()[0]
+        == 1
+    )
 
 
 def test_the_role_reads_the_catalog_and_nothing_else(
@@ -76,9 +82,13 @@ def test_the_role_reads_the_catalog_and_nothing_else(
         assert conn.execute("select count(*) from book_pages").fetchone()[0] == 2
         assert conn.execute("select order_queue_depth()").fetchone()[0] == 1
         for statement in (
-            "select * from orders", "select * from order_items", "select * from notifications",
-            "select * from book_analyses", "update books set title = 'x'",
-            "delete from order_items", "select import_book('{\"title\": \"x\"}', '[]')",
+            "select * from orders",
+            "select * from order_items",
+            "select * from notifications",
+            "select * from book_analyses",
+            "update books set title = 'x'",
+            "delete from order_items",
+            "select import_book('{\"title\": \"x\"}', '[]')",
             "select record_migration('999_evil.sql', 'x')",
             "select create_paid_order_item(gen_random_uuid(), 'x', 1, 'x', null)",
         ):
@@ -99,7 +109,8 @@ def test_every_function_the_store_calls_is_secured_for_the_role(db: psycopg.Conn
     rows = db.execute(
         "select p.proname, p.prosecdef, has_function_privilege('book_monitor', p.oid, 'execute')"
         "  from pg_proc p where p.pronamespace = 'public'::regnamespace"
-        "   and p.proname = any(%s)", [sorted(called)]
+        "   and p.proname = any(%s)",
+        [sorted(called)],
     ).fetchall()
     assert {name for name, _, _ in rows} == called
     insecure = sorted(name for name, definer, granted in rows if not (definer and granted))

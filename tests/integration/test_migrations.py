@@ -23,14 +23,39 @@ async def test_fresh_database_gets_every_table_and_function(empty_database_url: 
     applied = await migrate(empty_database_url)
     assert applied == [m.version for m in discover()]
     with psycopg.connect(empty_database_url) as conn:
-        for table in ("books", "book_pages", "orders", "order_items", "order_item_pages",
-                      "book_analyses", "notifications"):
+        for table in (
+            "books",
+            "book_pages",
+            "orders",
+            "order_items",
+            "order_item_pages",
+            "book_analyses",
+            "notifications",
+        ):
             assert columns(conn, table), table
-        contract = {"generation_status", "progress", "current_step", "pages_total", "pages_done",
-                    "pdf_url", "pdf_path", "cover_image_url", "cover_image_path", "generated_at",
-                    "error_code", "error_message", "attempts", "max_attempts", "next_attempt_at",
-                    "claimed_by", "lease_expires_at", "child_name", "child_age", "child_gender",
-                    "child_photo_path"}
+        contract = {
+            "generation_status",
+            "progress",
+            "current_step",
+            "pages_total",
+            "pages_done",
+            "pdf_url",
+            "pdf_path",
+            "cover_image_url",
+            "cover_image_path",
+            "generated_at",
+            "error_code",
+            "error_message",
+            "attempts",
+            "max_attempts",
+            "next_attempt_at",
+            "claimed_by",
+            "lease_expires_at",
+            "child_name",
+            "child_age",
+            "child_gender",
+            "child_photo_path",
+        }
         assert contract <= columns(conn, "order_items")
         index = conn.execute(
             "select indexdef from pg_indexes where indexname = 'order_items_claimable_idx'"

@@ -14,11 +14,11 @@ from loguru import logger
 from monitor.config import ConfigError, Secret, Settings
 from monitor.daemon import Monitor
 from monitor.job import Job
-from processors.contract import BookResult, Processor
 from monitor.mailer import EmailTemplates, Mailer
 from monitor.metrics import Metrics
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
+from processors.contract import BookResult, Processor
 from processors.errors import RetryableError, TerminalError
 from tests.support.factories import insert_book, insert_item, insert_order, item_row
 from tests.support.processors import Failing
@@ -35,8 +35,12 @@ class Finishing:
     async def __call__(self, job: Job) -> BookResult:
         base = f"generated/{job.item_id}"
         url = f"https://proj.supabase.co/storage/v1/object/sign/books/{base}/book.pdf?token=t&x=1"
-        return BookResult(pdf_path=f"{base}/book.pdf", pdf_url=url,
-                          cover_path=f"{base}/cover.jpg", cover_url=url.replace("book.pdf", "c"))
+        return BookResult(
+            pdf_path=f"{base}/book.pdf",
+            pdf_url=url,
+            cover_path=f"{base}/cover.jpg",
+            cover_url=url.replace("book.pdf", "c"),
+        )
 
 
 @pytest.fixture
@@ -49,9 +53,16 @@ def smtp() -> Iterator[SmtpServer]:
 
 def email_settings(database_url: str, port: int, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
-        database_url=Secret(database_url), poll_interval_seconds=0.2, lease_seconds=30,
-        shutdown_grace_seconds=2, worker_id="mail-test", smtp_host="127.0.0.1", smtp_port=port,
-        smtp_security="none", email_from=FROM, email_backoff_base_seconds=0.2,
+        database_url=Secret(database_url),
+        poll_interval_seconds=0.2,
+        lease_seconds=30,
+        shutdown_grace_seconds=2,
+        worker_id="mail-test",
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+        email_from=FROM,
+        email_backoff_base_seconds=0.2,
     )
     values.update(overrides)
     return Settings(**values)
@@ -65,8 +76,12 @@ async def monitors() -> AsyncIterator[list[Monitor]]:
         await monitor.shutdown()
 
 
-def start_monitor(monitors: list[Monitor], settings: Settings, processor: Processor,
-                  metrics: Metrics | None = None) -> Monitor:
+def start_monitor(
+    monitors: list[Monitor],
+    settings: Settings,
+    processor: Processor,
+    metrics: Metrics | None = None,
+) -> Monitor:
     store = PostgresStore(str(settings.database_url))
     metrics = metrics or Metrics()
     mailer = Mailer(settings, store, metrics=metrics)
@@ -84,8 +99,12 @@ def ordered_item(db: psycopg.Connection, *, email: str | None = PARENT, **kw: ob
 def owed(db: psycopg.Connection, item: str) -> dict:
     """The item's outbox row, or {} while it owes no email."""
     cursor = db.cursor(row_factory=psycopg.rows.dict_row)
-    return cursor.execute("select * from notification_emails where order_item_id = %s",
-                          [item]).fetchone() or {}
+    return (
+        cursor.execute(
+            "select * from notification_emails where order_item_id = %s", [item]
+        ).fetchone()
+        or {}
+    )
 
 
 def outbox(db: psycopg.Connection, item: str) -> dict:
@@ -121,9 +140,12 @@ async def test_a_completed_item_emails_the_parent_its_signed_link(
 async def test_a_failed_item_emails_what_happened_and_what_to_do(
     db: psycopg.Connection, database_url: str, smtp: SmtpServer, monitors: list[Monitor]
 ) -> None:
-    item = ordered_item(db)
-    failing = Failing(TerminalError("no face", code="photo_rejected",
-                                    parent_message="We could not find exactly one face."))
+    ordered_item(db)
+    failing = Failing(
+        TerminalError(
+            "no face", code="photo_rejected", parent_message="We could not find exactly one face."
+        )
+    )
     await start_monitor(monitors, email_settings(database_url, smtp.port), failing).start()
     await eventually(lambda: smtp.inbox.messages, what="the email")
     [message] = smtp.inbox.messages
@@ -161,8 +183,9 @@ async def test_a_failing_server_delays_nothing_and_the_mail_follows_when_it_is_b
         server.start()
     item = ordered_item(db)
     try:
-        await start_monitor(monitors, email_settings(database_url, server.port),
-                            Finishing()).start()
+        await start_monitor(
+            monitors, email_settings(database_url, server.port), Finishing()
+        ).start()
         # The item completes while the email fails, attempt after attempt.
         await eventually(lambda: owed(db, item).get("attempts", 0) >= 2, what="failed attempts")
         assert item_row(db, item)["generation_status"] == "completed"
@@ -188,8 +211,10 @@ async def test_replicas_never_send_an_email_twice(
     for item in items:
         complete(db, item)
     stores = [PostgresStore(database_url) for _ in range(3)]
-    mailers = [Mailer(email_settings(database_url, smtp.port, worker_id=f"replica-{n}"), s,
-                      batch=3) for n, s in enumerate(stores)]
+    mailers = [
+        Mailer(email_settings(database_url, smtp.port, worker_id=f"replica-{n}"), s, batch=3)
+        for n, s in enumerate(stores)
+    ]
     for store in stores:
         await store.open()
     try:
@@ -200,15 +225,17 @@ async def test_replicas_never_send_an_email_twice(
             await store.close()
     ids = [m["Message-ID"] for m in smtp.inbox.messages]
     assert len(ids) == len(set(ids)) == len(items) == sum(counts)
-    assert db.execute("select count(*) from notification_emails where status = 'sent'"
-                      ).fetchone() == (len(items),)
+    assert db.execute(
+        "select count(*) from notification_emails where status = 'sent'"
+    ).fetchone() == (len(items),)
 
 
 def complete(db: psycopg.Connection, item: str, url: str = "https://x.example/b.pdf") -> None:
     """Complete the item through the queue functions, as a worker does."""
     db.execute("select claim_order_items('w', 100, 60)")
-    assert db.execute("select complete_order_item(%s, 'w', 'p', %s, 'c', %s)",
-                      [item, url, url]).fetchone() == (True,)
+    assert db.execute(
+        "select complete_order_item(%s, 'w', 'p', %s, 'c', %s)", [item, url, url]
+    ).fetchone() == (True,)
 
 
 async def test_outbox_through_both_store_adapters(
@@ -226,8 +253,9 @@ async def test_gives_up_after_the_attempts_and_logs_no_address(
     smtp.inbox.refuse_data = "554 5.7.1 refused for the test"
     item = ordered_item(db)
     complete(db, item)
-    settings = email_settings(database_url, smtp.port, email_max_attempts=3,
-                              email_backoff_base_seconds=0.01)
+    settings = email_settings(
+        database_url, smtp.port, email_max_attempts=3, email_backoff_base_seconds=0.01
+    )
     store, metrics = PostgresStore(database_url), Metrics()
     await store.open()
     lines: list[str] = []
@@ -270,7 +298,10 @@ async def test_a_refused_recipient_is_given_up_at_once(
         await store.close()
     owed = outbox(db, item)
     assert (owed["status"], owed["attempts"], owed["last_error"]) == (
-        "gave_up", 1, "recipient_refused")
+        "gave_up",
+        1,
+        "recipient_refused",
+    )
 
 
 async def test_the_address_comes_from_the_order_else_the_account(
@@ -281,8 +312,10 @@ async def test_the_address_comes_from_the_order_else_the_account(
     from_order = ordered_item(db, email="order@example.com")
     from_account = ordered_item(db, email=None)
     nowhere = ordered_item(db, email=None)
-    (user,) = db.execute("select o.user_id from orders o join order_items oi on oi.order_id = o.id"
-                         " where oi.id = %s", [from_account]).fetchone()
+    (user,) = db.execute(
+        "select o.user_id from orders o join order_items oi on oi.order_id = o.id where oi.id = %s",
+        [from_account],
+    ).fetchone()
     db.execute("insert into auth.users values (%s, 'account@example.com')", [user])
     for item in (from_order, from_account, nowhere):
         complete(db, item)
@@ -292,8 +325,10 @@ async def test_the_address_comes_from_the_order_else_the_account(
         assert await Mailer(email_settings(database_url, smtp.port), store).send_due() == 2
     finally:
         await store.close()
-    assert sorted(m["To"] for m in smtp.inbox.messages) == ["account@example.com",
-                                                           "order@example.com"]
+    assert sorted(m["To"] for m in smtp.inbox.messages) == [
+        "account@example.com",
+        "order@example.com",
+    ]
     owed = outbox(db, nowhere)
     assert (owed["status"], owed["last_error"]) == ("skipped", "no_address")
 
@@ -326,9 +361,14 @@ async def test_once_sends_the_emails_before_it_returns(
 
 
 def test_templates_escape_what_parents_typed() -> None:
-    letter = EmailTemplates().render({
-        "kind": "book_ready", "book_title": "Tom & Jerry", "child_name": "<b>Mia</b>\r\nBcc: x",
-        "pdf_url": "https://x.example/a?b=1&c=2"})
+    letter = EmailTemplates().render(
+        {
+            "kind": "book_ready",
+            "book_title": "Tom & Jerry",
+            "child_name": "<b>Mia</b>\r\nBcc: x",
+            "pdf_url": "https://x.example/a?b=1&c=2",
+        }
+    )
     assert "<b>Mia</b>" not in letter.html and "&lt;b&gt;Mia&lt;/b&gt; Bcc: x" in letter.html
     assert 'href="https://x.example/a?b=1&amp;c=2"' in letter.html
     assert "\n" not in letter.subject and "Tom & Jerry" in letter.subject
@@ -337,14 +377,21 @@ def test_templates_escape_what_parents_typed() -> None:
 
 def test_email_settings_from_smtp_url_or_host_with_secrets_scrubbed() -> None:
     base = {"DATABASE_URL": "postgresql://u@h/d"}
-    s = Settings.from_env({**base, "SMTP_URL": "smtps://mailer:s%3Acret@mail.example",
-                           "EMAIL_FROM": FROM}, env_file=None)
+    s = Settings.from_env(
+        {**base, "SMTP_URL": "smtps://mailer:s%3Acret@mail.example", "EMAIL_FROM": FROM},
+        env_file=None,
+    )
     assert (s.smtp_host, s.smtp_port, s.smtp_user, s.smtp_security) == (
-        "mail.example", 465, "mailer", "tls")
+        "mail.example",
+        465,
+        "mailer",
+        "tls",
+    )
     assert s.smtp_password == "s:cret" and "s:cret" in s.secrets()
     assert "s:cret" not in repr(s) and "s:cret" not in str(s.describe())
-    s = Settings.from_env({**base, "SMTP_HOST": "relay", "SMTP_STARTTLS": "false",
-                           "EMAIL_FROM": FROM}, env_file=None)
+    s = Settings.from_env(
+        {**base, "SMTP_HOST": "relay", "SMTP_STARTTLS": "false", "EMAIL_FROM": FROM}, env_file=None
+    )
     assert (s.smtp_port, s.smtp_security, s.email_enabled) == (587, "none", True)
     assert not Settings.from_env(base, env_file=None).email_enabled
     with pytest.raises(ConfigError) as caught:
@@ -357,6 +404,7 @@ def test_email_settings_from_smtp_url_or_host_with_secrets_scrubbed() -> None:
 def test_a_hostile_contact_email_is_refused_by_the_database(db: psycopg.Connection) -> None:
     order = insert_order(db)
     with pytest.raises(psycopg.errors.CheckViolation):
-        db.execute("update orders set contact_email = %s where id = %s",
-                   ["a@b.c\r\nBcc: evil@x.y", order])
+        db.execute(
+            "update orders set contact_email = %s where id = %s", ["a@b.c\r\nBcc: evil@x.y", order]
+        )
     assert uuid.UUID(order)

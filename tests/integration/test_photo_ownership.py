@@ -7,9 +7,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from processors.ownership import PhotoNotOwned, require_user_upload
 from monitor.storage.paths import object_path
 from processors.layout import InvalidPath
+from processors.ownership import PhotoNotOwned, require_user_upload
 
 A = "0d9a3f6e-2b1c-4e8f-9a7d-5c6b4a3e2f10"
 B = "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"

@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
@@ -32,38 +32,42 @@ from loguru import logger
 from PIL import Image, ImageStat
 from pypdf import PdfReader
 
+from monitor.daemon import AINotReady
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from monitor.store.supabase import SupabaseStore
-from monitor.daemon import AINotReady
 from processors.ai.base import (
-    AIBadResponse, AIRecitation, AIUnavailable, ContentBlocked, Usage,
+    AIBadResponse,
+    AIRecitation,
+    AIUnavailable,
+    ContentBlocked,
+    Usage,
 )
 from processors.ai.pricing import PriceTable
-from processors.images import OutputInvalid
 from processors.analysis import PhotoRejected
 from processors.errors import TerminalError
+from processors.images import OutputInvalid
 from processors.prompts import PromptBook
-from tests.support.factories import item_row
 from testkit.fakes.gemini_server import (
     DEFAULT_ANALYSIS_JSON,
     Behaviour,
     FakeGemini,
     RecordedRequest,
     delayed,
+    drifting_analysis,
     finish_reason,
+    hang,
     http_error,
     malformed_json,
     prompt_blocked,
     rate_limited,
-    drifting_analysis,
-    hang,
     succeed,
     text_only,
     unavailable,
     wrong_aspect_ratio,
 )
 from testkit.fakes.postgrest_server import FakePostgrestServer
+from tests.support.factories import item_row
 from tests.support.pipeline_env import (
     PAGE_SIDE,
     PipelineEnv,
@@ -103,8 +107,9 @@ def pdf_images(data: bytes) -> list[bytes]:
     return streams
 
 
-def assert_completed_book(env: PipelineEnv, db: psycopg.Connection, item: str,
-                          book: SampleBook) -> dict:
+def assert_completed_book(
+    env: PipelineEnv, db: psycopg.Connection, item: str, book: SampleBook
+) -> dict:
     """A finished book in which every page with a character was drawn by the model."""
     row = item_row(db, item)
     assert row["generation_status"] == "completed", (row["error_code"], row["error_message"])
@@ -148,8 +153,9 @@ def assert_completed_book(env: PipelineEnv, db: psycopg.Connection, item: str,
     return row
 
 
-def assert_not_completed(env: PipelineEnv, db: psycopg.Connection, item: str, *, status: str,
-                         code: str, message: str) -> dict:
+def assert_not_completed(
+    env: PipelineEnv, db: psycopg.Connection, item: str, *, status: str, code: str, message: str
+) -> dict:
     """The item ended as ``status``/``code`` with a parent-safe message and no book."""
     row = item_row(db, item)
     assert (row["generation_status"], row["error_code"]) == (status, code), row["error_message"]
@@ -163,7 +169,7 @@ def assert_not_completed(env: PipelineEnv, db: psycopg.Connection, item: str, *,
         assert notifications(db, item)[0]["body"] == message
     else:
         assert kinds == []
-        assert row["next_attempt_at"] > datetime.now(timezone.utc)
+        assert row["next_attempt_at"] > datetime.now(UTC)
     return row
 
 
@@ -175,8 +181,9 @@ def image_targets(book: SampleBook) -> list[Target]:
 
 
 @pytest.fixture(params=["postgres", "supabase"])
-async def daemon_store(request: pytest.FixtureRequest,
-                       database_url: str) -> AsyncIterator[OrderStore]:
+async def daemon_store(
+    request: pytest.FixtureRequest, database_url: str
+) -> AsyncIterator[OrderStore]:
     """The daemon's order store, through each adapter (the Monitor opens and closes it)."""
     if request.param == "postgres":
         yield PostgresStore(database_url)
@@ -202,24 +209,43 @@ async def test_a_paid_item_becomes_a_finished_book(
     calls = 2 + len(image_targets(book))  # two analyses, the cover, the drawn pages
     images = len(image_targets(book))
     assert row["ai_usage"] == {
-        "calls": calls, "images": images, "unanswered": 0,
-        "input_tokens": calls * INPUT_TOKENS, "output_tokens": calls * OUTPUT_TOKENS,
+        "calls": calls,
+        "images": images,
+        "unanswered": 0,
+        "input_tokens": calls * INPUT_TOKENS,
+        "output_tokens": calls * OUTPUT_TOKENS,
         # The price table (processors/ai/prices.json) prices the analysis model, not the image one.
         "unpriced_calls": images,
-        "cost_usd": round(PriceTable.load().price_of(FakeGemini.ANALYSIS_MODEL).cost(
-            Usage(calls=2, input_tokens=2 * INPUT_TOKENS, output_tokens=2 * OUTPUT_TOKENS)), 6),
+        "cost_usd": round(
+            PriceTable.load()
+            .price_of(FakeGemini.ANALYSIS_MODEL)
+            .cost(Usage(calls=2, input_tokens=2 * INPUT_TOKENS, output_tokens=2 * OUTPUT_TOKENS)),
+            6,
+        ),
         "by_model": {
-            FakeGemini.ANALYSIS_MODEL: {"calls": 2, "images": 0, "input_tokens": 2 * INPUT_TOKENS,
-                                        "output_tokens": 2 * OUTPUT_TOKENS},
-            IMAGE_MODEL: {"calls": images, "images": images, "input_tokens": images * INPUT_TOKENS,
-                          "output_tokens": images * OUTPUT_TOKENS},
+            FakeGemini.ANALYSIS_MODEL: {
+                "calls": 2,
+                "images": 0,
+                "input_tokens": 2 * INPUT_TOKENS,
+                "output_tokens": 2 * OUTPUT_TOKENS,
+            },
+            IMAGE_MODEL: {
+                "calls": images,
+                "images": images,
+                "input_tokens": images * INPUT_TOKENS,
+                "output_tokens": images * OUTPUT_TOKENS,
+            },
         },
     }
     assert row["ai_usage"]["calls"] == len(env.fake.answered())
     assert row["child_analysis"] == DEFAULT_ANALYSIS_JSON["child"]
     saved = checkpoints(db, item)
     assert {n: c["model"] for n, c in saved.items()} == {
-        0: IMAGE_MODEL, 1: IMAGE_MODEL, 2: IMAGE_MODEL, 3: None, 4: IMAGE_MODEL
+        0: IMAGE_MODEL,
+        1: IMAGE_MODEL,
+        2: IMAGE_MODEL,
+        3: None,
+        4: IMAGE_MODEL,
     }
     (note,) = notifications(db, item)
     assert note["title"] == "Your book is ready!" and book.title in note["body"]
@@ -256,17 +282,24 @@ async def test_requests_carry_the_images_in_order_and_the_cover_as_identity_refe
 
     (cover,) = env.requests_for("cover")
     assert [("text" if p.text is not None else "image") for p in cover.parts] == [
-        "text", "image", "image"
+        "text",
+        "image",
+        "image",
     ]
     assert cover.images == [ai_part(book.cover), photo_part(photo)]
     assert cover.aspect_ratio == "1:1"
     for number in book.drawn_pages:
         (page,) = env.requests_for(number)
         assert [("text" if p.text is not None else "image") for p in page.parts] == [
-            "text", "image", "image", "image"
+            "text",
+            "image",
+            "image",
+            "image",
         ]
         assert page.images == [
-            ai_part(book.pages[number]), photo_part(photo), identity_part(generated_cover)
+            ai_part(book.pages[number]),
+            photo_part(photo),
+            identity_part(generated_cover),
         ], f"page {number}"
         assert {p.mime_type for p in page.parts if p.data} == {"image/jpeg"}
         assert page.model == IMAGE_MODEL and page.aspect_ratio == "1:1"
@@ -283,8 +316,10 @@ async def test_prompts_carry_the_analyses_and_the_child_as_json_data(
 ) -> None:
     name = 'Zoë "Zee" <b>O\'Neil</b>'
     prompts: dict[str, dict[Target, str]] = {}
-    for run, (style, hair) in {"first": ("ink-and-crayon style 4711", "teal braids 9931"),
-                               "second": ("gouache collage style 5822", "silver bob 8842")}.items():
+    for run, (style, hair) in {
+        "first": ("ink-and-crayon style 4711", "teal braids 9931"),
+        "second": ("gouache collage style 5822", "silver bob 8842"),
+    }.items():
         env.fake.analysis_json["cover"] = {**DEFAULT_ANALYSIS_JSON["cover"], "art_style": style}
         env.fake.analysis_json["child"] = {**DEFAULT_ANALYSIS_JSON["child"], "hair": hair}
         book = await env.add_book()  # a new book, so its cover is analyzed anew
@@ -292,16 +327,20 @@ async def test_prompts_carry_the_analyses_and_the_child_as_json_data(
         since = len(env.fake.requests)
         await env.run_once(await env.processor())
         assert_completed_book(env, db, item, book)
-        prompts[run] = {t: env.requests_for(t, since=since)[0].texts[0]
-                        for t in ["child_analysis", *image_targets(book)]}
+        prompts[run] = {
+            t: env.requests_for(t, since=since)[0].texts[0]
+            for t in ["child_analysis", *image_targets(book)]
+        }
         for target in image_targets(book):
             prompt = prompts[run][target]
             assert style in prompt and hair in prompt, target
             # The name is data: JSON inside <child_data>, with no raw quote or tag left over.
             assert child_data(prompt) == {"name": name, "age": 5, "gender": "girl"}
             assert "<b>" not in prompt and '"Zee"' not in prompt
-            assert json.dumps(name, ensure_ascii=False).replace("<", "\\u003c").replace(
-                ">", "\\u003e") in prompt
+            assert (
+                json.dumps(name, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+                in prompt
+            )
         # The photo analysis does not need the name, so it never sees it.
         assert "Zee" not in prompts[run]["child_analysis"]
 
@@ -309,8 +348,12 @@ async def test_prompts_carry_the_analyses_and_the_child_as_json_data(
     for target in image_targets(book):
         first, second = prompts["first"][target], prompts["second"][target]
         assert first != second
-        assert first.replace("ink-and-crayon style 4711", "gouache collage style 5822").replace(
-            "teal braids 9931", "silver bob 8842") == second
+        assert (
+            first.replace("ink-and-crayon style 4711", "gouache collage style 5822").replace(
+                "teal braids 9931", "silver bob 8842"
+            )
+            == second
+        )
 
 
 # --- faults that the pipeline absorbs ------------------------------------------------------
@@ -353,34 +396,55 @@ def _page4_from_the_redraw(env: PipelineEnv, db: psycopg.Connection, item: str) 
 
 ABSORBED = {
     "429_with_retry_info": Absorbed(
-        1, (rate_limited("7s"),), (429, 200), retried=("ai_rate_limited",),
-        check=_honoured_retry_delay),
+        1,
+        (rate_limited("7s"),),
+        (429, 200),
+        retried=("ai_rate_limited",),
+        check=_honoured_retry_delay,
+    ),
     "503_image_model_falls_back": Absorbed(
-        2, (unavailable(),), (503, 200), models=(IMAGE_MODEL, SECOND_IMAGE_MODEL),
-        check=_page2_from_fallback_model),
+        2,
+        (unavailable(),),
+        (503, 200),
+        models=(IMAGE_MODEL, SECOND_IMAGE_MODEL),
+        check=_page2_from_fallback_model,
+    ),
     "503_analysis_retried": Absorbed(
-        "cover_analysis", (unavailable(),), (503, 200), retried=("ai_unavailable",)),
+        "cover_analysis", (unavailable(),), (503, 200), retried=("ai_unavailable",)
+    ),
     "404_not_found_falls_back": Absorbed(
-        4, (http_error(404, "NOT_FOUND", "models/x is not found"),), (404, 200),
-        models=(IMAGE_MODEL, SECOND_IMAGE_MODEL)),
+        4,
+        (http_error(404, "NOT_FOUND", "models/x is not found"),),
+        (404, 200),
+        models=(IMAGE_MODEL, SECOND_IMAGE_MODEL),
+    ),
     "slow_reply_past_timeout": Absorbed(
-        4, (delayed(60),), (None, 200), retried=("ai_timeout",),
-        settings={"GEMINI_TIMEOUT_SECONDS": "3"}),
-    "image_safety_once": Absorbed(
-        2, (finish_reason("IMAGE_SAFETY"),), (200, 200), softened=True),
+        4,
+        (delayed(60),),
+        (None, 200),
+        retried=("ai_timeout",),
+        settings={"GEMINI_TIMEOUT_SECONDS": "3"},
+    ),
+    "image_safety_once": Absorbed(2, (finish_reason("IMAGE_SAFETY"),), (200, 200), softened=True),
     "prompt_blocked_once": Absorbed(
-        "cover", (prompt_blocked("SAFETY"),), (200, 200), softened=True),
-    "text_only_reply": Absorbed(
-        1, (text_only(),), (200, 200), retried=("ai_bad_response",)),
+        "cover", (prompt_blocked("SAFETY"),), (200, 200), softened=True
+    ),
+    "text_only_reply": Absorbed(1, (text_only(),), (200, 200), retried=("ai_bad_response",)),
     "no_image_finish_reason": Absorbed(
-        2, (finish_reason("NO_IMAGE"),), (200, 200), retried=("ai_bad_response",)),
+        2, (finish_reason("NO_IMAGE"),), (200, 200), retried=("ai_bad_response",)
+    ),
     "wrong_aspect_ratio_is_redrawn": Absorbed(
-        4, (wrong_aspect_ratio("2:1"),), (200, 200), check=_page4_from_the_redraw),
+        4, (wrong_aspect_ratio("2:1"),), (200, 200), check=_page4_from_the_redraw
+    ),
     "malformed_cover_analysis_json": Absorbed(
-        "cover_analysis", (malformed_json(),), (200, 200), retried=("ai_bad_response",)),
+        "cover_analysis", (malformed_json(),), (200, 200), retried=("ai_bad_response",)
+    ),
     "malformed_child_analysis_json": Absorbed(
-        "child_analysis", (malformed_json('{"face_count": 1, "hair": '),), (200, 200),
-        retried=("ai_bad_response",)),
+        "child_analysis",
+        (malformed_json('{"face_count": 1, "hair": '),),
+        (200, 200),
+        retried=("ai_bad_response",),
+    ),
 }
 
 
@@ -429,7 +493,8 @@ async def test_a_model_retired_while_running_costs_one_request(
     assert {saved[n]["model"] for n in (0, *book.drawn_pages)} == {SECOND_IMAGE_MODEL}
     # The cover is drawn first and meets the 404; no page tries the dead model again.
     assert [(r.model, r.status) for r in env.requests_for("cover")] == [
-        (IMAGE_MODEL, 404), (SECOND_IMAGE_MODEL, 200)
+        (IMAGE_MODEL, 404),
+        (SECOND_IMAGE_MODEL, 200),
     ]
     assert len(env.fake.generate_requests(IMAGE_MODEL)) == 1
 
@@ -440,15 +505,15 @@ async def test_a_retired_primary_in_the_list_is_skipped_at_start(
     book = await env.add_book()
     item = await env.add_item(book.id)
     processor = await env.processor(
-        GEMINI_IMAGE_MODEL=f"gemini-3.1-flash-image-preview,{SECOND_IMAGE_MODEL}")
+        GEMINI_IMAGE_MODEL=f"gemini-3.1-flash-image-preview,{SECOND_IMAGE_MODEL}"
+    )
 
     await env.run_once(processor)
 
     assert processor.ready_problem is None
     assert_completed_book(env, db, item, book)
     assert env.fake.generate_requests("gemini-3.1-flash-image-preview") == []
-    assert {c["model"] for n, c in checkpoints(db, item).items() if n != 3} == {
-        SECOND_IMAGE_MODEL}
+    assert {c["model"] for n, c in checkpoints(db, item).items() if n != 3} == {SECOND_IMAGE_MODEL}
 
 
 async def test_a_retired_default_leaves_the_processor_waiting_with_the_reason(
@@ -516,33 +581,80 @@ def _softened_then_blocked(env: PipelineEnv, db: psycopg.Connection, item: str) 
 RETRYABLE = AIUnavailable.parent_message
 ENDED = {
     "image_safety_twice": Ended(
-        2, (finish_reason("IMAGE_SAFETY"), finish_reason("IMAGE_SAFETY")), "failed",
-        "content_blocked", ContentBlocked.parent_message, 2, check=_softened_then_blocked),
+        2,
+        (finish_reason("IMAGE_SAFETY"), finish_reason("IMAGE_SAFETY")),
+        "failed",
+        "content_blocked",
+        ContentBlocked.parent_message,
+        2,
+        check=_softened_then_blocked,
+    ),
     "prompt_blocked_twice_on_cover": Ended(
-        "cover", (prompt_blocked("SAFETY"), prompt_blocked("OTHER")), "failed",
-        "content_blocked", ContentBlocked.parent_message, 2),
+        "cover",
+        (prompt_blocked("SAFETY"), prompt_blocked("OTHER")),
+        "failed",
+        "content_blocked",
+        ContentBlocked.parent_message,
+        2,
+    ),
     "invalid_request": Ended(
-        1, (http_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument."),),
-        "failed", "ai_invalid_request", TerminalError.parent_message, 1),
+        1,
+        (http_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument."),),
+        "failed",
+        "ai_invalid_request",
+        TerminalError.parent_message,
+        1,
+    ),
     "text_only_every_time": Ended(
-        4, (text_only(),) * 3, "pending", "ai_bad_response", AIBadResponse.parent_message, 3),
+        4, (text_only(),) * 3, "pending", "ai_bad_response", AIBadResponse.parent_message, 3
+    ),
     "all_image_models_overloaded": Ended(
-        1, (unavailable(),) * 6, "pending", "ai_unavailable", RETRYABLE, 6),
+        1, (unavailable(),) * 6, "pending", "ai_unavailable", RETRYABLE, 6
+    ),
     "rate_limit_longer_than_the_backoff": Ended(
-        1, (rate_limited("600s"),), "pending", "ai_rate_limited", RETRYABLE, 1,
-        check=_waits_for_the_server_delay),
+        1,
+        (rate_limited("600s"),),
+        "pending",
+        "ai_rate_limited",
+        RETRYABLE,
+        1,
+        check=_waits_for_the_server_delay,
+    ),
     "malformed_analysis_twice": Ended(
-        "cover_analysis", (malformed_json(),) * 2, "failed", "ai_bad_response",
-        TerminalError.parent_message, 2, no_image_calls=True),
+        "cover_analysis",
+        (malformed_json(),) * 2,
+        "failed",
+        "ai_bad_response",
+        TerminalError.parent_message,
+        2,
+        no_image_calls=True,
+    ),
     "malformed_child_analysis_twice": Ended(
-        "child_analysis", (malformed_json(),) * 2, "failed", "ai_bad_response",
-        TerminalError.parent_message, 2, no_image_calls=True),
+        "child_analysis",
+        (malformed_json(),) * 2,
+        "failed",
+        "ai_bad_response",
+        TerminalError.parent_message,
+        2,
+        no_image_calls=True,
+    ),
     "wrong_aspect_every_time": Ended(
-        1, (wrong_aspect_ratio("2:1"),) * 2, "pending", "ai_bad_output",
-        OutputInvalid.parent_message, 2, check=lambda env, db, item: _no_page(db, item, 1)),
+        1,
+        (wrong_aspect_ratio("2:1"),) * 2,
+        "pending",
+        "ai_bad_output",
+        OutputInvalid.parent_message,
+        2,
+        check=lambda env, db, item: _no_page(db, item, 1),
+    ),
     "recitation": Ended(
-        2, (finish_reason("IMAGE_RECITATION"),), "failed", "ai_recitation",
-        AIRecitation.parent_message, 1),
+        2,
+        (finish_reason("IMAGE_RECITATION"),),
+        "failed",
+        "ai_recitation",
+        AIRecitation.parent_message,
+        1,
+    ),
 }
 
 
@@ -560,8 +672,9 @@ async def test_unabsorbed_faults_never_complete_the_book(
 
     await env.run_once(await env.processor(**case.settings))
 
-    row = assert_not_completed(env, db, item, status=case.status, code=case.code,
-                               message=case.message)
+    row = assert_not_completed(
+        env, db, item, status=case.status, code=case.code, message=case.message
+    )
     assert row["attempts"] == 1
     assert len(env.requests_for(case.target)) == case.requests
     if case.no_image_calls:
@@ -579,8 +692,9 @@ async def test_a_photo_with_two_faces_is_rejected_before_any_drawing(
 
     await env.run_once(await env.processor())
 
-    assert_not_completed(env, db, item, status="failed", code="photo_rejected",
-                         message=PhotoRejected.parent_message)
+    assert_not_completed(
+        env, db, item, status="failed", code="photo_rejected", message=PhotoRejected.parent_message
+    )
     assert all(not env.requests_for(t) for t in image_targets(book))
     assert checkpoints(db, item) == {}
 
@@ -599,8 +713,14 @@ async def test_a_resumed_item_pays_for_nothing_twice(
 
     await env.run_once(processor)
 
-    row = assert_not_completed(env, db, item, status="pending", code="ai_bad_response",
-                               message=AIBadResponse.parent_message)
+    row = assert_not_completed(
+        env,
+        db,
+        item,
+        status="pending",
+        code="ai_bad_response",
+        message=AIBadResponse.parent_message,
+    )
     first_run = checkpoints(db, item)
     assert sorted(first_run) == [0, 1, 2, 3] and row["pages_done"] == 3
     # Two analyses, cover, pages 1 and 2, and page 4's text-only answer: billed all the same.
@@ -670,7 +790,8 @@ async def test_after_a_fault_mix_each_row_carries_what_was_answered(
         usage = item_row(db, item)["ai_usage"]
         assert usage["calls"] == len(env.fake.answered(mine)), target
         assert usage["unanswered"] == sum(
-            1 for r in mine if r.action == "generateContent" and r.status is None), target
+            1 for r in mine if r.action == "generateContent" and r.status is None
+        ), target
         assert sum(m["calls"] for m in usage["by_model"].values()) == usage["calls"]
 
 
@@ -684,13 +805,15 @@ async def test_a_hung_call_costs_at_most_the_page_deadline_and_says_so(
     sink = logger.add(lambda m: lines.append(m), format="{level} {message} {extra}")
     try:
         # The call timeout alone would hold the page for 10 minutes; the deadline ends it.
-        await env.run_once(await env.processor(GEMINI_TIMEOUT_SECONDS="600",
-                                               PAGE_DEADLINE_SECONDS="2"))
+        await env.run_once(
+            await env.processor(GEMINI_TIMEOUT_SECONDS="600", PAGE_DEADLINE_SECONDS="2")
+        )
     finally:
         logger.remove(sink)
 
-    row = assert_not_completed(env, db, item, status="pending", code="ai_timeout",
-                               message=AIUnavailable.parent_message)
+    row = assert_not_completed(
+        env, db, item, status="pending", code="ai_timeout", message=AIUnavailable.parent_message
+    )
     (warning,) = [line for line in lines if "giving up on this illustration" in line]
     assert warning.startswith("WARNING") and "'page': 1" in warning and item in warning
     assert row["ai_usage"]["unanswered"] == 1
@@ -708,8 +831,14 @@ async def test_pages_in_flight_when_one_fails_finish_and_are_kept(
 
     await env.run_once(await env.processor(PAGE_CONCURRENCY="4"))
 
-    row = assert_not_completed(env, db, item, status="failed", code="ai_invalid_request",
-                               message=TerminalError.parent_message)
+    row = assert_not_completed(
+        env,
+        db,
+        item,
+        status="failed",
+        code="ai_invalid_request",
+        message=TerminalError.parent_message,
+    )
     saved = checkpoints(db, item)
     assert {2, 4} <= set(saved)  # paid for while page 1 failed: checkpointed, not thrown away
     assert row["ai_usage"]["calls"] == len(env.fake.answered())
@@ -728,8 +857,14 @@ async def test_a_failed_cover_analysis_is_not_paid_for_again_by_the_next_order(
     await env.run_once(processor)
 
     for item in (first, second):
-        assert_not_completed(env, db, item, status="failed", code="ai_bad_response",
-                             message=TerminalError.parent_message)
+        assert_not_completed(
+            env,
+            db,
+            item,
+            status="failed",
+            code="ai_bad_response",
+            message=TerminalError.parent_message,
+        )
     assert len(env.requests_for("cover_analysis")) == 2  # the first order's two tries only
 
 
@@ -762,17 +897,27 @@ async def test_a_refund_stops_the_drawing_within_one_page_round(
 
     async def refund_then_draw(fake: FakeGemini, request: RecordedRequest) -> web.Response:
         # The parent is refunded while page 2 is being drawn (between two heartbeats).
-        await asyncio.to_thread(db.execute, "update orders set payment_status = 'refunded' where id ="
-                                " (select order_id from order_items where id = %s)", [item])
+        await asyncio.to_thread(
+            db.execute,
+            "update orders set payment_status = 'refunded' where id ="
+            " (select order_id from order_items where id = %s)",
+            [item],
+        )
         refunded_at.append(len(fake.requests))
         return await succeed()(fake, request)
 
     env.script.on(2, refund_then_draw)
     await env.run_once(processor)
 
-    assert_not_completed(env, db, item, status="failed", code="order_not_paid",
-                         message="This order is no longer paid, so we stopped creating the book.")
-    later = [r for r in env.fake.requests[refunded_at[0]:] if r.action == "generateContent"]
+    assert_not_completed(
+        env,
+        db,
+        item,
+        status="failed",
+        code="order_not_paid",
+        message="This order is no longer paid, so we stopped creating the book.",
+    )
+    later = [r for r in env.fake.requests[refunded_at[0] :] if r.action == "generateContent"]
     # Only what was already in flight when page 2's checkpoint was refused; nothing new started.
     assert len(later) <= concurrency - 1, [env.target(r) for r in later]
     assert 2 not in checkpoints(db, item)

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from processors.qa import QualityCheckFailed
-from tests.support.factories import item_row
 from testkit.fakes.gemini_server import judge_verdict, unavailable
+from tests.support.factories import item_row
 from tests.support.pipeline_env import PipelineEnv, checkpoints, notifications
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")

@@ -42,8 +42,9 @@ async def test_concurrent_claimers_claim_each_paid_item_exactly_once(
     assert len(everything) == 500
     assert len(set(everything)) == 500
     assert not set(unpaid) & set(everything)
-    statuses = dict(db.execute(
-        "select generation_status, count(*) from order_items group by 1").fetchall())
+    statuses = dict(
+        db.execute("select generation_status, count(*) from order_items group by 1").fetchall()
+    )
     assert statuses == {"processing": 500, "pending": 20}
 
 
@@ -80,9 +81,12 @@ async def test_expired_lease_moves_item_and_fences_the_old_worker(
     assert not await store.checkpoint_page(item, "old", 1, "generated/x/pages/01.jpg")
     assert not await store.set_progress(item, "old", 50, "Drawing")
     assert not await store.complete(
-        item, "old", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu")
-    assert await store.fail(item, "old", error_code="x", error_message="y",
-                            retryable=True) is FailOutcome.LOST
+        item, "old", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu"
+    )
+    assert (
+        await store.fail(item, "old", error_code="x", error_message="y", retryable=True)
+        is FailOutcome.LOST
+    )
     assert not await store.release(item, "old")
     assert await store.load_context(item, "old") is None
 
@@ -116,8 +120,9 @@ async def test_checkpoints_survive_release_and_are_in_the_context(
     item = insert_item(db, book_id=book)
     await store.claim("w1", 1, 60)
     assert await store.checkpoint_page(item, "w1", 0, f"generated/{item}/cover.jpg")
-    assert await store.checkpoint_page(item, "w1", 1, f"generated/{item}/pages/01.jpg",
-                                       prompt_version="v1", model="m")
+    assert await store.checkpoint_page(
+        item, "w1", 1, f"generated/{item}/pages/01.jpg", prompt_version="v1", model="m"
+    )
     # A repeated step upserts instead of failing.
     assert await store.checkpoint_page(item, "w1", 1, f"generated/{item}/pages/01.jpg")
     assert item_row(db, item)["pages_done"] == 1
@@ -146,16 +151,23 @@ async def test_retryable_failure_backs_off_exponentially_then_dead_letters(
     for attempt in (1, 2):
         [claimed] = await store.claim("w", 1, 60)
         assert claimed["attempts"] == attempt
-        outcome = await store.fail(item, "w", error_code="ai_unavailable",
-                                   error_message="Later.", retryable=True,
-                                   backoff_base_seconds=10, backoff_max_seconds=1000)
+        outcome = await store.fail(
+            item,
+            "w",
+            error_code="ai_unavailable",
+            error_message="Later.",
+            retryable=True,
+            backoff_base_seconds=10,
+            backoff_max_seconds=1000,
+        )
         assert outcome is FailOutcome.RETRY
         row = item_row(db, item)
         assert row["generation_status"] == "pending"
         assert row["error_code"] == "ai_unavailable"
         delay = db.execute(
             "select extract(epoch from next_attempt_at - now()) from order_items where id = %s",
-            [item]).fetchone()[0]
+            [item],
+        ).fetchone()[0]
         delays.append(float(delay))
         # Not due yet: nobody may claim it during the backoff.
         assert await store.claim("w", 1, 60) == []
@@ -166,20 +178,31 @@ async def test_retryable_failure_backs_off_exponentially_then_dead_letters(
 
     [claimed] = await store.claim("w", 1, 60)
     assert claimed["attempts"] == 3
-    outcome = await store.fail(item, "w", error_code="ai_unavailable",
-                               error_message="Later.", retryable=True)
+    outcome = await store.fail(
+        item, "w", error_code="ai_unavailable", error_message="Later.", retryable=True
+    )
     assert outcome is FailOutcome.FAILED
     row = item_row(db, item)
     assert row["generation_status"] == "failed" and row["error_code"] == "ai_unavailable"
 
 
-async def test_server_requested_delay_is_honoured(store: OrderStore, db: psycopg.Connection) -> None:
+async def test_server_requested_delay_is_honoured(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
     item = insert_item(db, book_id=insert_book(db))
     await store.claim("w", 1, 60)
-    await store.fail(item, "w", error_code="ai_unavailable", error_message="Later.",
-                     retryable=True, retry_after=600, backoff_base_seconds=1)
-    delay = db.execute("select extract(epoch from next_attempt_at - now()) from order_items "
-                       "where id = %s", [item]).fetchone()[0]
+    await store.fail(
+        item,
+        "w",
+        error_code="ai_unavailable",
+        error_message="Later.",
+        retryable=True,
+        retry_after=600,
+        backoff_base_seconds=1,
+    )
+    delay = db.execute(
+        "select extract(epoch from next_attempt_at - now()) from order_items where id = %s", [item]
+    ).fetchone()[0]
     assert 590 <= float(delay) <= 600.5
 
 
@@ -195,7 +218,9 @@ async def test_crashes_spend_the_crash_budget_not_the_attempts(
         expire_lease(db, item)  # the worker died mid-item
     [claimed] = await store.claim("w", 1, 60)
     assert (claimed["attempts"], claimed["crash_count"]) == (1, 3)
-    assert await store.complete(item, "w", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu")
+    assert await store.complete(
+        item, "w", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu"
+    )
 
 
 async def test_a_crash_loop_ends_as_crash_loop_with_a_notification(
@@ -211,8 +236,9 @@ async def test_a_crash_loop_ends_as_crash_loop_with_a_notification(
     row = item_row(db, item)
     assert (row["generation_status"], row["error_code"]) == ("failed", "crash_loop")
     assert (row["attempts"], row["crash_count"]) == (1, 2)
-    notes = db.execute("select kind, body from notifications where order_item_id = %s",
-                       [item]).fetchall()
+    notes = db.execute(
+        "select kind, body from notifications where order_item_id = %s", [item]
+    ).fetchall()
     assert [n[0] for n in notes] == ["book_failed"]
     assert "keep trying" not in notes[0][1]
     # The operator's retry gives both budgets back.
@@ -248,21 +274,31 @@ async def test_terminal_failure_fails_at_once_and_notifies(
 ) -> None:
     item = insert_item(db, book_id=insert_book(db))
     await store.claim("w", 1, 60)
-    outcome = await store.fail(item, "w", error_code="photo_rejected",
-                               error_message="Please upload a photo with one child.",
-                               retryable=False)
+    outcome = await store.fail(
+        item,
+        "w",
+        error_code="photo_rejected",
+        error_message="Please upload a photo with one child.",
+        retryable=False,
+    )
     assert outcome is FailOutcome.FAILED
     row = item_row(db, item)
     assert (row["generation_status"], row["error_code"], row["attempts"]) == (
-        "failed", "photo_rejected", 1)
+        "failed",
+        "photo_rejected",
+        1,
+    )
     assert row["claimed_by"] is None
     body = db.execute("select body from notifications where order_item_id = %s", [item]).fetchone()
     assert body == ("Please upload a photo with one child.",)
 
 
 def refund(db: psycopg.Connection, item: str) -> None:
-    db.execute("update orders set payment_status = 'refunded' where id = "
-               "(select order_id from order_items where id = %s)", [item])
+    db.execute(
+        "update orders set payment_status = 'refunded' where id = "
+        "(select order_id from order_items where id = %s)",
+        [item],
+    )
 
 
 async def test_refund_mid_processing_ends_the_item_as_order_not_paid(
@@ -274,8 +310,9 @@ async def test_refund_mid_processing_ends_the_item_as_order_not_paid(
     assert await store.heartbeat(item, "w", 60) is LeaseState.ORDER_NOT_PAID
     row = item_row(db, item)
     assert (row["generation_status"], row["error_code"]) == ("failed", "order_not_paid")
-    assert not await store.complete(item, "w", pdf_path="p", pdf_url="u",
-                                    cover_path="c", cover_url="cu")
+    assert not await store.complete(
+        item, "w", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu"
+    )
 
 
 @pytest.mark.parametrize("write", ["progress", "checkpoint", "complete"])
@@ -290,14 +327,19 @@ async def test_every_write_that_spends_or_delivers_refuses_a_refunded_order(
     elif write == "checkpoint":
         written = await store.checkpoint_page(item, "w", 2, f"generated/{item}/pages/02.jpg")
     else:
-        written = await store.complete(item, "w", pdf_path="p", pdf_url="u",
-                                       cover_path="c", cover_url="cu")
+        written = await store.complete(
+            item, "w", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu"
+        )
     assert written is False  # the worker stops
     row = item_row(db, item)
     assert (row["generation_status"], row["error_code"]) == ("failed", "order_not_paid")
     assert row["pdf_url"] is None and row["pages_done"] == 0
-    kinds = [k for (k,) in db.execute(
-        "select kind from notifications where order_item_id = %s", [item]).fetchall()]
+    kinds = [
+        k
+        for (k,) in db.execute(
+            "select kind from notifications where order_item_id = %s", [item]
+        ).fetchall()
+    ]
     assert kinds == ["book_failed"]
 
 
@@ -320,20 +362,29 @@ async def test_a_final_failure_says_so_and_a_pending_retry_says_we_keep_trying(
     item = insert_item(db, book_id=insert_book(db), max_attempts=2)
     texts = dict(error_message="We will keep trying.", final_error_message="We could not.")
     await store.claim("w", 1, 60)
-    assert await store.fail(item, "w", error_code="ai_unavailable", retryable=True,
-                            **texts) is FailOutcome.RETRY
+    assert (
+        await store.fail(item, "w", error_code="ai_unavailable", retryable=True, **texts)
+        is FailOutcome.RETRY
+    )
     row = item_row(db, item)
     assert (row["generation_status"], row["error_message"]) == ("pending", "We will keep trying.")
-    assert db.execute("select count(*) from notifications where order_item_id = %s",
-                      [item]).fetchone()[0] == 0
+    assert (
+        db.execute(
+            "select count(*) from notifications where order_item_id = %s", [item]
+        ).fetchone()[0]
+        == 0
+    )
     db.execute("update order_items set next_attempt_at = now() where id = %s", [item])
     await store.claim("w", 1, 60)
-    assert await store.fail(item, "w", error_code="ai_unavailable", retryable=True,
-                            **texts) is FailOutcome.FAILED
+    assert (
+        await store.fail(item, "w", error_code="ai_unavailable", retryable=True, **texts)
+        is FailOutcome.FAILED
+    )
     row = item_row(db, item)
     assert (row["generation_status"], row["error_message"]) == ("failed", "We could not.")
-    assert db.execute("select kind, body from notifications where order_item_id = %s",
-                      [item]).fetchall() == [("book_failed", "We could not.")]
+    assert db.execute(
+        "select kind, body from notifications where order_item_id = %s", [item]
+    ).fetchall() == [("book_failed", "We could not.")]
 
 
 async def test_complete_writes_results_and_notification_atomically(
@@ -341,21 +392,32 @@ async def test_complete_writes_results_and_notification_atomically(
 ) -> None:
     item = insert_item(db, book_id=insert_book(db, title="Space Pirates"))
     await store.claim("w", 1, 60)
-    assert await store.set_progress(item, "w", 40, "Drawing page 2 of 3", pages_total=3,
-                                    usage={"calls": 4})
+    assert await store.set_progress(
+        item, "w", 40, "Drawing page 2 of 3", pages_total=3, usage={"calls": 4}
+    )
     row = item_row(db, item)
     assert (row["progress"], row["current_step"], row["pages_total"]) == (
-        40, "Drawing page 2 of 3", 3)
-    assert await store.complete(item, "w", pdf_path=f"generated/{item}/book.pdf",
-                                pdf_url="https://x/book.pdf", cover_path=f"generated/{item}/cover.jpg",
-                                cover_url="https://x/cover.jpg", usage={"calls": 5, "images": 4})
+        40,
+        "Drawing page 2 of 3",
+        3,
+    )
+    assert await store.complete(
+        item,
+        "w",
+        pdf_path=f"generated/{item}/book.pdf",
+        pdf_url="https://x/book.pdf",
+        cover_path=f"generated/{item}/cover.jpg",
+        cover_url="https://x/cover.jpg",
+        usage={"calls": 5, "images": 4},
+    )
     row = item_row(db, item)
     assert row["generation_status"] == "completed" and row["progress"] == 100
     assert row["generated_at"] is not None and row["pdf_url"] == "https://x/book.pdf"
     assert row["ai_usage"] == {"calls": 5, "images": 4}
     assert row["claimed_by"] is None
-    note = db.execute("select kind, title, body from notifications where order_item_id = %s",
-                      [item]).fetchone()
+    note = db.execute(
+        "select kind, title, body from notifications where order_item_id = %s", [item]
+    ).fetchone()
     assert note[0] == "book_ready" and "Space Pirates" in note[2]
 
 
@@ -367,7 +429,9 @@ async def test_operator_retry_of_failed_items(store: OrderStore, db: psycopg.Con
     assert await store.retry_failed(item) is RetryOutcome.OK
     row = item_row(db, item)
     assert (row["generation_status"], row["attempts"], row["error_code"]) == ("pending", 0, None)
-    assert await store.retry_failed("00000000-0000-0000-0000-000000000000") is RetryOutcome.NOT_FOUND
+    assert (
+        await store.retry_failed("00000000-0000-0000-0000-000000000000") is RetryOutcome.NOT_FOUND
+    )
 
 
 async def test_queue_depth_counts_paid_due_items(store: OrderStore, db: psycopg.Connection) -> None:
@@ -400,12 +464,18 @@ async def test_trigger_notifies_when_an_item_becomes_claimable(
         elif event == "pay_order":
             item = insert_item(db, book_id=book, paid=False)
             await _drain(listener)
-            db.execute("update orders set payment_status = 'paid' where id = "
-                       "(select order_id from order_items where id = %s)", [item])
+            db.execute(
+                "update orders set payment_status = 'paid' where id = "
+                "(select order_id from order_items where id = %s)",
+                [item],
+            )
         else:
             item = insert_item(db, book_id=book)
-            db.execute("update order_items set generation_status = 'processing', "
-                       "claimed_by = 'w' where id = %s", [item])
+            db.execute(
+                "update order_items set generation_status = 'processing', "
+                "claimed_by = 'w' where id = %s",
+                [item],
+            )
             await _drain(listener)
             db.execute("select release_order_item(%s, 'w')", [item])
         received = await _drain(listener)
@@ -442,5 +512,7 @@ async def test_a_missing_queue_function_says_run_migrate(
     store: OrderStore, db: psycopg.Connection
 ) -> None:
     db.execute("drop function order_queue_depth()")
-    with pytest.raises(SchemaNotMigrated, match=r"schema not migrated: run `run_monitor.py migrate`"):
+    with pytest.raises(
+        SchemaNotMigrated, match=r"schema not migrated: run `run_monitor.py migrate`"
+    ):
         await store.queue_depth()

@@ -21,9 +21,16 @@ from tests.support.processors import Recording
 from tests.support.waiting import eventually
 
 
-def finished_item(db: psycopg.Connection, storage_dir: Path, book: str, *, days_ago: float,
-                  status: str = "completed", photo: str | None = None,
-                  order: str | None = None) -> dict[str, str]:
+def finished_item(
+    db: psycopg.Connection,
+    storage_dir: Path,
+    book: str,
+    *,
+    days_ago: float,
+    status: str = "completed",
+    photo: str | None = None,
+    order: str | None = None,
+) -> dict[str, str]:
     """An item that finished ``days_ago`` with every object it has in storage."""
     item = insert_item(db, book_id=book, order_id=order)
     photo = photo or item_row(db, item)["child_photo_path"]
@@ -42,13 +49,24 @@ def finished_item(db: psycopg.Connection, storage_dir: Path, book: str, *, days_
                   generated_at = case when %s then now() - make_interval(days => %s) end,
                   updated_at = now() - make_interval(days => %s)
             where id = %s""",
-        [status, photo, paths["pdf"] if finished else None, paths["cover"] if finished else None,
-         finished, days_ago, days_ago, item],
+        [
+            status,
+            photo,
+            paths["pdf"] if finished else None,
+            paths["cover"] if finished else None,
+            finished,
+            days_ago,
+            days_ago,
+            item,
+        ],
     )
     # Page 0 is the cover's checkpoint; it points at the cover object that stays.
     for number, key in ((0, "cover"), (1, "page1"), (2, "page2")):
-        db.execute("insert into order_item_pages (order_item_id, page_number, image_path)"
-                   " values (%s, %s, %s)", [item, number, paths[key]])
+        db.execute(
+            "insert into order_item_pages (order_item_id, page_number, image_path)"
+            " values (%s, %s, %s)",
+            [item, number, paths[key]],
+        )
     for path in paths.values():
         file = storage_dir / path
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +79,10 @@ def stored(storage_dir: Path, *paths: str) -> list[bool]:
 
 
 def checkpoints(db: psycopg.Connection, item: str) -> list[int]:
-    rows = db.execute("select page_number from order_item_pages where order_item_id = %s"
-                      " order by page_number", [item]).fetchall()
+    rows = db.execute(
+        "select page_number from order_item_pages where order_item_id = %s order by page_number",
+        [item],
+    ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -90,8 +110,10 @@ async def test_old_items_lose_photo_and_pages_and_keep_pdf_and_cover(
     assert (row["pdf_path"], row["cover_image_path"]) == (old["pdf"], old["cover"])
     assert row["generation_status"] == "completed"
     # Yesterday's book keeps everything.
-    assert stored(tmp_path, *(recent[k] for k in ("photo", "cover", "page1", "page2", "pdf"))) \
+    assert (
+        stored(tmp_path, *(recent[k] for k in ("photo", "cover", "page1", "page2", "pdf")))
         == [True] * 5
+    )
     assert item_row(db, recent["id"])["child_photo_path"] == recent["photo"]
     assert checkpoints(db, recent["id"]) == [0, 1, 2]
     assert "book_monitor_retention_objects_deleted_total 6.0" in metrics.render(None)[0].decode()
@@ -99,8 +121,10 @@ async def test_old_items_lose_photo_and_pages_and_keep_pdf_and_cover(
     # Idempotent: a second run finds nothing; a deleted-but-unmarked item (a crash between the
     # two steps) is finished without error although its objects are already gone.
     assert await purge_expired_photos(store, storage, days=30, batch=10) == 0
-    db.execute("update order_items set photo_deleted_at = null, child_photo_path = %s"
-               " where id = %s", [old["photo"], old["id"]])
+    db.execute(
+        "update order_items set photo_deleted_at = null, child_photo_path = %s where id = %s",
+        [old["photo"], old["id"]],
+    )
     assert await purge_expired_photos(store, storage, days=30, batch=10) == 1
     assert item_row(db, old["id"])["photo_deleted_at"] is not None
 
@@ -113,8 +137,11 @@ async def test_unfinished_items_and_switched_off_retention_keep_everything(
     old = finished_item(db, tmp_path, book, days_ago=31)
     for status in ("pending", "processing"):
         waiting = insert_item(db, book_id=book)
-        db.execute("update order_items set generation_status = %s,"
-                   " updated_at = now() - interval '90 days' where id = %s", [status, waiting])
+        db.execute(
+            "update order_items set generation_status = %s,"
+            " updated_at = now() - interval '90 days' where id = %s",
+            [status, waiting],
+        )
     assert await purge_expired_photos(store, storage, days=0, batch=10) == 0
     assert stored(tmp_path, old["photo"], old["page1"]) == [True, True]
     due = await store.items_due_for_photo_deletion(30, 10)
@@ -134,8 +161,10 @@ async def test_a_photo_still_used_by_a_newer_item_is_kept_until_that_one_expires
     await purge_expired_photos(store, storage, days=30, batch=10)
     assert stored(tmp_path, shared, old["page1"]) == [True, False]
     assert item_row(db, old["id"])["child_photo_path"] is None
-    db.execute("update order_items set generated_at = now() - interval '31 days' where id = %s",
-               [newer["id"]])
+    db.execute(
+        "update order_items set generated_at = now() - interval '31 days' where id = %s",
+        [newer["id"]],
+    )
     await purge_expired_photos(store, storage, days=30, batch=10)
     assert stored(tmp_path, shared, newer["page1"]) == [False, False]
 
@@ -154,8 +183,12 @@ async def test_the_daemon_runs_retention_only_when_switched_on(
         runs.append(await purge_expired_photos(store, storage, days=days, batch=10))
         return runs[-1]
 
-    settings = Settings(database_url=Secret(database_url), poll_interval_seconds=0.2,
-                        worker_id="retention-test", photo_retention_days=days)
+    settings = Settings(
+        database_url=Secret(database_url),
+        poll_interval_seconds=0.2,
+        worker_id="retention-test",
+        photo_retention_days=days,
+    )
     monitor = Monitor(settings, store, Recording(steps=1), retention=retention)
     await monitor.start()
     try:

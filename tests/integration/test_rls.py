@@ -16,8 +16,16 @@ from psycopg import errors
 from monitor.migrate import migrate
 from tests.support.factories import insert_book, insert_item, insert_order
 
-TABLES = ("books", "book_pages", "orders", "order_items", "order_item_pages", "book_analyses",
-          "notifications", "schema_migrations")
+TABLES = (
+    "books",
+    "book_pages",
+    "orders",
+    "order_items",
+    "order_item_pages",
+    "book_analyses",
+    "notifications",
+    "schema_migrations",
+)
 
 
 @contextmanager
@@ -33,9 +41,7 @@ def acting_as(conn: psycopg.Connection, role: str, user_id: str | None = None) -
 
 
 @contextmanager
-def refused(
-    conn: psycopg.Connection, *kinds: type[psycopg.Error]
-) -> Iterator[None]:
+def refused(conn: psycopg.Connection, *kinds: type[psycopg.Error]) -> Iterator[None]:
     """The statement inside must be refused by the database: by a privilege or policy, or by
     another of ``kinds`` (the photo-ownership trigger raises CheckViolation)."""
     with pytest.raises(kinds or errors.InsufficientPrivilege):
@@ -60,17 +66,23 @@ class World:
             for page in (0, 1, 2):
                 db.execute(
                     "insert into order_item_pages (order_item_id, page_number, image_path)"
-                    " values (%s, %s, %s)", [item, page, f"generated/{item}/pages/{page:02d}.jpg"])
+                    " values (%s, %s, %s)",
+                    [item, page, f"generated/{item}/pages/{page:02d}.jpg"],
+                )
             note = db.execute(
                 "insert into notifications (user_id, order_item_id, kind, title, body)"
                 " values (%s, %s, 'book_ready', 'Ready', 'Your book is ready') returning id",
-                [user, item]).fetchone()[0]
+                [user, item],
+            ).fetchone()[0]
             self.orders.append(order)
             self.items.append(item)
             self.notifications.append(str(note))
             self.pending_orders.append(insert_order(db, user_id=user, paid=False))
-        db.execute("insert into book_analyses (book_id, prompt_version, model, analysis)"
-                   " values (%s, 'v1', 'm', '{}')", [self.book])
+        db.execute(
+            "insert into book_analyses (book_id, prompt_version, model, analysis)"
+            " values (%s, 'v1', 'm', '{}')",
+            [self.book],
+        )
 
 
 @pytest.fixture
@@ -145,17 +157,17 @@ FORBIDDEN_WRITES = {
     "new order": "insert into orders (user_id, payment_status) values (auth.uid(), 'paid')",
     "delete order": "delete from orders",
     "write checkpoint": "insert into order_item_pages (order_item_id, page_number, image_path)"
-                        " select id, 9, 'x' from order_items",
+    " select id, 9, 'x' from order_items",
     "delete checkpoint": "delete from order_item_pages",
     "notification text": "update notifications set body = 'phish'",
     "new notification": "insert into notifications (user_id, kind, title, body)"
-                        " values (auth.uid(), 'k', 't', 'b')",
+    " values (auth.uid(), 'k', 't', 'b')",
     "delete notification": "delete from notifications",
     "edit book": "update books set title = 'x'",
     "new book": "insert into books (title) values ('x')",
     "edit page": "update book_pages set image_path = 'x'",
     "cache analysis": "insert into book_analyses (book_id, prompt_version, model, analysis)"
-                      " select id, 'v9', 'm', '{}' from books",
+    " select id, 'v9', 'm', '{}' from books",
     "migrations": "delete from schema_migrations",
 }
 
@@ -167,8 +179,10 @@ def test_forbidden_writes_are_refused(
     with acting_as(app, "authenticated", world.users[0]):
         with refused(app):
             app.execute(statement)
-    row = db.execute("select generation_status, pdf_url, progress from order_items where id = %s",
-                     [world.items[0]]).fetchone()
+    row = db.execute(
+        "select generation_status, pdf_url, progress from order_items where id = %s",
+        [world.items[0]],
+    ).fetchone()
     assert row == ("pending", None, 0)
 
 
@@ -176,15 +190,20 @@ def test_app_inserts_a_pending_item_only_into_its_own_unpaid_order(
     app: psycopg.Connection, db: psycopg.Connection, world: World
 ) -> None:
     me, other = world.users
-    insert = ("insert into order_items (order_id, book_id, child_name, child_age, child_gender,"
-              " child_photo_path) values (%s, %s, 'Leo', 4, 'boy', %s) returning id")
+    insert = (
+        "insert into order_items (order_id, book_id, child_name, child_age, child_gender,"
+        " child_photo_path) values (%s, %s, 'Leo', 4, 'boy', %s) returning id"
+    )
     # Its own unpaid order: accepted, and every generation column keeps its default.
     with acting_as(app, "authenticated", me):
-        item = app.execute(insert, [world.pending_orders[0], world.book, f"uploads/{me}/leo.jpg"]
-                           ).fetchone()[0]
+        item = app.execute(
+            insert, [world.pending_orders[0], world.book, f"uploads/{me}/leo.jpg"]
+        ).fetchone()[0]
         row = app.execute(
             "select generation_status, attempts, progress, claimed_by, pdf_url from order_items"
-            " where id = %s", [item]).fetchone()
+            " where id = %s",
+            [item],
+        ).fetchone()
         assert row == ("pending", 0, 0, None, None)
         # Someone else's order, and its own already paid order (that would be a free book).
         for order in (world.pending_orders[1], world.orders[1], world.orders[0]):
@@ -197,30 +216,40 @@ def test_app_inserts_a_pending_item_only_into_its_own_unpaid_order(
             app.execute(
                 "insert into order_items (order_id, book_id, generation_status, pdf_url)"
                 " values (%s, %s, 'completed', 'https://evil.example/x.pdf')",
-                [world.pending_orders[0], world.book])
+                [world.pending_orders[0], world.book],
+            )
         with refused(app):
             app.execute(
                 "insert into order_items (order_id, book_id, attempts, claimed_by)"
-                " values (%s, %s, 0, 'me')", [world.pending_orders[0], world.book])
+                " values (%s, %s, 0, 'me')",
+                [world.pending_orders[0], world.book],
+            )
     # force_rollback: nothing the app did in the block above persists.
-    assert db.execute("select count(*) from order_items where order_id = %s",
-                      [world.pending_orders[0]]).fetchone()[0] == 0
+    assert (
+        db.execute(
+            "select count(*) from order_items where order_id = %s", [world.pending_orders[0]]
+        ).fetchone()[0]
+        == 0
+    )
 
 
-def test_app_marks_only_its_own_notifications_read(
-    app: psycopg.Connection, world: World
-) -> None:
+def test_app_marks_only_its_own_notifications_read(app: psycopg.Connection, world: World) -> None:
     mine, theirs = world.notifications
     with acting_as(app, "authenticated", world.users[0]):
-        assert app.execute("update notifications set read_at = now() where id = %s",
-                           [mine]).rowcount == 1
-        assert app.execute("update notifications set read_at = now() where id = %s",
-                           [theirs]).rowcount == 0
+        assert (
+            app.execute("update notifications set read_at = now() where id = %s", [mine]).rowcount
+            == 1
+        )
+        assert (
+            app.execute("update notifications set read_at = now() where id = %s", [theirs]).rowcount
+            == 0
+        )
         assert app.execute("update notifications set read_at = now()").rowcount == 1
         # Handing a notification to someone else is refused too.
         with refused(app):
-            app.execute("update notifications set user_id = %s where id = %s",
-                        [world.users[1], mine])
+            app.execute(
+                "update notifications set user_id = %s where id = %s", [world.users[1], mine]
+            )
 
 
 def functions_of_the_schema(db: psycopg.Connection) -> list[str]:
@@ -246,17 +275,23 @@ def test_only_the_service_role_may_execute_the_functions(db: psycopg.Connection)
     assert POLICY_PREDICATES <= set(functions)
     for function in functions:
         app = function in POLICY_PREDICATES
-        for role, allowed in (("anon", False), ("authenticated", app), ("public", False),
-                              ("service_role", True)):
+        for role, allowed in (
+            ("anon", False),
+            ("authenticated", app),
+            ("public", False),
+            ("service_role", True),
+        ):
             if role == "public":
                 granted = db.execute(
                     "select exists (select 1 from pg_proc p, aclexplode(coalesce(p.proacl,"
                     " acldefault('f', p.proowner))) a where p.oid = %s::regprocedure"
-                    " and a.grantee = 0 and a.privilege_type = 'EXECUTE')", [function]
+                    " and a.grantee = 0 and a.privilege_type = 'EXECUTE')",
+                    [function],
                 ).fetchone()[0]
             else:
-                granted = db.execute("select has_function_privilege(%s, %s, 'execute')",
-                                     [role, function]).fetchone()[0]
+                granted = db.execute(
+                    "select has_function_privilege(%s, %s, 'execute')", [role, function]
+                ).fetchone()[0]
             assert granted is allowed, (role, function)
 
 
@@ -287,8 +322,9 @@ def test_app_users_cannot_call_the_queue_functions(
     with acting_as(app, role, world.users[0]):
         with refused(app):
             app.execute(call, {"item": world.items[0], "book": world.book})
-    assert db.execute("select generation_status, claimed_by from order_items where id = %s",
-                      [world.items[0]]).fetchone() == ("pending", None)
+    assert db.execute(
+        "select generation_status, claimed_by from order_items where id = %s", [world.items[0]]
+    ).fetchone() == ("pending", None)
 
 
 def test_the_service_role_runs_the_queue(app: psycopg.Connection, world: World) -> None:
@@ -297,10 +333,20 @@ def test_the_service_role_runs_the_queue(app: psycopg.Connection, world: World) 
         claimed = ids(app, "select id from claim_order_items('w1', 10, 60)")
         assert claimed == set(world.items)
         item = world.items[0]
-        assert app.execute("select complete_order_item(%s, 'w1', 'generated/p.pdf', 'u',"
-                           " 'generated/c.jpg', 'cu')", [item]).fetchone()[0] is True
-        assert app.execute("select generation_status from order_items where id = %s",
-                           [item]).fetchone()[0] == "completed"
+        assert (
+            app.execute(
+                "select complete_order_item(%s, 'w1', 'generated/p.pdf', 'u',"
+                " 'generated/c.jpg', 'cu')",
+                [item],
+            ).fetchone()[0]
+            is True
+        )
+        assert (
+            app.execute(
+                "select generation_status from order_items where id = %s", [item]
+            ).fetchone()[0]
+            == "completed"
+        )
         assert app.execute("select count(*) from notifications").fetchone()[0] == 3
 
 
@@ -308,11 +354,13 @@ def test_the_app_sees_the_daemons_progress(
     app: psycopg.Connection, db: psycopg.Connection, world: World
 ) -> None:
     db.execute("select * from claim_order_items('w1', 10, 60)")
-    db.execute("select set_order_item_progress(%s, 'w1', 40, 'Drawing page 1 of 2')",
-               [world.items[0]])
+    db.execute(
+        "select set_order_item_progress(%s, 'w1', 40, 'Drawing page 1 of 2')", [world.items[0]]
+    )
     with acting_as(app, "authenticated", world.users[0]):
-        assert app.execute("select generation_status, progress, current_step from order_items"
-                           ).fetchall() == [("processing", 40, "Drawing page 1 of 2")]
+        assert app.execute(
+            "select generation_status, progress, current_step from order_items"
+        ).fetchall() == [("processing", 40, "Drawing page 1 of 2")]
 
 
 async def test_supabase_objects_are_kept_and_storage_is_locked_down(
@@ -325,36 +373,50 @@ async def test_supabase_objects_are_kept_and_storage_is_locked_down(
     await migrate(empty_database_url)  # idempotent
     user = "00000000-0000-0000-0000-0000000000aa"
     with psycopg.connect(empty_database_url, autocommit=True) as db:
-        body = db.execute("select prosrc from pg_proc p join pg_namespace n on n.oid ="
-                          " p.pronamespace where n.nspname = 'auth' and proname = 'uid'"
-                          ).fetchone()[0]
+        body = db.execute(
+            "select prosrc from pg_proc p join pg_namespace n on n.oid ="
+            " p.pronamespace where n.nspname = 'auth' and proname = 'uid'"
+        ).fetchone()[0]
         assert "0000000000aa" in body  # Supabase's own auth.uid() was not replaced
-        assert db.execute("select public from storage.buckets where id = 'books'"
-                          ).fetchone()[0] is False
+        assert (
+            db.execute("select public from storage.buckets where id = 'books'").fetchone()[0]
+            is False
+        )
         book = insert_book(db, pages=1)
         mine = insert_item(db, book_id=book, order_id=insert_order(db, user_id=user))
         theirs = insert_item(db, book_id=book)
         other_user = str(uuid.uuid4())
-        for name in (f"generated/{mine}/book.pdf", f"generated/{theirs}/book.pdf",
-                     f"uploads/{user}/photo.jpg", f"uploads/{other_user}/photo.jpg",
-                     "catalog/x/cover.jpg"):
-            db.execute("insert into storage.objects (bucket_id, name) values ('books', %s)",
-                       [name])
-        db.execute("insert into storage.objects (bucket_id, name) values ('other', %s)",
-                   [f"uploads/{user}/photo.jpg"])
+        for name in (
+            f"generated/{mine}/book.pdf",
+            f"generated/{theirs}/book.pdf",
+            f"uploads/{user}/photo.jpg",
+            f"uploads/{other_user}/photo.jpg",
+            "catalog/x/cover.jpg",
+        ):
+            db.execute("insert into storage.objects (bucket_id, name) values ('books', %s)", [name])
+        db.execute(
+            "insert into storage.objects (bucket_id, name) values ('other', %s)",
+            [f"uploads/{user}/photo.jpg"],
+        )
     with psycopg.connect(empty_database_url) as app:
         with acting_as(app, "authenticated", user):
-            visible = {(r[0], r[1]) for r in app.execute(
-                "select bucket_id, name from storage.objects").fetchall()}
-            assert visible == {("books", f"generated/{mine}/book.pdf"),
-                               ("books", f"uploads/{user}/photo.jpg")}
-            app.execute("insert into storage.objects (bucket_id, name) values ('books', %s)",
-                        [f"uploads/{user}/new.jpg"])
+            visible = {
+                (r[0], r[1])
+                for r in app.execute("select bucket_id, name from storage.objects").fetchall()
+            }
+            assert visible == {
+                ("books", f"generated/{mine}/book.pdf"),
+                ("books", f"uploads/{user}/photo.jpg"),
+            }
+            app.execute(
+                "insert into storage.objects (bucket_id, name) values ('books', %s)",
+                [f"uploads/{user}/new.jpg"],
+            )
             for name in (f"uploads/{other_user}/x.jpg", f"generated/{mine}/fake.pdf"):
                 with refused(app):
                     app.execute(
-                        "insert into storage.objects (bucket_id, name) values ('books', %s)",
-                        [name])
+                        "insert into storage.objects (bucket_id, name) values ('books', %s)", [name]
+                    )
         with acting_as(app, "anon", user):
             assert app.execute("select count(*) from storage.objects").fetchone()[0] == 0
 
@@ -373,12 +435,10 @@ def foreign_photo_paths(world: World) -> dict[str, str]:
     mine, theirs = world.items
     return {
         "B's upload": f"uploads/{other}/photo.jpg",
-        "B's upload as public URL":
-            f"{PROJECT}/storage/v1/object/public/books/uploads/{other}/p.jpg",
+        "B's upload as public URL": f"{PROJECT}/storage/v1/object/public/books/uploads/{other}/p.jpg",
         "B's upload as signed URL": f"{PROJECT}/storage/v1/object/sign/books/uploads/{other}/p.jpg"
-                                    "?token=x",
-        "B's upload as authenticated URL":
-            f"{PROJECT}/storage/v1/object/authenticated/books/uploads/{other}/p.jpg",
+        "?token=x",
+        "B's upload as authenticated URL": f"{PROJECT}/storage/v1/object/authenticated/books/uploads/{other}/p.jpg",
         "B's folder through a dot-dot": f"uploads/{me}/../{other}/photo.jpg",
         "B's folder after an empty segment": f"uploads//{other}/photo.jpg",
         "B's folder, absolute": f"/uploads/{other}/photo.jpg",
@@ -387,7 +447,7 @@ def foreign_photo_paths(world: World) -> dict[str, str]:
         "A's own generated cover": f"generated/{mine}/cover.jpg",
         "the catalog cover": f"catalog/{world.book}/cover.jpg",
         "a catalog page as URL": f"{PROJECT}/storage/v1/object/public/books/catalog/{world.book}/"
-                                 "pages/01.jpg",
+        "pages/01.jpg",
         "A's folder itself": f"uploads/{me}/",
         "A's id as a file name": f"uploads/{me}",
         "an uploads folder named like A": f"uploads/{me}x/photo.jpg",
@@ -395,14 +455,26 @@ def foreign_photo_paths(world: World) -> dict[str, str]:
 
 
 PHOTO_CASES = [
-    "B's upload", "B's upload as public URL", "B's upload as signed URL",
-    "B's upload as authenticated URL", "B's folder through a dot-dot",
-    "B's folder after an empty segment", "B's folder, absolute", "B's generated cover",
-    "B's generated page", "A's own generated cover", "the catalog cover", "a catalog page as URL",
-    "A's folder itself", "A's id as a file name", "an uploads folder named like A",
+    "B's upload",
+    "B's upload as public URL",
+    "B's upload as signed URL",
+    "B's upload as authenticated URL",
+    "B's folder through a dot-dot",
+    "B's folder after an empty segment",
+    "B's folder, absolute",
+    "B's generated cover",
+    "B's generated page",
+    "A's own generated cover",
+    "the catalog cover",
+    "a catalog page as URL",
+    "A's folder itself",
+    "A's id as a file name",
+    "an uploads folder named like A",
 ]
-INSERT_ITEM = ("insert into order_items (order_id, book_id, child_name, child_age, child_gender,"
-               " child_photo_path) values (%s, %s, 'Leo', 4, 'boy', %s) returning id")
+INSERT_ITEM = (
+    "insert into order_items (order_id, book_id, child_name, child_age, child_gender,"
+    " child_photo_path) values (%s, %s, 'Leo', 4, 'boy', %s) returning id"
+)
 
 
 @pytest.mark.parametrize("case", PHOTO_CASES)
@@ -424,8 +496,10 @@ def test_the_app_policy_alone_refuses_someone_elses_photo(
     with app.transaction(force_rollback=True):
         app.execute("alter table order_items disable trigger order_items_child_photo_owned")
         app.execute("set local role authenticated")
-        app.execute("select set_config('request.jwt.claims', %s, true)",
-                    [json.dumps({"role": "authenticated", "sub": world.users[0]})])
+        app.execute(
+            "select set_config('request.jwt.claims', %s, true)",
+            [json.dumps({"role": "authenticated", "sub": world.users[0]})],
+        )
         with refused(app):
             app.execute(INSERT_ITEM, [world.pending_orders[0], world.book, path])
 
@@ -435,10 +509,15 @@ def test_the_app_may_insert_its_own_photo_as_key_or_url(
 ) -> None:
     me = world.users[0]
     with acting_as(app, "authenticated", me):
-        for path in (f"uploads/{me}/leo.jpg", f"uploads/{me}/2026/leo 2.jpg",
-                     f"{PROJECT}/storage/v1/object/public/books/uploads/{me}/leo.jpg", None):
-            assert app.execute(INSERT_ITEM, [world.pending_orders[0], world.book, path]
-                               ).fetchone()[0]
+        for path in (
+            f"uploads/{me}/leo.jpg",
+            f"uploads/{me}/2026/leo 2.jpg",
+            f"{PROJECT}/storage/v1/object/public/books/uploads/{me}/leo.jpg",
+            None,
+        ):
+            assert app.execute(INSERT_ITEM, [world.pending_orders[0], world.book, path]).fetchone()[
+                0
+            ]
 
 
 @pytest.mark.parametrize("case", PHOTO_CASES)
@@ -449,8 +528,11 @@ def test_the_app_cannot_repoint_an_items_photo(
     with acting_as(app, "authenticated", world.users[0]):
         with refused(app):
             app.execute("update order_items set child_photo_path = %s", [path])
-    assert db.execute("select child_photo_path from order_items where id = %s",
-                      [world.items[0]]).fetchone()[0].startswith(f"uploads/{world.users[0]}/")
+    assert (
+        db.execute("select child_photo_path from order_items where id = %s", [world.items[0]])
+        .fetchone()[0]
+        .startswith(f"uploads/{world.users[0]}/")
+    )
 
 
 @pytest.mark.parametrize("role", ["service_role", "owner"])
@@ -468,24 +550,30 @@ def test_no_writer_can_point_an_item_at_someone_elses_photo(
         with refused(app, errors.CheckViolation):
             app.execute(INSERT_ITEM, [world.orders[0], world.book, path])
         with refused(app, errors.CheckViolation):
-            app.execute("update order_items set child_photo_path = %s where id = %s",
-                        [path, world.items[0]])
+            app.execute(
+                "update order_items set child_photo_path = %s where id = %s", [path, world.items[0]]
+            )
         with refused(app, errors.CheckViolation):
-            app.execute("select create_paid_order_item(%s, 'Leo', 4, 'boy', %s, %s)",
-                        [world.book, path, me])
+            app.execute(
+                "select create_paid_order_item(%s, 'Leo', 4, 'boy', %s, %s)", [world.book, path, me]
+            )
     with app.transaction(force_rollback=True):
         if role == "service_role":
             app.execute("set local role service_role")
         # A's item moved into B's order, or A's order handed to B: A's photo is not B's.
         with refused(app, errors.CheckViolation):
-            app.execute("update order_items set order_id = %s where id = %s",
-                        [world.orders[1], world.items[0]])
+            app.execute(
+                "update order_items set order_id = %s where id = %s",
+                [world.orders[1], world.items[0]],
+            )
         with refused(app, errors.CheckViolation):
             app.execute("update orders set user_id = %s where id = %s", [other, world.orders[0]])
         # And an order without a user owns no upload folder.
         with refused(app, errors.CheckViolation):
-            app.execute("select create_paid_order_item(%s, 'Leo', 4, 'boy', %s)",
-                        [world.book, f"uploads/{me}/leo.jpg"])
+            app.execute(
+                "select create_paid_order_item(%s, 'Leo', 4, 'boy', %s)",
+                [world.book, f"uploads/{me}/leo.jpg"],
+            )
 
 
 def test_rows_from_before_the_rule_still_load_and_can_be_cleared(
@@ -496,10 +584,13 @@ def test_rows_from_before_the_rule_still_load_and_can_be_cleared(
     item = world.items[0]
     with db.transaction():
         db.execute("set local session_replication_role = replica")
-        db.execute("update order_items set child_photo_path = %s where id = %s",
-                   [f"uploads/{world.users[1]}/photo.jpg", item])
-    assert {str(r[0]) for r in db.execute("select id from claim_order_items('w', 10, 60)")} \
-        == set(world.items)
+        db.execute(
+            "update order_items set child_photo_path = %s where id = %s",
+            [f"uploads/{world.users[1]}/photo.jpg", item],
+        )
+    assert {str(r[0]) for r in db.execute("select id from claim_order_items('w', 10, 60)")} == set(
+        world.items
+    )
     assert db.execute("select set_order_item_progress(%s, 'w', 5, 'x')", [item]).fetchone()[0]
     db.execute("update order_items set child_photo_path = null where id = %s", [item])
 
@@ -510,15 +601,21 @@ def make_supabase_like(url: str, user_grants: str = "select, insert") -> None:
     objects with RLS on and the app's roles granted ``user_grants``, as Supabase grants them."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create schema auth")
-        conn.execute("create function auth.uid() returns uuid language sql stable as"
-                     " $$ select '00000000-0000-0000-0000-0000000000aa'::uuid $$")
+        conn.execute(
+            "create function auth.uid() returns uuid language sql stable as"
+            " $$ select '00000000-0000-0000-0000-0000000000aa'::uuid $$"
+        )
         conn.execute("grant usage on schema auth to anon, authenticated, service_role")
         conn.execute("create schema storage")
         conn.execute("grant usage on schema storage to anon, authenticated, service_role")
-        conn.execute("create table storage.buckets (id text primary key, name text,"
-                     " public boolean default false)")
-        conn.execute("create table storage.objects (id uuid primary key default"
-                     " gen_random_uuid(), bucket_id text, name text, version text)")
+        conn.execute(
+            "create table storage.buckets (id text primary key, name text,"
+            " public boolean default false)"
+        )
+        conn.execute(
+            "create table storage.objects (id uuid primary key default"
+            " gen_random_uuid(), bucket_id text, name text, version text)"
+        )
         conn.execute("alter table storage.objects enable row level security")
         conn.execute(f"grant {user_grants} on storage.objects to anon, authenticated")
 
@@ -542,42 +639,73 @@ async def test_the_app_replaces_and_deletes_only_its_own_uploads(
             "catalog": f"catalog/{book}/cover.jpg",
         }
         for name in objects.values():
-            db.execute("insert into storage.objects (bucket_id, name, version) values"
-                       " ('books', %s, 'v1')", [name])
-        db.execute("insert into storage.objects (bucket_id, name, version) values"
-                   " ('other', %s, 'v1')", [objects["mine"]])
+            db.execute(
+                "insert into storage.objects (bucket_id, name, version) values ('books', %s, 'v1')",
+                [name],
+            )
+        db.execute(
+            "insert into storage.objects (bucket_id, name, version) values ('other', %s, 'v1')",
+            [objects["mine"]],
+        )
 
     def version(db: psycopg.Connection, name: str, bucket: str = "books") -> str | None:
-        row = db.execute("select version from storage.objects where bucket_id = %s and name = %s",
-                         [bucket, name]).fetchone()
+        row = db.execute(
+            "select version from storage.objects where bucket_id = %s and name = %s", [bucket, name]
+        ).fetchone()
         return row[0] if row else None
 
     with psycopg.connect(empty_database_url) as app:
         with acting_as(app, "authenticated", me):
             # Upsert of A's own upload: the existing row is seen and updated.
-            assert app.execute("update storage.objects set version = 'v2' where bucket_id ="
-                               " 'books' and name = %s", [objects["mine"]]).rowcount == 1
+            assert (
+                app.execute(
+                    "update storage.objects set version = 'v2' where bucket_id ="
+                    " 'books' and name = %s",
+                    [objects["mine"]],
+                ).rowcount
+                == 1
+            )
             # B's upload, results, the catalog, another bucket: not visible, so not updated.
             for key in ("theirs", "result", "catalog"):
-                assert app.execute("update storage.objects set version = 'v2' where name = %s",
-                                   [objects[key]]).rowcount == 0, key
-                assert app.execute("delete from storage.objects where name = %s",
-                                   [objects[key]]).rowcount == 0, key
-            assert app.execute("delete from storage.objects where bucket_id = 'other'"
-                               ).rowcount == 0
+                assert (
+                    app.execute(
+                        "update storage.objects set version = 'v2' where name = %s", [objects[key]]
+                    ).rowcount
+                    == 0
+                ), key
+                assert (
+                    app.execute(
+                        "delete from storage.objects where name = %s", [objects[key]]
+                    ).rowcount
+                    == 0
+                ), key
+            assert (
+                app.execute("delete from storage.objects where bucket_id = 'other'").rowcount == 0
+            )
             # Moving A's own object into B's folder or generated/ is refused by the check.
-            for target in (objects["theirs"], f"generated/{theirs_item}/cover.jpg",
-                           f"catalog/{book}/cover.jpg"):
+            for target in (
+                objects["theirs"],
+                f"generated/{theirs_item}/cover.jpg",
+                f"catalog/{book}/cover.jpg",
+            ):
                 with refused(app):
-                    app.execute("update storage.objects set name = %s where name = %s",
-                                [target, objects["mine"]])
+                    app.execute(
+                        "update storage.objects set name = %s where name = %s",
+                        [target, objects["mine"]],
+                    )
             # Writing into B's folder is refused outright.
             with refused(app):
-                app.execute("insert into storage.objects (bucket_id, name) values ('books', %s)",
-                            [f"uploads/{other}/new.jpg"])
+                app.execute(
+                    "insert into storage.objects (bucket_id, name) values ('books', %s)",
+                    [f"uploads/{other}/new.jpg"],
+                )
             assert version(app, objects["mine"]) == "v2"
-            assert app.execute("delete from storage.objects where name = %s",
-                               [objects["mine"]]).rowcount == 1
+            assert (
+                app.execute(
+                    "delete from storage.objects where name = %s", [objects["mine"]]
+                ).rowcount
+                == 1
+            )
             app.execute("reset role")  # the owner's view of the same transaction
             assert version(app, objects["mine"]) is None  # replaced, then deleted by A
             for key in ("theirs", "result", "catalog"):

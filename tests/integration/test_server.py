@@ -5,22 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 
 import psycopg
 import pytest
-from loguru import logger
 from aiohttp.test_utils import TestClient, TestServer
+from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor import __version__
 from monitor.config import Secret, Settings
 from monitor.daemon import Monitor
 from monitor.job import Job
-from processors.contract import BookResult, Processor
-from monitor.runner import utcnow
 from monitor.migrate import migrate
+from monitor.runner import utcnow
 from monitor.server import (
     DB_FRESH_MIN_SECONDS,
     DB_PROBE_TIMEOUT_SECONDS,
@@ -29,9 +28,10 @@ from monitor.server import (
 )
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
+from processors.contract import BookResult, Processor
 from processors.errors import RetryableError, TerminalError
-from tests.support.factories import insert_book, insert_item, item_row
 from testkit.postgres import Cluster
+from tests.support.factories import insert_book, insert_item, item_row
 from tests.support.processors import Failing, Hanging, Recording
 from tests.support.waiting import eventually
 
@@ -57,8 +57,12 @@ class Gated:
         await self.gate.wait()
         path = f"generated/{job.item_id}"
         url = f"https://cdn.example.com/{path}"
-        return BookResult(pdf_path=f"{path}/book.pdf", pdf_url=f"{url}/book.pdf",
-                          cover_path=f"{path}/cover.jpg", cover_url=f"{url}/cover.jpg")
+        return BookResult(
+            pdf_path=f"{path}/book.pdf",
+            pdf_url=f"{url}/book.pdf",
+            cover_path=f"{path}/cover.jpg",
+            cover_url=f"{url}/cover.jpg",
+        )
 
 
 @pytest.fixture
@@ -66,11 +70,16 @@ async def serve(database_url: str) -> AsyncIterator[Serve]:
     """Start a monitor and a test client on its status app; both are shut down afterwards."""
     running: list[tuple[Monitor, TestClient]] = []
 
-    async def start(processor: Processor, *, store: OrderStore | None = None,
-                    **overrides: object) -> tuple[Monitor, TestClient]:
+    async def start(
+        processor: Processor, *, store: OrderStore | None = None, **overrides: object
+    ) -> tuple[Monitor, TestClient]:
         values: dict[str, object] = dict(
-            database_url=Secret(database_url), poll_interval_seconds=0.2, lease_seconds=30,
-            shutdown_grace_seconds=1, worker_id="server-test", admin_token=Secret(ADMIN_TOKEN),
+            database_url=Secret(database_url),
+            poll_interval_seconds=0.2,
+            lease_seconds=30,
+            shutdown_grace_seconds=1,
+            worker_id="server-test",
+            admin_token=Secret(ADMIN_TOKEN),
         )
         values.update(overrides)
         monitor = Monitor(Settings(**values), store or PostgresStore(database_url), processor)
@@ -150,14 +159,20 @@ async def test_health_turns_503_when_the_database_stops_with_every_slot_busy(
     with psycopg.connect(url, autocommit=True) as db:
         insert_item(db, book_id=insert_book(db))
     hanging = Hanging()
-    monitor, client = await serve(hanging, store=PostgresStore(url, connect_timeout=1),
-                                  database_url=Secret(url), max_concurrent_orders=1,
-                                  poll_interval_seconds=1.0)
+    monitor, client = await serve(
+        hanging,
+        store=PostgresStore(url, connect_timeout=1),
+        database_url=Secret(url),
+        max_concurrent_orders=1,
+        poll_interval_seconds=1.0,
+    )
     await eventually(lambda: hanging.started.is_set(), what="the only slot taken")
     own_cluster.stop()
     fresh_for = DB_FRESH_MIN_SECONDS  # 3 poll intervals, at least 15 s
     answers = []
-    deadline = time.monotonic() + fresh_for + DB_PROBE_TIMEOUT_SECONDS + 30  # 30 s: a loaded machine
+    deadline = (
+        time.monotonic() + fresh_for + DB_PROBE_TIMEOUT_SECONDS + 30
+    )  # 30 s: a loaded machine
     while time.monotonic() < deadline:
         response = await client.get("/health")
         body = await response.json()
@@ -169,16 +184,20 @@ async def test_health_turns_503_when_the_database_stops_with_every_slot_busy(
         assert (utcnow() - last_ok).total_seconds() < fresh_for, body
         await asyncio.sleep(0.5)
     assert answers[-1] == 503, answers
-    assert any(p.startswith(("database unreachable", "database not answering"))
-               for p in body["problems"]), body
+    assert any(
+        p.startswith(("database unreachable", "database not answering")) for p in body["problems"]
+    ), body
     assert len(monitor.in_flight) == 1  # still busy: the probe did not need a free slot
 
 
 async def test_an_unmigrated_database_says_run_migrate_once(
     serve: Serve, empty_database_url: str, logged: Callable[[], list[str]]
 ) -> None:
-    monitor, client = await serve(Recording(), store=PostgresStore(empty_database_url),
-                                  database_url=Secret(empty_database_url))
+    monitor, client = await serve(
+        Recording(),
+        store=PostgresStore(empty_database_url),
+        database_url=Secret(empty_database_url),
+    )
     await eventually(lambda: monitor.stats.db_down_since is not None, what="the missing schema")
     response = await client.get("/health")
     body = await response.json()
@@ -245,8 +264,12 @@ async def test_status_describes_the_work_without_personal_data(
     assert body["startedAt"] and body["lastPollAt"] and body["lastClaimAt"]
     assert (body["completed"], body["failed"], body["retried"]) == (0, 0, 0)
     [flight] = body["inFlight"]
-    assert flight == {"id": item, "step": "Painting [child]'s cover", "progress": 40,
-                      "startedAt": monitor.in_flight[item].started_at.isoformat()}
+    assert flight == {
+        "id": item,
+        "step": "Painting [child]'s cover",
+        "progress": 40,
+        "startedAt": monitor.in_flight[item].started_at.isoformat(),
+    }
     for path in ("/monitor/status", "/health", "/metrics"):
         text = await (await client.get(path)).text()
         assert CHILD.lower() not in text.lower(), path
@@ -301,8 +324,13 @@ async def test_auto_start_false_serves_with_claiming_stopped(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {ADMIN_TOKEN}"},
-     {"Authorization": f"Bearer {ADMIN_TOKEN}x"}, {"Authorization": "Bearer"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+        {"Authorization": "Bearer"},
+    ],
     ids=["missing", "wrong", "other-scheme", "longer", "empty"],
 )
 async def test_admin_actions_refuse_a_missing_or_wrong_token(
@@ -320,14 +348,17 @@ async def test_admin_actions_refuse_a_missing_or_wrong_token(
     assert status(db, failed) == "failed"
 
 
-@pytest.mark.parametrize("token", [b"\xff\xfe\x80", "t\u00f6k\u00e9n".encode()],
-                         ids=["not-utf8", "utf8-non-ascii"])
+@pytest.mark.parametrize(
+    "token", [b"\xff\xfe\x80", "t\u00f6k\u00e9n".encode()], ids=["not-utf8", "utf8-non-ascii"]
+)
 async def test_a_non_ascii_token_is_unauthorized_not_an_error(serve: Serve, token: bytes) -> None:
     """Raw header bytes, as a hostile client sends them (aiohttp's client would refuse them)."""
     monitor, client = await serve(Recording())
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write(b"POST /monitor/stop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
-                 b"Connection: close\r\nAuthorization: Bearer " + token + b"\r\n\r\n")
+    writer.write(
+        b"POST /monitor/stop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\nAuthorization: Bearer " + token + b"\r\n\r\n"
+    )
     await writer.drain()
     answer = await reader.read()
     writer.close()
@@ -377,8 +408,11 @@ async def test_retry_refuses_what_it_cannot_retry(
     item = insert_item(db, book_id=insert_book(db))
     if case == "refunded":
         db.execute("update order_items set generation_status = 'failed' where id = %s", [item])
-        db.execute("update orders set payment_status = 'refunded' where id = "
-                   "(select order_id from order_items where id = %s)", [item])
+        db.execute(
+            "update orders set payment_status = 'refunded' where id = "
+            "(select order_id from order_items where id = %s)",
+            [item],
+        )
     target = {"unknown": str(uuid.uuid4()), "not-a-uuid": "not-a-uuid"}.get(case, item)
     response = await client.post(f"/orders/{target}/retry", headers=AUTH)
     body = await response.json()

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import psycopg
 import pytest
-from supabase import AsyncClient, AsyncClientOptions
 
 from monitor.store.base import SchemaNotMigrated, StoreUnavailable
 from monitor.store.supabase import SupabaseStore
 from monitor.supabase_client import create_supabase_client
+from supabase import AsyncClient, AsyncClientOptions
 from testkit.fakes.postgrest_server import FakePostgrestServer
 
 
@@ -166,8 +166,11 @@ $$
 
 @pytest.mark.parametrize(("volatility", "read_only"), [("stable", "on"), ("volatile", "off")])
 async def test_a_call_runs_as_the_tokens_role_with_its_claims(
-    postgrest: FakePostgrestServer, http: httpx.AsyncClient, db: psycopg.Connection,
-    volatility: str, read_only: str,
+    postgrest: FakePostgrestServer,
+    http: httpx.AsyncClient,
+    db: psycopg.Connection,
+    volatility: str,
+    read_only: str,
 ) -> None:
     db.execute(WHOAMI.format(name="whoami", volatility=volatility))
     db.execute("grant execute on function whoami() to service_role")
@@ -198,10 +201,10 @@ async def test_an_app_users_token_cannot_run_the_queue(
     db.execute("grant execute on function whoami() to authenticated")
     options = AsyncClientOptions(
         headers={"Authorization": f"Bearer {postgrest.token('authenticated', sub=user)}"},
-        httpx_client=http)
+        httpx_client=http,
+    )
     client = await AsyncClient.create(postgrest.url, postgrest.anon_key, options)
     assert (await client.rpc("whoami", {}).execute()).data["uid"] == user
     with pytest.raises(RuntimeError, match="42501"):
         await SupabaseStore(client).claim("w", 10, 60)
     assert postgrest.calls[-1].status == 403
-

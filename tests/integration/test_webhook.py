@@ -10,7 +10,7 @@ import json
 import os
 import runpy
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest import mock
 
@@ -74,8 +74,9 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 def test_the_readme_shows_the_receiver_recipe() -> None:
     readme = (RECIPE.parent.parent / "README.md").read_text()
     for line in RECIPE.read_text().splitlines():
-        if line.strip().startswith(("verifier =", "event = verifier.verify",
-                                    "from standardwebhooks")):
+        if line.strip().startswith(
+            ("verifier =", "event = verifier.verify", "from standardwebhooks")
+        ):
             assert line.strip() in readme, line
 
 
@@ -90,8 +91,9 @@ async def test_the_receiver_refuses_a_forged_or_replayed_request(
     receive = hook.recipe["receive"]
     assert receive(body, headers) == 200  # the same request again: answered, not acted on
     assert len(hook.recipe["seen"]) == 1
-    old = signed_headers(Webhook(SECRET), "msg_replayed", body,
-                         datetime.now(timezone.utc) - timedelta(minutes=6))
+    old = signed_headers(
+        Webhook(SECRET), "msg_replayed", body, datetime.now(UTC) - timedelta(minutes=6)
+    )
     assert receive(body, old) == 400
     assert receive(body.replace(b"abc", b"abd"), headers) == 400
 
@@ -125,7 +127,7 @@ async def test_a_replayed_request_fails_verification(receiver: tuple[Receiver, s
     await webhook.aclose()
     [(body, headers)] = hook.requests
     # What the capture would have looked like had it been sent six minutes ago.
-    then = datetime.now(timezone.utc) - timedelta(minutes=6)
+    then = datetime.now(UTC) - timedelta(minutes=6)
     old = signed_headers(Webhook(SECRET), headers["webhook-id"], body, then)
     with pytest.raises(WebhookVerificationError, match="too old"):
         Webhook(SECRET).verify(body, old)
@@ -138,10 +140,12 @@ def test_the_signature_matches_the_specs_construction() -> None:
     """``v1,base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))`` with the base64-decoded key:
     the test vector of the Python reference library's own test-suite."""
     signer = Webhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-    at = datetime.fromtimestamp(1614265330, tz=timezone.utc)
+    at = datetime.fromtimestamp(1614265330, tz=UTC)
     body = b'{"test": 2432232314}'
-    assert signed_headers(signer, "msg_p5jXN8AQM9LWM0D4loKWxJek", body, at)["webhook-signature"] \
+    assert (
+        signed_headers(signer, "msg_p5jXN8AQM9LWM0D4loKWxJek", body, at)["webhook-signature"]
         == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
 
 
 async def test_a_receiver_answering_500_twice_gets_the_event_once(
@@ -182,18 +186,27 @@ async def test_retries_are_bounded_and_gone_stops_them(receiver: tuple[Receiver,
 
 
 async def test_an_unreachable_receiver_is_reported_not_raised() -> None:
-    webhook = OpsWebhook("http://127.0.0.1:9/hook", SECRET, timeout=1, attempts=2,
-                         backoff_seconds=0.01)
+    webhook = OpsWebhook(
+        "http://127.0.0.1:9/hook", SECRET, timeout=1, attempts=2, backoff_seconds=0.01
+    )
     assert await webhook.send("order_item.failed", item_id="abc") is False
     await webhook.aclose()
 
 
-@pytest.mark.parametrize("secret", ["plain-shared-secret", "whsec_not base64!",
-                                    "whsec_" + base64.b64encode(b"too short").decode()])
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "plain-shared-secret",
+        "whsec_not base64!",
+        "whsec_" + base64.b64encode(b"too short").decode(),
+    ],
+)
 def test_a_secret_not_in_the_standard_format_is_refused_at_start(secret: str) -> None:
     with pytest.raises(ConfigError, match="NOTIFY_WEBHOOK_SECRET"):
-        Settings.from_env({"NOTIFY_WEBHOOK_URL": "https://hooks.example/x",
-                           "NOTIFY_WEBHOOK_SECRET": secret}, env_file=None)
+        Settings.from_env(
+            {"NOTIFY_WEBHOOK_URL": "https://hooks.example/x", "NOTIFY_WEBHOOK_SECRET": secret},
+            env_file=None,
+        )
 
 
 async def test_the_daemon_survives_a_dead_receiver(

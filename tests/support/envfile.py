@@ -108,8 +108,14 @@ def parse_systemd(text: str) -> dict[str, str]:
                 state = "PRE_KEY"
         elif state == "COMMENT_ESCAPE":
             state = "PRE_KEY" if c in NEWLINE else "COMMENT"
-    if state in ("PRE_VALUE", "VALUE", "VALUE_ESCAPE", "SINGLE_QUOTE_VALUE", "DOUBLE_QUOTE_VALUE",
-                 "DOUBLE_QUOTE_VALUE_ESCAPE"):
+    if state in (
+        "PRE_VALUE",
+        "VALUE",
+        "VALUE_ESCAPE",
+        "SINGLE_QUOTE_VALUE",
+        "DOUBLE_QUOTE_VALUE",
+        "DOUBLE_QUOTE_VALUE_ESCAPE",
+    ):
         push(chomp_value=state == "VALUE")
     return result
 
@@ -123,7 +129,9 @@ def parse_docker(text: str) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         if not sep:
-            raise ValueError(f"line {number}: {name!r} has no '=': Docker would copy the host's value")
+            raise ValueError(
+                f"line {number}: {name!r} has no '=': Docker would copy the host's value"
+            )
         if any(ch in WHITESPACE for ch in name):
             raise ValueError(f"line {number}: variable {name!r} contains whitespace")
         result[name] = value

@@ -7,7 +7,9 @@ import uuid
 import psycopg
 
 
-def insert_book(db: psycopg.Connection, *, pages: int = 3, title: str = "The Brave Explorer") -> str:
+def insert_book(
+    db: psycopg.Connection, *, pages: int = 3, title: str = "The Brave Explorer"
+) -> str:
     book_id = str(uuid.uuid4())
     db.execute(
         "insert into books (id, title, cover_image_path) values (%s, %s, %s)",

@@ -30,6 +30,7 @@ import psycopg
 from aiohttp import web
 from PIL import Image, ImageDraw
 
+from monitor.app import create_processor
 from monitor.catalog import import_book, read_book_dir
 from monitor.config import Settings
 from monitor.daemon import Monitor
@@ -37,7 +38,6 @@ from monitor.storage.local import LocalStorage
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from processors.book import AI_INPUT_MAX_SIDE, BookProcessor
-from monitor.app import create_processor
 from processors.contract import Processor
 from processors.images import image_part_bytes, load_page_image, normalize_photo, to_jpeg
 from testkit.fakes.gemini_server import (
@@ -244,7 +244,9 @@ class PipelineEnv:
         and whose retried error codes are recorded in :attr:`retries`."""
         return await self._create(
             self.settings(**overrides),
-            backoff_base=0.01, on_retry=self.retries.append, sleep=self._record_sleep,
+            backoff_base=0.01,
+            on_retry=self.retries.append,
+            sleep=self._record_sleep,
         )
 
     async def _create(self, settings: Settings, **limit_options: Any) -> BookProcessor:
@@ -286,8 +288,12 @@ class PipelineEnv:
             }
         (directory / "pages.json").write_text(json.dumps(meta))
         book_id = await import_book(
-            self.setup, self.storage, read_book_dir(directory, title),
-            genre="adventure", age_min=3, age_max=7,
+            self.setup,
+            self.storage,
+            read_book_dir(directory, title),
+            genre="adventure",
+            age_min=3,
+            age_max=7,
         )
         self._targets[ai_part(cover)] = "cover"
         for number, jpeg in originals.items():
@@ -311,24 +317,29 @@ class PipelineEnv:
         child_gender: str | None = "girl",
     ) -> str:
         """A paid order with one item, through the same SQL function the demo uses."""
-        return str(await self.setup.create_paid_order_item(
-            book_id,
-            child_name=child_name,
-            child_age=child_age,
-            child_gender=child_gender,
-            child_photo_path=photo_path if photo_path is not None else await self.add_photo(),
-            user_id=self.parent,
-        ))
+        return str(
+            await self.setup.create_paid_order_item(
+                book_id,
+                child_name=child_name,
+                child_age=child_age,
+                child_gender=child_gender,
+                child_photo_path=photo_path if photo_path is not None else await self.add_photo(),
+                user_id=self.parent,
+            )
+        )
 
     # ---------------------------------------------------------------- running
 
-    def monitor(self, processor: Processor, *, store: OrderStore | None = None,
-                **overrides: str) -> Monitor:
-        return Monitor(self.settings(**overrides), store or PostgresStore(self.database_url),
-                       processor)
+    def monitor(
+        self, processor: Processor, *, store: OrderStore | None = None, **overrides: str
+    ) -> Monitor:
+        return Monitor(
+            self.settings(**overrides), store or PostgresStore(self.database_url), processor
+        )
 
-    async def run_once(self, processor: Processor, *, store: OrderStore | None = None,
-                       **overrides: str) -> int:
+    async def run_once(
+        self, processor: Processor, *, store: OrderStore | None = None, **overrides: str
+    ) -> int:
         """``run_monitor.py once``: claim and process until nothing is claimable."""
         monitor = self.monitor(processor, store=store, **overrides)
         return await asyncio.wait_for(monitor.run_once(), RUN_TIMEOUT)
@@ -339,7 +350,9 @@ class PipelineEnv:
         kind = request.schema_kind
         if kind == "judge":
             # The judge is sent the original first: "judge_cover", "judge_2"...
-            original = self._targets.get(request.images[0], "unknown") if request.images else "unknown"
+            original = (
+                self._targets.get(request.images[0], "unknown") if request.images else "unknown"
+            )
             return f"judge_{original}"
         if kind is not None:
             return f"{kind}_analysis"
@@ -349,8 +362,11 @@ class PipelineEnv:
 
     def requests_for(self, target: Target, *, since: int = 0) -> list[RecordedRequest]:
         """generateContent requests for ``target``, from ``fake.requests[since:]``."""
-        return [r for r in self.fake.requests[since:]
-                if r.action == "generateContent" and self.target(r) == target]
+        return [
+            r
+            for r in self.fake.requests[since:]
+            if r.action == "generateContent" and self.target(r) == target
+        ]
 
     def stored(self, key: str) -> bytes:
         return self.storage_dir.joinpath(*key.split("/")).read_bytes()
@@ -373,5 +389,6 @@ def checkpoints(db: psycopg.Connection, item_id: str) -> dict[int, dict]:
 
 
 def notifications(db: psycopg.Connection, item_id: str) -> list[dict]:
-    return _rows(db, "select * from notifications where order_item_id = %s order by created_at",
-                 [item_id])
+    return _rows(
+        db, "select * from notifications where order_item_id = %s order by created_at", [item_id]
+    )

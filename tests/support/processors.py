@@ -13,16 +13,18 @@ from pathlib import Path
 
 from monitor.config import Settings
 from monitor.job import Job
-from processors.contract import BookResult
 from monitor.metrics import Metrics
-from processors.ports import BlobStorage
+from processors.contract import BookResult
 from processors.errors import RetryableError, TerminalError
+from processors.ports import BlobStorage
 
 
 class Recording:
     """Appends each item id to a file, takes ``seconds`` per item, checkpoints page 1."""
 
-    def __init__(self, record_file: Path | None = None, seconds: float = 0.0, steps: int = 1) -> None:
+    def __init__(
+        self, record_file: Path | None = None, seconds: float = 0.0, steps: int = 1
+    ) -> None:
         self.record_file = record_file
         self.seconds = seconds
         self.steps = steps
@@ -38,7 +40,9 @@ class Recording:
         for step in range(1, self.steps + 1):
             if step in done:
                 continue
-            await job.report(int(100 * step / (self.steps + 1)), f"Drawing page {step} of {self.steps}")
+            await job.report(
+                int(100 * step / (self.steps + 1)), f"Drawing page {step} of {self.steps}"
+            )
             if self.record_file is not None:  # the "paid call" starts
                 with self.record_file.open("a") as f:
                     f.write(f"draw {job.item_id} {step}\n")
@@ -49,8 +53,10 @@ class Recording:
                     f.write(f"page {job.item_id} {step}\n")
         base = f"generated/{job.item_id}"
         return BookResult(
-            pdf_path=f"{base}/book.pdf", pdf_url=f"file:///{base}/book.pdf",
-            cover_path=f"{base}/cover.jpg", cover_url=f"file:///{base}/cover.jpg",
+            pdf_path=f"{base}/book.pdf",
+            pdf_url=f"file:///{base}/book.pdf",
+            cover_path=f"{base}/cover.jpg",
+            cover_url=f"file:///{base}/cover.jpg",
             usage={"calls": self.steps},
         )
 
@@ -109,9 +115,16 @@ def retryable(settings: Settings, metrics: Metrics, storage: BlobStorage) -> Fai
 
 
 def terminal(settings: Settings, metrics: Metrics, storage: BlobStorage) -> Failing:
-    return Failing(TerminalError("test: no face", code="photo_rejected",
-                                 parent_message="Please upload a photo with one child."))
+    return Failing(
+        TerminalError(
+            "test: no face",
+            code="photo_rejected",
+            parent_message="Please upload a photo with one child.",
+        )
+    )
 
 
-def kills_its_process(settings: Settings, metrics: Metrics, storage: BlobStorage) -> KillsItsProcess:
+def kills_its_process(
+    settings: Settings, metrics: Metrics, storage: BlobStorage
+) -> KillsItsProcess:
     return KillsItsProcess()

@@ -32,8 +32,9 @@ class Inbox:
         self.refuse_data: str | None = None
         self.refuse_rcpt: str | None = None
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         if self.refuse_rcpt:
             return self.refuse_rcpt
         envelope.rcpt_tos.append(address)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
-async def eventually(condition: Callable[[], object], *, timeout: float = 30.0, what: str = "") -> None:
+async def eventually(
+    condition: Callable[[], object], *, timeout: float = 30.0, what: str = ""
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -15,7 +17,9 @@ async def eventually(condition: Callable[[], object], *, timeout: float = 30.0, 
         await asyncio.sleep(0.05)
 
 
-def eventually_sync(condition: Callable[[], object], *, timeout: float = 30.0, what: str = "") -> None:
+def eventually_sync(
+    condition: Callable[[], object], *, timeout: float = 30.0, what: str = ""
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -110,10 +110,18 @@ async def test_cover_analysis_is_parsed_into_the_model(fake: FakeGemini, ai: Gem
 
     assert result.value == CoverAnalysis.model_validate(DEFAULT_ANALYSIS_JSON["cover"])
     assert result.model == fake.ANALYSIS_MODEL
-    billed = {"calls": 1, "images": 0, "input_tokens": 1290,
-              "output_tokens": 1150}  # candidates + thoughts, as billed
-    assert result.usage.as_dict() == {**billed, "unanswered": 0, "unpriced_calls": 0,
-                                      "by_model": {fake.ANALYSIS_MODEL: billed}}
+    billed = {
+        "calls": 1,
+        "images": 0,
+        "input_tokens": 1290,
+        "output_tokens": 1150,
+    }  # candidates + thoughts, as billed
+    assert result.usage.as_dict() == {
+        **billed,
+        "unanswered": 0,
+        "unpriced_calls": 0,
+        "by_model": {fake.ANALYSIS_MODEL: billed},
+    }
     (sent,) = fake.generate_requests()
     assert sent.model == fake.ANALYSIS_MODEL
     assert sent.texts == ["Describe the cover."]
@@ -374,8 +382,9 @@ async def test_the_ratio_asked_is_the_nearest_the_model_accepts(
     fake: FakeGemini, page: str, model: str, asked: str
 ) -> None:
     ai = make_ai(fake, image_models=[model])
-    request = EditRequest(prompt="p", base=PAGE, child_photo=PHOTO, aspect_ratio=page,
-                          child_name="Mia")
+    request = EditRequest(
+        prompt="p", base=PAGE, child_photo=PHOTO, aspect_ratio=page, child_name="Mia"
+    )
 
     result = await ai.generate_image(request)
     await ai.aclose()
@@ -386,16 +395,18 @@ async def test_the_ratio_asked_is_the_nearest_the_model_accepts(
 
 async def test_image_size_is_never_sent_to_a_model_that_refuses_it(fake: FakeGemini) -> None:
     fake.models.add(fake.NO_SIZE_IMAGE_MODEL)  # as while gemini-2.5-flash-image still ran
-    ai = make_ai(fake, image_models=[fake.NO_SIZE_IMAGE_MODEL, fake.SECOND_IMAGE_MODEL],
-                 image_size="2K")
+    ai = make_ai(
+        fake, image_models=[fake.NO_SIZE_IMAGE_MODEL, fake.SECOND_IMAGE_MODEL], image_size="2K"
+    )
     fake.enqueue(unavailable())  # the first model is overloaded once: the second gets the call
 
     first = await ai.generate_image(page_request())
     second = await ai.generate_image(page_request())
     await ai.aclose()
 
-    configs = [(r.model, r.generation_config["imageConfig"], r.status)
-               for r in fake.generate_requests()]
+    configs = [
+        (r.model, r.generation_config["imageConfig"], r.status) for r in fake.generate_requests()
+    ]
     assert configs == [
         (fake.NO_SIZE_IMAGE_MODEL, {"aspectRatio": "3:4"}, 503),
         (fake.SECOND_IMAGE_MODEL, {"aspectRatio": "3:4", "imageSize": "2K"}, 200),
@@ -413,9 +424,11 @@ async def test_the_fake_refuses_image_size_where_the_model_does(fake: FakeGemini
     ai = make_ai(fake)
     with pytest.raises(genai_errors.ClientError) as caught:
         await ai._client.aio.models.generate_content(
-            model=fake.NO_SIZE_IMAGE_MODEL, contents="draw",
+            model=fake.NO_SIZE_IMAGE_MODEL,
+            contents="draw",
             config=types.GenerateContentConfig(
-                image_config=types.ImageConfig(aspect_ratio="1:1", image_size="2K")),
+                image_config=types.ImageConfig(aspect_ratio="1:1", image_size="2K")
+            ),
         )
     await ai.aclose()
     assert caught.value.code == 400
@@ -461,7 +474,10 @@ async def test_check_models_passes_when_all_models_exist(fake: FakeGemini, ai: G
     assert await ai.check_models() == []
 
     assert {r.model for r in fake.requests if r.action == "get"} == {
-        fake.ANALYSIS_MODEL, fake.IMAGE_MODEL, fake.SECOND_IMAGE_MODEL}
+        fake.ANALYSIS_MODEL,
+        fake.IMAGE_MODEL,
+        fake.SECOND_IMAGE_MODEL,
+    }
 
 
 async def test_a_missing_model_is_skipped_while_another_of_its_kind_remains(
@@ -568,11 +584,14 @@ async def test_http_errors_are_not_counted_and_a_timeout_is_unanswered(fake: Fak
     assert len(fake.answered()) == 1
 
 
-@pytest.mark.parametrize("reason, error, code", [
-    ("IMAGE_RECITATION", AIRecitation, "ai_recitation"),
-    ("RECITATION", AIRecitation, "ai_recitation"),
-    ("PUP_LIMITED_DISABLED", AIConfigError, "ai_config_error"),
-])
+@pytest.mark.parametrize(
+    "reason, error, code",
+    [
+        ("IMAGE_RECITATION", AIRecitation, "ai_recitation"),
+        ("RECITATION", AIRecitation, "ai_recitation"),
+        ("PUP_LIMITED_DISABLED", AIConfigError, "ai_config_error"),
+    ],
+)
 async def test_finish_reasons_that_repeat_or_concern_the_account(
     fake: FakeGemini, single_model_ai: GeminiAI, reason: str, error: type[OrderError], code: str
 ) -> None:
@@ -592,14 +611,30 @@ def test_every_sdk_finish_reason_is_classified() -> None:
 
     from processors.ai import gemini
 
-    considered = (gemini._BLOCKING_FINISH_REASONS | gemini._RECITATION_FINISH_REASONS
-                  | gemini._ACCOUNT_FINISH_REASONS)
+    considered = (
+        gemini._BLOCKING_FINISH_REASONS
+        | gemini._RECITATION_FINISH_REASONS
+        | gemini._ACCOUNT_FINISH_REASONS
+    )
     # Reasons with an image or JSON to judge, or that cannot occur without tools (function
     # calling) and Vertex-only features: the reply's content decides.
-    content_decides = {"FINISH_REASON_UNSPECIFIED", "STOP", "MAX_TOKENS", "LANGUAGE", "OTHER",
-                       "MALFORMED_FUNCTION_CALL", "IMAGE_OTHER", "NO_IMAGE",
-                       "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MISSING_THOUGHT_SIGNATURE",
-                       "MALFORMED_RESPONSE", "ESCALATION", "CONTINUATION", "MODEL_ARMOR"}
+    content_decides = {
+        "FINISH_REASON_UNSPECIFIED",
+        "STOP",
+        "MAX_TOKENS",
+        "LANGUAGE",
+        "OTHER",
+        "MALFORMED_FUNCTION_CALL",
+        "IMAGE_OTHER",
+        "NO_IMAGE",
+        "UNEXPECTED_TOOL_CALL",
+        "TOO_MANY_TOOL_CALLS",
+        "MISSING_THOUGHT_SIGNATURE",
+        "MALFORMED_RESPONSE",
+        "ESCALATION",
+        "CONTINUATION",
+        "MODEL_ARMOR",
+    }
     assert {r.value for r in types.FinishReason} <= considered | content_decides
 
 

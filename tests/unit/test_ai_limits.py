@@ -201,8 +201,13 @@ async def test_analyses_and_images_are_paced_apart(
 ) -> None:
     # Gemini's quotas are per model: an analysis must not take the image model's paced turn.
     ai = limited(gemini, recorder, requests_per_minute=60)
-    draw = EditRequest(prompt="Draw the child.", base=PHOTO, child_photo=PHOTO,
-                       aspect_ratio="1:1", child_name="Mia")
+    draw = EditRequest(
+        prompt="Draw the child.",
+        base=PHOTO,
+        child_photo=PHOTO,
+        aspect_ratio="1:1",
+        child_name="Mia",
+    )
 
     await analyze(ai)
     await ai.generate_image(draw)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from monitor.app import build_ai
 from monitor.config import ConfigError, Settings
 from monitor.metrics import Metrics
 from processors.ai.base import ImagePart
 from processors.analysis_models import ChildAnalysis
-from monitor.app import build_ai
 from testkit.fakes.gemini_server import FakeGemini, rate_limited, solid_jpeg
 
 BASE = {"DATABASE_URL": "postgresql://localhost/books", "AI_PROVIDER": "local"}
@@ -26,16 +26,24 @@ async def test_the_ai_backoff_after_a_429_follows_ai_backoff_base_seconds(
         sleeps.append(seconds)
 
     async with FakeGemini() as fake:
-        env = {**BASE, "AI_PROVIDER": "gemini", "GOOGLE_API_KEY": fake.api_key,
-               "GEMINI_BASE_URL": fake.base_url, "GEMINI_ANALYSIS_MODEL": fake.ANALYSIS_MODEL,
-               "GEMINI_IMAGE_MODEL": fake.IMAGE_MODEL}
+        env = {
+            **BASE,
+            "AI_PROVIDER": "gemini",
+            "GOOGLE_API_KEY": fake.api_key,
+            "GEMINI_BASE_URL": fake.base_url,
+            "GEMINI_ANALYSIS_MODEL": fake.ANALYSIS_MODEL,
+            "GEMINI_IMAGE_MODEL": fake.IMAGE_MODEL,
+        }
         if setting is not None:
             env["AI_BACKOFF_BASE_SECONDS"] = setting
         ai, _ = build_ai(Settings.from_env(env), Metrics(), sleep=record)
         fake.enqueue(rate_limited("0s"))  # no server delay: the wait is the backoff alone
         try:
-            await ai.analyze(prompt="Look at the child.", images=[ImagePart(solid_jpeg((64, 64), (1, 2, 3)))],
-                             schema=ChildAnalysis)
+            await ai.analyze(
+                prompt="Look at the child.",
+                images=[ImagePart(solid_jpeg((64, 64), (1, 2, 3)))],
+                schema=ChildAnalysis,
+            )
         finally:
             await ai.aclose()
 
@@ -59,18 +67,33 @@ def test_the_default_models_are_current_ones_of_the_catalog() -> None:
     assert {CATALOG[m].kind for m in settings.gemini_image_models} == {"image"}
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("OUTPUT_ASPECT_TOLERANCE", "0"), ("OUTPUT_ASPECT_TOLERANCE", "0.7"),
-    ("PAGE_DEADLINE_SECONDS", "0"), ("MODEL_CHECK_RETRY_SECONDS", "-3"), ("IMAGE_SIZE", "8K"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OUTPUT_ASPECT_TOLERANCE", "0"),
+        ("OUTPUT_ASPECT_TOLERANCE", "0.7"),
+        ("PAGE_DEADLINE_SECONDS", "0"),
+        ("MODEL_CHECK_RETRY_SECONDS", "-3"),
+        ("IMAGE_SIZE", "8K"),
+    ],
+)
 def test_bad_ai_time_and_shape_settings_are_refused_by_name(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({**BASE, name: value})
 
 
 def test_ai_time_and_shape_settings_are_read() -> None:
-    settings = Settings.from_env({**BASE, "OUTPUT_ASPECT_TOLERANCE": "0.02",
-                                  "PAGE_DEADLINE_SECONDS": "90", "IMAGE_SIZE": "4k"})
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "OUTPUT_ASPECT_TOLERANCE": "0.02",
+            "PAGE_DEADLINE_SECONDS": "90",
+            "IMAGE_SIZE": "4k",
+        }
+    )
 
-    assert (settings.output_aspect_tolerance, settings.page_deadline_seconds,
-            settings.image_size) == (0.02, 90.0, "4K")
+    assert (
+        settings.output_aspect_tolerance,
+        settings.page_deadline_seconds,
+        settings.image_size,
+    ) == (0.02, 90.0, "4K")

@@ -413,7 +413,10 @@ def test_the_tolerance_is_a_parameter() -> None:
 
     with pytest.raises(OutputInvalid):
         fit_output(reply, original=original, requested_ratio="1:1", tolerance=0.02)
-    assert fit_output(reply, original=original, requested_ratio="1:1", tolerance=0.06).size == (800, 800)
+    assert fit_output(reply, original=original, requested_ratio="1:1", tolerance=0.06).size == (
+        800,
+        800,
+    )
 
 
 TEN = CATALOG["gemini-3-pro-image"].aspect_ratios

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from monitor.job import Job
-from processors.contract import LeaseLost
 from monitor.store.base import StoreUnavailable
+from processors.contract import LeaseLost
 
 
 class FlakyStore:
@@ -27,8 +27,12 @@ class FlakyStore:
 
 
 def job(store: FlakyStore, patience: float) -> Job:
-    return Job(item={"id": "item-1", "attempts": 1}, worker="w1", store=store,  # type: ignore[arg-type]
-               outage_patience=patience)
+    return Job(
+        item={"id": "item-1", "attempts": 1},
+        worker="w1",
+        store=store,  # type: ignore[arg-type]
+        outage_patience=patience,
+    )
 
 
 async def test_a_checkpoint_gets_through_once_the_database_is_back() -> None:

@@ -17,16 +17,24 @@ def _part(data: bytes) -> ImagePart:
 
 
 async def _verdict(original: bytes, result: bytes, photo: bytes) -> QualityVerdict:
-    answer = await LocalAI().analyze(prompt="", images=[_part(original), _part(result), _part(photo)],
-                                     schema=QualityVerdict)
+    answer = await LocalAI().analyze(
+        prompt="", images=[_part(original), _part(result), _part(photo)], schema=QualityVerdict
+    )
     return answer.value
 
 
 async def test_a_composited_page_passes_and_says_what_it_did_not_check() -> None:
     page, photo = draw_scene(2), draw_child_photo()
-    drawn = await LocalAI().generate_image(EditRequest(
-        prompt="", base=_part(page), child_photo=_part(photo), aspect_ratio="1:1",
-        child_name="Zoë", character_box=(0.2, 0.4, 0.3, 0.5)))
+    drawn = await LocalAI().generate_image(
+        EditRequest(
+            prompt="",
+            base=_part(page),
+            child_photo=_part(photo),
+            aspect_ratio="1:1",
+            child_name="Zoë",
+            character_box=(0.2, 0.4, 0.3, 0.5),
+        )
+    )
     verdict = await _verdict(page, drawn.data, photo)
     assert verdict.hero_present and verdict.scene_kept
     assert verdict.likeness_score >= 6

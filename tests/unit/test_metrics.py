@@ -24,10 +24,21 @@ async def test_limited_ai_hooks_feed_call_latency_and_retries() -> None:
     metrics = Metrics()
     async with FakeGemini() as fake:
         fake.enqueue(rate_limited("1s"))
-        gemini = GeminiAI(fake.api_key, analysis_model=fake.ANALYSIS_MODEL,
-                          image_models=[fake.IMAGE_MODEL], base_url=fake.base_url)
-        ai = LimitedAI(gemini, max_concurrency=2, requests_per_minute=None, max_retries=2,
-                       on_call=metrics.observe_ai_call, on_retry=metrics.ai_retry, sleep=no_wait)
+        gemini = GeminiAI(
+            fake.api_key,
+            analysis_model=fake.ANALYSIS_MODEL,
+            image_models=[fake.IMAGE_MODEL],
+            base_url=fake.base_url,
+        )
+        ai = LimitedAI(
+            gemini,
+            max_concurrency=2,
+            requests_per_minute=None,
+            max_retries=2,
+            on_call=metrics.observe_ai_call,
+            on_retry=metrics.ai_retry,
+            sleep=no_wait,
+        )
         photo = ImagePart(solid_jpeg((64, 64), (220, 170, 140)))
         await ai.analyze(prompt="Look at the child.", images=[photo], schema=ChildAnalysis)
         await ai.aclose()

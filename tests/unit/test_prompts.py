@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
-from processors.errors import TerminalError
 from processors.child import ChildProfile, InvalidChildData, validate_child
+from processors.errors import TerminalError
 from processors.prompts import PROMPTS_DIR, REQUIRED_TEMPLATES, PromptBook
 
 BOOK = {"title": "The Brave Explorer", "genre": "adventure", "age_min": 3, "age_max": 6}
@@ -174,9 +174,7 @@ def test_malformed_placeholder_fails_at_load(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("field", sorted(COVER_FIELDS))
-def test_each_cover_field_reaches_the_prompts_that_need_it(
-    prompts: PromptBook, field: str
-) -> None:
+def test_each_cover_field_reaches_the_prompts_that_need_it(prompts: PromptBook, field: str) -> None:
     changed = COVER.model_copy(update={field: COVER_FIELDS[field]})
     assert prompts.cover_prompt(changed, CHILD, BOOK, PLAIN) != prompts.cover_prompt(
         COVER, CHILD, BOOK, PLAIN

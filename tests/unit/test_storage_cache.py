@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from processors.ports import ObjectNotFound
 from monitor.storage.cache import BookAssetCache
-from processors.layout import InvalidPath
 from monitor.storage.supabase import SupabaseStorage
 from monitor.supabase_client import create_supabase_client
+from processors.layout import InvalidPath
+from processors.ports import ObjectNotFound
 from testkit.fakes.storage_server import FakeStorageServer
 
 BOOK = "5a0c3b52-7a56-4c1f-9f0e-1f9a4b8e2d11"

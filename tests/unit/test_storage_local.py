@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from processors.ports import ObjectNotFound, StorageUnavailable
 from monitor.storage.local import LocalStorage
 from processors.layout import InvalidPath
+from processors.ports import ObjectNotFound, StorageUnavailable
 
 KEY = "generated/0b7c9d7e-3f0a-4c55-9f51-6a2f1e7d8c90/pages/01.jpg"
 

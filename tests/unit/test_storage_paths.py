@@ -122,9 +122,14 @@ def test_error_details_never_echo_a_token_or_password(url: str) -> None:
     assert "x.png" not in caught.value.detail
 
 
-@pytest.mark.parametrize("key", ["uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/../x.jpg",
-                                 "uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/a\\b.jpg",
-                                 "/uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/x.jpg"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/../x.jpg",
+        "uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/a\\b.jpg",
+        "/uploads/5ded9801-4c9f-4873-b3c2-322434e7fbfe/x.jpg",
+    ],
+)
 def test_error_details_never_echo_an_uploads_user_id(key: str) -> None:
     with pytest.raises(InvalidPath) as caught:
         validate_key(key)

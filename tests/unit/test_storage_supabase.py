@@ -5,18 +5,18 @@ from __future__ import annotations
 import email.utils
 import os
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from storage3.exceptions import StorageApiError
 
-from processors.ports import ObjectNotFound, StorageUnavailable
-from processors.layout import InvalidPath
 from monitor.storage.supabase import SupabaseStorage
 from monitor.supabase_client import create_supabase_client
 from processors.errors import OrderError, TerminalError
+from processors.layout import InvalidPath
+from processors.ports import ObjectNotFound, StorageUnavailable
 from testkit.fakes.storage_server import FakeStorageServer
 
 KEY = "generated/0b7c9d7e-3f0a-4c55-9f51-6a2f1e7d8c90/cover.jpg"
@@ -214,7 +214,7 @@ async def test_rate_limits_are_retryable_and_carry_retry_after(
 async def test_retry_after_may_be_an_http_date(
     storage: SupabaseStorage, server: FakeStorageServer
 ) -> None:
-    later = datetime.now(timezone.utc) + timedelta(minutes=10)
+    later = datetime.now(UTC) + timedelta(minutes=10)
     server.fail_next(1, status=503, retry_after=email.utils.format_datetime(later, usegmt=True))
 
     with pytest.raises(StorageUnavailable) as caught:
