@@ -24,7 +24,7 @@ from tests.support.factories import insert_book, insert_item, item_row
 from tests.support.processors import Failing, Recording
 from tests.support.waiting import eventually
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 GRAFANA = DEPLOY / "grafana" / "dashboard.json"
 #: What the issue asks the alerts to cover, as the names they go by.
