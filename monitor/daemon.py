@@ -140,47 +140,14 @@ class Monitor:
         assert self.processor is not None, "build the processor before starting the monitor"
         await self.store.open()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._scheduler.add_job(
-            self.poll,
-            "interval",
-            seconds=self.settings.poll_interval_seconds,
-            id=POLL_JOB_ID,
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow(),
-            misfire_grace_time=None,
-        )
+        self._every(self.poll, self.settings.poll_interval_seconds, POLL_JOB_ID)
         if self.retention is not None and self.settings.photo_retention_days > 0:
-            self._scheduler.add_job(
-                self._run_retention,
-                "interval",
-                seconds=RETENTION_INTERVAL_SECONDS,
-                id=RETENTION_JOB_ID,
-                max_instances=1,
-                coalesce=True,
-                next_run_time=utcnow(),
-                misfire_grace_time=None,
-            )
+            self._every(self._run_retention, RETENTION_INTERVAL_SECONDS, RETENTION_JOB_ID)
         if self.url_refresh is not None:
-            self._scheduler.add_job(
-                self._run_url_refresh,
-                "interval",
-                seconds=URL_REFRESH_INTERVAL_SECONDS,
-                id=URL_REFRESH_JOB_ID,
-                max_instances=1,
-                coalesce=True,
-                next_run_time=utcnow(),
-                misfire_grace_time=None,
-            )
+            self._every(self._run_url_refresh, URL_REFRESH_INTERVAL_SECONDS, URL_REFRESH_JOB_ID)
         if self.mailer is not None:
-            self._scheduler.add_job(
-                self._run_mailer,
-                "interval",
-                seconds=self.settings.poll_interval_seconds,
-                id=EMAIL_JOB_ID,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
+            self._every(
+                self._run_mailer, self.settings.poll_interval_seconds, EMAIL_JOB_ID, start_now=False
             )
         self._scheduler.start()
         if self.store.supports_listen:
@@ -484,43 +451,52 @@ class Monitor:
     def _on_notify(self) -> None:
         self.wake_up()
 
-    async def _run_retention(self) -> None:
-        """One photo-retention run; a failure is logged (no paths, no personal data) and the
-        next hourly run tries again."""
-        if self.retention is None or self._stopping:
+    def _every(
+        self,
+        job: Callable[[], Awaitable[Any]],
+        seconds: float,
+        job_id: str,
+        *,
+        start_now: bool = True,
+    ) -> None:
+        """A job on an interval (the poll, the side jobs): never two runs at once, a missed run
+        coalesced into one."""
+        assert self._scheduler is not None
+        first_run = {"next_run_time": utcnow()} if start_now else {}
+        self._scheduler.add_job(
+            job,
+            "interval",
+            seconds=seconds,
+            id=job_id,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            **first_run,
+        )
+
+    async def _run_side_job(self, run: Callable[[], Awaitable[Any]] | None, what: str) -> None:
+        """One run of a side job (retention, the URL sweep, email). A failure is logged by its
+        type only (no paths, URLs or addresses) and the next run, scheduled or at the next
+        ``once``, tries again: a side job must never take the daemon down."""
+        if run is None or self._stopping:
             return
         try:
-            await self.retention()
-        except Exception as exc:  # noqa: BLE001 - retention must never take the daemon down
-            logger.warning(
-                "photo retention run failed; retrying next hour", error=type(exc).__name__
-            )
+            await run()
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            logger.warning("{} failed; retrying at the next run", what, error=type(exc).__name__)
+
+    async def _run_retention(self) -> None:
+        await self._run_side_job(self.retention, "photo retention")
 
     async def _run_url_refresh(self) -> None:
-        """One re-sign sweep; a failure is logged (no paths, no URLs) and the next run, an
-        hour later or at the next ``once``, tries again."""
-        if self.url_refresh is None or self._stopping:
-            return
-        try:
-            await self.url_refresh()
-        except Exception as exc:  # noqa: BLE001 - the sweep must never take the daemon down
-            logger.warning(
-                "re-signing result URLs failed; retrying at the next run", error=type(exc).__name__
-            )
+        await self._run_side_job(self.url_refresh, "re-signing result URLs")
 
     async def _run_mailer(self) -> None:
-        """One run of the parent-email sender; a failure (say, the database away) is logged
-        and the next run goes on. Never runs twice at once in one process."""
-        if self.mailer is None or self._stopping or self._mail_lock.locked():
+        """Never two sends at once in one process; shutdown waits for one in progress."""
+        if self._mail_lock.locked():
             return
         async with self._mail_lock:
-            try:
-                await self.mailer()
-            except Exception as exc:  # noqa: BLE001 - email must never take the daemon down
-                logger.warning(
-                    "sending parent emails failed; retrying at the next run",
-                    error=type(exc).__name__,
-                )
+            await self._run_side_job(self.mailer, "sending parent emails")
 
     # ------------------------------------------------------------------ one item
 
