@@ -138,12 +138,10 @@ async def run_demo(*, home: Path, photo: Path | None, name: str, age: int, gende
         return 1
     print(f"Done: {summary.get('pages_done')} pages, AI usage {summary.get('ai_usage')}")
     interior, print_cover = generated_print_paths(item_id)
-    for label, path in (
-        ("screen PDF", generated_pdf_path(item_id)),
-        ("print interior", interior),
-        ("print cover", print_cover),
-    ):
+    for label, path in (("print interior", interior), ("print cover", print_cover)):
         print(f"{label}: {(settings.local_storage_dir / path).resolve()}")
+    # The last line is the screen PDF alone, as the README promises (scripts take it from there).
+    print((settings.local_storage_dir / generated_pdf_path(item_id)).resolve())
     return 0
 
 
