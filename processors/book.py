@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import tempfile
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -175,8 +176,10 @@ class BookProcessor:
         )
         inputs = Inputs(book, profile, photo, cover_analysis, child_analysis)
 
-        work = self.work_dir / job.item_id
-        work.mkdir(parents=True, exist_ok=True)
+        # A directory of this attempt's own: after a lease takeover the old owner's cleanup must
+        # not delete the new owner's files, even with a CACHE_DIR shared between processes.
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{job.item_id}-", dir=self.work_dir))
         try:
             await job.report(
                 10, "Drawing the cover", code=StepCode.DRAWING_COVER, usage=usage.as_dict()

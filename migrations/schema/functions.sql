@@ -993,7 +993,7 @@ as $$
     );
 $$;
 
--- from 013_operator_queries.sql
+-- from 017_ops_show_hides_print_files.sql
 create or replace function ops_show_order_item(p_item uuid, p_pii boolean default false)
 returns jsonb
 language sql
@@ -1003,7 +1003,9 @@ as $$
         'item', case when p_pii then to_jsonb(oi)
                      else (to_jsonb(oi) - array['child_name', 'child_age', 'child_gender',
                                                 'child_photo_path', 'child_analysis', 'pdf_url',
-                                                'pdf_path', 'cover_image_url', 'cover_image_path'])
+                                                'pdf_path', 'cover_image_url', 'cover_image_path',
+                                                'print_interior_url', 'print_interior_path',
+                                                'print_cover_url', 'print_cover_path'])
                           || jsonb_build_object(
                                  'current_step', _ops_mask_child_name(oi.current_step, oi.child_name))
                 end,

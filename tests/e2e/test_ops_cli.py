@@ -117,8 +117,18 @@ def test_show_hides_personal_data_unless_asked(db: psycopg.Connection, database_
     assert "Mia" not in shown.stdout and "uploads/" not in shown.stdout
     assert "generated/" not in shown.stdout
 
+    db.execute(
+        "update order_items set print_interior_url = 'https://x/interior', "
+        "print_cover_path = 'generated/x/print-cover.pdf' where id = %s",
+        [items["processing"]],
+    )
     detail = json.loads(cli(database_url, "show", items["processing"], "--json").stdout)
     assert "child_name" not in detail["item"] and "user_id" not in detail["order"]
+    assert not [
+        column
+        for column in detail["item"]
+        if column.startswith("print_") and (column.endswith("_url") or column.endswith("_path"))
+    ]
     (cover,) = detail["pages"]
     assert cover == {
         "page_number": 0,
