@@ -25,6 +25,7 @@ from processors.ai.pricing import PriceTable
 from processors.analysis import Analyzer
 from processors.book import BookProcessor
 from processors.contract import Processor
+from processors.cover_service import CoverService, MemoryAnalyses
 from processors.ports import BlobStorage
 from processors.prompts import PromptBook
 from processors.qa import QualityGate
@@ -73,6 +74,13 @@ async def close_processor(processor: Processor) -> None:
     aclose = getattr(processor, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def cover_service(processor: object, uploads: MemoryAnalyses | None = None) -> CoverService | None:
+    """Covers without an order (``POST /generate-cover``, ``generate-cover``), drawn by the
+    daemon's own processor, so they share its AI client, limits, metrics and checks; None when
+    the processor is not the book pipeline (a custom ``--processor``) or not built yet."""
+    return CoverService(processor, uploads) if isinstance(processor, BookProcessor) else None
 
 
 async def build_storage(settings: Settings, resources: AsyncExitStack) -> BlobStorage:

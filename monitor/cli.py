@@ -5,7 +5,7 @@ Exit codes (documented in the README, relied on by supervisors and cron):
   1  it failed at run time (database unreachable for ``migrate``/``once``, a migration failed, ...)
   2  the configuration or the command line is invalid (a missing ``--env-file``, ``demo`` without
      the ``[demo]`` extra, ``once`` with no usable Gemini model)
-  3  ``show``/``retry``: no order item has this id
+  3  ``show``/``retry``: no order item has this id; ``generate-cover``: no book has this id
   4  ``retry`` refused: the item is not failed or its order is no longer paid
 
 Every failure is one log line (JSON when not a terminal, secrets scrubbed), never a traceback:
@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 from loguru import logger
 
-from monitor import __version__, ops
+from monitor import __version__, cover_command, ops
 from monitor.app import (
     DEFAULT_PROCESSOR,
     build_storage,
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trim", default="8.5x8.5", help="trim size in inches, WxH (default: %(default)s)"
     )
     ops.add_commands(commands)
+    cover_command.add_command(commands)
     return parser
 
 
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_import_book(settings, args, parser))
         if command in ops.COMMANDS:
             return asyncio.run(ops.run(settings, args))
+        if command == cover_command.COMMAND:
+            return asyncio.run(cover_command.run(settings, args))
         if command == "retention":
             return asyncio.run(_retention(settings))
         return asyncio.run(_serve(settings, processor_spec, once=command == "once"))

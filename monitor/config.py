@@ -67,6 +67,8 @@ class Settings:
     port: int = 5000
     auto_start_monitor: bool = True
     admin_token: Secret | None = None
+    #: ``POST /generate-cover`` requests drawn at once by this process; more answer 429.
+    cover_max_concurrent: int = 1
     log_format: str = "auto"
     log_level: str = "INFO"
     # Blob storage.
@@ -378,6 +380,9 @@ class _Parser:
             port=self.typed("PORT", int, DEFAULT.port, lambda v: 0 <= v < 65536, "a TCP port"),
             auto_start_monitor=self.boolean("AUTO_START_MONITOR", DEFAULT.auto_start_monitor),
             admin_token=Secret(t) if (t := self.first("ADMIN_TOKEN")) else None,
+            cover_max_concurrent=self.positive_int(
+                "COVER_MAX_CONCURRENT", DEFAULT.cover_max_concurrent
+            ),
             log_format=log_format,
             log_level=log_level,
             storage_backend=storage_backend,

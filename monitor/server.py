@@ -7,6 +7,7 @@
     POST /monitor/stop        stop claiming (in-flight items finish)      } Authorization:
     POST /monitor/start       claim again                                 } Bearer $ADMIN_TOKEN
     POST /orders/{id}/retry   a failed order item back to pending         }
+    POST /generate-cover      a personalized cover without an order (monitor/cover_endpoint.py)
     GET  /dashboard           the operators' page over all of this (monitor/dashboard.py)
 
 Nothing here may reveal personal data: answers carry item ids, steps, progress and counters,
@@ -31,6 +32,7 @@ from aiohttp import web
 from loguru import logger
 
 from monitor import __version__
+from monitor.cover_endpoint import add_cover_routes
 from monitor.daemon import DATABASE_PROBLEM, Monitor
 from monitor.dashboard import add_dashboard_routes
 from monitor.runner import InFlight, utcnow
@@ -70,6 +72,7 @@ def create_app(monitor: Monitor) -> web.Application:
         ]
     )
     add_dashboard_routes(app, monitor)
+    add_cover_routes(app, monitor, api._require_admin)
     return app
 
 

@@ -10,18 +10,23 @@ once more (``LimitedAI``), then the item fails for good with ``ai_bad_response``
 of the same prompt on the same image rarely differs, and each is paid. A cover analysis that
 failed is cached as a failure too, so no later order of the book pays for it again under the
 same prompt version; the operator deletes that ``book_analyses`` row (README) to try again.
+
+Both analyses need only a small part of the job (``AnalysisCache``, ``ChildAnalysisSlot``), so a
+cover made without an order (processors/cover_service.py) goes through the same code, the same
+face-count gate included.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from pydantic import ValidationError
 
 from processors.ai.base import AIBadResponse, ImageAI, ImagePart, Usage
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.child import ChildProfile
-from processors.contract import JobContext, Row
+from processors.contract import Row
 from processors.errors import TerminalError
 from processors.prompts import PromptBook
 
@@ -42,6 +47,29 @@ class AnalysisUnusable(TerminalError):
     code = "ai_bad_response"
 
 
+class AnalysisCache(Protocol):
+    """Where cover analyses are kept per book, prompt version and model (``JobContext`` is one)."""
+
+    async def get_book_analysis(self, book_id: str, prompt_version: str, model: str) -> Row | None:
+        """The cached analysis, or None."""
+
+    async def put_book_analysis(
+        self, book_id: str, prompt_version: str, model: str, analysis: Row
+    ) -> None:
+        """Keep an analysis (or its failure) for later calls."""
+
+
+class ChildAnalysisSlot(Protocol):
+    """Where one child's analysis is kept (``JobContext`` is one: the item's column)."""
+
+    @property
+    def item(self) -> Row:
+        """The row whose ``child_analysis`` an earlier attempt saved, if any."""
+
+    async def save_child_analysis(self, analysis: Row) -> None:
+        """Keep the analysis, so a resumed attempt does not pay for it again."""
+
+
 # The cached analysis of a book whose cover analysis failed carries this key.
 _FAILED = "_failed"
 
@@ -54,7 +82,7 @@ class Analyzer:
         self._cover_locks: dict[str, asyncio.Lock] = {}
 
     async def cover(
-        self, job: JobContext, book: Row, cover: ImagePart, usage: Usage
+        self, job: AnalysisCache, book: Row, cover: ImagePart, usage: Usage
     ) -> CoverAnalysis:
         """The book's cover analysis, from the cache when any order of this book made it before."""
         key = f"{book['id']}/{self.prompts.version}/{self.model_name}"
@@ -83,7 +111,7 @@ class Analyzer:
             return result.value
 
     async def child(
-        self, job: JobContext, profile: ChildProfile, photo: ImagePart, usage: Usage
+        self, job: ChildAnalysisSlot, profile: ChildProfile, photo: ImagePart, usage: Usage
     ) -> ChildAnalysis:
         """The child analysis, made once per item; rejects photos without exactly one face."""
         saved = job.item.get("child_analysis")

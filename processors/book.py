@@ -164,12 +164,8 @@ class BookProcessor:
         photo = await self._child_photo(item, context.order.get("user_id"))
         # A missing or broken catalog image must fail the item before any call is paid for.
         await self._check_pages(book["id"], [p for p in pages if int(p["page_number"]) not in done])
-        cover_original = await self._catalog_image(
-            book["id"], book.get("cover_image_path"), "cover"
-        )
-        cover_part = ImagePart(
-            await asyncio.to_thread(image_part_bytes, cover_original, AI_INPUT_MAX_SIDE)
-        )
+        cover_original = await self.book_cover(book)
+        cover_part = await model_part(cover_original)
         cover_analysis, child_analysis = await asyncio.gather(
             self.analyzer.cover(job, book, cover_part, usage),
             self.analyzer.child(job, profile, photo, usage),
@@ -286,8 +282,11 @@ class BookProcessor:
             data = await self.storage.download(path)
         except ObjectNotFound as exc:
             raise PhotoMissing("child photo not in storage") from exc
-        photo = await asyncio.to_thread(normalize_photo, data)
-        return ImagePart(await asyncio.to_thread(image_part_bytes, photo, AI_INPUT_MAX_SIDE))
+        return await photo_part(data)
+
+    async def book_cover(self, book: Row) -> Image.Image:
+        """The catalog's original cover of ``book`` (through the disk cache)."""
+        return await self._catalog_image(book["id"], book.get("cover_image_path"), "cover")
 
     async def _catalog_image(self, book_id: str, raw_path: str | None, what: str) -> Image.Image:
         if not raw_path:
@@ -317,6 +316,14 @@ class BookProcessor:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
             return
+        checked = await self.draw_cover(inputs, original, original_part, usage)
+        await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
+
+    async def draw_cover(
+        self, inputs: Inputs, original: Image.Image, original_part: ImagePart, usage: Usage
+    ) -> Checked:
+        """The personalized cover, checked and judged, not yet stored: the book's first
+        illustration, and all of a cover made without an order (processors/cover_service.py)."""
         request = EditRequest(
             prompt=self.prompts.cover_prompt(
                 inputs.cover, inputs.child, inputs.book, inputs.profile
@@ -331,8 +338,7 @@ class BookProcessor:
             inputs.cover, inputs.child, inputs.book, inputs.profile, softened=True
         )
         with logger.contextualize(page=0):
-            checked = await self._checked(request, softened, original, None, usage)
-        await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
+            return await self._checked(request, softened, original, None, usage)
 
     async def _pages(
         self,
@@ -556,6 +562,17 @@ class BookProcessor:
     async def aclose(self) -> None:
         """Close what the factory handed over: the AI client and storage it built itself."""
         await self._resources.aclose()
+
+
+async def photo_part(data: bytes) -> ImagePart:
+    """An uploaded photo as the model gets it: validated and normalized (``PhotoInvalid`` when
+    it is not a usable photo), then downscaled."""
+    return await model_part(await asyncio.to_thread(normalize_photo, data))
+
+
+async def model_part(image: Image.Image) -> ImagePart:
+    """An image as the model is sent it: downscaled to ``AI_INPUT_MAX_SIDE`` and re-encoded."""
+    return ImagePart(await asyncio.to_thread(image_part_bytes, image, AI_INPUT_MAX_SIDE))
 
 
 def _catalog_entry(context: ItemContext) -> tuple[Row, list[Row]]:

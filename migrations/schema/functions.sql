@@ -633,6 +633,20 @@ as $$
      where book_id = p_book and prompt_version = p_prompt_version and model = p_model;
 $$;
 
+-- from 017_cover_service.sql
+create or replace function get_catalog_book(p_book uuid)
+returns jsonb
+language sql
+stable
+as $$
+    select jsonb_build_object(
+        'id', b.id, 'title', b.title, 'genre', b.genre, 'age_min', b.age_min,
+        'age_max', b.age_max, 'cover_image_path', b.cover_image_path,
+        'cover_character_box', b.cover_character_box)
+      from books b
+     where b.id = p_book;
+$$;
+
 -- from 009_queue_honesty.sql
 create or replace function heartbeat_order_item(p_item uuid, p_worker text, p_lease_seconds integer)
 returns text

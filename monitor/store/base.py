@@ -484,6 +484,10 @@ class OrderStore(Connector):
             )
         )
 
+    async def catalog_book(self, book_id: str) -> Row | None:
+        """One book's catalog entry for a cover made without an order (migration 017)."""
+        return await self._call("get_catalog_book", {"p_book": book_id})
+
 
 def _timestamp(value: datetime | None) -> str | None:
     """A timezone-aware datetime as ISO 8601, which both adapters pass on as JSON-safe text."""
