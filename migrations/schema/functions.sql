@@ -633,7 +633,7 @@ as $$
      where book_id = p_book and prompt_version = p_prompt_version and model = p_model;
 $$;
 
--- from 017_cover_service.sql
+-- from 018_cover_service.sql
 create or replace function get_catalog_book(p_book uuid)
 returns jsonb
 language sql
