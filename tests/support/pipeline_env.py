@@ -222,7 +222,7 @@ class PipelineEnv:
             "PAGE_CONCURRENCY": "4",
             "RETRY_BACKOFF_BASE_SECONDS": "60",
             # The request counts of the older tests are without judge calls; tests of the
-            # judge (tests/test_quality.py) switch it on.
+            # judge (tests/integration/test_quality.py) switch it on.
             "QA_MODE": "off",
         }
         environ.update(overrides)
