@@ -233,9 +233,19 @@ async def _throughput_run(
 
 async def saturation(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
+    per_minute = cfg["limit_images"] * 60 / cfg["window_s"]
     variants = {
         "defaults": {},
-        "client_paced": {"AI_REQUESTS_PER_MINUTE": cfg["limit_images"] * 60 / cfg["window_s"]},
+        # The pacer's bucket sized to the server's (scaled) quota window: its burst is usable.
+        "client_paced": {
+            "AI_REQUESTS_PER_MINUTE": per_minute,
+            "AI_RATE_WINDOW_SECONDS": cfg["window_s"],
+        },
+        # A bucket of one start per interval: the even spacing of the pacer before the bucket.
+        "client_paced_even": {
+            "AI_REQUESTS_PER_MINUTE": per_minute,
+            "AI_RATE_WINDOW_SECONDS": 60 / per_minute,
+        },
     }
     for name, extra in variants.items():
         runs[name] = []
