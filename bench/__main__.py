@@ -24,6 +24,13 @@ QUICK = {
     "page_concurrency": 4,
     "single_pages": [10, 24],
     "single_repeats": 3,
+    # One order at Gemini-like latencies, not scaled (about a minute): analysis and judge calls
+    # ~3 s, images 10-15 s.
+    "real_analysis_s": 3.0,
+    "real_image_s": 12.5,
+    "real_jitter": 0.2,
+    "real_pages": 10,
+    "real_timeout_s": 240,
     "poll_interval_s": 2.0,
     "pickup_items": 16,
     "pickup_poll_items": 10,

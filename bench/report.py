@@ -415,8 +415,57 @@ def _faults(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _real(s: dict[str, Any]) -> list[str]:
+    row = [
+        s["pages"],
+        s["status"],
+        f"{s['image_calls']} + {s['judge_calls']} judge",
+        f(s["modelled_critical_s"], 1),
+        f(s["drawn_critical_s"], 1),
+        f(s.get("wall_s"), 1),
+        f(s.get("ratio_modelled")),
+        f(s.get("ratio_drawn")),
+        f(s.get("claim_to_first_ai_call_s")),
+        f(s.get("idle_gaps_between_ai_calls_s")),
+        f(s.get("last_ai_call_to_completed_s")),
+        verdict(s.get("ratio_drawn") is not None and s["ratio_drawn"] <= 1.05),
+    ]
+    return [
+        "### 1b. Single order at real latency (not scaled), the QA judge on",
+        "",
+        f"L_a = {s['analysis_s']} s (analyses and every judge call), L_i = {s['image_s']} s, "
+        f"±{round(s['jitter'] * 100)} % jitter (uniform), PAGE_CONCURRENCY = {s['page_concurrency']}, "
+        "QA_MODE = judge (the default: one analysis call after every illustration, the cover "
+        "included). *Modelled* critical path = L_a (cover and child analyses, in parallel) + L_i "
+        "(cover) + L_a (its judge) + ceil(N/P)·(L_i + L_a) + PDF. *Drawn* critical path = the same "
+        "chain with the latencies the fake actually drew for this order: the longer analysis, the "
+        "cover image and its judge call, then the pages (image + judge each) in a pool of P slots "
+        "in page order; it is the shortest wall any client could reach with those replies, so "
+        "wall / drawn is the daemon's own overhead.",
+        "",
+        *table(
+            [
+                "pages",
+                "status",
+                "AI calls at the fake",
+                "modelled critical s",
+                "drawn critical s",
+                "wall s",
+                "wall / modelled",
+                "wall / drawn",
+                "claim → first AI call s",
+                "idle gaps s",
+                "last AI reply → completed s",
+                "target ≤ 1.05 (drawn)",
+            ],
+            [row],
+        ),
+    ]
+
+
 SECTIONS = {
     "single": _single,
+    "real": _real,
     "pickup": _pickup,
     "saturation": _saturation,
     "memory": _memory,
