@@ -31,6 +31,11 @@ QUICK = {
     "real_jitter": 0.2,
     "real_pages": 10,
     "real_timeout_s": 240,
+    # The emulated Node original (bench/baseline.py): its 10 s poll scaled like the image
+    # latency (12.5 s real -> image_s); a SIGKILL after this many images of kill_orders orders.
+    "baseline_poll_s": 0.4,
+    "kill_orders": 5,
+    "kill_after_images": 20,
     "poll_interval_s": 2.0,
     "pickup_items": 16,
     "pickup_poll_items": 10,
@@ -56,6 +61,7 @@ FULL = {
     **QUICK,
     "image_s": 1.0,
     "analysis_s": 0.5,
+    "baseline_poll_s": 0.8,
     "single_repeats": 5,
     "pickup_items": 40,
     "pickup_poll_items": 25,

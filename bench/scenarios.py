@@ -15,6 +15,7 @@ from PIL import Image
 
 from bench import faults
 from bench.latency import Call, LatencyModel
+from bench.versus import versus
 from bench.world import PHOTO, USER, Bench, RssSampler, big_jpeg, sized_replies, world
 from processors.pdf import build_pdf
 
@@ -480,6 +481,7 @@ def pdf(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 SCENARIOS = {
+    "versus": versus,
     "single": single_order,
     "real": real_latency,
     "pickup": pickup,
