@@ -12,6 +12,9 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
+from monitor.config import ConfigError, Settings
 from processors.ai.base import Analysis, EditRequest, GeneratedImage, ImagePart, ModelT, Usage
 from processors.ai.limits import LimitedAI
 from processors.analysis_models import ChildAnalysis
@@ -167,3 +170,11 @@ async def test_a_quota_below_one_call_per_window_keeps_the_rate() -> None:
     await time.run(*(ai.generate_image(DRAW) for _ in range(3)))
 
     assert inner.starts["generate_image"] == [0.0, 10.0, 20.0]
+
+
+def test_the_rate_window_setting_defaults_to_a_minute_and_is_checked_by_name() -> None:
+    base = {"DATABASE_URL": "postgresql://localhost/books", "AI_PROVIDER": "local"}
+    assert Settings.from_env(base).ai_rate_window_seconds == 60.0
+    assert Settings.from_env({**base, "AI_RATE_WINDOW_SECONDS": "5"}).ai_rate_window_seconds == 5.0
+    with pytest.raises(ConfigError, match="AI_RATE_WINDOW_SECONDS"):
+        Settings.from_env({**base, "AI_RATE_WINDOW_SECONDS": "0"})
