@@ -89,8 +89,9 @@ def _single(s: dict[str, Any]) -> list[str]:
         "### 1. Single order against its critical path",
         "",
         f"L_a = {s['analysis_s']} s, L_i = {s['image_s']} s, ±{int(s['jitter'] * 100)} % jitter, "
-        f"PAGE_CONCURRENCY = {s['page_concurrency']}. Critical path = L_a + L_i (cover) + "
-        "ceil(N/P)·L_i + PDF build (measured in process). Wall = generated_at − started_at.",
+        f"PAGE_CONCURRENCY = {s['page_concurrency']}, QA_MODE = judge (the default). Critical path "
+        "= L_a (analyses) + L_i (cover) + L_a (its judge) + ceil(N/P)·(L_i + L_a) (each page and "
+        "its judge call) + PDF build (measured in process). Wall = generated_at − started_at.",
         "",
         *table(
             [

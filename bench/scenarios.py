@@ -100,7 +100,8 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
                     pure.append(_busy_gaps(calls))
             peak = await rss.stop()
         pdf = pdf_seconds(pages)
-        ai_path = la + li + math.ceil(pages / p) * li
+        # QA_MODE=judge (the default): a judge call (L_a) after the cover and after every page.
+        ai_path = la + li + la + math.ceil(pages / p) * (li + la)
         critical = ai_path + pdf
         s = stats(walls)
         out["books"].append(
