@@ -24,6 +24,18 @@ QUICK = {
     "page_concurrency": 4,
     "single_pages": [10, 24],
     "single_repeats": 3,
+    # One order at Gemini-like latencies, not scaled (about a minute): analysis and judge calls
+    # ~3 s, images 10-15 s.
+    "real_analysis_s": 3.0,
+    "real_image_s": 12.5,
+    "real_jitter": 0.2,
+    "real_pages": 10,
+    "real_timeout_s": 240,
+    # The emulated Node original (bench/baseline.py): its 10 s poll scaled like the image
+    # latency (12.5 s real -> image_s); a SIGKILL after this many images of kill_orders orders.
+    "baseline_poll_s": 0.4,
+    "kill_orders": 5,
+    "kill_after_images": 20,
     "poll_interval_s": 2.0,
     "pickup_items": 16,
     "pickup_poll_items": 10,
@@ -49,6 +61,7 @@ FULL = {
     **QUICK,
     "image_s": 1.0,
     "analysis_s": 0.5,
+    "baseline_poll_s": 0.8,
     "single_repeats": 5,
     "pickup_items": 40,
     "pickup_poll_items": 25,
@@ -89,7 +102,9 @@ def machine() -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the make bench mode (default), < 5 min")
+    mode.add_argument(
+        "--quick", action="store_true", help="the make bench mode (default), about 13 min"
+    )
     mode.add_argument("--full", action="store_true", help="longer latencies, more orders, repeats")
     parser.add_argument(
         "--scenarios",

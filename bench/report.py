@@ -89,8 +89,9 @@ def _single(s: dict[str, Any]) -> list[str]:
         "### 1. Single order against its critical path",
         "",
         f"L_a = {s['analysis_s']} s, L_i = {s['image_s']} s, ±{int(s['jitter'] * 100)} % jitter, "
-        f"PAGE_CONCURRENCY = {s['page_concurrency']}. Critical path = L_a + L_i (cover) + "
-        "ceil(N/P)·L_i + PDF build (measured in process). Wall = generated_at − started_at.",
+        f"PAGE_CONCURRENCY = {s['page_concurrency']}, QA_MODE = judge (the default). Critical path "
+        "= L_a (analyses) + L_i (cover) + L_a (its judge) + ceil(N/P)·(L_i + L_a) (each page and "
+        "its judge call) + PDF build (measured in process). Wall = generated_at − started_at.",
         "",
         *table(
             [
@@ -154,7 +155,8 @@ def _saturation(s: dict[str, Any]) -> list[str]:
     rows = []
     for name, runs in s["runs"].items():
         frac = [x.get("fraction_of_ceiling") for x in runs]
-        ok = all(v is not None and v >= 0.9 for v in frac) and all(
+        floor = 0.95 if name == "client_paced" else 0.9
+        ok = all(v is not None and v >= floor for v in frac) and all(
             x["failed"] == 0 and x["unfinished"] == 0 for x in runs
         )
         rows.append(
@@ -179,7 +181,10 @@ def _saturation(s: dict[str, Any]) -> list[str]:
         f"Server limit {s['limit_images']} images per {s['window_s']} s sliding window "
         f"(= {f(s['images_per_minute'], 0)} images/min, scaled time); 8-page book = 9 images. "
         "`defaults`: the daemon's defaults (MAX_CONCURRENT_ORDERS 5, PAGE_CONCURRENCY 4, "
-        "AI_MAX_CONCURRENCY 8, no client pacing); `client_paced`: AI_REQUESTS_PER_MINUTE set to the limit.",
+        "AI_MAX_CONCURRENCY 8, no client pacing); `client_paced`: AI_REQUESTS_PER_MINUTE set to the limit, "
+        "its token bucket sized to the server's window (AI_RATE_WINDOW_SECONDS = the window: the whole "
+        "window's quota may start at once); `client_paced_even`: the same rate with a bucket of one "
+        "start (AI_RATE_WINDOW_SECONDS = 60 / the rate), that is the even spacing of the pacer before.",
         "",
         *table(
             [
@@ -194,7 +199,7 @@ def _saturation(s: dict[str, Any]) -> list[str]:
                 "429s",
                 "AI calls/book (daemon)",
                 "HTTP req/book",
-                "target ≥ 90 %, 0 failed",
+                "target ≥ 90 % (paced ≥ 95 %), 0 failed",
             ],
             rows,
         ),
@@ -411,8 +416,181 @@ def _faults(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _real(s: dict[str, Any]) -> list[str]:
+    row = [
+        s["pages"],
+        s["status"],
+        f"{s['image_calls']} + {s['judge_calls']} judge",
+        f(s["modelled_critical_s"], 1),
+        f(s["drawn_critical_s"], 1),
+        f(s.get("wall_s"), 1),
+        f(s.get("ratio_modelled")),
+        f(s.get("ratio_drawn")),
+        f(s.get("claim_to_first_ai_call_s")),
+        f(s.get("idle_gaps_between_ai_calls_s")),
+        f(s.get("last_ai_call_to_completed_s")),
+        verdict(s.get("ratio_drawn") is not None and s["ratio_drawn"] <= 1.05),
+    ]
+    return [
+        "### 1b. Single order at real latency (not scaled), the QA judge on",
+        "",
+        f"L_a = {s['analysis_s']} s (analyses and every judge call), L_i = {s['image_s']} s, "
+        f"±{round(s['jitter'] * 100)} % jitter (uniform), PAGE_CONCURRENCY = {s['page_concurrency']}, "
+        "QA_MODE = judge (the default: one analysis call after every illustration, the cover "
+        "included). *Modelled* critical path = L_a (cover and child analyses, in parallel) + L_i "
+        "(cover) + L_a (its judge) + ceil(N/P)·(L_i + L_a) + PDF. *Drawn* critical path = the same "
+        "chain with the latencies the fake actually drew for this order: the longer analysis, the "
+        "cover image and its judge call, then the pages (image + judge each) in a pool of P slots "
+        "in page order; it is the shortest wall any client could reach with those replies, so "
+        "wall / drawn is the daemon's own overhead.",
+        "",
+        *table(
+            [
+                "pages",
+                "status",
+                "AI calls at the fake",
+                "modelled critical s",
+                "drawn critical s",
+                "wall s",
+                "wall / modelled",
+                "wall / drawn",
+                "claim → first AI call s",
+                "idle gaps s",
+                "last AI reply → completed s",
+                "target ≤ 1.05 (drawn)",
+            ],
+            [row],
+        ),
+    ]
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    ok = isinstance(a, int | float) and isinstance(b, int | float) and b
+    return a / b if ok else None
+
+
+def _pct(sat: dict[str, Any]) -> str:
+    v = sat["books_per_min"]
+    return f(100 * v / sat["ceiling_books_per_min"], 0) if v else "–"
+
+
+def _kill_cell(k: dict[str, Any]) -> str:
+    reset = "yes" if k["manual_reset_needed"] else "no"
+    return f"{k['processing_at_kill']} / {reset} / {k['completed']} / {k['failed']}"
+
+
+_VERSUS_ROWS: list[tuple[str, Any, str | None, str]] = [
+    # (measure, value of one system, key for the ratio, target on daemon / baseline)
+    (
+        "wall per order, one 10-page order alone: claimed → ready (s)",
+        lambda x: x["single"]["wall_s"],
+        "single_wall",
+        "≤ 0.5",
+    ),
+    (
+        "  paid → ready (s), pickup included",
+        lambda x: x["single"].get("paid_to_ready_s"),
+        "single_paid",
+        "",
+    ),
+    ("books/min at saturation", lambda x: x["saturation"]["books_per_min"], "bpm", "≥ 2"),
+    ("  % of the ceiling", lambda x: _pct(x["saturation"]), None, ""),
+    (
+        "  completed / failed",
+        lambda x: f"{x['saturation']['completed']} / {x['saturation']['failed']}",
+        None,
+        "",
+    ),
+    (
+        "wall per order at saturation, median (s)",
+        lambda x: x["saturation"]["wall_per_order_s"],
+        "sat_wall",
+        "",
+    ),
+    (
+        "AI calls per book (answered analyses + images)",
+        lambda x: x["saturation"]["ai_calls_per_book"],
+        "calls",
+        "",
+    ),
+    ("  of which image calls", lambda x: x["saturation"]["image_calls_per_book"], None, ""),
+    (
+        "HTTP requests per book, 429s included",
+        lambda x: x["saturation"]["http_requests_per_book"],
+        None,
+        "",
+    ),
+    ("429s at saturation", lambda x: x["saturation"]["http_429"], None, ""),
+    ("peak RSS at saturation (MB)", lambda x: x["saturation"]["peak_rss_mb"], "rss", ""),
+    ("kill -9: image calls paid twice", lambda x: x["kill"]["repeated_image_calls"], None, ""),
+    (
+        "  in processing at the kill / manual reset needed / completed / failed",
+        lambda x: _kill_cell(x["kill"]),
+        None,
+        "",
+    ),
+]
+
+
+def _versus(s: dict[str, Any]) -> list[str]:
+    systems = s["systems"]
+    base = systems["baseline"]
+    rows = []
+    for label, value, key, rule in _VERSUS_ROWS:
+        cells = [value(systems[n]) for n in ("daemon", "daemon_qa_off", "baseline")]
+        ratios = [_ratio(cells[0], cells[2]), _ratio(cells[1], cells[2])] if key else [None, None]
+        if rule and ratios[0] is not None:
+            ok = ratios[0] <= 0.5 if rule.startswith("≤") else ratios[0] >= 2
+            rule = f"{rule}: {verdict(ok)}"
+        digits = 0 if key == "rss" else 2
+        rows.append(
+            [
+                label,
+                *(f(c, digits) if isinstance(c, float) else f(c) for c in cells),
+                f(ratios[0]),
+                f(ratios[1]),
+                rule,
+            ]
+        )
+    k = base["kill"]
+    return [
+        "### 0. This daemon against the Node original's published algorithm (emulated), one run",
+        "",
+        "The baseline is an **emulation of the Node original's published algorithm**, not the "
+        "original itself (bench/baseline.py): poll every "
+        f"{s['baseline_poll_s']} s (its 10 s, scaled like the latencies), select-then-update "
+        "claims, 5 orders at once, the cover analysed again for every order, pages in batches of "
+        "3 one batch after another, every page in memory, no checkpoints, no lease, no QA judge, "
+        "no output checks. It shares this project's Gemini client and in-process retries, "
+        "prompts, storage and PDF builder, so only the algorithm differs. Same fake, latency "
+        f"model (L_a = {s['analysis_s']} s, L_i = {s['image_s']} s, scaled) and server limit "
+        f"({s['limit_images']} images per {s['window_s']} s). The daemon runs with its defaults "
+        "and client pacing at the limit: as shipped (QA_MODE = judge, one analysis call after "
+        "every illustration) and with QA_MODE = off (the algorithm alone). Saturation: "
+        f"{systems['daemon']['saturation']['orders']} orders of 8 pages placed at once. kill -9: "
+        f"{k['orders']} orders, SIGKILL after {k['images_drawn_before_kill']} images were drawn, "
+        "restart at once; the baseline has no lease, so its orders in processing are put back "
+        "to pending by hand (as an operator would) before the restart.",
+        "",
+        *table(
+            [
+                "measure",
+                "this daemon",
+                "daemon, QA_MODE=off",
+                "baseline (emulated)",
+                "ratio daemon / baseline",
+                "ratio QA off / baseline",
+                "target (daemon / baseline)",
+            ],
+            rows,
+        ),
+    ]
+
+
 SECTIONS = {
+    "versus": _versus,
     "single": _single,
+    "real": _real,
     "pickup": _pickup,
     "saturation": _saturation,
     "memory": _memory,

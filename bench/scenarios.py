@@ -15,6 +15,7 @@ from PIL import Image
 
 from bench import faults
 from bench.latency import Call, LatencyModel
+from bench.versus import versus
 from bench.world import PHOTO, USER, Bench, RssSampler, big_jpeg, sized_replies, world
 from processors.pdf import build_pdf
 
@@ -99,7 +100,8 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
                     pure.append(_busy_gaps(calls))
             peak = await rss.stop()
         pdf = pdf_seconds(pages)
-        ai_path = la + li + math.ceil(pages / p) * li
+        # QA_MODE=judge (the default): a judge call (L_a) after the cover and after every page.
+        ai_path = la + li + la + math.ceil(pages / p) * (li + la)
         critical = ai_path + pdf
         s = stats(walls)
         out["books"].append(
@@ -119,6 +121,87 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
                 "last_ai_call_to_completed_s": stats(after_ai),
                 "idle_gaps_between_ai_calls_s": stats(pure),
             }
+        )
+    return out
+
+
+def _pool_span(durations: list[float], slots: int) -> float:
+    """The span of tasks of ``durations`` started in order on ``slots`` slots, each slot taking
+    the next task as soon as it is free (the page pool of processors/book.py)."""
+    free = [0.0] * slots
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += d
+    return max(free) if durations else 0.0
+
+
+def drawn_critical_path(calls: list[Call], slots: int) -> dict[str, float]:
+    """The shortest possible AI path of one book with the latencies the fake actually drew.
+
+    The dependency chain of processors/book.py: the cover and child analyses (in parallel), the
+    cover image, its judge call, then every page (image, then its judge call) in a pool of
+    ``slots``. Image calls are told apart by the page number in their prompt; judge calls are
+    paired with illustrations in start order (a redraw adds its image and judge to its page).
+    Client work, waits and gaps count zero here: wall / this = the daemon's own overhead.
+    """
+    analyses = [c for c in calls if c.kind == "analysis" and c.request.schema_kind != "judge"]
+    judges = sorted((c for c in calls if c.request.schema_kind == "judge"), key=lambda c: c.start)
+    images = sorted((c for c in calls if c.kind == "image"), key=lambda c: c.start)
+    judged = [j.end - j.start for j in judges] + [0.0] * max(0, len(images) - len(judges))
+    per_page: dict[int, float] = {}
+    for image, judge_s in zip(images, judged):
+        page = faults.child_and_page(image.request)[1]
+        per_page[page] = per_page.get(page, 0.0) + (image.end - image.start) + judge_s
+    first = max((c.end - c.start for c in analyses), default=0.0)
+    cover = per_page.pop(0, 0.0)
+    pages = _pool_span([per_page[n] for n in sorted(per_page)], slots)
+    return {"analysis_s": first, "cover_s": cover, "pages_s": pages, "ai_s": first + cover + pages}
+
+
+async def real_latency(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
+    """One 10-page book at Gemini-like latencies (not scaled), the QA judge on (the default)."""
+    la, li, jitter = cfg["real_analysis_s"], cfg["real_image_s"], cfg["real_jitter"]
+    pages, p = cfg["real_pages"], cfg["page_concurrency"]
+    model = LatencyModel(analysis_s=la, image_s=li, jitter=jitter, seed=5)
+    async with world(bench, model, (pages,)) as w:
+        daemon = w.start_daemon(PAGE_CONCURRENCY=p, RETRY_BACKOFF_BASE_SECONDS=30)
+        rss = RssSampler(daemon.pid)
+        rss.start()
+        item = await w.order(pages, "Real")
+        (row,) = await w.wait_done([item], timeout=cfg["real_timeout_s"])
+        peak = await rss.stop()
+    calls = list(model.timeline)
+    pdf = pdf_seconds(pages)
+    # The latency model's means: analyses, cover, cover judge, then ceil(N/P) rounds of a page and
+    # its judge call.
+    modelled = la + li + la + math.ceil(pages / p) * (li + la) + pdf
+    drawn = drawn_critical_path(calls, p)
+    out: dict[str, Any] = {
+        "pages": pages,
+        "analysis_s": la,
+        "image_s": li,
+        "jitter": jitter,
+        "page_concurrency": p,
+        "status": row["generation_status"],
+        "ai_calls": ai_calls([row]),
+        "judge_calls": sum(1 for c in calls if c.request.schema_kind == "judge"),
+        "image_calls": sum(1 for c in calls if c.kind == "image"),
+        "modelled_critical_s": modelled,
+        "drawn_critical_s": drawn["ai_s"] + pdf,
+        "drawn": drawn,
+        "pdf_s": pdf,
+        "peak_rss_mb": peak / MB,
+    }
+    if row["generation_status"] == "completed":
+        wall = float(row["generated"] - row["started"])
+        first, last = min(c.start for c in calls), max(c.end for c in calls)
+        out.update(
+            wall_s=wall,
+            ratio_modelled=wall / modelled,
+            ratio_drawn=wall / out["drawn_critical_s"],
+            claim_to_first_ai_call_s=first - float(row["started"]),
+            idle_gaps_between_ai_calls_s=_busy_gaps(calls),
+            last_ai_call_to_completed_s=float(row["generated"]) - last,
         )
     return out
 
@@ -233,9 +316,19 @@ async def _throughput_run(
 
 async def saturation(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
+    per_minute = cfg["limit_images"] * 60 / cfg["window_s"]
     variants = {
         "defaults": {},
-        "client_paced": {"AI_REQUESTS_PER_MINUTE": cfg["limit_images"] * 60 / cfg["window_s"]},
+        # The pacer's bucket sized to the server's (scaled) quota window: its burst is usable.
+        "client_paced": {
+            "AI_REQUESTS_PER_MINUTE": per_minute,
+            "AI_RATE_WINDOW_SECONDS": cfg["window_s"],
+        },
+        # A bucket of one start per interval: the even spacing of the pacer before the bucket.
+        "client_paced_even": {
+            "AI_REQUESTS_PER_MINUTE": per_minute,
+            "AI_RATE_WINDOW_SECONDS": 60 / per_minute,
+        },
     }
     for name, extra in variants.items():
         runs[name] = []
@@ -389,7 +482,9 @@ def pdf(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 SCENARIOS = {
+    "versus": versus,
     "single": single_order,
+    "real": real_latency,
     "pickup": pickup,
     "saturation": saturation,
     "memory": memory,

@@ -103,6 +103,9 @@ class Settings:
     page_concurrency: int = 4
     ai_max_concurrency: int = 8
     ai_requests_per_minute: float | None = None
+    #: The quota window AI_REQUESTS_PER_MINUTE's token bucket is sized to (a minute at Gemini;
+    #: the bench scales it with its latencies).
+    ai_rate_window_seconds: float = 60.0
     ai_max_retries: int = 3
     ai_backoff_base_seconds: float = 2.0
     #: JSON price table laid over processors/ai/prices.json (USD per 1M tokens, per model).
@@ -427,6 +430,9 @@ class _Parser:
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0)
             if rpm
             else None,
+            ai_rate_window_seconds=self.positive_float(
+                "AI_RATE_WINDOW_SECONDS", DEFAULT.ai_rate_window_seconds
+            ),
             ai_max_retries=self.typed(
                 "AI_MAX_RETRIES", int, DEFAULT.ai_max_retries, lambda v: v >= 0, "an integer >= 0"
             ),

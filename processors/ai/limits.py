@@ -5,8 +5,10 @@ budget and do not turn into a 429 storm:
 
 - at most ``max_concurrency`` calls in flight (an ``asyncio.Semaphore``);
 - optionally at most ``requests_per_minute`` call starts per kind of call (analysis, image),
-  evenly spaced rather than in bursts. Gemini's quotas are per model and the two kinds go to
-  different models, so a shared pacer would let analyses spend the image model's budget;
+  paced by a token bucket sized to the quota window (``_Pacer``): a whole window's quota may
+  start at once, and no window ever holds more than its quota. Gemini's quotas are per model and
+  the two kinds go to different models, so a shared pacer would let analyses spend the image
+  model's budget;
 - ``RetryableError`` retried up to ``max_retries`` times with exponential backoff and jitter,
   waiting at least a server's ``retry_after``. When the server asks for longer than
   ``backoff_max`` (a spent daily quota), the error goes straight back to the queue, whose own
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
@@ -53,6 +56,7 @@ class _FromModel(Protocol):
 ResultT = TypeVar("ResultT", bound=_FromModel)
 
 Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
 OnRetry = Callable[[str], None]
 """Called with the error code (``ai_rate_limited``, ``ai_timeout``...) before each retry."""
 OnCall = Callable[[str, str, float, str], None]
@@ -67,17 +71,38 @@ ANALYSIS_BAD_RESPONSE_RETRIES = 1
 
 
 class _Pacer:
-    """Spaces call starts ``interval`` seconds apart; reservations are made in arrival order."""
+    """A token bucket of one quota window's worth of call starts, reserved in arrival order.
 
-    def __init__(self, requests_per_minute: float, sleep: Sleep) -> None:
-        self._interval = 60.0 / requests_per_minute
+    The bucket holds ``requests_per_minute * window_s / 60`` tokens, so a whole window's quota
+    may start at once (even spacing left that burst unused: 86 % of the ceiling in the bench).
+    A spent token comes back exactly one window after the start it paid for, which refills the
+    bucket at ``requests_per_minute`` in the long run. A bucket refilled continuously from the
+    first second would let up to two windows' worth start within one window after an idle spell,
+    and Gemini counts per window: "if your RPM limit is 20, making 21 requests within a minute
+    will result in an error" (https://ai.google.dev/gemini-api/docs/rate-limits, read
+    2026-12-01). With this refill no ``window_s`` span ever holds more than the bucket.
+
+    A quota below one call per window keeps a bucket of one token and a longer window, so the
+    rate is still ``requests_per_minute``.
+    """
+
+    def __init__(
+        self, requests_per_minute: float, window_s: float, sleep: Sleep, clock: Clock
+    ) -> None:
+        self._capacity = max(1, int(requests_per_minute * window_s / 60.0))
+        self._window = self._capacity * 60.0 / requests_per_minute
         self._sleep = sleep
-        self._next_start = 0.0
+        self._clock = clock
+        # The start times of the last ``capacity`` reservations, oldest first (non-decreasing).
+        self._starts: deque[float] = deque()
 
     async def wait_turn(self) -> None:
-        now = time.monotonic()
-        start = max(now, self._next_start)
-        self._next_start = start + self._interval
+        now = self._clock()
+        if len(self._starts) < self._capacity:
+            start = now
+        else:
+            start = max(now, self._starts.popleft() + self._window)
+        self._starts.append(start)
         if start > now:
             await self._sleep(start - now)
 
@@ -85,7 +110,9 @@ class _Pacer:
 class LimitedAI:
     """An ``ImageAI`` that runs another one within the process-wide limits (module docstring).
 
-    ``sleep`` serves the backoff and pacing waits; tests pass one that records the delays.
+    ``sleep`` serves the backoff and pacing waits and ``clock`` (monotonic seconds) tells the
+    pacer the time; tests pass a fake pair that counts call starts against a fake clock.
+    ``rate_window_s`` is the quota window the pacer's bucket is sized to (Gemini's: a minute).
     ``check_models`` and ``aclose`` pass straight through: they run once, at start and stop.
     """
 
@@ -96,6 +123,7 @@ class LimitedAI:
         max_concurrency: int,
         requests_per_minute: float | None,
         max_retries: int,
+        rate_window_s: float = 60.0,
         backoff_base: float = 2.0,
         backoff_max: float = 60.0,
         on_retry: OnRetry | None = None,
@@ -103,6 +131,7 @@ class LimitedAI:
         prices: PriceTable | None = None,
         on_spend: OnSpend | None = None,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -110,10 +139,15 @@ class LimitedAI:
             raise ValueError("max_retries must not be negative")
         if requests_per_minute is not None and requests_per_minute <= 0:
             raise ValueError("requests_per_minute must be positive when set")
+        if rate_window_s <= 0:
+            raise ValueError("rate_window_s must be positive")
         self._inner = inner
         self._slots = asyncio.Semaphore(max_concurrency)
         self._pacers = (
-            {kind: _Pacer(requests_per_minute, sleep) for kind in ("analyze", "generate_image")}
+            {
+                kind: _Pacer(requests_per_minute, rate_window_s, sleep, clock)
+                for kind in ("analyze", "generate_image")
+            }
             if requests_per_minute
             else {}
         )

@@ -184,23 +184,24 @@ async def test_calls_in_flight_never_exceed_max_concurrency(
     assert fake.peak_in_flight == 2
 
 
-async def test_requests_per_minute_spaces_call_starts(
+async def test_requests_beyond_the_window_quota_wait_for_the_next_window(
     fake: FakeGemini, gemini: GeminiAI, recorder: Recorder
 ) -> None:
-    ai = limited(gemini, recorder, requests_per_minute=60)  # one start per second
+    # 120 per minute in a 1 s window: a bucket of two starts.
+    ai = limited(gemini, recorder, requests_per_minute=120, rate_window_s=1.0)
 
     await asyncio.gather(*(analyze(ai) for _ in range(3)))
 
     assert len(fake.generate_requests()) == 3
-    # The first call starts at once; the others are asked to wait about one and two seconds.
-    assert sorted(recorder.sleeps) == pytest.approx([1.0, 2.0], abs=0.5)
+    # The first two start at once (the window's burst); the third waits about a second.
+    assert sorted(recorder.sleeps) == pytest.approx([1.0], abs=0.5)
 
 
 async def test_analyses_and_images_are_paced_apart(
     fake: FakeGemini, gemini: GeminiAI, recorder: Recorder
 ) -> None:
     # Gemini's quotas are per model: an analysis must not take the image model's paced turn.
-    ai = limited(gemini, recorder, requests_per_minute=60)
+    ai = limited(gemini, recorder, requests_per_minute=60, rate_window_s=1.0)  # 1 per second
     draw = EditRequest(
         prompt="Draw the child.",
         base=PHOTO,
@@ -224,3 +225,5 @@ def test_limits_are_validated(gemini: GeminiAI) -> None:
         LimitedAI(gemini, max_concurrency=0, requests_per_minute=None, max_retries=1)
     with pytest.raises(ValueError, match="requests_per_minute"):
         LimitedAI(gemini, max_concurrency=1, requests_per_minute=0, max_retries=1)
+    with pytest.raises(ValueError, match="rate_window_s"):
+        LimitedAI(gemini, max_concurrency=1, requests_per_minute=60, max_retries=1, rate_window_s=0)

@@ -1,0 +1,246 @@
+"""This daemon against the emulated Node original (bench/baseline.py), in one run.
+
+Both run as processes against the same fake Gemini, latency model and server-side image limit,
+on fresh databases, and are measured the same way: a single 10-page order alone (wall =
+generated_at − started_at), a saturation run of ``saturation_orders`` 8-page orders placed at
+once (books/min, AI calls per book at the fake, peak RSS), and a SIGKILL in the middle of
+``kill_orders`` orders followed by a restart (what it costs: image calls paid twice, orders left
+stuck). The daemon runs with client pacing at the limit (its recommended setting), once as
+shipped (the QA judge on) and once with ``QA_MODE=off``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+
+from bench.faults import child_and_page
+from bench.latency import LatencyModel
+from bench.world import Bench, RssSampler, World, world
+
+MB = 1024 * 1024
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Proc(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+
+class BaselineProcess:
+    """``python -m bench.baseline`` with the world's daemon environment."""
+
+    def __init__(self, w: World, poll_s: float) -> None:
+        env = {**os.environ, **w.env(BASELINE_POLL_SECONDS=poll_s)}
+        self._log = open(w.home / f"baseline-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.baseline"],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+
+#: The daemon as shipped (QA_MODE = judge), the same with the judge off (the algorithm alone:
+#: the emulated original has no judge), and the emulated original.
+SYSTEMS = ("daemon", "daemon_qa_off", "baseline")
+
+
+class System:
+    """How to start, kill and restart one of the two systems in a world."""
+
+    def __init__(self, name: str, cfg: dict[str, Any]) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.procs: list[Any] = []
+
+    def start(self, w: World) -> Proc:
+        if self.name == "baseline":
+            proc: Any = BaselineProcess(w, self.cfg["baseline_poll_s"])
+        else:
+            per_minute = self.cfg["limit_images"] * 60 / self.cfg["window_s"]
+            extra = {"QA_MODE": "off"} if self.name == "daemon_qa_off" else {}
+            proc = w.start_daemon(
+                AI_REQUESTS_PER_MINUTE=per_minute,
+                AI_RATE_WINDOW_SECONDS=self.cfg["window_s"],
+                **extra,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: Any) -> None:
+        proc.kill()
+
+    def restart(self, w: World, proc: Any) -> Proc:
+        if self.name == "baseline":
+            return self.start(w)
+        again = w.restart(proc)
+        self.procs.append(again)
+        return again
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if isinstance(proc, BaselineProcess) and proc.proc.poll() is None:
+                proc.kill()
+
+
+def _model(cfg: dict[str, Any], seed: int) -> LatencyModel:
+    return LatencyModel(
+        analysis_s=cfg["analysis_s"],
+        image_s=cfg["image_s"],
+        jitter=cfg["jitter"],
+        limit_images=cfg["limit_images"],
+        window_s=cfg["window_s"],
+        seed=seed,
+    )
+
+
+async def _wait(w: World, items: list[str], timeout: float) -> list[dict[str, Any]]:
+    return await w.wait_done(items, timeout=timeout)
+
+
+def _ok_calls(w: World) -> tuple[int, int, int]:
+    """(successful image calls, successful analysis calls, every request incl. 429s)."""
+    requests = w.fake.generate_requests()
+    images = sum(1 for r in requests if r.model == w.fake.IMAGE_MODEL and r.status == 200)
+    analyses = sum(1 for r in requests if r.model != w.fake.IMAGE_MODEL and r.status == 200)
+    return images, analyses, len(requests)
+
+
+async def _single(bench: Bench, system: System, cfg: dict[str, Any]) -> dict[str, Any]:
+    async with world(bench, _model(cfg, 3), (10,)) as w:
+        try:
+            system.start(w)
+            await asyncio.sleep(2.0)  # start-up
+            item = await w.order(10, "Solo")
+            (row,) = await _wait(w, [item], cfg["timeout_s"])
+        finally:
+            system.stop_all()
+    done = row["generation_status"] == "completed"
+    return {
+        "status": row["generation_status"],
+        "wall_s": float(row["generated"] - row["started"]) if done else None,
+        "paid_to_ready_s": float(row["generated"] - row["created"]) if done else None,
+    }
+
+
+async def _saturation(bench: Bench, system: System, cfg: dict[str, Any]) -> dict[str, Any]:
+    orders, pages = cfg["saturation_orders"], 8
+    async with world(bench, _model(cfg, 1), (pages,)) as w:
+        try:
+            proc = system.start(w)
+            await asyncio.sleep(2.0)
+            rss = RssSampler(proc.pid)
+            rss.start()
+            items = [await w.order(pages, f"Kid{i}") for i in range(orders)]
+            rows = await _wait(w, items, cfg["timeout_s"])
+            peak = await rss.stop()
+            images, analyses, requests = _ok_calls(w)
+        finally:
+            system.stop_all()
+    done = [r for r in rows if r["generation_status"] == "completed"]
+    started = [r["started"] for r in rows if r["started"] is not None]
+    span = float(max(r["generated"] for r in done) - min(started)) if done else None
+    ceiling = cfg["limit_images"] * 60 / cfg["window_s"] / (pages + 1)
+    n = max(len(done), 1)
+    return {
+        "orders": orders,
+        "completed": len(done),
+        "failed": sum(1 for r in rows if r["generation_status"] == "failed"),
+        "books_per_min": len(done) / span * 60 if span else None,
+        "ceiling_books_per_min": ceiling,
+        "wall_per_order_s": statistics.median(float(r["generated"] - r["started"]) for r in done)
+        if done
+        else None,
+        "ai_calls_per_book": (images + analyses) / n,
+        "image_calls_per_book": images / n,
+        "http_requests_per_book": requests / n,
+        "http_429": w.fake.statuses.get(429, 0),
+        "peak_rss_mb": peak / MB,
+    }
+
+
+async def _kill(bench: Bench, system: System, cfg: dict[str, Any]) -> dict[str, Any]:
+    """SIGKILL once ``kill_after_images`` images were drawn, restart, and count the cost."""
+    orders, pages = cfg["kill_orders"], 8
+    model = _model(cfg, 2)
+    async with world(bench, model, (pages,)) as w:
+        try:
+            proc = system.start(w)
+            await asyncio.sleep(2.0)
+            items = [await w.order(pages, f"Kill{i}") for i in range(orders)]
+            deadline = time.monotonic() + cfg["timeout_s"]
+            while model.images_ok < cfg["kill_after_images"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(system.kill, proc)
+            drawn_before = model.images_ok
+            async with await psycopg.AsyncConnection.connect(w.url, autocommit=True) as conn:
+                cur = await conn.execute(
+                    "select count(*) from order_items where generation_status = 'processing'"
+                )
+                stuck = (await cur.fetchone())[0]
+                if system.name == "baseline":
+                    # No lease in the original: an operator puts the stuck orders back by hand.
+                    await conn.execute(
+                        """update order_items set generation_status = 'pending'
+                            where generation_status = 'processing'"""
+                    )
+            system.restart(w, proc)
+            rows = await _wait(w, items, cfg["timeout_s"])
+            drawn = Counter(
+                child_and_page(r)
+                for r in w.fake.generate_requests(w.fake.IMAGE_MODEL)
+                if r.status == 200
+            )
+        finally:
+            system.stop_all()
+    done = sum(1 for r in rows if r["generation_status"] == "completed")
+    return {
+        "orders": orders,
+        "completed": done,
+        "images_drawn_before_kill": drawn_before,
+        "processing_at_kill": stuck,
+        "manual_reset_needed": system.name == "baseline" and stuck > 0,
+        "failed": sum(1 for r in rows if r["generation_status"] == "failed"),
+        "repeated_image_calls": sum(n - 1 for n in drawn.values()),
+        "statuses": sorted({f"{r['generation_status']}:{r['error_code']}" for r in rows}),
+    }
+
+
+async def versus(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "analysis_s": cfg["analysis_s"],
+        "image_s": cfg["image_s"],
+        "limit_images": cfg["limit_images"],
+        "window_s": cfg["window_s"],
+        "baseline_poll_s": cfg["baseline_poll_s"],
+        "systems": {},
+    }
+    for name in SYSTEMS:
+        system = System(name, cfg)
+        out["systems"][name] = {
+            "single": await _single(bench, system, cfg),
+            "saturation": await _saturation(bench, system, cfg),
+            "kill": await _kill(bench, system, cfg),
+        }
+    return out
