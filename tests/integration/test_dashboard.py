@@ -44,7 +44,9 @@ CHROMIUM_ARGS = [
 ]
 #: Where the run leaves its screenshot (gitignored); DASHBOARD_SCREENSHOT overrides.
 SCREENSHOT = Path(
-    os.environ.get("DASHBOARD_SCREENSHOT", Path(__file__).resolve().parents[1] / "artifacts" / "dashboard.png")
+    os.environ.get(
+        "DASHBOARD_SCREENSHOT", Path(__file__).resolve().parents[1] / "artifacts" / "dashboard.png"
+    )
 )
 PHOTO_WORDS = ("uploads/", "generated/", "https://", ".jpg", ".pdf", "@")
 
