@@ -44,10 +44,9 @@ WAKEUP_DEBOUNCE_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 5.0
 MAX_OUTAGE_BACKOFF_SECONDS = 60.0
 MAX_AI_CHECK_BACKOFF_SECONDS = 600.0
-#: The names under which the database's and the AI's state are reported to HealthProblems.
+#: The names under which the database's and the AI provider's state are reported to
+#: HealthProblems: the AI's by start-up (unreachable) and by the model check (no usable model).
 DATABASE_PROBLEM = "database"
-AI_PROBLEM = "ai"
-#: The HealthProblems name under which start-up reports an AI provider it cannot reach.
 AI_PROVIDER_PROBLEM = "ai_provider"
 
 
@@ -99,9 +98,7 @@ class Monitor:
         self.metrics.track_in_flight(lambda: len(self.in_flight))
         self.metrics.track_health(
             database_up=lambda: self.health.get(DATABASE_PROBLEM) is None,
-            ai_usable=lambda: (
-                self.ai_problem is None and self.health.get(AI_PROVIDER_PROBLEM) is None
-            ),
+            ai_usable=lambda: self.health.get(AI_PROVIDER_PROBLEM) is None,
         )
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False
@@ -369,13 +366,15 @@ class Monitor:
             self._pause_for_ai(problem)
             return False
         logger.info("AI usable again; claiming resumes", was=self.ai_problem)
-        self.health.clear(AI_PROBLEM)
+        self.health.clear(AI_PROVIDER_PROBLEM)
         self.ai_problem, self._ai_checks, self._ai_check_at = None, 0, 0.0
         return True
 
     def _pause_for_ai(self, problem: str) -> None:
         self.ai_problem = problem
-        changed = self.health.report(AI_PROBLEM, f"AI not usable, claiming paused: {problem}")
+        changed = self.health.report(
+            AI_PROVIDER_PROBLEM, f"AI not usable, claiming paused: {problem}"
+        )
         self._ai_checks += 1
         delay = min(
             self.settings.model_check_retry_seconds * 2.0 ** (self._ai_checks - 1),

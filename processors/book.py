@@ -182,7 +182,7 @@ class BookProcessor:
             )
             cover_file = work / "cover.jpg"
             await self._cover(job, inputs, cover_original, cover_part, done, cover_file, usage)
-            identity = ImagePart(await asyncio.to_thread(_part_from_file, cover_file))
+            identity = await asyncio.to_thread(_part_of, cover_file)
             del cover_original
 
             page_files = await self._pages(job, inputs, pages, identity, done, work, usage)
@@ -469,7 +469,7 @@ class BookProcessor:
             photo=request.child_photo,
             identity=identity,
             usage=usage,
-            as_part=lambda jpeg: asyncio.to_thread(_part_from_bytes, jpeg),
+            as_part=lambda jpeg: asyncio.to_thread(_part_of, jpeg),
         )
 
     async def _draw(
@@ -602,14 +602,10 @@ def _ratio(image: Image.Image) -> str:
     return f"{image.width}:{image.height}"
 
 
-def _part_from_bytes(jpeg: bytes) -> ImagePart:
-    with Image.open(BytesIO(jpeg)) as img:
+def _part_of(source: Path | bytes) -> ImagePart:
+    """A drawn image (a file, or the bytes of one) as the model is sent it."""
+    with Image.open(BytesIO(source) if isinstance(source, bytes) else source) as img:
         return ImagePart(image_part_bytes(img.convert("RGB"), AI_INPUT_MAX_SIDE))
-
-
-def _part_from_file(path: Path) -> bytes:
-    with Image.open(path) as img:
-        return image_part_bytes(img.convert("RGB"), AI_INPUT_MAX_SIDE)
 
 
 async def _download_to(storage: BlobStorage, path: str, out: Path) -> None:
