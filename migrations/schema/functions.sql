@@ -702,15 +702,16 @@ begin
 end;
 $$;
 
--- from 006_retention.sql
+-- from 019_retention_deletes_only_owned_objects.sql
 create or replace function items_due_for_photo_deletion(p_days integer, p_limit integer)
 returns table (item_id uuid, paths text[])
 language sql
 stable
 as $$
     with due as (
-        select oi.id, oi.child_photo_path, oi.cover_image_path, oi.pdf_path
+        select oi.id, oi.child_photo_path, oi.cover_image_path, oi.pdf_path, o.user_id
           from order_items oi
+          join orders o on o.id = oi.order_id
          where oi.generation_status in ('completed', 'failed')
            and oi.photo_deleted_at is null
            and coalesce(oi.generated_at, oi.updated_at) < now() - make_interval(days => p_days)
@@ -722,6 +723,7 @@ as $$
                select p from (
                    select d.child_photo_path as p
                     where d.child_photo_path is not null
+                      and photo_path_in_user_uploads(d.child_photo_path, d.user_id)
                       and not exists (
                           select 1 from order_items other
                            where other.child_photo_path = d.child_photo_path
@@ -734,6 +736,7 @@ as $$
                      from order_item_pages c
                     where c.order_item_id = d.id
                       and c.page_number > 0
+                      and c.image_path like 'generated/' || d.id::text || '/%'
                ) candidates
                 where p is distinct from d.cover_image_path
                   and p is distinct from d.pdf_path

@@ -202,3 +202,25 @@ async def test_the_daemon_runs_retention_only_when_switched_on(
             assert runs == [] and stored(tmp_path, old["photo"]) == [True]
     finally:
         await monitor.shutdown()
+
+
+async def test_retention_never_deletes_what_is_not_the_items_own(
+    store: OrderStore, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """A row from before migration 011 may name another family's upload, and a checkpoint any
+    object: the service-role sweep deletes neither (no confused deputy)."""
+    storage = LocalStorage(tmp_path)
+    book = insert_book(db, pages=2)
+    other_family = finished_item(db, tmp_path, book, days_ago=1)
+    db.execute("alter table order_items disable trigger order_items_child_photo_owned")
+    old = finished_item(db, tmp_path, book, days_ago=31, photo=other_family["photo"])
+    db.execute("alter table order_items enable trigger order_items_child_photo_owned")
+    db.execute(
+        "update order_item_pages set image_path = %s where order_item_id = %s and page_number = 2",
+        [other_family["page1"], old["id"]],
+    )
+
+    assert await purge_expired_photos(store, storage, days=30, batch=10) == 1  # its own page 1
+    assert stored(tmp_path, other_family["photo"], other_family["page1"]) == [True, True]
+    assert stored(tmp_path, old["page1"]) == [False]
+    assert item_row(db, old["id"])["photo_deleted_at"] is not None
