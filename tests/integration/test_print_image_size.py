@@ -77,9 +77,7 @@ async def test_a_book_no_size_reaches_gets_the_models_largest(
     assert await sizes_asked(env, db, trim_in=12, ppi=600) == ["4K", "4K", "4K"]
 
 
-async def test_a_model_without_sizes_is_sent_none(
-    env: PipelineEnv, db: psycopg.Connection
-) -> None:
+async def test_a_model_without_sizes_is_sent_none(env: PipelineEnv, db: psycopg.Connection) -> None:
     env.fake.models.add(env.fake.NO_SIZE_IMAGE_MODEL)  # as while gemini-2.5-flash-image ran
     sizes = await sizes_asked(env, db, GEMINI_IMAGE_MODEL=env.fake.NO_SIZE_IMAGE_MODEL)
     assert sizes == [None, None, None]
