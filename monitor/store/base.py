@@ -310,7 +310,11 @@ class OrderStore(Connector):
                 "set_book_layout",
                 {
                     "p_book": book_id,
-                    "p_bleed_in": bleed_in,
+                    # As text: the column and parameter are numeric, and a Python float goes
+                    # to Postgres as double precision, which no set_book_layout takes (psycopg
+                    # sends str untyped, PostgREST casts the JSON string), so a book with its
+                    # own bleed could not be imported.
+                    "p_bleed_in": None if bleed_in is None else str(bleed_in),
                     "p_ppi": ppi,
                     "p_pages": pages,
                 },
