@@ -44,6 +44,25 @@ class CatalogError(ValueError):
     """The directory does not describe a book; the message says what to fix."""
 
 
+#: A book's own print profile (``import-book --bleed-in --ppi``): bleed per edge in inches, and
+#: the minimum effective PPI of its print files. Print services ask for 0.125 in and 300 PPI
+#: (Lulu's book creation guide); a picture book below 150 PPI prints visibly soft, and no press
+#: resolves more than 1200.
+BLEED_IN_RANGE = (0.0, 0.5)
+PPI_RANGE = (150, 1200)
+
+
+def check_print_profile(bleed_in: float | None, ppi: int | None) -> None:
+    """Refuse a bleed or PPI outside print practice (None: the settings' value applies)."""
+    if bleed_in is not None and not BLEED_IN_RANGE[0] <= bleed_in <= BLEED_IN_RANGE[1]:
+        raise CatalogError(
+            f"bleed must be {BLEED_IN_RANGE[0]:g} to {BLEED_IN_RANGE[1]:g} in per edge, "
+            f"got {bleed_in:g}"
+        )
+    if ppi is not None and not PPI_RANGE[0] <= ppi <= PPI_RANGE[1]:
+        raise CatalogError(f"ppi must be {PPI_RANGE[0]} to {PPI_RANGE[1]}, got {ppi}")
+
+
 @dataclass
 class BookSource:
     title: str
@@ -105,6 +124,7 @@ async def import_book(
     print_bleed_in: float | None = None,
     print_ppi: int | None = None,
 ) -> str:
+    check_print_profile(print_bleed_in, print_ppi)
     for number, meta in sorted(source.page_meta.items()):
         _check_text(number, meta, (trim_width_in * 72, trim_height_in * 72))
     book_id = str(uuid.UUID(book_id)) if book_id else str(uuid.uuid4())

@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument(
         "--trim", default="8.5x8.5", help="trim size in inches, WxH (default: %(default)s)"
     )
+    book.add_argument(
+        "--bleed-in",
+        type=float,
+        help="bleed per edge of the print files, inches, 0-0.5 (default: PRINT_BLEED_IN)",
+    )
+    book.add_argument(
+        "--ppi",
+        type=int,
+        help="minimum effective PPI of the print files, 150-1200 (default: PRINT_PPI)",
+    )
     ops.add_commands(commands)
     cover_command.add_command(commands)
     return parser
@@ -223,12 +233,16 @@ def _export_migrations(args: argparse.Namespace) -> int:
 async def _import_book(
     settings: Settings, args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> int:
-    from monitor.catalog import CatalogError, import_book, read_book_dir
+    from monitor.catalog import CatalogError, check_print_profile, import_book, read_book_dir
 
     try:
         width, height = (float(v) for v in args.trim.lower().split("x"))
     except ValueError:
         parser.error(f"--trim must look like 8.5x11, got {args.trim!r}")
+    try:
+        check_print_profile(args.bleed_in, args.ppi)
+    except CatalogError as exc:
+        parser.error(f"--bleed-in/--ppi: {exc}")
     store = await build_store(settings)
     async with AsyncExitStack() as resources:
         storage = await build_storage(settings, resources)
@@ -246,6 +260,8 @@ async def _import_book(
                 age_max=args.age_max,
                 trim_width_in=width,
                 trim_height_in=height,
+                print_bleed_in=args.bleed_in,
+                print_ppi=args.ppi,
             )
         except CatalogError as exc:
             logger.error(str(exc))

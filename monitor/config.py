@@ -98,8 +98,9 @@ class Settings:
     #: First wait before the models are checked again when none is usable (doubles, max 600).
     model_check_retry_seconds: float = 30.0
     #: Sent only to models that take the size (processors/ai/models.py): both current image
-    #: models take 1K/2K/4K, gemini-2.5-flash-image took none.
-    image_size: str | None = None
+    #: models take 1K/2K/4K, gemini-2.5-flash-image took none. ``auto``: per request, the
+    #: smallest size whose pixels reach the book's print profile, else the model's largest.
+    image_size: str | None = "auto"
     page_concurrency: int = 4
     ai_max_concurrency: int = 8
     ai_requests_per_minute: float | None = None
@@ -422,9 +423,7 @@ class _Parser:
             model_check_retry_seconds=self.positive_float(
                 "MODEL_CHECK_RETRY_SECONDS", DEFAULT.model_check_retry_seconds
             ),
-            image_size=self.choice("IMAGE_SIZE", ("1k", "2k", "4k"), "2k").upper()
-            if self.first("IMAGE_SIZE")
-            else None,
+            image_size=_image_size(self.choice("IMAGE_SIZE", ("auto", "1k", "2k", "4k"), "auto")),
             page_concurrency=self.positive_int("PAGE_CONCURRENCY", DEFAULT.page_concurrency),
             ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", DEFAULT.ai_max_concurrency),
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0)
@@ -548,3 +547,8 @@ def _parse_bool(raw: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ValueError(raw)
+
+
+def _image_size(value: str) -> str:
+    """``auto`` as the adapters spell it, a size as Gemini does (``2K``, not ``2k``)."""
+    return value if value == "auto" else value.upper()

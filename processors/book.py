@@ -58,7 +58,7 @@ from processors.layout import (
 )
 from processors.links import sign_results
 from processors.ownership import require_user_upload
-from processors.pdf import build_pdf
+from processors.pdf import SCREEN_MAX_SIDE, build_pdf
 from processors.ports import (
     AssetCache,
     BlobStorage,
@@ -196,6 +196,7 @@ class BookProcessor:
                 trim_width_in=float(book.get("trim_width_in") or 8.5),
                 trim_height_in=float(book.get("trim_height_in") or 8.5),
                 title=str(book.get("title") or "Your book"),
+                max_side=SCREEN_MAX_SIDE,
             )
             texts = page_texts(pages, profile, _box)
             await asyncio.to_thread(add_text_layer, pdf_file, [None, *texts])
@@ -239,14 +240,7 @@ class BookProcessor:
     ) -> None:
         """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
         the row before completion."""
-        profile = PrintProfile(
-            trim_width_in=float(book.get("trim_width_in") or 8.5),
-            trim_height_in=float(book.get("trim_height_in") or 8.5),
-            bleed_in=float(
-                b if (b := book.get("print_bleed_in")) is not None else self.print_bleed_in
-            ),
-            ppi=int(book.get("print_ppi") or self.print_ppi),
-        )
+        profile = self.print_profile(book)
         files = await asyncio.to_thread(
             build_print_files,
             cover,
@@ -269,6 +263,17 @@ class BookProcessor:
             cover_url=links.cover_url,
             upscaled=files.upscaled,
             source_ppi=files.source_ppi,
+        )
+
+    def print_profile(self, book: Row) -> PrintProfile:
+        """The book's print profile: its own bleed and PPI, else the settings'."""
+        return PrintProfile(
+            trim_width_in=float(book.get("trim_width_in") or 8.5),
+            trim_height_in=float(book.get("trim_height_in") or 8.5),
+            bleed_in=float(
+                b if (b := book.get("print_bleed_in")) is not None else self.print_bleed_in
+            ),
+            ppi=int(book.get("print_ppi") or self.print_ppi),
         )
 
     async def _child_photo(self, item: Row, user_id: str | None) -> ImagePart:
@@ -333,6 +338,7 @@ class BookProcessor:
             child_name=inputs.profile.name,
             aspect_ratio=_ratio(original),
             character_box=_box(inputs.book.get("cover_character_box")),
+            print_pixels=self.print_profile(inputs.book).pixels,
         )
         softened = self.prompts.cover_prompt(
             inputs.cover, inputs.child, inputs.book, inputs.profile, softened=True
@@ -439,6 +445,7 @@ class BookProcessor:
             child_name=inputs.profile.name,
             aspect_ratio=_ratio(original),
             character_box=_box(page.get("character_box")),
+            print_pixels=self.print_profile(inputs.book).pixels,
         )
         softened = self.prompts.page_prompt(
             inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True

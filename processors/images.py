@@ -146,7 +146,9 @@ def fit_output(
     requested_ratio: str | None = None,
     tolerance: float = DEFAULT_ASPECT_TOLERANCE,
 ) -> Image.Image:
-    """Check a model's picture and bring it to ``original``'s exact pixel size.
+    """Check a model's picture and bring it to ``original``'s exact ratio, at ``original``'s
+    pixel size or, when the picture has more pixels, at the largest page-ratio size inside it:
+    the pixels asked for the print files (``IMAGE_SIZE``) are kept, never thrown away here.
 
     ``original`` is the RGB page or cover the model was asked to redraw, as ``load_page_image``
     returns it; ``requested_ratio`` (``"3:4"``) is what the model was asked for, which can differ
@@ -170,9 +172,12 @@ def fit_output(
     small = downscale(image, _CHECK_SIDE)
     if max(ImageStat.Stat(small).stddev) < BLANK_STDDEV:
         raise OutputInvalid("model output is blank (near-uniform colour)")
-    fitted = ImageOps.fit(image, original.size, Image.Resampling.LANCZOS)
+    scale = max(1.0, min(image.width / original.width, image.height / original.height))
+    size = (round(original.width * scale), round(original.height * scale))
+    fitted = ImageOps.fit(image, size, Image.Resampling.LANCZOS)
+    reference = downscale(original, _CHECK_SIDE)
     difference = ImageChops.difference(
-        downscale(fitted, _CHECK_SIDE), downscale(original, _CHECK_SIDE)
+        fitted.resize(reference.size, Image.Resampling.LANCZOS, reducing_gap=3.0), reference
     )
     mean_difference = sum(ImageStat.Stat(difference).mean) / 3
     if mean_difference < UNCHANGED_MEAN_DIFF:

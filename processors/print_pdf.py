@@ -38,6 +38,12 @@ class PrintProfile:
     def media_in(self) -> tuple[float, float]:
         return self.trim_width_in + 2 * self.bleed_in, self.trim_height_in + 2 * self.bleed_in
 
+    @property
+    def pixels(self) -> tuple[int, int]:
+        """Pixels (width, height) a picture filling the media box needs to reach ``ppi``."""
+        width, height = self.media_in
+        return math.ceil(width * self.ppi), math.ceil(height * self.ppi)
+
 
 @dataclass(frozen=True)
 class PrintFiles:

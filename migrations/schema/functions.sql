@@ -745,17 +745,23 @@ as $$
       from due d;
 $$;
 
--- from 012_app_contract.sql
-create or replace function items_with_expiring_urls(
+-- from 020_print_urls_stay_fresh.sql
+create or replace function items_with_expiring_result_urls(
     p_margin_seconds integer,
     p_limit integer,
     p_skip jsonb default '[]'
 )
-returns table (item_id uuid, pdf_path text, cover_image_path text)
+returns table (
+    item_id uuid,
+    pdf_path text,
+    cover_image_path text,
+    print_interior_path text,
+    print_cover_path text
+)
 language sql
 stable
 as $$
-    select oi.id, oi.pdf_path, oi.cover_image_path
+    select oi.id, oi.pdf_path, oi.cover_image_path, oi.print_interior_path, oi.print_cover_path
       from order_items oi
      where oi.generation_status = 'completed'
        and oi.pdf_path is not null  -- the partial index's predicate
@@ -763,6 +769,9 @@ as $$
             or oi.urls_expire_at < now() + make_interval(secs => p_margin_seconds))
        and starts_with(oi.pdf_path, 'generated/' || oi.id::text || '/')
        and starts_with(oi.cover_image_path, 'generated/' || oi.id::text || '/')
+       and ((oi.print_interior_path is null and oi.print_cover_path is null)
+            or (starts_with(oi.print_interior_path, 'generated/' || oi.id::text || '/')
+                and starts_with(oi.print_cover_path, 'generated/' || oi.id::text || '/')))
        and not (p_skip ? oi.id::text)
      order by oi.urls_expire_at nulls first, oi.id
      limit greatest(p_limit, 0);
@@ -1182,6 +1191,46 @@ as $$
         returning 1
     )
     select exists (select 1 from updated);
+$$;
+
+-- from 020_print_urls_stay_fresh.sql
+create or replace function refresh_order_item_urls_with_print(
+    p_item uuid,
+    p_pdf_path text,
+    p_pdf_url text,
+    p_cover_path text,
+    p_cover_url text,
+    p_print_interior_path text,
+    p_print_interior_url text,
+    p_print_cover_path text,
+    p_print_cover_url text,
+    p_urls_expire_at timestamptz
+)
+returns boolean
+language plpgsql
+as $$
+begin
+    perform 1
+       from order_items
+      where id = p_item
+        and print_interior_path is not distinct from p_print_interior_path
+        and print_cover_path is not distinct from p_print_cover_path
+        for update;
+    if not found then
+        return false;
+    end if;
+    if not refresh_order_item_urls(p_item, p_pdf_path, p_pdf_url, p_cover_path, p_cover_url,
+                                   p_urls_expire_at) then
+        return false;
+    end if;
+    if p_print_interior_path is not null then
+        update order_items
+           set print_interior_url = p_print_interior_url,
+               print_cover_url = p_print_cover_url
+         where id = p_item;
+    end if;
+    return true;
+end;
 $$;
 
 -- from 007_release_keeps_queue_place.sql

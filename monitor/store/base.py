@@ -310,7 +310,11 @@ class OrderStore(Connector):
                 "set_book_layout",
                 {
                     "p_book": book_id,
-                    "p_bleed_in": bleed_in,
+                    # As text: the column and parameter are numeric, and a Python float goes
+                    # to Postgres as double precision, which no set_book_layout takes (psycopg
+                    # sends str untyped, PostgREST casts the JSON string), so a book with its
+                    # own bleed could not be imported.
+                    "p_bleed_in": None if bleed_in is None else str(bleed_in),
                     "p_ppi": ppi,
                     "p_pages": pages,
                 },
@@ -390,10 +394,11 @@ class OrderStore(Connector):
     ) -> list[Row]:
         """Completed items whose signed URLs expire within ``margin_seconds`` (or whose expiry
         is unknown), soonest first, leaving out the ids in ``skip``: rows of ``item_id``,
-        ``pdf_path`` and ``cover_image_path``, only ever paths under the item's own
-        ``generated/{item id}/`` folder."""
+        ``pdf_path``, ``cover_image_path``, ``print_interior_path`` and ``print_cover_path``
+        (both None for an item without print files), only ever paths under the item's own
+        ``generated/{item id}/`` folder (migrations/020_print_urls_stay_fresh.sql)."""
         return await self._call(
-            "items_with_expiring_urls",
+            "items_with_expiring_result_urls",
             {"p_margin_seconds": margin_seconds, "p_limit": limit, "p_skip": skip or []},
             returns_set=True,
         )
@@ -407,18 +412,26 @@ class OrderStore(Connector):
         cover_path: str,
         cover_url: str,
         urls_expire_at: datetime | None,
+        print_interior_path: str | None = None,
+        print_interior_url: str | None = None,
+        print_cover_path: str | None = None,
+        print_cover_url: str | None = None,
     ) -> bool:
-        """Store freshly signed URLs; false when the item is no longer completed with these
-        paths (nothing is written then)."""
+        """Store freshly signed URLs, the print files' with the screen ones in one write; false
+        when the item is no longer completed with these paths (nothing is written then)."""
         return bool(
             await self._call(
-                "refresh_order_item_urls",
+                "refresh_order_item_urls_with_print",
                 {
                     "p_item": item_id,
                     "p_pdf_path": pdf_path,
                     "p_pdf_url": pdf_url,
                     "p_cover_path": cover_path,
                     "p_cover_url": cover_url,
+                    "p_print_interior_path": print_interior_path,
+                    "p_print_interior_url": print_interior_url,
+                    "p_print_cover_path": print_cover_path,
+                    "p_print_cover_url": print_cover_url,
                     "p_urls_expire_at": _timestamp(urls_expire_at),
                 },
             )

@@ -188,6 +188,10 @@ class EditRequest:
     child_name: str
     identity_reference: ImagePart | None = None
     character_box: tuple[float, float, float, float] | None = None
+    #: Pixels (width, height) the print files need of this picture: the book's trim + 2 x
+    #: bleed at its print PPI. Adapters that can choose an output size (``IMAGE_SIZE=auto``)
+    #: ask for the smallest that reaches it; None states no need.
+    print_pixels: tuple[int, int] | None = None
 
 
 class ImageAI(Protocol):

@@ -101,8 +101,10 @@ class GeminiAI:
     """Analysis and image editing with Gemini models.
 
     ``image_models`` are tried in order (module docstring). ``image_size`` (1K, 2K, 4K) is
-    sent only to models that take that size. ``base_url`` is left unset unless given, so the
-    SDK's own ``GOOGLE_GEMINI_BASE_URL`` keeps working for proxies and test servers.
+    sent only to models that take that size; ``"auto"`` asks each model for the smallest of
+    its sizes that gives the request's ``print_pixels`` (its largest when none does).
+    ``base_url`` is left unset unless given, so the SDK's own ``GOOGLE_GEMINI_BASE_URL`` keeps
+    working for proxies and test servers.
     """
 
     def __init__(
@@ -112,7 +114,7 @@ class GeminiAI:
         analysis_model: str,
         image_models: Sequence[str],
         api_version: str = "v1beta",
-        image_size: str | None = "2K",
+        image_size: str | None = catalog.AUTO_SIZE,
         timeout_seconds: float = 120,
         base_url: str | None = None,
     ) -> None:
@@ -218,7 +220,9 @@ class GeminiAI:
             return types.GenerateContentConfig(
                 response_modalities=["IMAGE"],
                 image_config=types.ImageConfig(
-                    **catalog.image_config(model, width, height, self._image_size)
+                    **catalog.image_config(
+                        model, width, height, self._image_size, request.print_pixels
+                    )
                 ),
                 automatic_function_calling=_NO_AFC,
             )

@@ -226,7 +226,7 @@ async def test_books_complete_with_the_default_model_settings(
     tmp_path: Path,
 ) -> None:
     items = [await shelf("Mia"), await shelf("Noah")]
-    env = daemon_env(database_url, fake, tmp_path, IMAGE_SIZE="2K")
+    env = daemon_env(database_url, fake, tmp_path)
     del env["GEMINI_ANALYSIS_MODEL"], env["GEMINI_IMAGE_MODEL"]  # what a new operator runs
     daemon = DaemonProcess(env, log_file=tmp_path / "d.log")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from io import BytesIO
 from typing import Any
 
@@ -99,6 +100,8 @@ def page_request(*, identity_reference: ImagePart | None = COVER) -> EditRequest
         aspect_ratio="3:4",
         child_name="Mia",
         identity_reference=identity_reference,
+        # 3:4 at 2K is 1792x2400 px: enough, 1K's 896x1200 is not (IMAGE_SIZE=auto).
+        print_pixels=(1700, 2300),
     )
 
 
@@ -238,6 +241,34 @@ async def test_image_size_can_be_left_to_the_model(fake: FakeGemini) -> None:
     await ai.aclose()
 
     assert fake.generate_requests()[0].generation_config["imageConfig"] == {"aspectRatio": "3:4"}
+
+
+async def test_auto_sends_no_size_when_the_request_states_no_print_need(
+    fake: FakeGemini, ai: GeminiAI
+) -> None:
+    await ai.generate_image(replace(page_request(), print_pixels=None))
+
+    assert fake.generate_requests()[0].generation_config["imageConfig"] == {"aspectRatio": "3:4"}
+
+
+@pytest.mark.parametrize(
+    ("page", "needed", "size"),
+    [
+        # 2K's 1792x2400 is a little narrower than 3:4: cropped to the page, 1792x2389.
+        ("3:4", (1792, 2389), "2K"),
+        ("3:4", (1792, 2390), "4K"),  # one row more
+        # A US-letter page (0.773) is drawn at 3:4 (0.75) and cropped to the page: 2K's
+        # 1792x2400 keeps 1792x2319, short of 2350 rows.
+        ("850:1100", (1790, 2350), "4K"),
+        ("850:1100", (1790, 2300), "2K"),
+    ],
+)
+async def test_auto_counts_the_crop_to_the_page(
+    fake: FakeGemini, ai: GeminiAI, page: str, needed: tuple[int, int], size: str
+) -> None:
+    await ai.generate_image(replace(page_request(), aspect_ratio=page, print_pixels=needed))
+
+    assert fake.generate_requests()[0].generation_config["imageConfig"]["imageSize"] == size
 
 
 @pytest.mark.parametrize("api_version", ["v1", "v1beta"])

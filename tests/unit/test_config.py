@@ -82,6 +82,12 @@ def test_bad_ai_time_and_shape_settings_are_refused_by_name(name: str, value: st
         Settings.from_env({**BASE, name: value})
 
 
+def test_image_size_is_chosen_per_book_unless_the_operator_names_one() -> None:
+    assert Settings.from_env(BASE).image_size == "auto"
+    assert Settings.from_env({**BASE, "IMAGE_SIZE": "AUTO"}).image_size == "auto"
+    assert Settings.from_env({**BASE, "IMAGE_SIZE": "1k"}).image_size == "1K"
+
+
 def test_ai_time_and_shape_settings_are_read() -> None:
     settings = Settings.from_env(
         {

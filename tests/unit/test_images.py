@@ -369,6 +369,24 @@ def test_real_edit_is_accepted_at_the_original_size() -> None:
     assert fitted.mode == "RGB"
 
 
+def test_a_picture_with_more_pixels_than_the_page_keeps_them() -> None:
+    """The pixels asked for the print files (IMAGE_SIZE=auto) are not thrown away."""
+    original = picture(400, 300)
+
+    fitted = fit_output(to_jpeg(redrawn(original).resize((1600, 1200))), original=original)
+
+    assert fitted.size == (1600, 1200)
+
+
+def test_a_larger_picture_of_a_nearby_ratio_is_cropped_to_the_page_at_its_resolution() -> None:
+    original = picture(850, 1100)  # US letter; the model answered 3:4 at 2K
+    reply = redrawn(original).resize((1792, 2400))
+
+    fitted = fit_output(to_jpeg(reply), original=original, requested_ratio="3:4")
+
+    assert fitted.size == (1792, 2319)
+
+
 @pytest.mark.parametrize(
     ("page", "output", "requested"),
     [

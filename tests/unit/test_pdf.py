@@ -53,6 +53,23 @@ def test_pdf_has_cover_then_pages_with_jpegs_embedded_unchanged(
         assert (float(page.mediabox.width), float(page.mediabox.height)) == (612, 612)
 
 
+def test_pictures_above_max_side_go_in_downscaled_the_others_unchanged(
+    images: list[Path], tmp_path: Path
+) -> None:
+    big = tmp_path / "drawn-for-print.jpg"
+    Image.new("RGB", (4096, 3072), (90, 90, 200)).save(big, "JPEG", quality=90)
+    out = tmp_path / "book.pdf"
+
+    build_pdf(images[0], [big, images[1]], out, title=TITLE, max_side=2048)
+
+    first, second, third = (only_image(page) for page in PdfReader(out).pages)
+    assert first.get_data() == images[0].read_bytes()
+    assert (second["/Width"], second["/Height"]) == (2048, 1536)
+    assert third.get_data() == images[1].read_bytes()
+    assert big.stat().st_size > 0  # the source itself is left alone
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_non_square_trim_sets_every_media_box_and_fills_the_page(
     images: list[Path], tmp_path: Path
 ) -> None:
