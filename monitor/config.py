@@ -101,6 +101,9 @@ class Settings:
     #: models take 1K/2K/4K, gemini-2.5-flash-image took none.
     image_size: str | None = None
     page_concurrency: int = 4
+    #: True: the cover (and its judge) before any page, every page with it as reference; False:
+    #: pages start with the cover and the first ones go without it (processors/book.py).
+    cover_first: bool = True
     ai_max_concurrency: int = 8
     ai_requests_per_minute: float | None = None
     #: The quota window AI_REQUESTS_PER_MINUTE's token bucket is sized to (a minute at Gemini;
@@ -426,6 +429,7 @@ class _Parser:
             if self.first("IMAGE_SIZE")
             else None,
             page_concurrency=self.positive_int("PAGE_CONCURRENCY", DEFAULT.page_concurrency),
+            cover_first=self.boolean("COVER_FIRST", DEFAULT.cover_first),
             ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", DEFAULT.ai_max_concurrency),
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0)
             if rpm

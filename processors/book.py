@@ -15,11 +15,13 @@ exposes it (``JobContext.usage_of``) so the daemon persists it with a failure or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 
@@ -58,6 +60,7 @@ from processors.layout import (
 )
 from processors.links import sign_results
 from processors.ownership import require_user_upload
+from processors.page_pool import DrawSlot, PagePool
 from processors.pdf import build_pdf
 from processors.ports import (
     AssetCache,
@@ -66,7 +69,12 @@ from processors.ports import (
     ObjectNotFound,
     PipelineMetrics,
 )
-from processors.print_pdf import PrintProfile, build_print_files
+from processors.print_pdf import (
+    PrintImage,
+    PrintProfile,
+    assemble_print_files,
+    prepare_print_image,
+)
 from processors.prompts import PromptBook
 from processors.qa import Checked, QualityGate
 from processors.story import page_texts
@@ -105,6 +113,28 @@ class Inputs:
     child: ChildAnalysis
 
 
+@dataclass
+class _Reference:
+    """The generated cover as the pages' identity reference: None until it passed its checks and
+    is saved (with ``cover_first=False`` the first pages are drawn before that, without it)."""
+
+    part: ImagePart | None = None
+
+
+@dataclass
+class _PrintImages:
+    """Each illustration's print picture (processors/print_pdf.py), prepared in a thread as soon
+    as it is saved, so the end of the book only assembles the print PDFs."""
+
+    profile: PrintProfile
+    work: Path
+    ready: dict[int, PrintImage] = field(default_factory=dict)
+
+    async def add(self, number: int, source: Path) -> None:
+        out = self.work / f"print-{number:03d}.jpg"
+        self.ready[number] = await asyncio.to_thread(prepare_print_image, source, out, self.profile)
+
+
 class BookProcessor:
     def __init__(
         self,
@@ -124,6 +154,7 @@ class BookProcessor:
         quality: QualityGate | None = None,
         print_bleed_in: float = 0.125,
         print_ppi: int = 300,
+        cover_first: bool = True,
     ) -> None:
         self.ai = ai
         self.storage = storage
@@ -141,6 +172,10 @@ class BookProcessor:
         self.quality = quality or QualityGate(ai, prompts, mode="off")
         self.print_bleed_in = print_bleed_in
         self.print_ppi = print_ppi
+        #: True: the cover is drawn (and judged) before any page, and every page gets it as
+        #: identity reference. False: pages start with the cover, and those whose image call
+        #: starts before the cover passed its checks go without the reference (COVER_FIRST).
+        self.cover_first = cover_first
 
     async def __call__(self, job: JobContext) -> BookResult:
         started_at = time.monotonic()
@@ -181,11 +216,28 @@ class BookProcessor:
                 10, "Drawing the cover", code=StepCode.DRAWING_COVER, usage=usage.as_dict()
             )
             cover_file = work / "cover.jpg"
-            await self._cover(job, inputs, cover_original, cover_part, done, cover_file, usage)
-            identity = await asyncio.to_thread(_part_of, cover_file)
+            reference = _Reference()
+            prints = _PrintImages(self._print_profile(book), work)
+
+            # Taken out when the cover is drawn, so the decoded original is freed after it.
+            cover_source = [cover_original]
             del cover_original
 
-            page_files = await self._pages(job, inputs, pages, identity, done, work, usage)
+            async def cover(slot: DrawSlot | None) -> None:
+                original = cover_source.pop()
+                await self._cover(job, inputs, original, cover_part, done, cover_file, usage, slot)
+                reference.part = await asyncio.to_thread(_part_of, cover_file)
+                await prints.add(0, cover_file)
+
+            if self.cover_first or 0 in done:
+                await cover(None)
+                page_files = await self._pages(
+                    job, inputs, pages, reference, done, work, usage, prints
+                )
+            else:
+                page_files = await self._pages(
+                    job, inputs, pages, reference, done, work, usage, prints, cover=cover
+                )
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
             pdf_file = await asyncio.to_thread(
@@ -207,7 +259,8 @@ class BookProcessor:
             )
             await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
             links = await sign_results(self.storage, pdf_path, cover_path)
-            await self._print_files(job, book, cover_file, page_files, texts, work)
+            numbers = [int(p["page_number"]) for p in pages]
+            await self._print_files(job, book, prints, numbers, texts)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         logger.info(
@@ -228,18 +281,8 @@ class BookProcessor:
             urls_expire_at=links.expires_at,
         )
 
-    async def _print_files(
-        self,
-        job: JobContext,
-        book: Row,
-        cover: Path,
-        pages: list[Path],
-        texts: list[PlacedText | None],
-        work: Path,
-    ) -> None:
-        """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
-        the row before completion."""
-        profile = PrintProfile(
+    def _print_profile(self, book: Row) -> PrintProfile:
+        return PrintProfile(
             trim_width_in=float(book.get("trim_width_in") or 8.5),
             trim_height_in=float(book.get("trim_height_in") or 8.5),
             bleed_in=float(
@@ -247,13 +290,24 @@ class BookProcessor:
             ),
             ppi=int(book.get("print_ppi") or self.print_ppi),
         )
+
+    async def _print_files(
+        self,
+        job: JobContext,
+        book: Row,
+        prints: _PrintImages,
+        numbers: list[int],
+        texts: list[PlacedText | None],
+    ) -> None:
+        """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
+        the row before completion."""
         files = await asyncio.to_thread(
-            build_print_files,
-            cover,
-            pages,
+            assemble_print_files,
+            prints.ready[0],
+            [prints.ready[n] for n in numbers],
             texts,
-            work,
-            profile,
+            prints.work,
+            prints.profile,
             title=str(book.get("title") or "Your book"),
         )
         interior_path, cover_path = generated_print_paths(job.item_id)
@@ -261,7 +315,9 @@ class BookProcessor:
         await self.storage.upload_file(cover_path, files.cover, "application/pdf")
         links = await sign_results(self.storage, interior_path, cover_path)
         if files.upscaled:
-            logger.info("print images upscaled", source_ppi=files.source_ppi, ppi=profile.ppi)
+            logger.info(
+                "print images upscaled", source_ppi=files.source_ppi, ppi=prints.profile.ppi
+            )
         await job.record_print_files(
             interior_path=interior_path,
             interior_url=links.pdf_url,
@@ -312,15 +368,22 @@ class BookProcessor:
         done: dict[int, str],
         out: Path,
         usage: Usage,
+        slot: DrawSlot | None,
     ) -> None:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
             return
-        checked = await self.draw_cover(inputs, original, original_part, usage)
+        checked = await self.draw_cover(inputs, original, original_part, usage, slot=slot)
         await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
 
     async def draw_cover(
-        self, inputs: Inputs, original: Image.Image, original_part: ImagePart, usage: Usage
+        self,
+        inputs: Inputs,
+        original: Image.Image,
+        original_part: ImagePart,
+        usage: Usage,
+        *,
+        slot: DrawSlot | None = None,
     ) -> Checked:
         """The personalized cover, checked and judged, not yet stored: the book's first
         illustration, and all of a cover made without an order (processors/cover_service.py)."""
@@ -338,19 +401,23 @@ class BookProcessor:
             inputs.cover, inputs.child, inputs.book, inputs.profile, softened=True
         )
         with logger.contextualize(page=0):
-            return await self._checked(request, softened, original, None, usage)
+            return await self._checked(request, softened, original, None, usage, slot)
 
     async def _pages(
         self,
         job: JobContext,
         inputs: Inputs,
         pages: list[Row],
-        identity: ImagePart,
+        reference: _Reference,
         done: dict[int, str],
         work: Path,
         usage: Usage,
+        prints: _PrintImages,
+        cover: Callable[[DrawSlot], Awaitable[None]] | None = None,
     ) -> list[Path]:
-        slots = asyncio.Semaphore(self.page_concurrency)
+        """Every page through the page pool (processors/page_pool.py); ``cover``, when given,
+        is drawn in the same pool, first in line."""
+        pool = PagePool(self.page_concurrency, job.raise_if_lost)
         # Reports go out one at a time, in the order pages finish: concurrent writes could land
         # out of order and the row would step back from "page 3 of 8" to "page 2 of 8".
         reporting = asyncio.Lock()
@@ -361,15 +428,17 @@ class BookProcessor:
             nonlocal finished
             number = int(page["page_number"])
             out = work / f"page-{number:03d}.jpg"
-            async with slots:
+            async with pool.in_progress:
                 if failed.is_set():
                     return out  # another page failed for good: start nothing new
                 if number in done:
                     await _download_to(self.storage, done[number], out)
+                    await prints.add(number, out)
                     return out
                 # A sibling's refused write (refund, lost lease) ends the item: no new paid call.
                 job.raise_if_lost()
-                await self._page(job, inputs, page, identity, out, usage)
+                if not await self._page(job, inputs, page, pool, reference, failed, out, usage):
+                    return out
                 async with reporting:
                     finished += 1
                     await job.report(
@@ -378,16 +447,26 @@ class BookProcessor:
                         code=StepCode.DRAWING_PAGE,
                         usage=usage.as_dict(),
                     )
+                await prints.add(number, out)
             return out
 
-        async def guarded(page: Row) -> Path:
+        async def first(draw_cover: Callable[[DrawSlot], Awaitable[None]]) -> None:
+            async with pool.in_progress:
+                slot = pool.slot()
+                try:
+                    await draw_cover(slot)
+                finally:
+                    slot.release()
+
+        async def guarded(work: Awaitable[Path | None]) -> Path | None:
             try:
-                return await one(page)
+                return await work
             except BaseException:
                 failed.set()
                 raise
 
-        tasks = [asyncio.ensure_future(guarded(page)) for page in pages]
+        tasks = [asyncio.ensure_future(guarded(first(cover)))] if cover else []
+        tasks += [asyncio.ensure_future(guarded(one(page))) for page in pages]
         try:
             # Calls in flight when a page fails are paid: let them finish (each within its
             # page deadline) and checkpoint, so the next attempt does not pay for them again.
@@ -407,10 +486,14 @@ class BookProcessor:
         job: JobContext,
         inputs: Inputs,
         page: Row,
-        identity: ImagePart,
+        pool: PagePool,
+        reference: _Reference,
+        failed: asyncio.Event,
         out: Path,
         usage: Usage,
-    ) -> None:
+    ) -> bool:
+        """One page drawn, judged and saved; False when a sibling failed for good before its
+        first image call could start (nothing paid, nothing saved)."""
         number = int(page["page_number"])
         original = await self._catalog_image(
             inputs.book["id"], page.get("image_path"), f"page {number}"
@@ -427,30 +510,43 @@ class BookProcessor:
                 usage,
             )
             self.metrics.page_generated("original")
-            return
+            return True
         base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
-        request = EditRequest(
-            prompt=self.prompts.page_prompt(
-                inputs.cover, inputs.child, inputs.book, page, inputs.profile
-            ),
-            base=base,
-            child_photo=inputs.photo,
-            identity_reference=identity,
-            child_name=inputs.profile.name,
-            aspect_ratio=_ratio(original),
-            character_box=_box(page.get("character_box")),
-        )
-        softened = self.prompts.page_prompt(
-            inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
-        )
+        slot = pool.slot()
         try:
-            with logger.contextualize(page=number):
-                checked = await self._checked(request, softened, original, identity, usage)
-        except OrderError as exc:
-            self.metrics.page_generated(exc.code)
-            raise
-        await self._save(job, number, path, checked, out, usage)
+            await slot.take()
+            if failed.is_set():
+                return False  # a sibling failed while this page waited: start nothing new
+            # The reference is what exists when the first call starts; redraws keep it, so the
+            # judge compares every drawing with the same cover.
+            identity = reference.part
+            request = EditRequest(
+                prompt=self.prompts.page_prompt(
+                    inputs.cover, inputs.child, inputs.book, page, inputs.profile
+                ),
+                base=base,
+                child_photo=inputs.photo,
+                identity_reference=identity,
+                child_name=inputs.profile.name,
+                aspect_ratio=_ratio(original),
+                character_box=_box(page.get("character_box")),
+            )
+            softened = self.prompts.page_prompt(
+                inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
+            )
+            try:
+                with logger.contextualize(page=number):
+                    checked = await self._checked(
+                        request, softened, original, identity, usage, slot
+                    )
+            except OrderError as exc:
+                self.metrics.page_generated(exc.code)
+                raise
+            await self._save(job, number, path, checked, out, usage)
+        finally:
+            slot.release()
         self.metrics.page_generated("ok")
+        return True
 
     async def _checked(
         self,
@@ -459,10 +555,20 @@ class BookProcessor:
         original: Image.Image,
         identity: ImagePart | None,
         usage: Usage,
+        slot: DrawSlot | None,
     ) -> Checked:
-        """One illustration through the quality gate (processors/qa.py)."""
+        """One illustration through the quality gate (processors/qa.py); each image call holds
+        ``slot`` (when given), the judge calls do not."""
+
+        async def draw(prompt: str, soft: str) -> tuple[bytes, str]:
+            # Without a judge the drawing is saved next: the page keeps its slot until then.
+            keep = self.quality.mode == "off"
+            drawing = slot.drawing(keep=keep) if slot else contextlib.nullcontext()
+            async with drawing:
+                return await self._draw(replace(request, prompt=prompt), soft, original, usage)
+
         return await self.quality.draw(
-            lambda prompt, soft: self._draw(replace(request, prompt=prompt), soft, original, usage),
+            draw,
             request.prompt,
             softened,
             original=request.base,
