@@ -124,15 +124,34 @@ class _Reference:
 @dataclass
 class _PrintImages:
     """Each illustration's print picture (processors/print_pdf.py), prepared in a thread as soon
-    as it is saved, so the end of the book only assembles the print PDFs."""
+    as it is saved, beside the drawing of the others, so the end of the book only assembles the
+    print PDFs. One at a time: an upscale holds a print-size picture in memory while it runs."""
 
     profile: PrintProfile
     work: Path
-    ready: dict[int, PrintImage] = field(default_factory=dict)
+    _ready: dict[int, PrintImage] = field(default_factory=dict)
+    _tasks: list[asyncio.Future[None]] = field(default_factory=list)
+    _turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def add(self, number: int, source: Path) -> None:
+    def add(self, number: int, source: Path) -> None:
+        self._tasks.append(asyncio.ensure_future(self._prepare(number, source)))
+
+    async def _prepare(self, number: int, source: Path) -> None:
         out = self.work / f"print-{number:03d}.jpg"
-        self.ready[number] = await asyncio.to_thread(prepare_print_image, source, out, self.profile)
+        async with self._turn:
+            self._ready[number] = await asyncio.to_thread(
+                prepare_print_image, source, out, self.profile
+            )
+
+    async def ready(self) -> dict[int, PrintImage]:
+        await asyncio.gather(*self._tasks)
+        return self._ready
+
+    async def cancel(self) -> None:
+        """Stop what has not started (the item failed): nothing is left running."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class BookProcessor:
@@ -207,17 +226,18 @@ class BookProcessor:
         )
         inputs = Inputs(book, profile, photo, cover_analysis, child_analysis)
 
+        print_profile = self._print_profile(book)
         # A directory of this attempt's own: after a lease takeover the old owner's cleanup must
         # not delete the new owner's files, even with a CACHE_DIR shared between processes.
         self.work_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{job.item_id}-", dir=self.work_dir))
+        prints = _PrintImages(print_profile, work)
         try:
             await job.report(
                 10, "Drawing the cover", code=StepCode.DRAWING_COVER, usage=usage.as_dict()
             )
             cover_file = work / "cover.jpg"
             reference = _Reference()
-            prints = _PrintImages(self._print_profile(book), work)
 
             # Taken out when the cover is drawn, so the decoded original is freed after it.
             cover_source = [cover_original]
@@ -227,7 +247,7 @@ class BookProcessor:
                 original = cover_source.pop()
                 await self._cover(job, inputs, original, cover_part, done, cover_file, usage, slot)
                 reference.part = await asyncio.to_thread(_part_of, cover_file)
-                await prints.add(0, cover_file)
+                prints.add(0, cover_file)
 
             if self.cover_first or 0 in done:
                 await cover(None)
@@ -262,6 +282,7 @@ class BookProcessor:
             numbers = [int(p["page_number"]) for p in pages]
             await self._print_files(job, book, prints, numbers, texts)
         finally:
+            await prints.cancel()
             shutil.rmtree(work, ignore_errors=True)
         logger.info(
             "book finished",
@@ -301,10 +322,11 @@ class BookProcessor:
     ) -> None:
         """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
         the row before completion."""
+        ready = await prints.ready()
         files = await asyncio.to_thread(
             assemble_print_files,
-            prints.ready[0],
-            [prints.ready[n] for n in numbers],
+            ready[0],
+            [ready[n] for n in numbers],
             texts,
             prints.work,
             prints.profile,
@@ -350,6 +372,13 @@ class BookProcessor:
         path = self.storage.key_for(raw_path)
         data = await self.assets.get(book_id, path)
         return await asyncio.to_thread(load_page_image, data)
+
+    async def _model_input(
+        self, book_id: str, raw_path: str | None, what: str
+    ) -> tuple[Image.Image, ImagePart]:
+        """A catalog page decoded, and as the model is sent it."""
+        original = await self._catalog_image(book_id, raw_path, what)
+        return original, await model_part(original)
 
     async def _check_pages(self, book_id: str, pages: list[Row]) -> None:
         """Fetch (into the disk cache) and decode every page still to draw, one at a time, so
@@ -433,21 +462,21 @@ class BookProcessor:
                     return out  # another page failed for good: start nothing new
                 if number in done:
                     await _download_to(self.storage, done[number], out)
-                    await prints.add(number, out)
-                    return out
-                # A sibling's refused write (refund, lost lease) ends the item: no new paid call.
-                job.raise_if_lost()
-                if not await self._page(job, inputs, page, pool, reference, failed, out, usage):
-                    return out
-                async with reporting:
-                    finished += 1
-                    await job.report(
-                        15 + int(75 * finished / len(pages)),
-                        f"Drawing page {finished} of {len(pages)}",
-                        code=StepCode.DRAWING_PAGE,
-                        usage=usage.as_dict(),
-                    )
-                await prints.add(number, out)
+                else:
+                    # A sibling's refused write (refund, lost lease) ends the item: no new paid
+                    # call.
+                    job.raise_if_lost()
+                    if not await self._page(job, inputs, page, pool, reference, failed, out, usage):
+                        return out
+                    async with reporting:
+                        finished += 1
+                        await job.report(
+                            15 + int(75 * finished / len(pages)),
+                            f"Drawing page {finished} of {len(pages)}",
+                            code=StepCode.DRAWING_PAGE,
+                            usage=usage.as_dict(),
+                        )
+            prints.add(number, out)
             return out
 
         async def first(draw_cover: Callable[[DrawSlot], Awaitable[None]]) -> None:
@@ -495,11 +524,10 @@ class BookProcessor:
         """One page drawn, judged and saved; False when a sibling failed for good before its
         first image call could start (nothing paid, nothing saved)."""
         number = int(page["page_number"])
-        original = await self._catalog_image(
-            inputs.book["id"], page.get("image_path"), f"page {number}"
-        )
         path = generated_page_path(job.item_id, number)
+        what = f"page {number}"
         if not page.get("has_character", True):
+            original = await self._catalog_image(inputs.book["id"], page.get("image_path"), what)
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
             await self._save(
                 job,
@@ -511,10 +539,15 @@ class BookProcessor:
             )
             self.metrics.page_generated("original")
             return True
-        base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
+        # The original is decoded while the page waits for a slot; the wait itself comes first,
+        # so pages queue for slots in page order.
+        loading = asyncio.ensure_future(
+            self._model_input(inputs.book["id"], page.get("image_path"), what)
+        )
         slot = pool.slot()
         try:
             await slot.take()
+            original, base = await loading
             if failed.is_set():
                 return False  # a sibling failed while this page waited: start nothing new
             # The reference is what exists when the first call starts; redraws keep it, so the
@@ -545,6 +578,7 @@ class BookProcessor:
             await self._save(job, number, path, checked, out, usage)
         finally:
             slot.release()
+            loading.cancel()  # nothing when it is done; else a failed wait leaves nothing behind
         self.metrics.page_generated("ok")
         return True
 
