@@ -121,6 +121,38 @@ class _Reference:
     part: ImagePart | None = None
 
 
+class _Original:
+    """A catalog image decoded, for the output checks of its image calls (``fit_output``).
+
+    With a ``load``, it is held only while an image call may need it: dropped when the call
+    ends, so a page being judged holds bytes only, and decoded again for a redraw. The first
+    drop calls ``released`` (the pool's bound on decoded pages)."""
+
+    def __init__(
+        self,
+        image: Image.Image,
+        load: Callable[[], Awaitable[Image.Image]] | None = None,
+        *,
+        released: Callable[[], None] | None = None,
+    ) -> None:
+        self._image: Image.Image | None = image
+        self._load = load
+        self._released = released
+
+    async def image(self) -> Image.Image:
+        if self._image is None:
+            assert self._load is not None  # only a reloadable image is dropped
+            self._image = await self._load()
+        return self._image
+
+    def drop(self) -> None:
+        if self._load is not None:
+            self._image = None
+        if self._released is not None:
+            self._released()
+            self._released = None
+
+
 @dataclass
 class _PrintImages:
     """Each illustration's print picture (processors/print_pdf.py), prepared in a thread as soon
@@ -243,9 +275,18 @@ class BookProcessor:
             cover_source = [cover_original]
             del cover_original
 
+            async def as_reference(jpeg: bytes) -> None:
+                reference.part = await asyncio.to_thread(_part_of, jpeg)
+
             async def cover(slot: DrawSlot | None) -> None:
                 original = cover_source.pop()
-                await self._cover(job, inputs, original, cover_part, done, cover_file, usage, slot)
+                # Drawn beside the pages, the cover is their reference from the moment it is
+                # drawn, before its judge (docs/architecture.md, "Cover and pages"); drawn first,
+                # it is theirs once it passed.
+                drawn = as_reference if slot else None
+                await self._cover(
+                    job, inputs, original, cover_part, done, cover_file, usage, slot, drawn
+                )
                 reference.part = await asyncio.to_thread(_part_of, cover_file)
                 prints.add(0, cover_file)
 
@@ -398,11 +439,14 @@ class BookProcessor:
         out: Path,
         usage: Usage,
         slot: DrawSlot | None,
+        drawn: Callable[[bytes], Awaitable[None]] | None,
     ) -> None:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
             return
-        checked = await self.draw_cover(inputs, original, original_part, usage, slot=slot)
+        checked = await self.draw_cover(
+            inputs, original, original_part, usage, slot=slot, drawn=drawn
+        )
         await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
 
     async def draw_cover(
@@ -413,6 +457,7 @@ class BookProcessor:
         usage: Usage,
         *,
         slot: DrawSlot | None = None,
+        drawn: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Checked:
         """The personalized cover, checked and judged, not yet stored: the book's first
         illustration, and all of a cover made without an order (processors/cover_service.py)."""
@@ -430,7 +475,9 @@ class BookProcessor:
             inputs.cover, inputs.child, inputs.book, inputs.profile, softened=True
         )
         with logger.contextualize(page=0):
-            return await self._checked(request, softened, original, None, usage, slot)
+            return await self._checked(
+                request, softened, _Original(original), None, usage, slot, drawn
+            )
 
     async def _pages(
         self,
@@ -527,27 +574,43 @@ class BookProcessor:
         path = generated_page_path(job.item_id, number)
         what = f"page {number}"
         if not page.get("has_character", True):
-            original = await self._catalog_image(inputs.book["id"], page.get("image_path"), what)
+            drawing = await self._catalog_image(inputs.book["id"], page.get("image_path"), what)
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
             await self._save(
                 job,
                 number,
                 path,
-                Checked(await asyncio.to_thread(to_jpeg, original), "", None),
+                Checked(await asyncio.to_thread(to_jpeg, drawing), "", None),
                 out,
                 usage,
             )
             self.metrics.page_generated("original")
             return True
-        # The original is decoded while the page waits for a slot; the wait itself comes first,
-        # so pages queue for slots in page order.
+        # The original is decoded while the page waits for a slot (at most P + 1 pages hold one
+        # before their first call ends); the wait itself comes first, so pages queue for slots
+        # in page order.
+        await pool.decoding.acquire()
         loading = asyncio.ensure_future(
             self._model_input(inputs.book["id"], page.get("image_path"), what)
         )
         slot = pool.slot()
         try:
             await slot.take()
-            original, base = await loading
+            decoded, base = await loading
+        except BaseException:
+            loading.cancel()
+            slot.release()
+            pool.decoding.release()
+            raise
+        del loading
+        original = _Original(
+            decoded,
+            lambda: self._catalog_image(inputs.book["id"], page.get("image_path"), what),
+            released=pool.decoding.release,
+        )
+        ratio = _ratio(decoded)
+        del decoded
+        try:
             if failed.is_set():
                 return False  # a sibling failed while this page waited: start nothing new
             # The reference is what exists when the first call starts; redraws keep it, so the
@@ -561,7 +624,7 @@ class BookProcessor:
                 child_photo=inputs.photo,
                 identity_reference=identity,
                 child_name=inputs.profile.name,
-                aspect_ratio=_ratio(original),
+                aspect_ratio=ratio,
                 character_box=_box(page.get("character_box")),
             )
             softened = self.prompts.page_prompt(
@@ -578,7 +641,7 @@ class BookProcessor:
             await self._save(job, number, path, checked, out, usage)
         finally:
             slot.release()
-            loading.cancel()  # nothing when it is done; else a failed wait leaves nothing behind
+            original.drop()
         self.metrics.page_generated("ok")
         return True
 
@@ -586,20 +649,29 @@ class BookProcessor:
         self,
         request: EditRequest,
         softened: str,
-        original: Image.Image,
+        original: _Original,
         identity: ImagePart | None,
         usage: Usage,
         slot: DrawSlot | None,
+        drawn: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Checked:
         """One illustration through the quality gate (processors/qa.py); each image call holds
-        ``slot`` (when given), the judge calls do not."""
+        ``slot`` (when given), the judge calls do not. ``drawn`` sees every drawing that passed
+        the output checks, before it is judged."""
 
         async def draw(prompt: str, soft: str) -> tuple[bytes, str]:
             # Without a judge the drawing is saved next: the page keeps its slot until then.
             keep = self.quality.mode == "off"
             drawing = slot.drawing(keep=keep) if slot else contextlib.nullcontext()
             async with drawing:
-                return await self._draw(replace(request, prompt=prompt), soft, original, usage)
+                try:
+                    image = await original.image()
+                    result = await self._draw(replace(request, prompt=prompt), soft, image, usage)
+                finally:
+                    original.drop()
+            if drawn:
+                await drawn(result[0])
+            return result
 
         return await self.quality.draw(
             draw,

@@ -9,10 +9,12 @@ saved, as before: a refused checkpoint (refund, lost lease) is then known before
 page starts. With the judge, the save follows the judge outside the slot, so a refund is noticed
 at the next write and up to one round of image calls may start before it.
 
-Pages in progress (their decoded original in memory: waiting for a slot, drawing, being judged,
-saving) are bounded on their own, at ``IN_PROGRESS_PER_SLOT`` times the slots: enough that a
-page is ready whenever a slot frees while up to as many pages are being judged, and few enough
-that memory stays flat in the book's length.
+Pages in progress (waiting for a slot, drawing, being judged, saving) are bounded on their own, at
+``IN_PROGRESS_PER_SLOT`` times the slots: enough that a page is ready whenever a slot frees while
+up to as many pages are being judged, and few enough that memory stays flat in the book's length.
+A page holds its decoded original only from just before its slot until its image call ends, and
+at most one more page than there are slots holds one that way (``decoding``); a page being judged
+holds bytes only.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class PagePool:
         self._before_call = before_call
         #: Held by a page from before its original is loaded until it is saved.
         self.in_progress = asyncio.Semaphore(IN_PROGRESS_PER_SLOT * page_concurrency)
+        #: Held by a page while its decoded original waits for or is in its first image call:
+        #: one page ready ahead of the slots, not every page waiting (a redraw decodes again
+        #: inside its slot, outside this bound).
+        self.decoding = asyncio.Semaphore(page_concurrency + 1)
 
     def slot(self) -> DrawSlot:
         return DrawSlot(self._slots, self._before_call)

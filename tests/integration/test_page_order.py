@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 
 from processors.layout import generated_cover_path
-from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, delayed
+from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, delayed, judge_verdict
 from tests.support.factories import item_row
-from tests.support.pipeline_env import PipelineEnv, identity_part
+from tests.support.pipeline_env import PipelineEnv, checkpoints, identity_part
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
 
@@ -116,7 +116,7 @@ async def test_pages_first_starts_pages_beside_the_cover_and_later_pages_carry_i
     assert await env.run_once(processor) == 1
 
     assert item_row(db, item)["generation_status"] == "completed"
-    cover, cover_judged = one(spans, "cover"), one(spans, "judge_cover")
+    cover = one(spans, "cover")
     page_1 = one(spans, 1)
     assert page_1.start < cover.end  # the first page did not wait for the cover
     reference = identity_part(env.stored(generated_cover_path(item)))
@@ -126,8 +126,9 @@ async def test_pages_first_starts_pages_beside_the_cover_and_later_pages_carry_i
         carried = drawn.request.images[2:]
         assert carried in ([], [reference]), number
         if carried:
-            # Only the cover that passed its judge is a reference, and its judge sees it too.
-            assert drawn.start >= cover_judged.end, number
+            # The drawn cover is a reference from the moment it is drawn (before its judge);
+            # the page's judge sees it too.
+            assert drawn.start >= cover.end, number
             assert judged.request.images[3:] == [reference]
             with_cover.append(number)
         else:
@@ -153,3 +154,28 @@ async def test_cover_first_draws_every_page_with_the_cover(
         drawn = one(spans, number)
         assert drawn.start >= cover_judged.end
         assert drawn.request.images[2:] == [reference]
+
+
+async def test_a_cover_that_fails_for_good_beside_the_pages_starts_no_new_page(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book(pages=6, without_character=())
+    item = await env.add_item(book.id)
+    env.script.on("judge_cover", judge_verdict(likeness_score=1))
+    for page in range(1, 7):
+        env.script.on(page, delayed(0.3))
+    spans = record(env)
+    processor = await env.processor(
+        QA_MODE="judge", PAGE_CONCURRENCY="2", COVER_FIRST="false", QA_MAX_REDRAWS="0"
+    )
+
+    await env.run_once(processor)
+
+    row = item_row(db, item)
+    assert (row["generation_status"], row["error_code"]) == ("failed", "quality_check_failed")
+    verdict = one(spans, "judge_cover")
+    drawn = [s for s in spans if isinstance(s.target, int)]
+    assert drawn, "a page was drawn beside the cover"
+    # Nothing new after the cover failed; what was in flight finished and is checkpointed.
+    assert all(s.start < verdict.end for s in drawn)
+    assert sorted(checkpoints(db, item)) == sorted(s.target for s in drawn)
