@@ -124,20 +124,14 @@ class _Reference:
 class _Original:
     """A catalog image decoded, for the output checks of its image calls (``fit_output``).
 
-    With a ``load``, it is held only while an image call may need it: dropped when the call
-    ends, so a page being judged holds bytes only, and decoded again for a redraw. The first
-    drop calls ``released`` (the pool's bound on decoded pages)."""
+    With a ``load``, it is held only while a drawing may need it: dropped after the checks of
+    each reply, so a page being judged holds bytes only, and decoded again for a redraw."""
 
     def __init__(
-        self,
-        image: Image.Image,
-        load: Callable[[], Awaitable[Image.Image]] | None = None,
-        *,
-        released: Callable[[], None] | None = None,
+        self, image: Image.Image, load: Callable[[], Awaitable[Image.Image]] | None = None
     ) -> None:
         self._image: Image.Image | None = image
         self._load = load
-        self._released = released
 
     async def image(self) -> Image.Image:
         if self._image is None:
@@ -148,9 +142,6 @@ class _Original:
     def drop(self) -> None:
         if self._load is not None:
             self._image = None
-        if self._released is not None:
-            self._released()
-            self._released = None
 
 
 @dataclass
@@ -589,30 +580,29 @@ class BookProcessor:
         # The original is decoded while the page waits for a slot (at most P + 1 pages hold one
         # before their first call ends); the wait itself comes first, so pages queue for slots
         # in page order.
-        await pool.decoding.acquire()
+        slot = await pool.page_slot()
         loading = asyncio.ensure_future(
             self._model_input(inputs.book["id"], page.get("image_path"), what)
         )
-        slot = pool.slot()
         try:
             await slot.take()
+            # A page that has its slot is started, as it always was; one still waiting when a
+            # sibling fails for good starts nothing.
+            started = not failed.is_set()
             decoded, base = await loading
         except BaseException:
             loading.cancel()
             slot.release()
-            pool.decoding.release()
             raise
         del loading
         original = _Original(
-            decoded,
-            lambda: self._catalog_image(inputs.book["id"], page.get("image_path"), what),
-            released=pool.decoding.release,
+            decoded, lambda: self._catalog_image(inputs.book["id"], page.get("image_path"), what)
         )
         ratio = _ratio(decoded)
         del decoded
         try:
-            if failed.is_set():
-                return False  # a sibling failed while this page waited: start nothing new
+            if not started:
+                return False
             # The reference is what exists when the first call starts; redraws keep it, so the
             # judge compares every drawing with the same cover.
             identity = reference.part
@@ -659,16 +649,20 @@ class BookProcessor:
         ``slot`` (when given), the judge calls do not. ``drawn`` sees every drawing that passed
         the output checks, before it is judged."""
 
+        # Without a judge the drawing is saved next: the page keeps its slot until then.
+        keep = self.quality.mode == "off"
+
+        def calling() -> contextlib.AbstractAsyncContextManager[None]:
+            return slot.drawing(keep=keep) if slot else contextlib.nullcontext()
+
         async def draw(prompt: str, soft: str) -> tuple[bytes, str]:
-            # Without a judge the drawing is saved next: the page keeps its slot until then.
-            keep = self.quality.mode == "off"
-            drawing = slot.drawing(keep=keep) if slot else contextlib.nullcontext()
-            async with drawing:
-                try:
-                    image = await original.image()
-                    result = await self._draw(replace(request, prompt=prompt), soft, image, usage)
-                finally:
-                    original.drop()
+            try:
+                image = await original.image()
+                result = await self._draw(
+                    replace(request, prompt=prompt), soft, image, usage, calling
+                )
+            finally:
+                original.drop()
             if drawn:
                 await drawn(result[0])
             return result
@@ -685,12 +679,20 @@ class BookProcessor:
         )
 
     async def _draw(
-        self, request: EditRequest, softened_prompt: str, original: Image.Image, usage: Usage
+        self,
+        request: EditRequest,
+        softened_prompt: str,
+        original: Image.Image,
+        usage: Usage,
+        calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
     ) -> tuple[bytes, str]:
-        """One illustration within the page deadline (module docstring)."""
+        """One illustration within the page deadline (module docstring); each image call
+        within ``calling()`` (the page's image slot), the checks of its output outside."""
         try:
             async with asyncio.timeout(self.page_deadline_seconds):
-                return await self._draw_unbounded(request, softened_prompt, original, usage)
+                return await self._draw_unbounded(
+                    request, softened_prompt, original, usage, calling
+                )
         except TimeoutError:
             logger.warning(
                 "page deadline of {}s passed; giving up on this illustration",
@@ -703,7 +705,12 @@ class BookProcessor:
             ) from None
 
     async def _draw_unbounded(
-        self, request: EditRequest, softened_prompt: str, original: Image.Image, usage: Usage
+        self,
+        request: EditRequest,
+        softened_prompt: str,
+        original: Image.Image,
+        usage: Usage,
+        calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
     ) -> tuple[bytes, str]:
         """Softened prompt once after a safety block; redraw a blank, unchanged or wrong-shaped
         output up to ``OUTPUT_REDRAWS`` times, then fail with ``ai_bad_output``.
@@ -713,13 +720,15 @@ class BookProcessor:
         started = time.monotonic()
         for redraw in range(OUTPUT_REDRAWS + 1):
             try:
-                result = await self.ai.generate_image(request, usage)
+                async with calling():
+                    result = await self.ai.generate_image(request, usage)
             except ContentBlocked:
                 if request.prompt == softened_prompt:
                     raise
                 logger.info("safety block; retrying once with the softened prompt")
                 request = replace(request, prompt=softened_prompt)
-                result = await self.ai.generate_image(request, usage)
+                async with calling():
+                    result = await self.ai.generate_image(request, usage)
             try:
                 fitted = await asyncio.to_thread(
                     fit_output,
