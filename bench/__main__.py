@@ -31,6 +31,9 @@ QUICK = {
     "real_jitter": 0.2,
     "real_pages": 10,
     "real_timeout_s": 240,
+    # The ordering scenario's assumed likeness of a page drawn without the cover as reference
+    # (bench/likeness.py; with it: the fake's 8.5).
+    "ordering_unreferenced_likeness": 7.5,
     # The emulated Node original (bench/baseline.py): its 10 s poll scaled like the image
     # latency (12.5 s real -> image_s); a SIGKILL after this many images of kill_orders orders.
     "baseline_poll_s": 0.4,

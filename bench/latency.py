@@ -19,7 +19,13 @@ from typing import NamedTuple
 
 from aiohttp import web
 
-from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, rate_limited, succeed
+from testkit.fakes.gemini_server import (
+    Behaviour,
+    FakeGemini,
+    RecordedRequest,
+    rate_limited,
+    succeed,
+)
 
 
 def is_analysis(request: RecordedRequest) -> bool:
@@ -50,10 +56,12 @@ class LatencyModel:
     analyses: int = 0
     #: every call answered with success, in the order they ended
     timeline: list[Call] = field(default_factory=list)
+    #: what a successful call answers, after its latency (the fake's healthy model by default)
+    answer: Behaviour = field(default_factory=succeed)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        self._ok = succeed()
+        self._ok = self.answer
 
     @property
     def images_per_minute(self) -> float | None:

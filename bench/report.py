@@ -89,9 +89,10 @@ def _single(s: dict[str, Any]) -> list[str]:
         "### 1. Single order against its critical path",
         "",
         f"L_a = {s['analysis_s']} s, L_i = {s['image_s']} s, ±{int(s['jitter'] * 100)} % jitter, "
-        f"PAGE_CONCURRENCY = {s['page_concurrency']}, QA_MODE = judge (the default). Critical path "
-        "= L_a (analyses) + L_i (cover) + L_a (its judge) + ceil(N/P)·(L_i + L_a) (each page and "
-        "its judge call) + PDF build (measured in process). Wall = generated_at − started_at.",
+        f"PAGE_CONCURRENCY = {s['page_concurrency']}, QA_MODE = judge (the default), "
+        f"{_order_name(s.get('cover_first', True))}. Critical path = {_path_text(s)} + PDF "
+        "build (measured in process). A judge call holds no image slot, so only the last "
+        "illustration's judge adds to the path. Wall = generated_at − started_at.",
         "",
         *table(
             [
@@ -116,6 +117,79 @@ def _single(s: dict[str, Any]) -> list[str]:
                 "last AI reply → completed",
             ],
             split,
+        ),
+    ]
+
+
+def _order_name(cover_first: bool) -> str:
+    return (
+        "COVER_FIRST = true (cover, then pages)"
+        if cover_first
+        else ("COVER_FIRST = false (the cover drawn in the page pool)")
+    )
+
+
+def _path_text(s: dict[str, Any]) -> str:
+    if s.get("cover_first", True):
+        return (
+            "L_a (analyses, in parallel) + L_i (cover) + L_a (its judge) + ceil(N/P)·L_i (page "
+            "images) + L_a (the last page's judge)"
+        )
+    return "L_a (analyses, in parallel) + ceil((N+1)/P)·L_i (the cover and the page images) + L_a"
+
+
+def _drawn_text(cover_first: bool) -> str:
+    if cover_first:
+        return "the cover's image and judge calls, then the pages in a pool of P image slots"
+    return "the cover first in line of a pool of P image slots, the pages after it"
+
+
+def _ordering(s: dict[str, Any]) -> list[str]:
+    rows = []
+    for v in s["variants"]:
+        default = " (default)" if v["cover_first"] == s["default_cover_first"] else ""
+        rows.append(
+            [
+                ("true" if v["cover_first"] else "false") + default,
+                f"{v['completed']}/{v['runs']}",
+                mmm(v["wall_s"]),
+                f(v["modelled_ai_s"]),
+                mmm(v["drawn_ai_s"]),
+                f(v["ratio_modelled"]),
+                mmm(v["last_ai_call_to_completed_s"]),
+                f"{v['pages_without_reference']} of {v['judged_pages']}",
+                f"{f(v['likeness_mean'])} (min {f(v['likeness_min'], 1)})",
+            ]
+        )
+    return [
+        "### 1c. Cover first or pages first (COVER_FIRST), the QA judge on",
+        "",
+        f"{s['pages']}-page book, one order at a time, L_a = {s['analysis_s']} s, "
+        f"L_i = {s['image_s']} s, ±{int(s['jitter'] * 100)} % jitter, PAGE_CONCURRENCY = "
+        f"{s['page_concurrency']}. `true`: the cover and its judge before any page, every page "
+        "drawn with the cover as identity reference. `false`: the cover is first in line of the "
+        "page pool; a page whose image call starts before the cover passed its judge goes "
+        "without the reference (the first rounds' pages). *Likeness is not measured*: the fake "
+        "draws a tinted copy of the base whatever the references, and its judge would answer "
+        "8.5 always. The judge here (bench/likeness.py) scores by what the drawing was made "
+        f"with: {s['likeness_with_reference']:g} with the cover as reference (and for the "
+        f"cover), {s['likeness_without_reference']:g} without, an *assumption* of the bench; "
+        "what is measured is the wall time and how many pages went without the reference. "
+        "Critical paths as in section 1 (AI part, scaled).",
+        "",
+        *table(
+            [
+                "COVER_FIRST",
+                "runs",
+                "wall s",
+                "modelled AI path s",
+                "drawn AI path s",
+                "wall / modelled AI path",
+                "last AI reply → completed s",
+                "pages judged without the cover reference",
+                "likeness, assumed (mean, min)",
+            ],
+            rows,
         ),
     ]
 
@@ -437,12 +511,14 @@ def _real(s: dict[str, Any]) -> list[str]:
         f"L_a = {s['analysis_s']} s (analyses and every judge call), L_i = {s['image_s']} s, "
         f"±{round(s['jitter'] * 100)} % jitter (uniform), PAGE_CONCURRENCY = {s['page_concurrency']}, "
         "QA_MODE = judge (the default: one analysis call after every illustration, the cover "
-        "included). *Modelled* critical path = L_a (cover and child analyses, in parallel) + L_i "
-        "(cover) + L_a (its judge) + ceil(N/P)·(L_i + L_a) + PDF. *Drawn* critical path = the same "
-        "chain with the latencies the fake actually drew for this order: the longer analysis, the "
-        "cover image and its judge call, then the pages (image + judge each) in a pool of P slots "
-        "in page order; it is the shortest wall any client could reach with those replies, so "
-        "wall / drawn is the daemon's own overhead.",
+        f"included), {_order_name(s.get('cover_first', True))}. *Modelled* critical path = "
+        f"{_path_text(s)} + PDF, from the means. *Drawn* critical path = the same chain with the "
+        "latencies the fake actually drew for this order: the longer analysis, then "
+        f"{_drawn_text(s.get('cover_first', True))}; each illustration's image call holds one of "
+        "P slots, its judge call follows outside the slot, a redraw queues again after its judge, "
+        "slots go first come first served, pages in order. It is the shortest wall a client of "
+        "this ordering could reach with those replies, so wall / drawn is the daemon's own "
+        "overhead.",
         "",
         *table(
             [
@@ -591,6 +667,7 @@ SECTIONS = {
     "versus": _versus,
     "single": _single,
     "real": _real,
+    "ordering": _ordering,
     "pickup": _pickup,
     "saturation": _saturation,
     "memory": _memory,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import statistics
 import tempfile
@@ -15,8 +16,10 @@ from PIL import Image
 
 from bench import faults
 from bench.latency import Call, LatencyModel
+from bench.likeness import ReferenceLikeness
 from bench.versus import versus
 from bench.world import PHOTO, USER, Bench, RssSampler, big_jpeg, sized_replies, world
+from monitor.config import DEFAULT
 from processors.pdf import build_pdf
 
 MB = 1024 * 1024
@@ -70,6 +73,18 @@ def _busy_gaps(calls: list[Call]) -> float:
     return gaps
 
 
+def modelled_ai_path(la: float, li: float, pages: int, slots: int, cover_first: bool) -> float:
+    """The AI part of one book's critical path from the latency model's means, QA judge on.
+
+    The analyses (in parallel), then with ``cover_first`` the cover and its judge call before
+    ceil(N/P) rounds of page images; else the cover is the first of N + 1 images in the pool.
+    A judge call holds no image slot, so only the last illustration's judge adds to the path.
+    """
+    if cover_first:
+        return la + li + la + math.ceil(pages / slots) * li + la
+    return la + math.ceil((pages + 1) / slots) * li + la
+
+
 async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     la, li, p = cfg["analysis_s"], cfg["image_s"], cfg["page_concurrency"]
     out: dict[str, Any] = {
@@ -77,6 +92,7 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
         "image_s": li,
         "jitter": cfg["jitter"],
         "page_concurrency": p,
+        "cover_first": DEFAULT.cover_first,
         "books": [],
     }
     for pages in cfg["single_pages"]:
@@ -101,7 +117,7 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
             peak = await rss.stop()
         pdf = pdf_seconds(pages)
         # QA_MODE=judge (the default): a judge call (L_a) after the cover and after every page.
-        ai_path = la + li + la + math.ceil(pages / p) * (li + la)
+        ai_path = modelled_ai_path(la, li, pages, p, DEFAULT.cover_first)
         critical = ai_path + pdf
         s = stats(walls)
         out["books"].append(
@@ -125,37 +141,60 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pool_span(durations: list[float], slots: int) -> float:
-    """The span of tasks of ``durations`` started in order on ``slots`` slots, each slot taking
-    the next task as soon as it is free (the page pool of processors/book.py)."""
-    free = [0.0] * slots
-    for d in durations:
-        i = free.index(min(free))
-        free[i] += d
-    return max(free) if durations else 0.0
+def _pool_finish(illustrations: list[list[tuple[float, float]]], slots: int, ready: float) -> float:
+    """When the last of ``illustrations`` is judged, each a list of (image s, judge s) attempts,
+    on ``slots`` image slots from ``ready`` on: an attempt holds a slot for its image call only,
+    its judge follows outside the slot, a redraw is ready when that judge ends, and free slots go
+    to ready attempts first come first served, illustrations in order at the start (the page
+    pool of processors/page_pool.py with no client time at all)."""
+    free = [ready] * slots
+    waiting = [(ready, n, i, 0) for n, i in enumerate(range(len(illustrations)))]
+    heapq.heapify(waiting)
+    seq, last = len(waiting), ready
+    while waiting:
+        at, _, i, k = heapq.heappop(waiting)
+        start = max(heapq.heappop(free), at)
+        image_s, judge_s = illustrations[i][k]
+        heapq.heappush(free, start + image_s)
+        judged = start + image_s + judge_s
+        if k + 1 < len(illustrations[i]):
+            heapq.heappush(waiting, (judged, seq, i, k + 1))
+            seq += 1
+        else:
+            last = max(last, judged)
+    return last
 
 
-def drawn_critical_path(calls: list[Call], slots: int) -> dict[str, float]:
-    """The shortest possible AI path of one book with the latencies the fake actually drew.
+def drawn_critical_path(calls: list[Call], slots: int, cover_first: bool) -> dict[str, float]:
+    """The shortest AI path of one book with the latencies the fake actually drew.
 
-    The dependency chain of processors/book.py: the cover and child analyses (in parallel), the
-    cover image, its judge call, then every page (image, then its judge call) in a pool of
-    ``slots``. Image calls are told apart by the page number in their prompt; judge calls are
-    paired with illustrations in start order (a redraw adds its image and judge to its page).
-    Client work, waits and gaps count zero here: wall / this = the daemon's own overhead.
+    The dependency chain of processors/book.py: the cover and child analyses (in parallel),
+    then, with ``cover_first``, the cover's attempts (image, judge) and then the pages in the
+    pool of ``slots``; else the cover first in line of the same pool. Illustrations are told
+    apart by the page number in their prompt; a judge call is paired with its illustration by
+    the original it was sent first (the same bytes as the image call's base), and an
+    illustration's attempts with its judge calls in start order. Client work counts zero here:
+    wall / this = the daemon's own overhead.
     """
     analyses = [c for c in calls if c.kind == "analysis" and c.request.schema_kind != "judge"]
-    judges = sorted((c for c in calls if c.request.schema_kind == "judge"), key=lambda c: c.start)
-    images = sorted((c for c in calls if c.kind == "image"), key=lambda c: c.start)
-    judged = [j.end - j.start for j in judges] + [0.0] * max(0, len(images) - len(judges))
-    per_page: dict[int, float] = {}
-    for image, judge_s in zip(images, judged):
+    judges: dict[bytes, list[float]] = {}
+    for j in sorted((c for c in calls if c.request.schema_kind == "judge"), key=lambda c: c.start):
+        judges.setdefault(j.request.images[0], []).append(j.end - j.start)
+    attempts: dict[int, list[tuple[float, float]]] = {}
+    for image in sorted((c for c in calls if c.kind == "image"), key=lambda c: c.start):
         page = faults.child_and_page(image.request)[1]
-        per_page[page] = per_page.get(page, 0.0) + (image.end - image.start) + judge_s
+        own = judges.get(image.request.images[0], [])
+        attempts.setdefault(page, []).append((image.end - image.start, own.pop(0) if own else 0.0))
     first = max((c.end - c.start for c in analyses), default=0.0)
-    cover = per_page.pop(0, 0.0)
-    pages = _pool_span([per_page[n] for n in sorted(per_page)], slots)
-    return {"analysis_s": first, "cover_s": cover, "pages_s": pages, "ai_s": first + cover + pages}
+    cover = attempts.pop(0, [])
+    pages = [attempts[n] for n in sorted(attempts)]
+    if cover_first:
+        cover_s = sum(i + j for i, j in cover)
+        end = _pool_finish(pages, slots, first + cover_s)
+    else:
+        cover_s = 0.0
+        end = _pool_finish([cover, *pages] if cover else pages, slots, first)
+    return {"analysis_s": first, "cover_s": cover_s, "pages_s": end - first - cover_s, "ai_s": end}
 
 
 async def real_latency(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -172,16 +211,15 @@ async def real_latency(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
         peak = await rss.stop()
     calls = list(model.timeline)
     pdf = pdf_seconds(pages)
-    # The latency model's means: analyses, cover, cover judge, then ceil(N/P) rounds of a page and
-    # its judge call.
-    modelled = la + li + la + math.ceil(pages / p) * (li + la) + pdf
-    drawn = drawn_critical_path(calls, p)
+    modelled = modelled_ai_path(la, li, pages, p, DEFAULT.cover_first) + pdf
+    drawn = drawn_critical_path(calls, p, DEFAULT.cover_first)
     out: dict[str, Any] = {
         "pages": pages,
         "analysis_s": la,
         "image_s": li,
         "jitter": jitter,
         "page_concurrency": p,
+        "cover_first": DEFAULT.cover_first,
         "status": row["generation_status"],
         "ai_calls": ai_calls([row]),
         "judge_calls": sum(1 for c in calls if c.request.schema_kind == "judge"),
@@ -202,6 +240,63 @@ async def real_latency(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
             claim_to_first_ai_call_s=first - float(row["started"]),
             idle_gaps_between_ai_calls_s=_busy_gaps(calls),
             last_ai_call_to_completed_s=float(row["generated"]) - last,
+        )
+    return out
+
+
+async def ordering(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Cover first against pages first (COVER_FIRST), scaled latencies, the QA judge on: wall,
+    critical paths, and how many pages were drawn without the cover as reference, with the
+    likeness a reference-aware judge gives them (bench/likeness.py: its scores are assumptions).
+    """
+    la, li, p, pages = cfg["analysis_s"], cfg["image_s"], cfg["page_concurrency"], 10
+    unreferenced = cfg["ordering_unreferenced_likeness"]
+    out: dict[str, Any] = {
+        "analysis_s": la,
+        "image_s": li,
+        "jitter": cfg["jitter"],
+        "page_concurrency": p,
+        "pages": pages,
+        "default_cover_first": DEFAULT.cover_first,
+        "variants": [],
+    }
+    for cover_first in (True, False):
+        judge = ReferenceLikeness(without_reference=unreferenced)
+        out["likeness_with_reference"] = judge.with_reference
+        out["likeness_without_reference"] = judge.without_reference
+        model = LatencyModel(analysis_s=la, image_s=li, jitter=cfg["jitter"], answer=judge)
+        walls, drawn, tails = [], [], []
+        async with world(bench, model, (pages,)) as w:
+            w.start_daemon(PAGE_CONCURRENCY=p, COVER_FIRST=str(cover_first).lower())
+            for i in range(cfg["single_repeats"]):
+                mark = len(model.timeline)
+                item = await w.order(pages, f"Order{i}")
+                (row,) = await w.wait_done([item], timeout=120)
+                if row["generation_status"] == "completed":
+                    calls = model.timeline[mark:]
+                    walls.append(float(row["generated"] - row["started"]))
+                    drawn.append(drawn_critical_path(calls, p, cover_first)["ai_s"])
+                    tails.append(float(row["generated"]) - max(c.end for c in calls))
+        page_scores = [s for s in judge.scores if s.page > 0]
+        wall = stats(walls)
+        modelled = modelled_ai_path(la, li, pages, p, cover_first)
+        out["variants"].append(
+            {
+                "cover_first": cover_first,
+                "runs": cfg["single_repeats"],
+                "completed": len(walls),
+                "wall_s": wall,
+                "modelled_ai_s": modelled,
+                "drawn_ai_s": stats(drawn),
+                "ratio_modelled": wall["median"] / modelled if wall["median"] else None,
+                "last_ai_call_to_completed_s": stats(tails),
+                "judged_pages": len(page_scores),
+                "pages_without_reference": sum(1 for s in page_scores if not s.with_reference),
+                "likeness_mean": statistics.fmean(s.likeness for s in page_scores)
+                if page_scores
+                else None,
+                "likeness_min": min((s.likeness for s in page_scores), default=None),
+            }
         )
     return out
 
@@ -485,6 +580,7 @@ SCENARIOS = {
     "versus": versus,
     "single": single_order,
     "real": real_latency,
+    "ordering": ordering,
     "pickup": pickup,
     "saturation": saturation,
     "memory": memory,

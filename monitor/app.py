@@ -184,6 +184,7 @@ async def create_processor(
         prompts=prompts,
         work_dir=settings.cache_dir / "work",
         page_concurrency=settings.page_concurrency,
+        cover_first=settings.cover_first,
         page_deadline_seconds=settings.page_deadline_seconds,
         aspect_tolerance=settings.output_aspect_tolerance,
         ready_problem=problem,

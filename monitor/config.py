@@ -102,6 +102,9 @@ class Settings:
     #: smallest size whose pixels reach the book's print profile, else the model's largest.
     image_size: str | None = "auto"
     page_concurrency: int = 4
+    #: True: the cover (and its judge) before any page, every page with it as reference; False:
+    #: pages start with the cover and the first ones go without it (processors/book.py).
+    cover_first: bool = True
     ai_max_concurrency: int = 8
     ai_requests_per_minute: float | None = None
     #: The quota window AI_REQUESTS_PER_MINUTE's token bucket is sized to (a minute at Gemini;
@@ -425,6 +428,7 @@ class _Parser:
             ),
             image_size=_image_size(self.choice("IMAGE_SIZE", ("auto", "1k", "2k", "4k"), "auto")),
             page_concurrency=self.positive_int("PAGE_CONCURRENCY", DEFAULT.page_concurrency),
+            cover_first=self.boolean("COVER_FIRST", DEFAULT.cover_first),
             ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", DEFAULT.ai_max_concurrency),
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0)
             if rpm

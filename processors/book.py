@@ -15,11 +15,13 @@ exposes it (``JobContext.usage_of``) so the daemon persists it with a failure or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 
@@ -58,6 +60,7 @@ from processors.layout import (
 )
 from processors.links import sign_results
 from processors.ownership import require_user_upload
+from processors.page_pool import DrawSlot, PagePool
 from processors.pdf import SCREEN_MAX_SIDE, build_pdf
 from processors.ports import (
     AssetCache,
@@ -66,7 +69,12 @@ from processors.ports import (
     ObjectNotFound,
     PipelineMetrics,
 )
-from processors.print_pdf import PrintProfile, build_print_files
+from processors.print_pdf import (
+    PrintImage,
+    PrintProfile,
+    assemble_print_files,
+    prepare_print_image,
+)
 from processors.prompts import PromptBook
 from processors.qa import Checked, QualityGate
 from processors.story import page_texts
@@ -105,6 +113,70 @@ class Inputs:
     child: ChildAnalysis
 
 
+@dataclass
+class _Reference:
+    """The generated cover as the pages' identity reference: None until it passed its checks and
+    is saved (with ``cover_first=False`` the first pages are drawn before that, without it)."""
+
+    part: ImagePart | None = None
+
+
+class _Original:
+    """A catalog image decoded, for the output checks of its image calls (``fit_output``).
+
+    With a ``load``, it is held only while a drawing may need it: dropped after the checks of
+    each reply, so a page being judged holds bytes only, and decoded again for a redraw."""
+
+    def __init__(
+        self, image: Image.Image, load: Callable[[], Awaitable[Image.Image]] | None = None
+    ) -> None:
+        self._image: Image.Image | None = image
+        self._load = load
+
+    async def image(self) -> Image.Image:
+        if self._image is None:
+            assert self._load is not None  # only a reloadable image is dropped
+            self._image = await self._load()
+        return self._image
+
+    def drop(self) -> None:
+        if self._load is not None:
+            self._image = None
+
+
+@dataclass
+class _PrintImages:
+    """Each illustration's print picture (processors/print_pdf.py), prepared in a thread as soon
+    as it is saved, beside the drawing of the others, so the end of the book only assembles the
+    print PDFs. One at a time: an upscale holds a print-size picture in memory while it runs."""
+
+    profile: PrintProfile
+    work: Path
+    _ready: dict[int, PrintImage] = field(default_factory=dict)
+    _tasks: list[asyncio.Future[None]] = field(default_factory=list)
+    _turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def add(self, number: int, source: Path) -> None:
+        self._tasks.append(asyncio.ensure_future(self._prepare(number, source)))
+
+    async def _prepare(self, number: int, source: Path) -> None:
+        out = self.work / f"print-{number:03d}.jpg"
+        async with self._turn:
+            self._ready[number] = await asyncio.to_thread(
+                prepare_print_image, source, out, self.profile
+            )
+
+    async def ready(self) -> dict[int, PrintImage]:
+        await asyncio.gather(*self._tasks)
+        return self._ready
+
+    async def cancel(self) -> None:
+        """Stop what has not started (the item failed): nothing is left running."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class BookProcessor:
     def __init__(
         self,
@@ -124,6 +196,7 @@ class BookProcessor:
         quality: QualityGate | None = None,
         print_bleed_in: float = 0.125,
         print_ppi: int = 300,
+        cover_first: bool = True,
     ) -> None:
         self.ai = ai
         self.storage = storage
@@ -141,6 +214,10 @@ class BookProcessor:
         self.quality = quality or QualityGate(ai, prompts, mode="off")
         self.print_bleed_in = print_bleed_in
         self.print_ppi = print_ppi
+        #: True: the cover is drawn (and judged) before any page, and every page gets it as
+        #: identity reference. False: pages start with the cover, and those whose image call
+        #: starts before the cover passed its checks go without the reference (COVER_FIRST).
+        self.cover_first = cover_first
 
     async def __call__(self, job: JobContext) -> BookResult:
         started_at = time.monotonic()
@@ -172,20 +249,47 @@ class BookProcessor:
         )
         inputs = Inputs(book, profile, photo, cover_analysis, child_analysis)
 
+        print_profile = self.print_profile(book)
         # A directory of this attempt's own: after a lease takeover the old owner's cleanup must
         # not delete the new owner's files, even with a CACHE_DIR shared between processes.
         self.work_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{job.item_id}-", dir=self.work_dir))
+        prints = _PrintImages(print_profile, work)
         try:
             await job.report(
                 10, "Drawing the cover", code=StepCode.DRAWING_COVER, usage=usage.as_dict()
             )
             cover_file = work / "cover.jpg"
-            await self._cover(job, inputs, cover_original, cover_part, done, cover_file, usage)
-            identity = await asyncio.to_thread(_part_of, cover_file)
+            reference = _Reference()
+
+            # Taken out when the cover is drawn, so the decoded original is freed after it.
+            cover_source = [cover_original]
             del cover_original
 
-            page_files = await self._pages(job, inputs, pages, identity, done, work, usage)
+            async def as_reference(jpeg: bytes) -> None:
+                reference.part = await asyncio.to_thread(_part_of, jpeg)
+
+            async def cover(slot: DrawSlot | None) -> None:
+                original = cover_source.pop()
+                # Drawn beside the pages, the cover is their reference from the moment it is
+                # drawn, before its judge (docs/architecture.md, "Cover and pages"); drawn first,
+                # it is theirs once it passed.
+                drawn = as_reference if slot else None
+                await self._cover(
+                    job, inputs, original, cover_part, done, cover_file, usage, slot, drawn
+                )
+                reference.part = await asyncio.to_thread(_part_of, cover_file)
+                prints.add(0, cover_file)
+
+            if self.cover_first or 0 in done:
+                await cover(None)
+                page_files = await self._pages(
+                    job, inputs, pages, reference, done, work, usage, prints
+                )
+            else:
+                page_files = await self._pages(
+                    job, inputs, pages, reference, done, work, usage, prints, cover=cover
+                )
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
             pdf_file = await asyncio.to_thread(
@@ -208,8 +312,10 @@ class BookProcessor:
             )
             await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
             links = await sign_results(self.storage, pdf_path, cover_path)
-            await self._print_files(job, book, cover_file, page_files, texts, work)
+            numbers = [int(p["page_number"]) for p in pages]
+            await self._print_files(job, book, prints, numbers, texts)
         finally:
+            await prints.cancel()
             shutil.rmtree(work, ignore_errors=True)
         logger.info(
             "book finished",
@@ -233,21 +339,20 @@ class BookProcessor:
         self,
         job: JobContext,
         book: Row,
-        cover: Path,
-        pages: list[Path],
+        prints: _PrintImages,
+        numbers: list[int],
         texts: list[PlacedText | None],
-        work: Path,
     ) -> None:
         """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
         the row before completion."""
-        profile = self.print_profile(book)
+        ready = await prints.ready()
         files = await asyncio.to_thread(
-            build_print_files,
-            cover,
-            pages,
+            assemble_print_files,
+            ready[0],
+            [ready[n] for n in numbers],
             texts,
-            work,
-            profile,
+            prints.work,
+            prints.profile,
             title=str(book.get("title") or "Your book"),
         )
         interior_path, cover_path = generated_print_paths(job.item_id)
@@ -255,7 +360,9 @@ class BookProcessor:
         await self.storage.upload_file(cover_path, files.cover, "application/pdf")
         links = await sign_results(self.storage, interior_path, cover_path)
         if files.upscaled:
-            logger.info("print images upscaled", source_ppi=files.source_ppi, ppi=profile.ppi)
+            logger.info(
+                "print images upscaled", source_ppi=files.source_ppi, ppi=prints.profile.ppi
+            )
         await job.record_print_files(
             interior_path=interior_path,
             interior_url=links.pdf_url,
@@ -300,6 +407,13 @@ class BookProcessor:
         data = await self.assets.get(book_id, path)
         return await asyncio.to_thread(load_page_image, data)
 
+    async def _model_input(
+        self, book_id: str, raw_path: str | None, what: str
+    ) -> tuple[Image.Image, ImagePart]:
+        """A catalog page decoded, and as the model is sent it."""
+        original = await self._catalog_image(book_id, raw_path, what)
+        return original, await model_part(original)
+
     async def _check_pages(self, book_id: str, pages: list[Row]) -> None:
         """Fetch (into the disk cache) and decode every page still to draw, one at a time, so
         memory does not grow with the book's length."""
@@ -317,15 +431,26 @@ class BookProcessor:
         done: dict[int, str],
         out: Path,
         usage: Usage,
+        slot: DrawSlot | None,
+        drawn: Callable[[bytes], Awaitable[None]] | None,
     ) -> None:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
             return
-        checked = await self.draw_cover(inputs, original, original_part, usage)
+        checked = await self.draw_cover(
+            inputs, original, original_part, usage, slot=slot, drawn=drawn
+        )
         await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
 
     async def draw_cover(
-        self, inputs: Inputs, original: Image.Image, original_part: ImagePart, usage: Usage
+        self,
+        inputs: Inputs,
+        original: Image.Image,
+        original_part: ImagePart,
+        usage: Usage,
+        *,
+        slot: DrawSlot | None = None,
+        drawn: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Checked:
         """The personalized cover, checked and judged, not yet stored: the book's first
         illustration, and all of a cover made without an order (processors/cover_service.py)."""
@@ -344,19 +469,25 @@ class BookProcessor:
             inputs.cover, inputs.child, inputs.book, inputs.profile, softened=True
         )
         with logger.contextualize(page=0):
-            return await self._checked(request, softened, original, None, usage)
+            return await self._checked(
+                request, softened, _Original(original), None, usage, slot, drawn
+            )
 
     async def _pages(
         self,
         job: JobContext,
         inputs: Inputs,
         pages: list[Row],
-        identity: ImagePart,
+        reference: _Reference,
         done: dict[int, str],
         work: Path,
         usage: Usage,
+        prints: _PrintImages,
+        cover: Callable[[DrawSlot], Awaitable[None]] | None = None,
     ) -> list[Path]:
-        slots = asyncio.Semaphore(self.page_concurrency)
+        """Every page through the page pool (processors/page_pool.py); ``cover``, when given,
+        is drawn in the same pool, first in line."""
+        pool = PagePool(self.page_concurrency, job.raise_if_lost)
         # Reports go out one at a time, in the order pages finish: concurrent writes could land
         # out of order and the row would step back from "page 3 of 8" to "page 2 of 8".
         reporting = asyncio.Lock()
@@ -367,33 +498,45 @@ class BookProcessor:
             nonlocal finished
             number = int(page["page_number"])
             out = work / f"page-{number:03d}.jpg"
-            async with slots:
+            async with pool.in_progress:
                 if failed.is_set():
                     return out  # another page failed for good: start nothing new
                 if number in done:
                     await _download_to(self.storage, done[number], out)
-                    return out
-                # A sibling's refused write (refund, lost lease) ends the item: no new paid call.
-                job.raise_if_lost()
-                await self._page(job, inputs, page, identity, out, usage)
-                async with reporting:
-                    finished += 1
-                    await job.report(
-                        15 + int(75 * finished / len(pages)),
-                        f"Drawing page {finished} of {len(pages)}",
-                        code=StepCode.DRAWING_PAGE,
-                        usage=usage.as_dict(),
-                    )
+                else:
+                    # A sibling's refused write (refund, lost lease) ends the item: no new paid
+                    # call.
+                    job.raise_if_lost()
+                    if not await self._page(job, inputs, page, pool, reference, failed, out, usage):
+                        return out
+                    async with reporting:
+                        finished += 1
+                        await job.report(
+                            15 + int(75 * finished / len(pages)),
+                            f"Drawing page {finished} of {len(pages)}",
+                            code=StepCode.DRAWING_PAGE,
+                            usage=usage.as_dict(),
+                        )
+            prints.add(number, out)
             return out
 
-        async def guarded(page: Row) -> Path:
+        async def first(draw_cover: Callable[[DrawSlot], Awaitable[None]]) -> None:
+            async with pool.in_progress:
+                slot = pool.slot()
+                try:
+                    await draw_cover(slot)
+                finally:
+                    slot.release()
+
+        async def guarded(work: Awaitable[Path | None]) -> Path | None:
             try:
-                return await one(page)
+                return await work
             except BaseException:
                 failed.set()
                 raise
 
-        tasks = [asyncio.ensure_future(guarded(page)) for page in pages]
+        tasks = [asyncio.ensure_future(guarded(first(cover)))] if cover else []
+        tasks += [asyncio.ensure_future(guarded(one(page))) for page in pages]
         try:
             # Calls in flight when a page fails are paid: let them finish (each within its
             # page deadline) and checkpoint, so the next attempt does not pay for them again.
@@ -413,63 +556,123 @@ class BookProcessor:
         job: JobContext,
         inputs: Inputs,
         page: Row,
-        identity: ImagePart,
+        pool: PagePool,
+        reference: _Reference,
+        failed: asyncio.Event,
         out: Path,
         usage: Usage,
-    ) -> None:
+    ) -> bool:
+        """One page drawn, judged and saved; False when a sibling failed for good before its
+        first image call could start (nothing paid, nothing saved)."""
         number = int(page["page_number"])
-        original = await self._catalog_image(
-            inputs.book["id"], page.get("image_path"), f"page {number}"
-        )
         path = generated_page_path(job.item_id, number)
+        what = f"page {number}"
         if not page.get("has_character", True):
+            drawing = await self._catalog_image(inputs.book["id"], page.get("image_path"), what)
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
             await self._save(
                 job,
                 number,
                 path,
-                Checked(await asyncio.to_thread(to_jpeg, original), "", None),
+                Checked(await asyncio.to_thread(to_jpeg, drawing), "", None),
                 out,
                 usage,
             )
             self.metrics.page_generated("original")
-            return
-        base = ImagePart(await asyncio.to_thread(image_part_bytes, original, AI_INPUT_MAX_SIDE))
-        request = EditRequest(
-            prompt=self.prompts.page_prompt(
-                inputs.cover, inputs.child, inputs.book, page, inputs.profile
-            ),
-            base=base,
-            child_photo=inputs.photo,
-            identity_reference=identity,
-            child_name=inputs.profile.name,
-            aspect_ratio=_ratio(original),
-            character_box=_box(page.get("character_box")),
-            print_pixels=self.print_profile(inputs.book).pixels,
-        )
-        softened = self.prompts.page_prompt(
-            inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
+            return True
+        # The original is decoded while the page waits for a slot (at most P + 1 pages hold one
+        # before their first call ends); the wait itself comes first, so pages queue for slots
+        # in page order.
+        slot = await pool.page_slot()
+        loading = asyncio.ensure_future(
+            self._model_input(inputs.book["id"], page.get("image_path"), what)
         )
         try:
-            with logger.contextualize(page=number):
-                checked = await self._checked(request, softened, original, identity, usage)
-        except OrderError as exc:
-            self.metrics.page_generated(exc.code)
+            await slot.take()
+            # A page that has its slot is started, as it always was; one still waiting when a
+            # sibling fails for good starts nothing.
+            started = not failed.is_set()
+            decoded, base = await loading
+        except BaseException:
+            loading.cancel()
+            slot.release()
             raise
-        await self._save(job, number, path, checked, out, usage)
+        del loading
+        original = _Original(
+            decoded, lambda: self._catalog_image(inputs.book["id"], page.get("image_path"), what)
+        )
+        ratio = _ratio(decoded)
+        del decoded
+        try:
+            if not started:
+                return False
+            # The reference is what exists when the first call starts; redraws keep it, so the
+            # judge compares every drawing with the same cover.
+            identity = reference.part
+            request = EditRequest(
+                prompt=self.prompts.page_prompt(
+                    inputs.cover, inputs.child, inputs.book, page, inputs.profile
+                ),
+                base=base,
+                child_photo=inputs.photo,
+                identity_reference=identity,
+                child_name=inputs.profile.name,
+                aspect_ratio=ratio,
+                character_box=_box(page.get("character_box")),
+                print_pixels=self.print_profile(inputs.book).pixels,
+            )
+            softened = self.prompts.page_prompt(
+                inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
+            )
+            try:
+                with logger.contextualize(page=number):
+                    checked = await self._checked(
+                        request, softened, original, identity, usage, slot
+                    )
+            except OrderError as exc:
+                self.metrics.page_generated(exc.code)
+                raise
+            await self._save(job, number, path, checked, out, usage)
+        finally:
+            slot.release()
+            original.drop()
         self.metrics.page_generated("ok")
+        return True
 
     async def _checked(
         self,
         request: EditRequest,
         softened: str,
-        original: Image.Image,
+        original: _Original,
         identity: ImagePart | None,
         usage: Usage,
+        slot: DrawSlot | None,
+        drawn: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Checked:
-        """One illustration through the quality gate (processors/qa.py)."""
+        """One illustration through the quality gate (processors/qa.py); each image call holds
+        ``slot`` (when given), the judge calls do not. ``drawn`` sees every drawing that passed
+        the output checks, before it is judged."""
+
+        # Without a judge the drawing is saved next: the page keeps its slot until then.
+        keep = self.quality.mode == "off"
+
+        def calling() -> contextlib.AbstractAsyncContextManager[None]:
+            return slot.drawing(keep=keep) if slot else contextlib.nullcontext()
+
+        async def draw(prompt: str, soft: str) -> tuple[bytes, str]:
+            try:
+                image = await original.image()
+                result = await self._draw(
+                    replace(request, prompt=prompt), soft, image, usage, calling
+                )
+            finally:
+                original.drop()
+            if drawn:
+                await drawn(result[0])
+            return result
+
         return await self.quality.draw(
-            lambda prompt, soft: self._draw(replace(request, prompt=prompt), soft, original, usage),
+            draw,
             request.prompt,
             softened,
             original=request.base,
@@ -480,12 +683,20 @@ class BookProcessor:
         )
 
     async def _draw(
-        self, request: EditRequest, softened_prompt: str, original: Image.Image, usage: Usage
+        self,
+        request: EditRequest,
+        softened_prompt: str,
+        original: Image.Image,
+        usage: Usage,
+        calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
     ) -> tuple[bytes, str]:
-        """One illustration within the page deadline (module docstring)."""
+        """One illustration within the page deadline (module docstring); each image call
+        within ``calling()`` (the page's image slot), the checks of its output outside."""
         try:
             async with asyncio.timeout(self.page_deadline_seconds):
-                return await self._draw_unbounded(request, softened_prompt, original, usage)
+                return await self._draw_unbounded(
+                    request, softened_prompt, original, usage, calling
+                )
         except TimeoutError:
             logger.warning(
                 "page deadline of {}s passed; giving up on this illustration",
@@ -498,7 +709,12 @@ class BookProcessor:
             ) from None
 
     async def _draw_unbounded(
-        self, request: EditRequest, softened_prompt: str, original: Image.Image, usage: Usage
+        self,
+        request: EditRequest,
+        softened_prompt: str,
+        original: Image.Image,
+        usage: Usage,
+        calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
     ) -> tuple[bytes, str]:
         """Softened prompt once after a safety block; redraw a blank, unchanged or wrong-shaped
         output up to ``OUTPUT_REDRAWS`` times, then fail with ``ai_bad_output``.
@@ -508,13 +724,15 @@ class BookProcessor:
         started = time.monotonic()
         for redraw in range(OUTPUT_REDRAWS + 1):
             try:
-                result = await self.ai.generate_image(request, usage)
+                async with calling():
+                    result = await self.ai.generate_image(request, usage)
             except ContentBlocked:
                 if request.prompt == softened_prompt:
                     raise
                 logger.info("safety block; retrying once with the softened prompt")
                 request = replace(request, prompt=softened_prompt)
-                result = await self.ai.generate_image(request, usage)
+                async with calling():
+                    result = await self.ai.generate_image(request, usage)
             try:
                 fitted = await asyncio.to_thread(
                     fit_output,

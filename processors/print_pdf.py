@@ -7,6 +7,10 @@ the picture fills the MediaBox as in the screen PDF. A picture with fewer pixels
 PPI needs is upscaled with LANCZOS (the model gave no more), and the result says so, for the row.
 The screen PDF (``processors.pdf``) is left as small as it was.
 
+Each picture is prepared on its own (``prepare_print_image``, blocking: the pipeline runs it in a
+thread as soon as the page is saved, while other pages are still being drawn), so the end of a book
+only assembles the two PDFs (``assemble_print_files``).
+
 The cover file is the front cover alone, at the book's trim + bleed: a wrap cover with spine and
 back needs the page count and paper of a specific printer, which the catalog does not hold.
 """
@@ -60,18 +64,29 @@ def _effective_ppi(size: tuple[int, int], media_in: tuple[float, float]) -> floa
     return min(size[0] / media_in[0], size[1] / media_in[1])
 
 
-def _print_image(source: Path, out: Path, profile: PrintProfile) -> tuple[Path, float, bool]:
-    """``source`` itself when it has the pixels, else a LANCZOS upscale of it at ``out``."""
+@dataclass(frozen=True)
+class PrintImage:
+    """One picture ready for the print PDFs."""
+
+    path: Path
+    #: Its effective PPI as the model gave it.
+    source_ppi: float
+    upscaled: bool
+
+
+def prepare_print_image(source: Path, out: Path, profile: PrintProfile) -> PrintImage:
+    """``source`` itself when it has the pixels, else a LANCZOS upscale of it at ``out``.
+    Blocking."""
     with Image.open(source) as image:
         ppi = _effective_ppi(image.size, profile.media_in)
         if ppi >= profile.ppi:
-            return source, ppi, False
+            return PrintImage(source, ppi, False)
         factor = profile.ppi / ppi
         size = (math.ceil(image.width * factor), math.ceil(image.height * factor))
         image.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(
             out, "JPEG", quality=_JPEG_QUALITY, dpi=(profile.ppi, profile.ppi)
         )
-    return out, ppi, True
+    return PrintImage(out, ppi, True)
 
 
 def _set_boxes(path: Path, profile: PrintProfile) -> None:
@@ -99,24 +114,26 @@ def _one_pdf(
     return out
 
 
-def build_print_files(
-    cover: Path,
-    pages: list[Path],
+def assemble_print_files(
+    cover: PrintImage,
+    pages: list[PrintImage],
     texts: list[PlacedText | None],
     work: Path,
     profile: PrintProfile,
     *,
     title: str,
 ) -> PrintFiles:
-    """The interior (pages, with their text layer) and the cover PDF in ``work``. Blocking.
+    """The interior (pages, with their text layer) and the cover PDF in ``work``, from pictures
+    ``prepare_print_image`` made for the same ``profile``. Blocking.
 
     ``texts`` has one entry per page of ``pages``.
     """
-    prepared, lowest, upscaled = [], math.inf, False
-    for n, source in enumerate([cover, *pages]):
-        path, ppi, scaled = _print_image(source, work / f"print-{n:03d}.jpg", profile)
-        prepared.append(path)
-        lowest, upscaled = min(lowest, ppi), upscaled or scaled
-    interior = _one_pdf(prepared[1:], work / "print-interior.pdf", profile, title, texts)
-    cover_pdf = _one_pdf(prepared[:1], work / "print-cover.pdf", profile, title, [None])
-    return PrintFiles(interior, cover_pdf, upscaled, round(lowest, 1))
+    interior = _one_pdf([p.path for p in pages], work / "print-interior.pdf", profile, title, texts)
+    cover_pdf = _one_pdf([cover.path], work / "print-cover.pdf", profile, title, [None])
+    every = [cover, *pages]
+    return PrintFiles(
+        interior,
+        cover_pdf,
+        any(p.upscaled for p in every),
+        round(min(p.source_ppi for p in every), 1),
+    )
