@@ -31,9 +31,7 @@ QUICK = {
     "real_jitter": 0.2,
     "real_pages": 10,
     "real_timeout_s": 240,
-    # The emulated Node original (bench/baseline.py): its 10 s poll scaled like the image
-    # latency (12.5 s real -> image_s); a SIGKILL after this many images of kill_orders orders.
-    "baseline_poll_s": 0.4,
+    # versus (bench/versus.py): a SIGKILL after this many images of kill_orders orders.
     # Server image limits for the versus run, images per real minute (scaled with the
     # latencies there). Gemini publishes no fixed table any more, a project's live limits are
     # in AI Studio (https://ai.google.dev/gemini-api/docs/rate-limits, read 2026-12-02);
@@ -42,7 +40,9 @@ QUICK = {
     # above what either system's 5 orders can use at these latencies; "tight" = 10, the
     # per-minute value of a 429 quoted for gemini-3.1-flash-image-preview on a new project.
     "versus_limits": {"paid_tier": 100, "tight": 10},
-    "versus_orders": 10,
+    # Real time / versus time (bench/versus.py ``scaled``): images 12.5 s -> 2.5 s.
+    "versus_scale": 5.0,
+    "versus_orders": 6,
     "kill_orders": 5,
     "kill_after_images": 20,
     "poll_interval_s": 2.0,
@@ -70,7 +70,7 @@ FULL = {
     **QUICK,
     "image_s": 1.0,
     "analysis_s": 0.5,
-    "baseline_poll_s": 0.8,
+    "versus_scale": 2.5,
     "single_repeats": 5,
     "pickup_items": 40,
     "pickup_poll_items": 25,
