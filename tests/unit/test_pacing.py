@@ -19,7 +19,6 @@ from processors.ai.base import Analysis, EditRequest, GeneratedImage, ImagePart,
 from processors.ai.limits import RETURN_MARGIN, LimitedAI
 from processors.analysis_models import ChildAnalysis
 
-
 #: A spent token comes back this many windows after its start (a small margin late).
 LATE = 1 + RETURN_MARGIN
 
