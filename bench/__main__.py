@@ -34,9 +34,18 @@ QUICK = {
     # The ordering scenario's assumed likeness of a page drawn without the cover as reference
     # (bench/likeness.py; with it: the fake's 8.5).
     "ordering_unreferenced_likeness": 7.5,
-    # The emulated Node original (bench/baseline.py): its 10 s poll scaled like the image
-    # latency (12.5 s real -> image_s); a SIGKILL after this many images of kill_orders orders.
-    "baseline_poll_s": 0.4,
+    # versus (bench/versus.py): a SIGKILL after this many images of kill_orders orders.
+    # Server image limits for the versus run, images per real minute (scaled with the
+    # latencies there). Gemini publishes no fixed table any more, a project's live limits are
+    # in AI Studio (https://ai.google.dev/gemini-api/docs/rate-limits, read 2026-12-02);
+    # "paid_tier" = 100, the low end of the Tier 1 image figures reported for Nano Banana
+    # models (100+ images/min, 300 RPM; third-party, 2025-12/2026-02, see bench/README.md),
+    # above what either system's 5 orders can use at these latencies; "tight" = 10, the
+    # per-minute value of a 429 quoted for gemini-3.1-flash-image-preview on a new project.
+    "versus_limits": {"paid_tier": 100, "tight": 10},
+    # Real time / versus time (bench/versus.py ``scaled``): images 12.5 s -> 2.5 s.
+    "versus_scale": 5.0,
+    "versus_orders": 6,
     "kill_orders": 5,
     "kill_after_images": 20,
     "poll_interval_s": 2.0,
@@ -45,7 +54,7 @@ QUICK = {
     "pickup_spacing_s": [0.1, 1.0],
     "limit_images": 20,
     "window_s": 5.0,
-    "saturation_orders": 6,
+    "saturation_orders": 20,
     "repeats": 1,
     "timeout_s": 150,
     # [in-flight orders, pages, reply px]
@@ -64,7 +73,7 @@ FULL = {
     **QUICK,
     "image_s": 1.0,
     "analysis_s": 0.5,
-    "baseline_poll_s": 0.8,
+    "versus_scale": 2.5,
     "single_repeats": 5,
     "pickup_items": 40,
     "pickup_poll_items": 25,

@@ -2,11 +2,20 @@
 
 Both run as processes against the same fake Gemini, latency model and server-side image limit,
 on fresh databases, and are measured the same way: a single 10-page order alone (wall =
-generated_at − started_at), a saturation run of ``saturation_orders`` 8-page orders placed at
-once (books/min, AI calls per book at the fake, peak RSS), and a SIGKILL in the middle of
+generated_at − started_at), saturation runs of ``versus_orders`` 8-page orders placed at once
+(books/min, AI calls per book at the fake, peak RSS), and a SIGKILL in the middle of
 ``kill_orders`` orders followed by a restart (what it costs: image calls paid twice, orders left
-stuck). The daemon runs with client pacing at the limit (its recommended setting), once as
-shipped (the QA judge on) and once with ``QA_MODE=off``.
+stuck). The daemon runs as shipped with its defaults, told its quota (AI_REQUESTS_PER_MINUTE and
+AI_RATE_WINDOW_SECONDS = the server's image limit and window, as an operator sets them), once
+with the QA judge (the default) and once with ``QA_MODE=off``.
+
+Everything is real time divided by one factor, ``versus_scale`` (5 in quick mode, see
+``scaled``): the image latency, the analysis latency (3 s real, so the judge's cost against an
+image is the real one), Gemini's one-minute quota window, the original's 10 s poll and the
+backoffs. Two server limits, in images per real minute (``versus_limits``): a
+paid-tier one, above what either system's structure can use (both are then bound by their own
+concurrency, and the comparison measures the algorithms), and a tight one, far below (both are
+bound by the quota, and the comparison measures what each does with 429s).
 """
 
 from __future__ import annotations
@@ -40,8 +49,8 @@ class Proc(Protocol):
 class BaselineProcess:
     """``python -m bench.baseline`` with the world's daemon environment."""
 
-    def __init__(self, w: World, poll_s: float) -> None:
-        env = {**os.environ, **w.env(BASELINE_POLL_SECONDS=poll_s)}
+    def __init__(self, w: World, poll_s: float, extra: dict[str, Any]) -> None:
+        env = {**os.environ, **w.env(BASELINE_POLL_SECONDS=poll_s, **extra)}
         self._log = open(w.home / f"baseline-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.baseline"],
@@ -67,22 +76,23 @@ SYSTEMS = ("daemon", "daemon_qa_off", "baseline")
 
 
 class System:
-    """How to start, kill and restart one of the two systems in a world."""
+    """How to start, kill and restart one of the systems in a world at one server limit."""
 
-    def __init__(self, name: str, cfg: dict[str, Any]) -> None:
+    def __init__(self, name: str, v: dict[str, Any], limit: dict[str, float]) -> None:
         self.name = name
-        self.cfg = cfg
+        self.v = v
+        self.limit = limit
         self.procs: list[Any] = []
 
     def start(self, w: World) -> Proc:
         if self.name == "baseline":
-            proc: Any = BaselineProcess(w, self.cfg["baseline_poll_s"])
+            proc: Any = BaselineProcess(w, self.v["poll_s"], self.v["env"])
         else:
-            per_minute = self.cfg["limit_images"] * 60 / self.cfg["window_s"]
             extra = {"QA_MODE": "off"} if self.name == "daemon_qa_off" else {}
             proc = w.start_daemon(
-                AI_REQUESTS_PER_MINUTE=per_minute,
-                AI_RATE_WINDOW_SECONDS=self.cfg["window_s"],
+                AI_REQUESTS_PER_MINUTE=self.limit["images"] * 60 / self.limit["window_s"],
+                AI_RATE_WINDOW_SECONDS=self.limit["window_s"],
+                **self.v["env"],
                 **extra,
             )
         self.procs.append(proc)
@@ -104,13 +114,45 @@ class System:
                 proc.kill()
 
 
-def _model(cfg: dict[str, Any], seed: int) -> LatencyModel:
+def scaled(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The versus latencies, waits and limits: the real ones divided by ``versus_scale``.
+
+    A smaller factor than the other scenarios' (25 in quick mode): the daemon spends ~1.8 s of
+    CPU per 8-page book (decoding, checking and re-encoding every picture, print files), 3 % of
+    a book at real latency but more than half of a book scaled by 25, so at that factor both
+    systems' books/min would measure the client's CPU on the bench machine, not the algorithm.
+    """
+    factor = cfg["versus_scale"]
+    window = 60.0 / factor
+    return {
+        "factor": factor,
+        "analysis_s": cfg["real_analysis_s"] / factor,
+        "image_s": cfg["real_image_s"] / factor,
+        "jitter": cfg["jitter"],
+        "poll_s": 10.0 / factor,
+        # Both in-process AI backoffs (2 s) and the daemon's queue backoff (30 s), scaled.
+        "env": {
+            "AI_BACKOFF_BASE_SECONDS": 2.0 / factor,
+            "RETRY_BACKOFF_BASE_SECONDS": 30.0 / factor,
+        },
+        "limits": {
+            name: {
+                "per_real_minute": per_minute,
+                "images": max(1, round(per_minute)),
+                "window_s": window,
+            }
+            for name, per_minute in cfg["versus_limits"].items()
+        },
+    }
+
+
+def _model(v: dict[str, Any], limit: dict[str, float], seed: int) -> LatencyModel:
     return LatencyModel(
-        analysis_s=cfg["analysis_s"],
-        image_s=cfg["image_s"],
-        jitter=cfg["jitter"],
-        limit_images=cfg["limit_images"],
-        window_s=cfg["window_s"],
+        analysis_s=v["analysis_s"],
+        image_s=v["image_s"],
+        jitter=v["jitter"],
+        limit_images=int(limit["images"]),
+        window_s=limit["window_s"],
         seed=seed,
     )
 
@@ -127,8 +169,10 @@ def _ok_calls(w: World) -> tuple[int, int, int]:
     return images, analyses, len(requests)
 
 
-async def _single(bench: Bench, system: System, cfg: dict[str, Any]) -> dict[str, Any]:
-    async with world(bench, _model(cfg, 3), (10,)) as w:
+async def _single(
+    bench: Bench, system: System, v: dict[str, Any], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    async with world(bench, _model(v, system.limit, 3), (10,)) as w:
         try:
             system.start(w)
             await asyncio.sleep(2.0)  # start-up
@@ -144,9 +188,11 @@ async def _single(bench: Bench, system: System, cfg: dict[str, Any]) -> dict[str
     }
 
 
-async def _saturation(bench: Bench, system: System, cfg: dict[str, Any]) -> dict[str, Any]:
-    orders, pages = cfg["saturation_orders"], 8
-    async with world(bench, _model(cfg, 1), (pages,)) as w:
+async def _saturation(
+    bench: Bench, system: System, v: dict[str, Any], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    orders, pages = cfg["versus_orders"], 8
+    async with world(bench, _model(v, system.limit, 1), (pages,)) as w:
         try:
             proc = system.start(w)
             await asyncio.sleep(2.0)
@@ -161,7 +207,7 @@ async def _saturation(bench: Bench, system: System, cfg: dict[str, Any]) -> dict
     done = [r for r in rows if r["generation_status"] == "completed"]
     started = [r["started"] for r in rows if r["started"] is not None]
     span = float(max(r["generated"] for r in done) - min(started)) if done else None
-    ceiling = cfg["limit_images"] * 60 / cfg["window_s"] / (pages + 1)
+    ceiling = system.limit["images"] * 60 / system.limit["window_s"] / (pages + 1)
     n = max(len(done), 1)
     return {
         "orders": orders,
@@ -180,10 +226,12 @@ async def _saturation(bench: Bench, system: System, cfg: dict[str, Any]) -> dict
     }
 
 
-async def _kill(bench: Bench, system: System, cfg: dict[str, Any]) -> dict[str, Any]:
+async def _kill(
+    bench: Bench, system: System, v: dict[str, Any], cfg: dict[str, Any]
+) -> dict[str, Any]:
     """SIGKILL once ``kill_after_images`` images were drawn, restart, and count the cost."""
     orders, pages = cfg["kill_orders"], 8
-    model = _model(cfg, 2)
+    model = _model(v, system.limit, 2)
     async with world(bench, model, (pages,)) as w:
         try:
             proc = system.start(w)
@@ -228,19 +276,22 @@ async def _kill(bench: Bench, system: System, cfg: dict[str, Any]) -> dict[str, 
 
 
 async def versus(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
+    v = scaled(cfg)
+    first = next(iter(v["limits"]))  # the single order and the kill -9 run at the first limit
     out: dict[str, Any] = {
-        "analysis_s": cfg["analysis_s"],
-        "image_s": cfg["image_s"],
-        "limit_images": cfg["limit_images"],
-        "window_s": cfg["window_s"],
-        "baseline_poll_s": cfg["baseline_poll_s"],
+        **{k: v[k] for k in ("factor", "analysis_s", "image_s", "jitter", "limits", "env")},
+        "orders": cfg["versus_orders"],
+        "single_and_kill_limit": first,
+        "baseline_poll_s": v["poll_s"],
         "systems": {},
     }
     for name in SYSTEMS:
-        system = System(name, cfg)
+        at = {limit: System(name, v, v["limits"][limit]) for limit in v["limits"]}
         out["systems"][name] = {
-            "single": await _single(bench, system, cfg),
-            "saturation": await _saturation(bench, system, cfg),
-            "kill": await _kill(bench, system, cfg),
+            "single": await _single(bench, at[first], v, cfg),
+            "saturation": {
+                limit: await _saturation(bench, system, v, cfg) for limit, system in at.items()
+            },
+            "kill": await _kill(bench, at[first], v, cfg),
         }
     return out

@@ -138,6 +138,7 @@ def build_ai(settings: Settings, metrics: Metrics, **limit_options: Any) -> tupl
     options: dict[str, Any] = dict(
         max_concurrency=settings.ai_max_concurrency,
         requests_per_minute=settings.ai_requests_per_minute,
+        analysis_requests_per_minute=settings.ai_analysis_requests_per_minute,
         rate_window_s=settings.ai_rate_window_seconds,
         max_retries=settings.ai_max_retries,
         backoff_base=settings.ai_backoff_base_seconds,

@@ -107,6 +107,8 @@ class Settings:
     cover_first: bool = True
     ai_max_concurrency: int = 8
     ai_requests_per_minute: float | None = None
+    #: Pacing of analysis calls (their model has its own quota); None: not paced.
+    ai_analysis_requests_per_minute: float | None = None
     #: The quota window AI_REQUESTS_PER_MINUTE's token bucket is sized to (a minute at Gemini;
     #: the bench scales it with its latencies).
     ai_rate_window_seconds: float = 60.0
@@ -355,6 +357,7 @@ class _Parser:
         )
         log_format, log_level = self.log_settings()
         rpm = self.first("AI_REQUESTS_PER_MINUTE")
+        analysis_rpm = self.first("AI_ANALYSIS_REQUESTS_PER_MINUTE")
 
         values: dict[str, Any] = dict(
             database_url=Secret(database_url) if database_url else None,
@@ -432,6 +435,11 @@ class _Parser:
             ai_max_concurrency=self.positive_int("AI_MAX_CONCURRENCY", DEFAULT.ai_max_concurrency),
             ai_requests_per_minute=self.positive_float("AI_REQUESTS_PER_MINUTE", 0.0)
             if rpm
+            else None,
+            ai_analysis_requests_per_minute=self.positive_float(
+                "AI_ANALYSIS_REQUESTS_PER_MINUTE", 0.0
+            )
+            if analysis_rpm
             else None,
             ai_rate_window_seconds=self.positive_float(
                 "AI_RATE_WINDOW_SECONDS", DEFAULT.ai_rate_window_seconds

@@ -4,17 +4,20 @@ One ``LimitedAI`` wraps the adapter for the whole process, so five concurrent or
 budget and do not turn into a 429 storm:
 
 - at most ``max_concurrency`` calls in flight (an ``asyncio.Semaphore``);
-- optionally at most ``requests_per_minute`` call starts per kind of call (analysis, image),
-  paced by a token bucket sized to the quota window (``_Pacer``): a whole window's quota may
-  start at once, and no window ever holds more than its quota. Gemini's quotas are per model and
-  the two kinds go to different models, so a shared pacer would let analyses spend the image
-  model's budget;
+- optionally at most ``requests_per_minute`` image-call starts and, apart,
+  ``analysis_requests_per_minute`` analysis-call starts, each paced by a token bucket sized to
+  the quota window (``_Pacer``): a whole window's quota may start at once, and no window ever
+  holds more than its quota. Gemini's quotas are per model and the two kinds go to different
+  models with different quotas, so each kind has its own rate; a book with the QA judge makes
+  about as many analysis calls as image calls, and pacing them at the image model's rate capped
+  throughput at ~88 % of the image quota (bench section 3, 2026-12-01);
 - ``RetryableError`` retried up to ``max_retries`` times with exponential backoff and jitter,
   waiting at least a server's ``retry_after``. When the server asks for longer than
   ``backoff_max`` (a spent daily quota), the error goes straight back to the queue, whose own
   backoff suits long waits better than a worker holding an order. ``AIConfigError`` is never
-  retried in-process. Backoff sleeps hold no concurrency slot; a call waiting for its paced
-  start does, so the slots also bound how many calls queue up on the pacer.
+  retried in-process. Neither a backoff sleep nor a wait for a paced start holds a concurrency
+  slot: a call takes its slot only once its kind's pacer admits it, so an image call waiting
+  for the next quota window never keeps a judge call from starting.
 
 Metrics attach through callbacks, so this module needs no metrics library. With a ``prices``
 table, every successful call's usage is priced here, the one place that sees every call, and
@@ -26,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
 import tenacity
@@ -69,42 +73,65 @@ OnSpend = Callable[[str, str, float], None]
 # An unusable analysis reply is asked for again this many times (processors.analysis).
 ANALYSIS_BAD_RESPONSE_RETRIES = 1
 
+# How late, as a fraction of the quota window, a paced call's token comes back (``_Pacer``).
+RETURN_MARGIN = 0.02
+
 
 class _Pacer:
-    """A token bucket of one quota window's worth of call starts, reserved in arrival order.
+    """A token bucket of one quota window's worth of call starts, taken in arrival order.
 
     The bucket holds ``requests_per_minute * window_s / 60`` tokens, so a whole window's quota
-    may start at once (even spacing left that burst unused: 86 % of the ceiling in the bench).
-    A spent token comes back exactly one window after the start it paid for, which refills the
-    bucket at ``requests_per_minute`` in the long run. A bucket refilled continuously from the
-    first second would let up to two windows' worth start within one window after an idle spell,
-    and Gemini counts per window: "if your RPM limit is 20, making 21 requests within a minute
-    will result in an error" (https://ai.google.dev/gemini-api/docs/rate-limits, read
-    2026-12-01). With this refill no ``window_s`` span ever holds more than the bucket.
+    may start at once (even spacing left that burst unused: 66 % against 78 % of the ceiling in
+    the bench of 2026-12-01). A spent token comes back exactly one window after the start it
+    paid for, which refills the bucket at ``requests_per_minute`` in the long run. A bucket
+    refilled continuously from the first second would let up to two windows' worth start within
+    one window after an idle spell, and Gemini counts per window: "if your RPM limit is 20,
+    making 21 requests within a minute will result in an error"
+    (https://ai.google.dev/gemini-api/docs/rate-limits, read 2026-12-02). A token is stamped
+    with the call's real start, after its wait for a concurrency slot, so a slot that frees late
+    never crowds more starts into a window than the bucket holds.
+
+    A token comes back ``RETURN_MARGIN`` of a window late: the server stamps a call when it
+    arrives, after an upload whose length varies with the images it carries, so a token back
+    exactly one window after the client's start would be turned away whenever the new call
+    arrives faster than the old one did (14 of 180 image calls got a 429 that way in the bench
+    of 2026-12-02, each costing its page a whole window). The long-run rate is thus 2 % below
+    ``requests_per_minute``.
 
     A quota below one call per window keeps a bucket of one token and a longer window, so the
-    rate is still ``requests_per_minute``.
+    rate is still ``requests_per_minute`` (less the margin).
     """
 
     def __init__(
         self, requests_per_minute: float, window_s: float, sleep: Sleep, clock: Clock
     ) -> None:
         self._capacity = max(1, int(requests_per_minute * window_s / 60.0))
-        self._window = self._capacity * 60.0 / requests_per_minute
+        self._window = self._capacity * 60.0 / requests_per_minute * (1 + RETURN_MARGIN)
         self._sleep = sleep
         self._clock = clock
-        # The start times of the last ``capacity`` reservations, oldest first (non-decreasing).
+        # The start times of the last ``capacity`` calls, oldest first (non-decreasing).
         self._starts: deque[float] = deque()
+        # One caller at a time waits for the next token (and then for its slot): arrival order.
+        self._turn = asyncio.Lock()
 
-    async def wait_turn(self) -> None:
-        now = self._clock()
-        if len(self._starts) < self._capacity:
-            start = now
-        else:
-            start = max(now, self._starts.popleft() + self._window)
-        self._starts.append(start)
-        if start > now:
-            await self._sleep(start - now)
+    @asynccontextmanager
+    async def admit(self, slots: asyncio.Semaphore) -> AsyncIterator[None]:
+        """Wait for a token, then for a slot; hold the slot for the body of the ``with``."""
+        async with self._turn:
+            start = self._clock()
+            if len(self._starts) == self._capacity:
+                free_at = self._starts[0] + self._window
+                if free_at > start:
+                    await self._sleep(free_at - start)
+                    start = free_at
+            await slots.acquire()
+            self._starts.append(max(start, self._clock()))
+            if len(self._starts) > self._capacity:
+                self._starts.popleft()
+        try:
+            yield
+        finally:
+            slots.release()
 
 
 class LimitedAI:
@@ -112,7 +139,9 @@ class LimitedAI:
 
     ``sleep`` serves the backoff and pacing waits and ``clock`` (monotonic seconds) tells the
     pacer the time; tests pass a fake pair that counts call starts against a fake clock.
-    ``rate_window_s`` is the quota window the pacer's bucket is sized to (Gemini's: a minute).
+    ``requests_per_minute`` paces image calls and ``analysis_requests_per_minute`` analysis calls
+    (``None``: that kind is not paced). ``rate_window_s`` is the quota window the pacers'
+    buckets are sized to (Gemini's: a minute).
     ``check_models`` and ``aclose`` pass straight through: they run once, at start and stop.
     """
 
@@ -123,6 +152,7 @@ class LimitedAI:
         max_concurrency: int,
         requests_per_minute: float | None,
         max_retries: int,
+        analysis_requests_per_minute: float | None = None,
         rate_window_s: float = 60.0,
         backoff_base: float = 2.0,
         backoff_max: float = 60.0,
@@ -139,18 +169,18 @@ class LimitedAI:
             raise ValueError("max_retries must not be negative")
         if requests_per_minute is not None and requests_per_minute <= 0:
             raise ValueError("requests_per_minute must be positive when set")
+        if analysis_requests_per_minute is not None and analysis_requests_per_minute <= 0:
+            raise ValueError("analysis_requests_per_minute must be positive when set")
         if rate_window_s <= 0:
             raise ValueError("rate_window_s must be positive")
         self._inner = inner
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._pacers = (
-            {
-                kind: _Pacer(requests_per_minute, rate_window_s, sleep, clock)
-                for kind in ("analyze", "generate_image")
-            }
-            if requests_per_minute
-            else {}
-        )
+        rates = {"analyze": analysis_requests_per_minute, "generate_image": requests_per_minute}
+        self._pacers = {
+            kind: _Pacer(rate, rate_window_s, sleep, clock)
+            for kind, rate in rates.items()
+            if rate is not None
+        }
         self._max_retries = max_retries
         self._backoff = tenacity.wait_exponential_jitter(
             initial=backoff_base, max=backoff_max, jitter=backoff_base
@@ -207,9 +237,8 @@ class LimitedAI:
     async def _attempt(
         self, kind: str, call: Callable[[Usage], Awaitable[ResultT]], usage: Usage | None
     ) -> ResultT:
-        async with self._slots:
-            if kind in self._pacers:
-                await self._pacers[kind].wait_turn()
+        pacer = self._pacers.get(kind)
+        async with pacer.admit(self._slots) if pacer is not None else self._slots:
             started = time.monotonic()
             # What this attempt was answered, priced and handed to the caller's sink whatever
             # happens next: a blocked or unusable reply is billed like a good one.

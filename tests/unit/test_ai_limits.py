@@ -187,8 +187,8 @@ async def test_calls_in_flight_never_exceed_max_concurrency(
 async def test_requests_beyond_the_window_quota_wait_for_the_next_window(
     fake: FakeGemini, gemini: GeminiAI, recorder: Recorder
 ) -> None:
-    # 120 per minute in a 1 s window: a bucket of two starts.
-    ai = limited(gemini, recorder, requests_per_minute=120, rate_window_s=1.0)
+    # 120 analyses per minute in a 1 s window: a bucket of two starts.
+    ai = limited(gemini, recorder, analysis_requests_per_minute=120, rate_window_s=1.0)
 
     await asyncio.gather(*(analyze(ai) for _ in range(3)))
 
@@ -201,7 +201,13 @@ async def test_analyses_and_images_are_paced_apart(
     fake: FakeGemini, gemini: GeminiAI, recorder: Recorder
 ) -> None:
     # Gemini's quotas are per model: an analysis must not take the image model's paced turn.
-    ai = limited(gemini, recorder, requests_per_minute=60, rate_window_s=1.0)  # 1 per second
+    ai = limited(
+        gemini,
+        recorder,
+        requests_per_minute=60,  # images: 1 per second
+        analysis_requests_per_minute=60,  # analyses: 1 per second, a bucket of their own
+        rate_window_s=1.0,
+    )
     draw = EditRequest(
         prompt="Draw the child.",
         base=PHOTO,
@@ -225,5 +231,13 @@ def test_limits_are_validated(gemini: GeminiAI) -> None:
         LimitedAI(gemini, max_concurrency=0, requests_per_minute=None, max_retries=1)
     with pytest.raises(ValueError, match="requests_per_minute"):
         LimitedAI(gemini, max_concurrency=1, requests_per_minute=0, max_retries=1)
+    with pytest.raises(ValueError, match="analysis_requests_per_minute"):
+        LimitedAI(
+            gemini,
+            max_concurrency=1,
+            requests_per_minute=None,
+            analysis_requests_per_minute=-1,
+            max_retries=1,
+        )
     with pytest.raises(ValueError, match="rate_window_s"):
         LimitedAI(gemini, max_concurrency=1, requests_per_minute=60, max_retries=1, rate_window_s=0)

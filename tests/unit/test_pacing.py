@@ -16,8 +16,11 @@ import pytest
 
 from monitor.config import ConfigError, Settings
 from processors.ai.base import Analysis, EditRequest, GeneratedImage, ImagePart, ModelT, Usage
-from processors.ai.limits import LimitedAI
+from processors.ai.limits import RETURN_MARGIN, LimitedAI
 from processors.analysis_models import ChildAnalysis
+
+#: A spent token comes back this many windows after its start (a small margin late).
+LATE = 1 + RETURN_MARGIN
 
 
 class VirtualTime:
@@ -92,11 +95,19 @@ DRAW = EditRequest(
 )
 
 
-def paced(time: VirtualTime, inner: StartLog, rpm: float, window_s: float, slots: int) -> LimitedAI:
+def paced(
+    time: VirtualTime,
+    inner: StartLog,
+    rpm: float,
+    window_s: float,
+    slots: int,
+    analysis_rpm: float | None = None,
+) -> LimitedAI:
     return LimitedAI(
         inner,  # type: ignore[arg-type]
         max_concurrency=slots,
         requests_per_minute=rpm,
+        analysis_requests_per_minute=analysis_rpm,
         rate_window_s=window_s,
         max_retries=0,
         sleep=time.sleep,
@@ -128,8 +139,8 @@ async def test_a_whole_window_of_quota_starts_at_once() -> None:
     starts = inner.starts["generate_image"]
     # Even spacing would have started one call at 0 and the next 0.25 s later.
     assert starts.count(0.0) == 20
-    assert starts.count(5.0) == 20
-    assert starts.count(10.0) == 10
+    assert starts.count(5.0 * LATE) == 20
+    assert starts.count(10.0 * LATE) == 10
 
 
 async def test_the_long_run_rate_is_the_quota_and_no_window_holds_more() -> None:
@@ -145,21 +156,64 @@ async def test_the_long_run_rate_is_the_quota_and_no_window_holds_more() -> None
     assert most_in_any_window(starts, 5.0) == 20
     # Every window from the first start on is filled to its quota: 20 starts per 5 s.
     for k in range(10):
-        assert sum(1 for t in starts if t < 5.0 * (k + 1)) == 20 * (k + 1)
+        assert sum(1 for t in starts if t < 5.0 * LATE * (k + 1)) == 20 * (k + 1)
 
 
-async def test_analyses_do_not_spend_the_image_bucket() -> None:
+async def analyze(ai: LimitedAI) -> None:
+    await ai.analyze(prompt="Look.", images=[], schema=ChildAnalysis)
+
+
+async def test_analyses_have_their_own_bucket_and_rate() -> None:
     time = VirtualTime()
     inner = StartLog(time)
-    ai = paced(time, inner, rpm=120, window_s=1.0, slots=100)  # 2 per second each
+    # Images 2 per second; analyses, whose model has its own quota, 3 per second.
+    ai = paced(time, inner, rpm=120, window_s=1.0, slots=100, analysis_rpm=180)
 
-    async def analyze() -> None:
-        await ai.analyze(prompt="Look.", images=[], schema=ChildAnalysis)
+    await time.run(*(analyze(ai) for _ in range(6)), *(ai.generate_image(DRAW) for _ in range(4)))
 
-    await time.run(*(analyze() for _ in range(4)), *(ai.generate_image(DRAW) for _ in range(4)))
+    assert sorted(inner.starts["analyze"]) == [0.0, 0.0, 0.0, LATE, LATE, LATE]
+    assert sorted(inner.starts["generate_image"]) == [0.0, 0.0, LATE, LATE]
 
-    assert sorted(inner.starts["analyze"]) == [0.0, 0.0, 1.0, 1.0]
-    assert sorted(inner.starts["generate_image"]) == [0.0, 0.0, 1.0, 1.0]
+
+async def test_analyses_are_not_paced_without_their_own_rate() -> None:
+    time = VirtualTime()
+    inner = StartLog(time)
+    ai = paced(time, inner, rpm=60, window_s=1.0, slots=100)  # images: 1 per second
+
+    await time.run(*(analyze(ai) for _ in range(5)), *(ai.generate_image(DRAW) for _ in range(3)))
+
+    assert inner.starts["analyze"] == [0.0] * 5
+    assert sorted(inner.starts["generate_image"]) == pytest.approx([0.0, LATE, 2 * LATE])
+
+
+async def test_an_image_call_waiting_for_its_token_holds_no_slot() -> None:
+    time = VirtualTime()
+    inner = StartLog(time, call_s=0.1)
+    # Two slots; images 1 per 5 s window. The second and third images wait for later windows.
+    ai = paced(time, inner, rpm=12, window_s=5.0, slots=2)
+
+    async def judge_after(delay: float) -> None:
+        await time.sleep(delay)
+        await analyze(ai)
+
+    await time.run(*(ai.generate_image(DRAW) for _ in range(3)), judge_after(1.0))
+
+    assert sorted(inner.starts["generate_image"]) == pytest.approx([0.0, 5 * LATE, 10 * LATE])
+    # Had the waiting images held both slots, the judge call would have waited until 5.1 s.
+    assert inner.starts["analyze"] == [1.0]
+
+
+async def test_a_late_slot_never_crowds_a_window_beyond_its_quota() -> None:
+    time = VirtualTime()
+    inner = StartLog(time, call_s=3.0)
+    # A bucket of 2 per 1 s window but one slot of 3 s calls: every start is late for its token.
+    ai = paced(time, inner, rpm=120, window_s=1.0, slots=1)
+
+    await time.run(*(ai.generate_image(DRAW) for _ in range(4)), *(analyze(ai) for _ in range(2)))
+
+    starts = sorted(inner.starts["generate_image"])
+    assert len(starts) == 4
+    assert most_in_any_window(starts, 1.0) <= 2
 
 
 async def test_a_quota_below_one_call_per_window_keeps_the_rate() -> None:
@@ -169,7 +223,7 @@ async def test_a_quota_below_one_call_per_window_keeps_the_rate() -> None:
 
     await time.run(*(ai.generate_image(DRAW) for _ in range(3)))
 
-    assert inner.starts["generate_image"] == [0.0, 10.0, 20.0]
+    assert inner.starts["generate_image"] == pytest.approx([0.0, 10 * LATE, 20 * LATE])
 
 
 def test_the_rate_window_setting_defaults_to_a_minute_and_is_checked_by_name() -> None:
@@ -178,3 +232,13 @@ def test_the_rate_window_setting_defaults_to_a_minute_and_is_checked_by_name() -
     assert Settings.from_env({**base, "AI_RATE_WINDOW_SECONDS": "5"}).ai_rate_window_seconds == 5.0
     with pytest.raises(ConfigError, match="AI_RATE_WINDOW_SECONDS"):
         Settings.from_env({**base, "AI_RATE_WINDOW_SECONDS": "0"})
+
+
+def test_the_analysis_rate_is_its_own_setting_unset_by_default() -> None:
+    base = {"DATABASE_URL": "postgresql://localhost/books", "AI_PROVIDER": "local"}
+    assert Settings.from_env(base).ai_analysis_requests_per_minute is None
+    both = {**base, "AI_REQUESTS_PER_MINUTE": "10", "AI_ANALYSIS_REQUESTS_PER_MINUTE": "1000"}
+    settings = Settings.from_env(both)
+    assert (settings.ai_requests_per_minute, settings.ai_analysis_requests_per_minute) == (10, 1000)
+    with pytest.raises(ConfigError, match="AI_ANALYSIS_REQUESTS_PER_MINUTE"):
+        Settings.from_env({**base, "AI_ANALYSIS_REQUESTS_PER_MINUTE": "-3"})
