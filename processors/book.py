@@ -20,7 +20,6 @@ import tempfile
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from io import BytesIO
 from pathlib import Path
 
 from loguru import logger
@@ -46,6 +45,7 @@ from processors.images import (
     fit_output,
     image_part_bytes,
     load_page_image,
+    model_input_file,
     normalize_photo,
     to_jpeg,
 )
@@ -604,8 +604,7 @@ def _ratio(image: Image.Image) -> str:
 
 def _part_of(source: Path | bytes) -> ImagePart:
     """A drawn image (a file, or the bytes of one) as the model is sent it."""
-    with Image.open(BytesIO(source) if isinstance(source, bytes) else source) as img:
-        return ImagePart(image_part_bytes(img.convert("RGB"), AI_INPUT_MAX_SIDE))
+    return ImagePart(model_input_file(source, AI_INPUT_MAX_SIDE))
 
 
 async def _download_to(storage: BlobStorage, path: str, out: Path) -> None:
