@@ -264,8 +264,9 @@ def _memory_peaks(cases: list[dict[str, Any]], top: int = 5) -> list[str]:
         "(`bench/memprofile`, tracemalloc; its own cost inflates RSS, so the table above is from "
         "the unprofiled run). At the profiled run's highest RSS: *traced* = what Python's "
         "allocator held (tracemalloc), *Pillow* = pixels of the decoded images alive then "
-        "(C memory tracemalloc cannot see), *rest* = RSS − traced − Pillow (interpreter and "
-        "libraries, codec buffers, freed memory not returned to the OS). Top allocation sites "
+        "(C memory tracemalloc cannot see), *profiler* = tracemalloc's own tables, *rest* = the "
+        "remainder (interpreter and libraries, codec buffers, freed memory not returned to the "
+        "OS). Top allocation sites "
         "alive then, innermost frame ← the project frame that asked for it:",
         "",
     ]
@@ -279,11 +280,13 @@ def _memory_peaks(cases: list[dict[str, Any]], top: int = 5) -> list[str]:
             + f" {x['bytes'] / MB:.1f}"
             for x in p["sites"][:top]
         )
+        overhead = p.get("overhead", 0)
         lines.append(
             f"- {c['inflight']} × {c['pages']} pages @ {c['reply_px']} px: RSS {p['rss'] / MB:.0f} MB "
             f"= traced {p['traced'] / MB:.0f} + Pillow {pil / MB:.0f} ({len(p['pil'])} images"
             + (f"; largest {biggest}" if biggest else "")
-            + f") + rest {(p['rss'] - p['traced'] - pil) / MB:.0f}. Sites (MB): {sites}"
+            + f") + profiler {overhead / MB:.0f}"
+            + f" + rest {(p['rss'] - p['traced'] - pil - overhead) / MB:.0f}. Sites (MB): {sites}"
         )
     return lines
 

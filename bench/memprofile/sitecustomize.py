@@ -105,6 +105,8 @@ def _run(out: str) -> None:
                 "rss": rss,
                 "traced": traced,
                 "traced_peak": traced_peak,
+                # tracemalloc's own tables: C memory the profiler adds to the RSS.
+                "overhead": tracemalloc.get_tracemalloc_memory(),
                 "sites": _sites(snapshot),
                 "pil": _pil_images(),
             }
