@@ -361,13 +361,15 @@ async def saturation(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 async def memory(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Each case twice: RSS measured unprofiled, then once more under the profiler
-    (bench/memprofile) for where the peak is, since tracemalloc costs memory of its own."""
+    """Each case with RSS measured unprofiled; the cases in ``memory_profile_cases`` once more
+    under the profiler (bench/memprofile) for where the peak is, since tracemalloc costs memory
+    and time of its own (a profiled case runs 2-3 times longer)."""
     env = cfg.get("memory_env", {})
+    profiled_cases = cfg.get("memory_profile_cases", [])
     out = []
     for inflight, pages, side in cfg["memory_cases"]:
         case = await _memory_case(bench, cfg, inflight, pages, side, env)
-        if cfg.get("memory_profile", True):
+        if [inflight, pages, side] in profiled_cases:
             profiled = await _memory_case(bench, cfg, inflight, pages, side, env, profile=True)
             case["profile"] = profiled.get("profile")
         out.append(case)
