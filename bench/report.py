@@ -262,12 +262,11 @@ def _memory_peaks(cases: list[dict[str, Any]], top: int = 5) -> list[str]:
         "",
         "Where the peak is: each case run again with the profiler in the daemon "
         "(`bench/memprofile`, tracemalloc; its own cost inflates RSS, so the table above is from "
-        "the unprofiled run). At the profiled run's highest RSS: *traced* = what Python's "
-        "allocator held (tracemalloc), *Pillow* = pixels of the decoded images alive then "
-        "(C memory tracemalloc cannot see), *profiler* = tracemalloc's own tables, *rest* = the "
-        "remainder (interpreter and libraries, codec buffers, freed memory not returned to the "
-        "OS). Top allocation sites "
-        "alive then, innermost frame ← the project frame that asked for it:",
+        "the unprofiled run). At the profiled run's highest RSS, less tracemalloc's own tables: "
+        "*traced* = what Python's allocator held (tracemalloc), *Pillow* = pixels of the decoded "
+        "images alive then (C memory tracemalloc cannot see), *rest* = the remainder "
+        "(interpreter and libraries, codec buffers, freed memory not returned to the OS). Top "
+        "allocation sites alive then, innermost frame ← the project frame that asked for it:",
         "",
     ]
     for c in profiled:
@@ -280,13 +279,11 @@ def _memory_peaks(cases: list[dict[str, Any]], top: int = 5) -> list[str]:
             + f" {x['bytes'] / MB:.1f}"
             for x in p["sites"][:top]
         )
-        overhead = p.get("overhead", 0)
         lines.append(
             f"- {c['inflight']} × {c['pages']} pages @ {c['reply_px']} px: RSS {p['rss'] / MB:.0f} MB "
             f"= traced {p['traced'] / MB:.0f} + Pillow {pil / MB:.0f} ({len(p['pil'])} images"
             + (f"; largest {biggest}" if biggest else "")
-            + f") + profiler {overhead / MB:.0f}"
-            + f" + rest {(p['rss'] - p['traced'] - pil - overhead) / MB:.0f}. Sites (MB): {sites}"
+            + f") + rest {(p['rss'] - p['traced'] - pil) / MB:.0f}. Sites (MB): {sites}"
         )
     return lines
 

@@ -17,7 +17,9 @@ rewrites the output file (JSON) with:
   with C ``malloc``, outside tracemalloc's view; RSS − traced − these is what is left to the
   C libraries and the allocator (libjpeg buffers, glibc arenas, fragmentation).
 
-The last snapshot written is the one nearest the RSS peak. Deleting the file starts over (the
+After each snapshot the thread calls glibc's ``malloc_trim(0)``, so the memory the snapshot
+itself took does not stay resident and set the next high. The last snapshot written is the one
+nearest the RSS peak. Deleting the file starts over (the
 bench does so after its warm-up order). Snapshots cost CPU and memory of
 their own, so the bench measures RSS in a separate, unprofiled run.
 """
@@ -87,6 +89,18 @@ def _short(location: str) -> str:
     return location.rsplit("/", 2)[-1] if "/lib/python3" in location else location
 
 
+def _trim() -> None:
+    """Give the snapshot's freed memory back (glibc), so the next high is the daemon's own."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+
+
 def _run(out: str) -> None:
     import json
     import time
@@ -96,7 +110,9 @@ def _run(out: str) -> None:
     while True:
         if not os.path.exists(out):
             best = 0  # the bench deleted the file: profile from here on
-        rss = _rss()
+        # The profiler's own tables grow with every traced block: not the daemon's memory.
+        overhead = tracemalloc.get_tracemalloc_memory()
+        rss = _rss() - overhead
         if rss > best + _STEP and time.monotonic() - last > _EVERY:
             best = rss
             traced, traced_peak = tracemalloc.get_traced_memory()
@@ -105,8 +121,7 @@ def _run(out: str) -> None:
                 "rss": rss,
                 "traced": traced,
                 "traced_peak": traced_peak,
-                # tracemalloc's own tables: C memory the profiler adds to the RSS.
-                "overhead": tracemalloc.get_tracemalloc_memory(),
+                "overhead": overhead,
                 "sites": _sites(snapshot),
                 "pil": _pil_images(),
             }
@@ -115,6 +130,8 @@ def _run(out: str) -> None:
             with open(tmp, "w") as f:
                 json.dump(report, f)
             os.replace(tmp, out)
+            del report
+            _trim()
             last = time.monotonic()
         time.sleep(0.02)
 
