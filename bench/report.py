@@ -283,7 +283,9 @@ def _memory_peaks(cases: list[dict[str, Any]], top: int = 5) -> list[str]:
             f"- {c['inflight']} × {c['pages']} pages @ {c['reply_px']} px: RSS {p['rss'] / MB:.0f} MB "
             f"= traced {p['traced'] / MB:.0f} + Pillow {pil / MB:.0f} ({len(p['pil'])} images"
             + (f"; largest {biggest}" if biggest else "")
-            + f") + rest {(p['rss'] - p['traced'] - pil) / MB:.0f}. Sites (MB): {sites}"
+            + f") + rest {(p['rss'] - p['traced'] - pil) / MB:.0f}"
+            + (f" (sites read {p['lag_s']:.2f} s after the RSS)" if "lag_s" in p else "")
+            + f". Sites (MB): {sites}"
         )
     return lines
 

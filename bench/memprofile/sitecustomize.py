@@ -112,9 +112,12 @@ def _run(out: str) -> None:
             best = 0  # the bench deleted the file: profile from here on
         # The profiler's own tables grow with every traced block: not the daemon's memory.
         overhead = tracemalloc.get_tracemalloc_memory()
-        rss = _rss() - overhead
+        rss, seen = _rss() - overhead, time.monotonic()
         if rss > best + _STEP and time.monotonic() - last > _EVERY:
             best = rss
+            # Pixels first: a decoded picture lives for a fraction of a second, the snapshot
+            # takes longer than that.
+            pil = _pil_images()
             traced, traced_peak = tracemalloc.get_traced_memory()
             snapshot = tracemalloc.take_snapshot()
             report = {
@@ -123,7 +126,10 @@ def _run(out: str) -> None:
                 "traced_peak": traced_peak,
                 "overhead": overhead,
                 "sites": _sites(snapshot),
-                "pil": _pil_images(),
+                "pil": pil,
+                # How long after the RSS reading the sites were taken: a transient buffer freed
+                # in between is in ``rss`` but in neither list.
+                "lag_s": round(time.monotonic() - seen, 3),
             }
             del snapshot
             tmp = out + ".part"
