@@ -59,6 +59,8 @@ QUICK = {
     "timeout_s": 150,
     # [in-flight orders, pages, reply px]
     "memory_cases": [[1, 8, 2048], [4, 8, 2048], [1, 24, 2048], [1, 8, 1024], [1, 8, 4096]],
+    # Cases run a second time under the profiler (bench/memprofile): where the peak is.
+    "memory_profile_cases": [[1, 8, 2048], [1, 8, 4096]],
     "replicas": [1, 2, 4],
     "scale_orders": 6,
     "scale_orders_per_replica": 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import math
 import statistics
 import tempfile
@@ -24,6 +25,8 @@ from monitor.config import DEFAULT
 from processors.pdf import build_pdf
 
 MB = 1024 * 1024
+# bench/memprofile/sitecustomize.py: the profiler a daemon loads when it is on its PYTHONPATH.
+MEMPROFILE_DIR = Path(__file__).resolve().parent / "memprofile"
 
 
 def stats(values: list[float]) -> dict[str, float | int | None]:
@@ -493,50 +496,78 @@ async def saturation(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 async def memory(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Each case with RSS measured unprofiled; the cases in ``memory_profile_cases`` once more
+    under the profiler (bench/memprofile) for where the peak is, since tracemalloc costs memory
+    and time of its own (a profiled case runs 2-3 times longer)."""
+    env = cfg.get("memory_env", {})
+    profiled_cases = cfg.get("memory_profile_cases", [])
     out = []
     for inflight, pages, side in cfg["memory_cases"]:
-        model = LatencyModel(analysis_s=0.1, image_s=cfg["image_s"], jitter=cfg["jitter"])
-        async with world(bench, model, (pages,)) as w:
-            w.fake.image_maker = sized_replies(side)
-            d = w.start_daemon(MAX_CONCURRENT_ORDERS=inflight)
-            await asyncio.sleep(2.0)
-            sampler = RssSampler(d.pid)
-            cold = sampler.rss()
-            # One finished order first, so one-time costs (clients, codecs, arenas) are in the baseline.
-            await w.wait_done([await w.order(pages, "Warm")], timeout=cfg["timeout_s"])
-            idle = sampler.rss()
-            sampler.start()
-            items = [await w.order(pages, f"Mem{i}") for i in range(inflight)]
-            peak_inflight = 0
-            deadline = time.monotonic() + cfg["timeout_s"]
-            while time.monotonic() < deadline:
-                peak_inflight = max(peak_inflight, await w.count_processing())
-                rows = await w.rows(items)
-                if all(r["generation_status"] in ("completed", "failed") for r in rows):
-                    break
-                await asyncio.sleep(0.2)
-            peak = await sampler.stop()
+        case = await _memory_case(bench, cfg, inflight, pages, side, env)
+        if [inflight, pages, side] in profiled_cases:
+            profiled = await _memory_case(bench, cfg, inflight, pages, side, env, profile=True)
+            case["profile"] = profiled.get("profile")
+        out.append(case)
+    return {"cases": out, "env": env}
+
+
+async def _memory_case(
+    bench: Bench,
+    cfg: dict[str, Any],
+    inflight: int,
+    pages: int,
+    side: int,
+    env: dict[str, str],
+    *,
+    profile: bool = False,
+) -> dict[str, Any]:
+    model = LatencyModel(analysis_s=0.1, image_s=cfg["image_s"], jitter=cfg["jitter"])
+    async with world(bench, model, (pages,)) as w:
+        w.fake.image_maker = sized_replies(side)
+        extra: dict[str, Any] = dict(env)
+        profile_file = w.home / "memprofile.json"
+        if profile:
+            extra.update(PYTHONPATH=str(MEMPROFILE_DIR), BENCH_MEMPROFILE=str(profile_file))
+        d = w.start_daemon(MAX_CONCURRENT_ORDERS=inflight, **extra)
+        await asyncio.sleep(2.0)
+        sampler = RssSampler(d.pid)
+        cold = sampler.rss()
+        # One finished order first, so one-time costs (clients, codecs, arenas) are in the baseline.
+        await w.wait_done([await w.order(pages, "Warm")], timeout=cfg["timeout_s"])
+        idle = sampler.rss()
+        # The profile is of the measured orders' peak only, not of the warm-up's.
+        profile_file.unlink(missing_ok=True)
+        sampler.start()
+        items = [await w.order(pages, f"Mem{i}") for i in range(inflight)]
+        peak_inflight = 0
+        deadline = time.monotonic() + cfg["timeout_s"]
+        while time.monotonic() < deadline:
+            peak_inflight = max(peak_inflight, await w.count_processing())
             rows = await w.rows(items)
-            if any(r["generation_status"] != "completed" for r in rows):
-                print(
-                    "[bench] memory: daemon log tail:\n" + "\n".join(d.logs().splitlines()[-5:]),
-                    flush=True,
-                )
-        out.append(
-            {
-                "inflight": inflight,
-                "pages": pages,
-                "reply_px": side,
-                "cold_rss_mb": cold / MB,
-                "idle_rss_mb": idle / MB,
-                "peak_rss_mb": peak / MB,
-                "per_order_mb": (peak - idle) / MB / max(peak_inflight, 1),
-                "peak_inflight_observed": peak_inflight,
-                "completed": sum(r["generation_status"] == "completed" for r in rows),
-                "statuses": sorted({f"{r['generation_status']}:{r['error_code']}" for r in rows}),
-            }
-        )
-    return {"cases": out}
+            if all(r["generation_status"] in ("completed", "failed") for r in rows):
+                break
+            await asyncio.sleep(0.2)
+        peak = await sampler.stop()
+        rows = await w.rows(items)
+        if any(r["generation_status"] != "completed" for r in rows):
+            print(
+                "[bench] memory: daemon log tail:\n" + "\n".join(d.logs().splitlines()[-5:]),
+                flush=True,
+            )
+        found = json.loads(profile_file.read_text()) if profile_file.exists() else None
+    return {
+        "inflight": inflight,
+        "pages": pages,
+        "reply_px": side,
+        "cold_rss_mb": cold / MB,
+        "idle_rss_mb": idle / MB,
+        "peak_rss_mb": peak / MB,
+        "per_order_mb": (peak - idle) / MB / max(peak_inflight, 1),
+        "peak_inflight_observed": peak_inflight,
+        "completed": sum(r["generation_status"] == "completed" for r in rows),
+        "statuses": sorted({f"{r['generation_status']}:{r['error_code']}" for r in rows}),
+        "profile": found,
+    }
 
 
 # --- 5. scale-out ------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from monitor.daemon import AI_PROVIDER_PROBLEM, AINotReady, Monitor
 from monitor.health import HealthProblems
 from monitor.logs import setup_logging
 from monitor.mailer import Mailer
+from monitor.malloc import map_large_blocks
 from monitor.metrics import Metrics
 from monitor.retention import purge_expired_photos
 from monitor.server import start_server
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(cover_command.run(settings, args))
         if command == "retention":
             return asyncio.run(_retention(settings))
+        # Decoded pictures freed by the pipeline go back to the OS (monitor/malloc.py).
+        map_large_blocks()
         return asyncio.run(_serve(settings, processor_spec, once=command == "once"))
     except KeyboardInterrupt:
         return EXIT_OK

@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
-from io import BytesIO
 from pathlib import Path
 
 from loguru import logger
@@ -48,6 +47,7 @@ from processors.images import (
     fit_output,
     image_part_bytes,
     load_page_image,
+    model_input_file,
     normalize_photo,
     to_jpeg,
 )
@@ -740,6 +740,7 @@ class BookProcessor:
                     original=original,
                     requested_ratio=result.aspect_ratio,
                     tolerance=self.aspect_tolerance,
+                    keep=request.print_pixels,
                 )
             except OutputInvalid as exc:
                 if redraw == OUTPUT_REDRAWS:
@@ -829,8 +830,7 @@ def _ratio(image: Image.Image) -> str:
 
 def _part_of(source: Path | bytes) -> ImagePart:
     """A drawn image (a file, or the bytes of one) as the model is sent it."""
-    with Image.open(BytesIO(source) if isinstance(source, bytes) else source) as img:
-        return ImagePart(image_part_bytes(img.convert("RGB"), AI_INPUT_MAX_SIDE))
+    return ImagePart(model_input_file(source, AI_INPUT_MAX_SIDE))
 
 
 async def _download_to(storage: BlobStorage, path: str, out: Path) -> None:

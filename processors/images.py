@@ -18,10 +18,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import pillow_heif
 from loguru import logger
-from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
+from PIL import ExifTags, Image, ImageChops, ImageCms, ImageOps, ImageStat
 
 from processors.errors import OrderError, RetryableError, TerminalError
 
@@ -43,6 +44,9 @@ _GENERATED_FORMATS = ("JPEG", "PNG", "WEBP")
 # the requested ratio (16:9 comes back as 1344x768, 1.6% off). The setting is
 # OUTPUT_ASPECT_TOLERANCE.
 DEFAULT_ASPECT_TOLERANCE = 0.04
+
+# EXIF orientations that store the picture on its side: its upright width is the stored height.
+_SIDEWAYS = frozenset({5, 6, 7, 8})
 
 # Quality checks run on small copies: cheap, and insensitive to JPEG noise and resampling.
 _CHECK_SIDE = 256
@@ -139,16 +143,32 @@ def image_part_bytes(img: Image.Image, max_side: int) -> bytes:
     return to_jpeg(downscale(img, max_side))
 
 
+def model_input_file(source: Path | bytes, max_side: int) -> bytes:
+    """JPEG bytes of one of our own drawn images (a file or its bytes) for a model request.
+
+    Like ``image_part_bytes``, but a JPEG is decoded at the smallest libjpeg scale that still
+    gives ``max_side`` (``_draft``), so a 4K page costs a quarter of its pixels, not all of them.
+    Our drawn images carry no EXIF, so no orientation is applied.
+    """
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        scale = min(1.0, max_side / max(img.size))
+        _draft(img, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+        return image_part_bytes(img if img.mode == "RGB" else img.convert("RGB"), max_side)
+
+
 def fit_output(
     output: bytes,
     *,
     original: Image.Image,
     requested_ratio: str | None = None,
     tolerance: float = DEFAULT_ASPECT_TOLERANCE,
+    keep: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Check a model's picture and bring it to ``original``'s exact ratio, at ``original``'s
-    pixel size or, when the picture has more pixels, at the largest page-ratio size inside it:
-    the pixels asked for the print files (``IMAGE_SIZE``) are kept, never thrown away here.
+    pixel size or, when the picture has more pixels and ``keep`` (width, height: what the print
+    files need, ``EditRequest.print_pixels``) asks for them, at up to the page-ratio size that
+    covers ``keep``: the pixels paid for the print files (``IMAGE_SIZE``) are kept, and only
+    those beyond what the print needs are dropped.
 
     ``original`` is the RGB page or cover the model was asked to redraw, as ``load_page_image``
     returns it; ``requested_ratio`` (``"3:4"``) is what the model was asked for, which can differ
@@ -158,21 +178,23 @@ def fit_output(
     LANCZOS, so nothing is ever stretched. Raises ``OutputInvalid`` when the output does not
     decode, is blank, has the wrong shape, or is the original handed back unchanged: each is a
     failed call, never a page to print.
+
+    The shape is judged from the header, before any pixel is decoded, and a JPEG output larger
+    than that size is decoded at 1/2, 1/4 or 1/8 scale (``_draft``): a 4K reply for a 2K need
+    costs a quarter of its pixels.
     """
-    image = _decode(_open(output, _GENERATED_FORMATS, OutputInvalid), OutputInvalid)
-    page = math.log(original.width / original.height)
-    asked = _ratio_log(requested_ratio) if requested_ratio else page
-    got = math.log(image.width / image.height)
-    if abs(got - asked) > tolerance:
-        raise OutputInvalid(
-            f"model output is {image.width}x{image.height}, not the {requested_ratio or 'page'} "
-            f"ratio asked for (off by {abs(got - asked):.1%}, tolerance {tolerance:.1%})",
-            code="ai_bad_output",
-        )
+    wanted = max(1.0, *(k / o for k, o in zip(keep or (0, 0), original.size, strict=True)))
+    wanted_size = (math.ceil(original.width * wanted), math.ceil(original.height * wanted))
+    opened = _open(output, _GENERATED_FORMATS, OutputInvalid)
+    _check_shape(_upright_size(opened), original, requested_ratio, tolerance)
+    _draft(opened, _fit_source_size(_upright_size(opened), wanted_size))
+    image = _decode(opened, OutputInvalid)
+    # Again on the pixels: a PNG may carry its orientation after the header.
+    _check_shape(image.size, original, requested_ratio, tolerance)
     small = downscale(image, _CHECK_SIDE)
     if max(ImageStat.Stat(small).stddev) < BLANK_STDDEV:
         raise OutputInvalid("model output is blank (near-uniform colour)")
-    scale = max(1.0, min(image.width / original.width, image.height / original.height))
+    scale = max(1.0, min(image.width / original.width, image.height / original.height, wanted))
     size = (round(original.width * scale), round(original.height * scale))
     fitted = ImageOps.fit(image, size, Image.Resampling.LANCZOS)
     reference = downscale(original, _CHECK_SIDE)
@@ -185,6 +207,65 @@ def fit_output(
             f"model output is the unchanged input (mean difference {mean_difference:.2f})"
         )
     return fitted
+
+
+def _check_shape(
+    size: tuple[int, int], original: Image.Image, requested_ratio: str | None, tolerance: float
+) -> None:
+    """``OutputInvalid`` when ``size`` strays from the requested ratio (or the page's) by more
+    than ``tolerance`` (``fit_output``)."""
+    width, height = size
+    page = math.log(original.width / original.height)
+    asked = _ratio_log(requested_ratio) if requested_ratio else page
+    got = math.log(width / height)
+    if abs(got - asked) > tolerance:
+        raise OutputInvalid(
+            f"model output is {width}x{height}, not the {requested_ratio or 'page'} "
+            f"ratio asked for (off by {abs(got - asked):.1%}, tolerance {tolerance:.1%})",
+            code="ai_bad_output",
+        )
+
+
+def _fit_source_size(source: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The smallest scaled size of ``source`` from which ``ImageOps.fit`` still fills ``target``
+    without enlarging: its centre crop at ``target``'s ratio must keep ``target``'s pixels."""
+    (sw, sh), (tw, th) = source, target
+    crop_w, crop_h = min(sw, sh * tw / th), min(sh, sw * th / tw)
+    scale = min(1.0, max(tw / crop_w, th / crop_h))
+    return math.ceil(sw * scale), math.ceil(sh * scale)
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """The size ``image`` will have once its EXIF orientation is applied, from the header."""
+    return (image.height, image.width) if _header_orientation(image) in _SIDEWAYS else image.size
+
+
+def _header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation found before any pixel is decoded (JPEG and WEBP keep EXIF in the
+    header; ``getexif`` would decode a whole PNG to look for a late eXIf chunk), else 1."""
+    raw = image.info.get("exif")
+    if not isinstance(raw, bytes):
+        return 1
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+        return int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+    except Exception:  # Broken EXIF is not our business here; _decode meets it if it matters.
+        return 1
+
+
+def _draft(image: Image.Image, upright_size: tuple[int, int]) -> None:
+    """Ask a not yet decoded JPEG to decode at the smallest libjpeg DCT scale (1/2, 1/4, 1/8)
+    that keeps at least ``upright_size`` pixels (after orientation); other formats ignore it.
+
+    DCT scaling is a good box-like downsampling, and the result is resized with LANCZOS
+    afterwards anyway, so a smaller decode serves where the full one would be thrown away.
+    """
+    w, h = upright_size
+    if _header_orientation(image) in _SIDEWAYS:
+        w, h = h, w
+    if w * 2 <= image.width and h * 2 <= image.height:
+        image.draft(image.mode, (w, h))
 
 
 def _ratio_log(label: str) -> float:
@@ -221,8 +302,9 @@ def _decode(image: Image.Image, fail: ErrorFactory) -> Image.Image:
     profile no longer applies after conversion, the orientation has been applied).
     """
     try:
-        upright = ImageOps.exif_transpose(image)
-        rgb = _to_srgb(upright, image.info.get("icc_profile"))
+        # In place: without an orientation tag, the default would return a full copy.
+        ImageOps.exif_transpose(image, in_place=True)
+        rgb = _to_srgb(image, image.info.get("icc_profile"))
     except Exception as exc:  # Truncated or corrupt data surfaces as OSError, ValueError, ...
         raise fail(f"image does not decode: {exc}") from exc
     rgb.info = {}

@@ -369,20 +369,22 @@ def test_real_edit_is_accepted_at_the_original_size() -> None:
     assert fitted.mode == "RGB"
 
 
-def test_a_picture_with_more_pixels_than_the_page_keeps_them() -> None:
+def test_a_picture_with_more_pixels_than_the_page_keeps_them_for_print() -> None:
     """The pixels asked for the print files (IMAGE_SIZE=auto) are not thrown away."""
     original = picture(400, 300)
+    answer = to_jpeg(redrawn(original).resize((1600, 1200)))
 
-    fitted = fit_output(to_jpeg(redrawn(original).resize((1600, 1200))), original=original)
-
-    assert fitted.size == (1600, 1200)
+    assert fit_output(answer, original=original, keep=(1600, 1200)).size == (1600, 1200)
+    # Beyond what the print needs, they are.
+    assert fit_output(answer, original=original, keep=(800, 600)).size == (800, 600)
+    assert fit_output(answer, original=original).size == (400, 300)
 
 
 def test_a_larger_picture_of_a_nearby_ratio_is_cropped_to_the_page_at_its_resolution() -> None:
     original = picture(850, 1100)  # US letter; the model answered 3:4 at 2K
     reply = redrawn(original).resize((1792, 2400))
 
-    fitted = fit_output(to_jpeg(reply), original=original, requested_ratio="3:4")
+    fitted = fit_output(to_jpeg(reply), original=original, requested_ratio="3:4", keep=(2625, 3375))
 
     assert fitted.size == (1792, 2319)
 
