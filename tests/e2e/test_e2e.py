@@ -94,6 +94,20 @@ def successful_page_calls(fake: FakeGemini) -> list[int]:
     return pages
 
 
+def judged_pages(fake: FakeGemini) -> list[int]:
+    """The page (0: the cover) of every answered judge call, told by its first image: the
+    original the judge compares with is the base image its page's image calls were sent."""
+    page_of_base: dict[bytes, int] = {}
+    for request in fake.generate_requests(fake.IMAGE_MODEL):
+        match = PAGE_IN_PROMPT.search(" ".join(request.texts))
+        page_of_base[request.images[0]] = int(match.group(1)) if match else 0
+    return [
+        page_of_base[request.images[0]]
+        for request in fake.generate_requests(fake.ANALYSIS_MODEL)
+        if request.schema_kind == "judge" and request.status == 200
+    ]
+
+
 async def test_paid_order_becomes_a_finished_book(
     fake: FakeGemini,
     shelf: Callable[..., object],
@@ -189,6 +203,10 @@ async def test_kill_9_mid_book_repeats_no_checkpointed_page(
         if r.status == 200 and not PAGE_IN_PROMPT.search(" ".join(r.texts))
     ]
     assert len(cover_calls) == 1
+    # Judged before it was checkpointed, no page (the cover included) is judged again.
+    judged = judged_pages(fake)
+    for page in checkpointed | {0}:
+        assert judged.count(page) == 1, f"page {page} was judged again after its checkpoint"
     assert len(PdfReader(tmp_path / "storage" / item_row(db, item)["pdf_path"]).pages) == 1 + PAGES
 
 
