@@ -40,16 +40,47 @@ def _rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _pil_images() -> list[dict[str, object]]:
-    import gc
+#: Every Pillow image made since start-up, weakly: ``gc.get_objects()`` from this thread would
+#: hand out tuples other threads are still building, and CPython then stops the daemon with
+#: "SystemError: Objects/tupleobject.c: bad argument to internal function" (the gc module's
+#: warning on get_objects; it did so in the full bench run of 2026-12-02).
+_IMAGES: object = None
+
+
+def _track_images() -> None:
+    import weakref
 
     try:
         from PIL import Image
     except ImportError:
+        return
+    global _IMAGES
+    # Keyed by id: an Image defines __eq__ and so is not hashable.
+    images: weakref.WeakValueDictionary[int, Image.Image] = weakref.WeakValueDictionary()
+    _IMAGES = images
+    init = Image.Image.__init__
+
+    def tracked(self: Image.Image, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)
+        images[id(self)] = self
+
+    Image.Image.__init__ = tracked  # type: ignore[method-assign]
+
+
+def _pil_images() -> list[dict[str, object]]:
+    if _IMAGES is None:
+        return []
+    for _ in range(5):  # another thread may add one while the set is copied
+        try:
+            alive = list(_IMAGES.values())  # type: ignore[attr-defined]
+            break
+        except RuntimeError:
+            continue
+    else:
         return []
     found = []
-    for obj in gc.get_objects():
-        if isinstance(obj, Image.Image) and obj.__dict__.get("_im") is not None:
+    for obj in alive:
+        if obj.__dict__.get("_im") is not None:
             # Pillow keeps 1-byte modes in one byte per pixel and every other mode in four.
             depth = 1 if obj.mode in ("1", "L", "P") else 4
             found.append(
@@ -147,6 +178,7 @@ def _start(out: str) -> None:
     import tracemalloc
 
     tracemalloc.start(_FRAMES)
+    _track_images()
     threading.Thread(target=_run, args=(out,), name="bench-memprofile", daemon=True).start()
 
 
