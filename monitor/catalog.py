@@ -22,6 +22,7 @@ from monitor.store.base import OrderStore
 from processors.child import NAME_MAX_CHARS
 from processors.images import load_page_image
 from processors.ports import BlobStorage
+from processors.print_pdf import BLEED_IN_RANGE, PPI_RANGE
 from processors.story import longest_profile, render_story, template_problems
 from processors.text_layer import TextDoesNotFit, check_fits
 
@@ -42,14 +43,6 @@ _PAGE_NUMBER = re.compile(r"(\d+)")
 
 class CatalogError(ValueError):
     """The directory does not describe a book; the message says what to fix."""
-
-
-#: A book's own print profile (``import-book --bleed-in --ppi``): bleed per edge in inches, and
-#: the minimum effective PPI of its print files. Print services ask for 0.125 in and 300 PPI
-#: (Lulu's book creation guide); a picture book below 150 PPI prints visibly soft, and no press
-#: resolves more than 1200.
-BLEED_IN_RANGE = (0.0, 0.5)
-PPI_RANGE = (150, 1200)
 
 
 def check_print_profile(bleed_in: float | None, ppi: int | None) -> None:

@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 
 from monitor.webhook import secret_problem as webhook_secret_problem
 from processors.ai.models import DEFAULT_ANALYSIS_MODEL, DEFAULT_IMAGE_MODELS
+from processors.print_pdf import BLEED_IN_RANGE, PPI_RANGE
 
 T = TypeVar("T")
 
@@ -460,10 +461,18 @@ class _Parser:
                 "QA_MIN_LIKENESS", float, 6.0, lambda v: 0 <= v <= 10, "a number from 0 to 10"
             ),
             print_bleed_in=self.typed(
-                "PRINT_BLEED_IN", float, 0.125, lambda v: 0 <= v <= 0.5, "inches, from 0 to 0.5"
+                "PRINT_BLEED_IN",
+                float,
+                0.125,
+                lambda v: BLEED_IN_RANGE[0] <= v <= BLEED_IN_RANGE[1],
+                f"inches, from {BLEED_IN_RANGE[0]:g} to {BLEED_IN_RANGE[1]:g}",
             ),
             print_ppi=self.typed(
-                "PRINT_PPI", int, 300, lambda v: 72 <= v <= 1200, "an integer from 72 to 1200"
+                "PRINT_PPI",
+                int,
+                300,
+                lambda v: PPI_RANGE[0] <= v <= PPI_RANGE[1],
+                f"an integer from {PPI_RANGE[0]} to {PPI_RANGE[1]}",
             ),
             notify_webhook_url=self.first("NOTIFY_WEBHOOK_URL"),
             notify_webhook_secret=Secret(s) if (s := self.first("NOTIFY_WEBHOOK_SECRET")) else None,

@@ -28,6 +28,12 @@ from processors.pdf import build_pdf
 from processors.text_layer import PlacedText, add_text_layer
 
 PT_PER_IN = 72.0
+#: The print profiles accepted (the ``PRINT_*`` settings, ``import-book --bleed-in --ppi``): bleed
+#: per edge in inches, and the minimum effective PPI of the print files. Print services ask for
+#: 0.125 in and 300 PPI (Lulu's book creation guide); a picture book below 150 PPI prints
+#: visibly soft, and no press resolves more than 1200.
+BLEED_IN_RANGE = (0.0, 0.5)
+PPI_RANGE = (150, 1200)
 _JPEG_QUALITY = 92
 
 

@@ -103,3 +103,14 @@ def test_ai_time_and_shape_settings_are_read() -> None:
         settings.page_deadline_seconds,
         settings.image_size,
     ) == (0.02, 90.0, "4K")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("PRINT_PPI", "100"), ("PRINT_PPI", "1300"), ("PRINT_BLEED_IN", "0.6")]
+)
+def test_a_print_profile_outside_print_practice_is_refused_as_import_book_refuses_it(
+    name: str, value: str
+) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({**BASE, name: value})
+    assert Settings.from_env({**BASE, "PRINT_PPI": "150"}).print_ppi == 150
