@@ -62,6 +62,7 @@ from processors.links import sign_results
 from processors.ownership import require_user_upload
 from processors.page_pool import DrawSlot, PagePool
 from processors.pdf import SCREEN_MAX_SIDE, build_pdf
+from processors.picture_work import PictureWork
 from processors.ports import (
     AssetCache,
     BlobStorage,
@@ -146,12 +147,15 @@ class _Original:
 
 @dataclass
 class _PrintImages:
-    """Each illustration's print picture (processors/print_pdf.py), prepared in a thread as soon
-    as it is saved, beside the drawing of the others, so the end of the book only assembles the
-    print PDFs. One at a time: an upscale holds a print-size picture in memory while it runs."""
+    """Each illustration's print picture (processors/print_pdf.py), prepared as soon as it is
+    saved, beside the drawing of the others, so the end of the book only assembles the print
+    PDFs. One at a time per order, each in a slot of the process's ``PictureWork``: an upscale
+    holds a print-size picture and its source in memory while it runs, and nothing waits for it
+    before the end of the book."""
 
     profile: PrintProfile
     work: Path
+    pictures: PictureWork
     _ready: dict[int, PrintImage] = field(default_factory=dict)
     _tasks: list[asyncio.Future[None]] = field(default_factory=list)
     _turn: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -162,7 +166,7 @@ class _PrintImages:
     async def _prepare(self, number: int, source: Path) -> None:
         out = self.work / f"print-{number:03d}.jpg"
         async with self._turn:
-            self._ready[number] = await asyncio.to_thread(
+            self._ready[number] = await self.pictures.run(
                 prepare_print_image, source, out, self.profile
             )
 
@@ -218,6 +222,8 @@ class BookProcessor:
         #: identity reference. False: pages start with the cover, and those whose image call
         #: starts before the cover passed its checks go without the reference (COVER_FIRST).
         self.cover_first = cover_first
+        #: Decodes, resizes and encodes of full-size pictures, across all orders of the process.
+        self.pictures = PictureWork()
 
     async def __call__(self, job: JobContext) -> BookResult:
         started_at = time.monotonic()
@@ -254,7 +260,7 @@ class BookProcessor:
         # not delete the new owner's files, even with a CACHE_DIR shared between processes.
         self.work_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{job.item_id}-", dir=self.work_dir))
-        prints = _PrintImages(print_profile, work)
+        prints = _PrintImages(print_profile, work, self.pictures)
         try:
             await job.report(
                 10, "Drawing the cover", code=StepCode.DRAWING_COVER, usage=usage.as_dict()
@@ -267,7 +273,7 @@ class BookProcessor:
             del cover_original
 
             async def as_reference(jpeg: bytes) -> None:
-                reference.part = await asyncio.to_thread(_part_of, jpeg)
+                reference.part = await self.pictures.run(_part_of, jpeg)
 
             async def cover(slot: DrawSlot | None) -> None:
                 original = cover_source.pop()
@@ -278,7 +284,7 @@ class BookProcessor:
                 await self._cover(
                     job, inputs, original, cover_part, done, cover_file, usage, slot, drawn
                 )
-                reference.part = await asyncio.to_thread(_part_of, cover_file)
+                reference.part = await self.pictures.run(_part_of, cover_file)
                 prints.add(0, cover_file)
 
             if self.cover_first or 0 in done:
@@ -292,7 +298,7 @@ class BookProcessor:
                 )
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
-            pdf_file = await asyncio.to_thread(
+            pdf_file = await self.pictures.run(
                 build_pdf,
                 cover_file,
                 page_files,
@@ -303,7 +309,7 @@ class BookProcessor:
                 max_side=SCREEN_MAX_SIDE,
             )
             texts = page_texts(pages, profile, _box)
-            await asyncio.to_thread(add_text_layer, pdf_file, [None, *texts])
+            await self.pictures.run(add_text_layer, pdf_file, [None, *texts])
             self.metrics.pdf_built(time.monotonic() - started)
             await job.report(96, "Saving your book", code=StepCode.UPLOADING, usage=usage.as_dict())
             pdf_path, cover_path = (
@@ -346,7 +352,7 @@ class BookProcessor:
         """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
         the row before completion."""
         ready = await prints.ready()
-        files = await asyncio.to_thread(
+        files = await self.pictures.run(
             assemble_print_files,
             ready[0],
             [ready[n] for n in numbers],
@@ -405,7 +411,7 @@ class BookProcessor:
             raise ObjectNotFound(f"book {what} has no image path")
         path = self.storage.key_for(raw_path)
         data = await self.assets.get(book_id, path)
-        return await asyncio.to_thread(load_page_image, data)
+        return await self.pictures.run(load_page_image, data)
 
     async def _model_input(
         self, book_id: str, raw_path: str | None, what: str
@@ -574,7 +580,7 @@ class BookProcessor:
                 job,
                 number,
                 path,
-                Checked(await asyncio.to_thread(to_jpeg, drawing), "", None),
+                Checked(await self.pictures.run(to_jpeg, drawing), "", None),
                 out,
                 usage,
             )
@@ -679,7 +685,7 @@ class BookProcessor:
             photo=request.child_photo,
             identity=identity,
             usage=usage,
-            as_part=lambda jpeg: asyncio.to_thread(_part_of, jpeg),
+            as_part=lambda jpeg: self.pictures.run(_part_of, jpeg),
         )
 
     async def _draw(
@@ -734,7 +740,7 @@ class BookProcessor:
                 async with calling():
                     result = await self.ai.generate_image(request, usage)
             try:
-                fitted = await asyncio.to_thread(
+                jpeg = await self.pictures.run(
                     fit_output,
                     result.data,
                     original=original,
@@ -759,7 +765,7 @@ class BookProcessor:
                 softened=request.prompt == softened_prompt,
                 seconds=round(time.monotonic() - started, 1),
             )
-            return await asyncio.to_thread(to_jpeg, fitted), result.model
+            return jpeg, result.model
         raise AssertionError("unreachable")
 
     async def _save(

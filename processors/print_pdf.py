@@ -24,6 +24,7 @@ from pathlib import Path
 import pikepdf
 from PIL import Image
 
+from processors.images import fit_consuming
 from processors.pdf import build_pdf
 from processors.text_layer import PlacedText, add_text_layer
 
@@ -89,7 +90,9 @@ def prepare_print_image(source: Path, out: Path, profile: PrintProfile) -> Print
             return PrintImage(source, ppi, False)
         factor = profile.ppi / ppi
         size = (math.ceil(image.width * factor), math.ceil(image.height * factor))
-        image.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(
+        # Our drawn pictures are RGB already; convert() would make a full-size copy regardless.
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        fit_consuming(rgb, size).save(
             out, "JPEG", quality=_JPEG_QUALITY, dpi=(profile.ppi, profile.ppi)
         )
     return PrintImage(out, ppi, True)

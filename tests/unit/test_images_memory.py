@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageOps, ImageStat
 
 import processors.images as images
 from processors.images import (
@@ -43,6 +43,12 @@ def reply(width: int, height: int) -> Image.Image:
     img = picture(width, height)
     ImageDraw.Draw(img).rectangle((0, 0, width // 2, height * 2 // 5), fill=(40, 60, 200))
     return img
+
+
+def size_of(jpeg: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(jpeg)) as image:
+        assert image.format == "JPEG"
+        return image.size
 
 
 def new_buffers(action: object) -> int:
@@ -83,7 +89,7 @@ def test_a_jpeg_output_larger_than_the_page_is_decoded_at_a_reduced_scale(
     fitted = fit_output(answer, original=original)
 
     assert seen == [(1024, 1024)]  # 1/4 scale: the smallest that still covers 1000 px
-    assert fitted.size == original.size
+    assert size_of(fitted) == original.size
 
 
 def test_the_reduced_decode_still_covers_the_centre_crop() -> None:
@@ -115,7 +121,89 @@ def test_a_sideways_output_is_judged_and_drafted_upright(monkeypatch: pytest.Mon
     fitted = fit_output(out.getvalue(), original=original, requested_ratio="3:4")
 
     assert seen == [(1024, 768)]  # stored size at 1/4 scale: upright 768x1024 covers 600x800
-    assert fitted.size == (600, 800)
+    assert size_of(fitted) == (600, 800)
+
+
+def test_a_jpeg_reply_of_the_result_size_is_kept_as_sent_and_checked_at_an_eighth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A square 2K reply for a square page whose print needs more than 2K: nothing to crop or
+    # resize, so the reply's own bytes are the page, not a decode and a re-encode of them.
+    original = picture(1024, 1024)
+    answer = to_jpeg(reply(2048, 2048))
+    seen = decoded_sizes(monkeypatch, "_decode")
+
+    assert fit_output(answer, original=original, keep=(2625, 2625)) == answer
+    assert seen == [(256, 256)]  # the checks' decode: 1/8 scale, never the full 2048 px
+
+
+def test_a_kept_reply_is_still_read_to_its_end() -> None:
+    # The small decode goes through every byte of the file: a cut-off reply fails it.
+    answer = to_jpeg(reply(2048, 2048))
+    with pytest.raises(OutputInvalid, match="does not decode"):
+        fit_output(answer[: len(answer) * 2 // 3], original=picture(1024, 1024), keep=(2048, 2048))
+
+
+def test_a_kept_reply_still_meets_the_blank_and_unchanged_checks() -> None:
+    original = picture(1024, 1024)
+    with pytest.raises(OutputInvalid, match="blank"):
+        fit_output(to_jpeg(Image.new("RGB", (2048, 2048), (90, 90, 90))), original=original)
+    echoed = to_jpeg(original.resize((2048, 2048), Image.Resampling.BICUBIC))
+    with pytest.raises(OutputInvalid, match="unchanged"):
+        fit_output(echoed, original=original, keep=(2048, 2048))
+
+
+def test_a_reply_of_the_result_size_with_a_profile_or_an_orientation_is_redone() -> None:
+    # Its own bytes would print differently from what was checked: through sRGB, upright.
+    original = picture(1024, 1024)
+    drawn = reply(2048, 2048)
+    profiled, turned = io.BytesIO(), io.BytesIO()
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    drawn.save(profiled, "JPEG", quality=90, icc_profile=srgb)
+    exif = Image.Exif()
+    exif[ORIENTATION] = 3  # upside down: same size upright
+    drawn.save(turned, "JPEG", quality=90, exif=exif)
+
+    for answer in (profiled.getvalue(), turned.getvalue()):
+        fitted = fit_output(answer, original=original, keep=(2048, 2048))
+        assert fitted != answer
+        assert size_of(fitted) == (2048, 2048)
+        with Image.open(io.BytesIO(fitted)) as image:
+            assert "icc_profile" not in image.info and "exif" not in image.info
+
+
+@pytest.mark.parametrize(
+    ("reply_size", "keep", "page"),
+    [((4096, 4096), (2625, 2625), (1024, 1024)), ((1344, 768), None, (1600, 900))],
+)
+def test_the_fit_resizes_one_axis_at_a_time_and_matches_imageops_fit(
+    monkeypatch: pytest.MonkeyPatch,
+    reply_size: tuple[int, int],
+    keep: tuple[int, int] | None,
+    page: tuple[int, int],
+) -> None:
+    # A 4K reply for a 2625 px print need cannot be drafted; the first pass's result replaces
+    # the decoded reply before the second pass, so both never live beside a third buffer.
+    original = picture(*page)
+    drawn = reply(*reply_size)
+    passes: list[tuple[int, int]] = []
+    real = Image.Image.resize
+
+    def spy(self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> object:
+        if self.size == reply_size or self.size[0] == reply_size[0]:
+            passes.append(size)
+        return real(self, size, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    fitted = fit_output(to_jpeg(drawn, quality=95), original=original, keep=keep)
+    monkeypatch.undo()
+
+    wanted = size_of(fitted)
+    assert passes[:2] == [(reply_size[0], wanted[1]), wanted]
+    with Image.open(io.BytesIO(fitted)) as ours:
+        theirs = ImageOps.fit(drawn, wanted, Image.Resampling.LANCZOS)
+        difference = ImageChops.difference(ours.convert("RGB"), theirs)
+        assert max(ImageStat.Stat(difference).mean) < 2.0  # JPEG noise, not another picture
 
 
 def test_the_wrong_shape_is_rejected_from_the_header_before_any_decode() -> None:
