@@ -692,13 +692,22 @@ def _versus_rows(s: dict[str, Any]) -> list[Row]:
     return rows
 
 
+#: The daemon variants of the versus run (bench/versus.py): column title, short name in ratios.
+_VERSUS_DAEMONS = {
+    "daemon": ("this daemon", "daemon"),
+    "daemon_qa_off": ("daemon, QA_MODE=off", "QA off"),
+    "daemon_pages_first": ("daemon, COVER_FIRST=false", "pages first"),
+}
+
+
 def _versus(s: dict[str, Any]) -> list[str]:
     systems = s["systems"]
     base = systems["baseline"]
     rows = []
+    names = [n for n in _VERSUS_DAEMONS if n in systems]
     for label, value, key, rule in _versus_rows(s):
-        cells = [value(systems[n]) for n in ("daemon", "daemon_qa_off", "baseline")]
-        ratios = [_ratio(cells[0], cells[2]), _ratio(cells[1], cells[2])] if key else [None, None]
+        cells = [value(systems[n]) for n in [*names, "baseline"]]
+        ratios = [_ratio(c, cells[-1]) if key else None for c in cells[:-1]]
         if rule and ratios[0] is not None:
             ok = ratios[0] <= 0.5 if rule.startswith("≤") else ratios[0] >= 2
             rule = f"{rule}: {verdict(ok)}"
@@ -707,8 +716,7 @@ def _versus(s: dict[str, Any]) -> list[str]:
             [
                 label,
                 *(f(c, digits) if isinstance(c, float) else f(c) for c in cells),
-                f(ratios[0]),
-                f(ratios[1]),
+                *(f(r) for r in ratios),
                 rule,
             ]
         )
@@ -739,7 +747,8 @@ def _versus(s: dict[str, Any]) -> list[str]:
         "algorithms), the tight one far below (both are bound by the quota: it measures what "
         "each does with 429s). The daemon runs with its defaults and its quota set "
         "(AI_REQUESTS_PER_MINUTE, AI_RATE_WINDOW_SECONDS = the limit): as shipped (QA_MODE = "
-        "judge) and with QA_MODE = off (the algorithm alone). Saturation: "
+        "judge), with QA_MODE = off (the algorithm alone) and with COVER_FIRST = false (pages "
+        "start beside the cover, the first ones without it as reference). Saturation: "
         f"{s['orders']} orders of 8 pages placed at once. The order alone and the kill -9 run "
         f"at the {s['single_and_kill_limit']} limit; kill -9: "
         f"{k['orders']} orders, SIGKILL after {k['images_drawn_before_kill']} images were drawn, "
@@ -749,11 +758,9 @@ def _versus(s: dict[str, Any]) -> list[str]:
         *table(
             [
                 "measure",
-                "this daemon",
-                "daemon, QA_MODE=off",
+                *(_VERSUS_DAEMONS[n][0] for n in names),
                 "baseline (emulated)",
-                "ratio daemon / baseline",
-                "ratio QA off / baseline",
+                *(f"ratio {_VERSUS_DAEMONS[n][1]} / baseline" for n in names),
                 "target (daemon / baseline)",
             ],
             rows,

@@ -71,8 +71,16 @@ class BaselineProcess:
 
 
 #: The daemon as shipped (QA_MODE = judge), the same with the judge off (the algorithm alone:
-#: the emulated original has no judge), and the emulated original.
-SYSTEMS = ("daemon", "daemon_qa_off", "baseline")
+#: the emulated original has no judge), the same with COVER_FIRST=false (pages start beside the
+#: cover: one image round and one judge call shorter, the first pages without the cover as
+#: reference), and the emulated original.
+SYSTEMS = ("daemon", "daemon_qa_off", "daemon_pages_first", "baseline")
+#: What each daemon variant sets on top of the defaults.
+VARIANTS: dict[str, dict[str, str]] = {
+    "daemon": {},
+    "daemon_qa_off": {"QA_MODE": "off"},
+    "daemon_pages_first": {"COVER_FIRST": "false"},
+}
 
 
 class System:
@@ -88,7 +96,7 @@ class System:
         if self.name == "baseline":
             proc: Any = BaselineProcess(w, self.v["poll_s"], self.v["env"])
         else:
-            extra = {"QA_MODE": "off"} if self.name == "daemon_qa_off" else {}
+            extra = VARIANTS[self.name]
             proc = w.start_daemon(
                 AI_REQUESTS_PER_MINUTE=self.limit["images"] * 60 / self.limit["window_s"],
                 AI_RATE_WINDOW_SECONDS=self.limit["window_s"],

@@ -102,11 +102,11 @@ class Settings:
     #: models take 1K/2K/4K, gemini-2.5-flash-image took none. ``auto``: per request, the
     #: smallest size whose pixels reach the book's print profile, else the model's largest.
     image_size: str | None = "auto"
-    page_concurrency: int = 4
+    page_concurrency: int = 8
     #: True: the cover (and its judge) before any page, every page with it as reference; False:
     #: pages start with the cover and the first ones go without it (processors/book.py).
     cover_first: bool = True
-    ai_max_concurrency: int = 8
+    ai_max_concurrency: int = 24
     ai_requests_per_minute: float | None = None
     #: Pacing of analysis calls (their model has its own quota); None: not paced.
     ai_analysis_requests_per_minute: float | None = None

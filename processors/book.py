@@ -43,6 +43,7 @@ from processors.contract import BookResult, ItemContext, JobContext, Row, StepCo
 from processors.errors import OrderError, TerminalError
 from processors.images import (
     DEFAULT_ASPECT_TOLERANCE,
+    Original,
     OutputInvalid,
     fit_output,
     image_part_bytes,
@@ -122,29 +123,6 @@ class _Reference:
     part: ImagePart | None = None
 
 
-class _Original:
-    """A catalog image decoded, for the output checks of its image calls (``fit_output``).
-
-    With a ``load``, it is held only while a drawing may need it: dropped after the checks of
-    each reply, so a page being judged holds bytes only, and decoded again for a redraw."""
-
-    def __init__(
-        self, image: Image.Image, load: Callable[[], Awaitable[Image.Image]] | None = None
-    ) -> None:
-        self._image: Image.Image | None = image
-        self._load = load
-
-    async def image(self) -> Image.Image:
-        if self._image is None:
-            assert self._load is not None  # only a reloadable image is dropped
-            self._image = await self._load()
-        return self._image
-
-    def drop(self) -> None:
-        if self._load is not None:
-            self._image = None
-
-
 @dataclass
 class _PrintImages:
     """Each illustration's print picture (processors/print_pdf.py), prepared as soon as it is
@@ -191,7 +169,7 @@ class BookProcessor:
         analyzer: Analyzer,
         prompts: PromptBook,
         work_dir: Path,
-        page_concurrency: int = 4,
+        page_concurrency: int = 8,
         page_deadline_seconds: float = 600.0,
         aspect_tolerance: float = DEFAULT_ASPECT_TOLERANCE,
         ready_problem: str | None = None,
@@ -415,10 +393,11 @@ class BookProcessor:
 
     async def _model_input(
         self, book_id: str, raw_path: str | None, what: str
-    ) -> tuple[Image.Image, ImagePart]:
-        """A catalog page decoded, and as the model is sent it."""
-        original = await self._catalog_image(book_id, raw_path, what)
-        return original, await model_part(original)
+    ) -> tuple[Original, ImagePart]:
+        """A catalog page as the output checks need it and as the model is sent it; the decoded
+        page itself is freed here, before the page waits for its image call."""
+        decoded = await self._catalog_image(book_id, raw_path, what)
+        return await self.pictures.run(Original.of, decoded), await model_part(decoded)
 
     async def _check_pages(self, book_id: str, pages: list[Row]) -> None:
         """Fetch (into the disk cache) and decode every page still to draw, one at a time, so
@@ -467,7 +446,7 @@ class BookProcessor:
             base=original_part,
             child_photo=inputs.photo,
             child_name=inputs.profile.name,
-            aspect_ratio=_ratio(original),
+            aspect_ratio=_ratio(original.size),
             character_box=_box(inputs.book.get("cover_character_box")),
             print_pixels=self.print_profile(inputs.book).pixels,
         )
@@ -476,7 +455,7 @@ class BookProcessor:
         )
         with logger.contextualize(page=0):
             return await self._checked(
-                request, softened, _Original(original), None, usage, slot, drawn
+                request, softened, Original.of(original), None, usage, slot, drawn
             )
 
     async def _pages(
@@ -586,9 +565,9 @@ class BookProcessor:
             )
             self.metrics.page_generated("original")
             return True
-        # The original is decoded while the page waits for a slot (at most P + 1 pages hold one
-        # before their first call ends); the wait itself comes first, so pages queue for slots
-        # in page order.
+        # The original is loaded while the page waits for a slot (at most P + 1 pages hold its
+        # model input before their first call ends); the wait itself comes first, so pages queue
+        # for slots in page order.
         slot = await pool.page_slot()
         loading = asyncio.ensure_future(
             self._model_input(inputs.book["id"], page.get("image_path"), what)
@@ -598,17 +577,13 @@ class BookProcessor:
             # A page that has its slot is started, as it always was; one still waiting when a
             # sibling fails for good starts nothing.
             started = not failed.is_set()
-            decoded, base = await loading
+            original, base = await loading
         except BaseException:
             loading.cancel()
             slot.release()
             raise
         del loading
-        original = _Original(
-            decoded, lambda: self._catalog_image(inputs.book["id"], page.get("image_path"), what)
-        )
-        ratio = _ratio(decoded)
-        del decoded
+        ratio = _ratio(original.size)
         try:
             if not started:
                 return False
@@ -641,7 +616,6 @@ class BookProcessor:
             await self._save(job, number, path, checked, out, usage)
         finally:
             slot.release()
-            original.drop()
         self.metrics.page_generated("ok")
         return True
 
@@ -649,7 +623,7 @@ class BookProcessor:
         self,
         request: EditRequest,
         softened: str,
-        original: _Original,
+        original: Original,
         identity: ImagePart | None,
         usage: Usage,
         slot: DrawSlot | None,
@@ -666,13 +640,9 @@ class BookProcessor:
             return slot.drawing(keep=keep) if slot else contextlib.nullcontext()
 
         async def draw(prompt: str, soft: str) -> tuple[bytes, str]:
-            try:
-                image = await original.image()
-                result = await self._draw(
-                    replace(request, prompt=prompt), soft, image, usage, calling
-                )
-            finally:
-                original.drop()
+            result = await self._draw(
+                replace(request, prompt=prompt), soft, original, usage, calling
+            )
             if drawn:
                 await drawn(result[0])
             return result
@@ -692,7 +662,7 @@ class BookProcessor:
         self,
         request: EditRequest,
         softened_prompt: str,
-        original: Image.Image,
+        original: Original,
         usage: Usage,
         calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
     ) -> tuple[bytes, str]:
@@ -718,7 +688,7 @@ class BookProcessor:
         self,
         request: EditRequest,
         softened_prompt: str,
-        original: Image.Image,
+        original: Original,
         usage: Usage,
         calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
     ) -> tuple[bytes, str]:
@@ -829,9 +799,9 @@ def _box(value: object) -> tuple[float, float, float, float] | None:
     return x, y, w, h
 
 
-def _ratio(image: Image.Image) -> str:
+def _ratio(size: tuple[int, int]) -> str:
     """The page's own ratio in pixels; the adapter picks the nearest its model accepts."""
-    return f"{image.width}:{image.height}"
+    return f"{size[0]}:{size[1]}"
 
 
 def _part_of(source: Path | bytes) -> ImagePart:

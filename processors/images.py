@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pillow_heif
@@ -156,10 +157,24 @@ def model_input_file(source: Path | bytes, max_side: int) -> bytes:
         return image_part_bytes(img if img.mode == "RGB" else img.convert("RGB"), max_side)
 
 
+@dataclass(frozen=True)
+class Original:
+    """What the output checks need of the page or cover a model redrew: its pixel size, and a
+    copy of at most ``_CHECK_SIDE`` px to compare with. A page waiting for its reply holds this
+    (a quarter of a megabyte), not the decoded catalog page (20 MB at 2550 x 3300)."""
+
+    size: tuple[int, int]
+    look: Image.Image
+
+    @classmethod
+    def of(cls, image: Image.Image) -> Original:
+        return cls(image.size, downscale(image, _CHECK_SIDE))
+
+
 def fit_output(
     output: bytes,
     *,
-    original: Image.Image,
+    original: Image.Image | Original,
     requested_ratio: str | None = None,
     tolerance: float = DEFAULT_ASPECT_TOLERANCE,
     keep: tuple[int, int] | None = None,
@@ -171,7 +186,8 @@ def fit_output(
     (``IMAGE_SIZE``) are kept, and only those beyond what the print needs are dropped.
 
     ``original`` is the RGB page or cover the model was asked to redraw, as ``load_page_image``
-    returns it; ``requested_ratio`` (``"3:4"``) is what the model was asked for, which can differ
+    returns it, or its ``Original`` (all the checks use of it); ``requested_ratio``
+    (``"3:4"``) is what the model was asked for, which can differ
     a little from the page when the model offers no closer ratio. The output may differ from
     the requested ratio by ``tolerance`` at most; what is left between it and the page is
     centre-cropped (never more than that gap plus the tolerance) and the picture resized with
@@ -187,23 +203,24 @@ def fit_output(
     1/4 or 1/8 scale where that still covers it: a 4K reply for a 2K need costs a quarter of
     its pixels.
     """
-    wanted = max(1.0, *(k / o for k, o in zip(keep or (0, 0), original.size, strict=True)))
-    wanted_size = (math.ceil(original.width * wanted), math.ceil(original.height * wanted))
+    page = original if isinstance(original, Original) else Original.of(original)
+    wanted = max(1.0, *(k / o for k, o in zip(keep or (0, 0), page.size, strict=True)))
+    wanted_size = (math.ceil(page.size[0] * wanted), math.ceil(page.size[1] * wanted))
     opened = _open(output, _GENERATED_FORMATS, OutputInvalid)
     upright = _upright_size(opened)
-    _check_shape(upright, original, requested_ratio, tolerance)
-    size = _result_size(upright, original.size, wanted)
+    _check_shape(upright, page.size, requested_ratio, tolerance)
+    size = _result_size(upright, page.size, wanted)
     if _is_the_result(opened, size):
         _draft(opened, (_CHECK_SIDE, _CHECK_SIDE))
-        _check_drawing(_decode(opened, OutputInvalid), original)
+        _check_drawing(_decode(opened, OutputInvalid), page.look)
         return output
     _draft(opened, _fit_source_size(upright, wanted_size))
     image = _decode(opened, OutputInvalid)
     del opened  # often the same pixels as ``image``: fit_consuming frees them
     # Again on the pixels: a PNG may carry its orientation after the header.
-    _check_shape(image.size, original, requested_ratio, tolerance)
-    fitted = fit_consuming(image, _result_size(image.size, original.size, wanted))
-    _check_drawing(fitted, original)
+    _check_shape(image.size, page.size, requested_ratio, tolerance)
+    fitted = fit_consuming(image, _result_size(image.size, page.size, wanted))
+    _check_drawing(fitted, page.look)
     return to_jpeg(fitted)
 
 
@@ -256,12 +273,12 @@ def _is_the_result(opened: Image.Image, size: tuple[int, int]) -> bool:
     )
 
 
-def _check_drawing(drawing: Image.Image, original: Image.Image) -> None:
-    """``OutputInvalid`` when ``drawing`` is blank or ``original`` handed back unchanged; both
-    are judged on small copies, where JPEG noise and resampling do not count."""
+def _check_drawing(drawing: Image.Image, reference: Image.Image) -> None:
+    """``OutputInvalid`` when ``drawing`` is blank or ``reference`` (the original, at most
+    ``_CHECK_SIDE`` px) handed back unchanged; both are judged on small copies, where JPEG
+    noise and resampling do not count."""
     if max(ImageStat.Stat(downscale(drawing, _CHECK_SIDE)).stddev) < BLANK_STDDEV:
         raise OutputInvalid("model output is blank (near-uniform colour)")
-    reference = downscale(original, _CHECK_SIDE)
     difference = ImageChops.difference(
         drawing.resize(reference.size, Image.Resampling.LANCZOS, reducing_gap=3.0), reference
     )
@@ -273,12 +290,12 @@ def _check_drawing(drawing: Image.Image, original: Image.Image) -> None:
 
 
 def _check_shape(
-    size: tuple[int, int], original: Image.Image, requested_ratio: str | None, tolerance: float
+    size: tuple[int, int], page_size: tuple[int, int], requested_ratio: str | None, tolerance: float
 ) -> None:
     """``OutputInvalid`` when ``size`` strays from the requested ratio (or the page's) by more
     than ``tolerance`` (``fit_output``)."""
     width, height = size
-    page = math.log(original.width / original.height)
+    page = math.log(page_size[0] / page_size[1])
     asked = _ratio_log(requested_ratio) if requested_ratio else page
     got = math.log(width / height)
     if abs(got - asked) > tolerance:

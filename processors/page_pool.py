@@ -12,10 +12,10 @@ refund is noticed at the next write and up to one round of image calls may start
 Pages in progress (waiting for a slot, drawing, being judged, saving) are bounded on their own, at
 ``IN_PROGRESS_PER_SLOT`` times the slots: enough that a page is ready whenever a slot frees while
 up to as many pages are being judged, and few enough that memory stays flat in the book's length.
-A page decodes its original just before it waits for a slot, and at most one more page than
-there are slots is between that and its first reply (``page_slot``); the original is dropped
-after the checks of each reply (a redraw decodes it again), so a page being judged holds bytes
-only.
+A page loads its original just before it waits for a slot, and at most one more page than there
+are slots is between that and its first reply (``page_slot``). What it keeps of the original is
+the model's JPEG of it and a copy of at most 256 px for the output checks
+(``processors.images.Original``): the decoded page is freed before the page waits.
 """
 
 from __future__ import annotations
