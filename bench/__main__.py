@@ -15,13 +15,15 @@ import psutil
 from bench import faults, report
 from bench.scenarios import SCENARIOS
 from bench.world import Bench
+from monitor.config import DEFAULT
 
 # Time is scaled: real Gemini image calls take ~10-30 s; here 0.5 s (quick) or 1 s (full).
 QUICK = {
     "analysis_s": 0.3,
     "image_s": 0.5,
     "jitter": 0.1,
-    "page_concurrency": 4,
+    # The daemon's own default, so the single-order, real-latency and ordering runs measure it.
+    "page_concurrency": DEFAULT.page_concurrency,
     "single_pages": [10, 24],
     "single_repeats": 3,
     # One order at Gemini-like latencies, not scaled (about a minute): analysis and judge calls

@@ -267,8 +267,8 @@ def _saturation(s: dict[str, Any]) -> list[str]:
         "first image) + ⌊(9·orders − 1) / limit⌋ × window (the earliest the server lets the "
         f"last image start) + L_i + L_a (its drawing and judge) + PDF = "
         f"{f(s.get('quota_bound_span_s'))} s; the target is read against it. "
-        "`defaults`: the daemon's defaults (MAX_CONCURRENT_ORDERS 5, PAGE_CONCURRENCY 4, "
-        "AI_MAX_CONCURRENCY 8, no client pacing); `client_paced`: AI_REQUESTS_PER_MINUTE set to "
+        f"`defaults`: the daemon's defaults ({_settings(s.get('defaults', {}))}no client "
+        "pacing); `client_paced`: AI_REQUESTS_PER_MINUTE set to "
         "the limit, its token bucket sized to the server's window (AI_RATE_WINDOW_SECONDS = the "
         "window: the whole window's quota may start at once), analyses not paced; "
         "`client_paced_shared_rate`: the same with AI_ANALYSIS_REQUESTS_PER_MINUTE = the image "
@@ -698,6 +698,11 @@ _VERSUS_DAEMONS = {
     "daemon_qa_off": ("daemon, QA_MODE=off", "QA off"),
     "daemon_pages_first": ("daemon, COVER_FIRST=false", "pages first"),
 }
+
+
+def _settings(values: dict[str, Any]) -> str:
+    """``NAME value, `` for each setting a run recorded (runs before 2026-12-02 recorded none)."""
+    return "".join(f"{name} {value}, " for name, value in values.items())
 
 
 def _versus(s: dict[str, Any]) -> list[str]:

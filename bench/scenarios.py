@@ -482,6 +482,11 @@ async def saturation(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
             run["fraction_of_quota_bound"] = bpm / (orders / bound_s * 60) if bpm else None
             runs[name].append(run)
     return {
+        "defaults": {
+            "MAX_CONCURRENT_ORDERS": DEFAULT.max_concurrent_orders,
+            "PAGE_CONCURRENCY": DEFAULT.page_concurrency,
+            "AI_MAX_CONCURRENCY": DEFAULT.ai_max_concurrency,
+        },
         "limit_images": cfg["limit_images"],
         "window_s": cfg["window_s"],
         "images_per_minute": cfg["limit_images"] * 60 / cfg["window_s"],

@@ -16,6 +16,7 @@ from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageOps, ImageStat
 
 import processors.images as images
 from processors.images import (
+    Original,
     OutputInvalid,
     fit_output,
     load_page_image,
@@ -204,6 +205,21 @@ def test_the_fit_resizes_one_axis_at_a_time_and_matches_imageops_fit(
         theirs = ImageOps.fit(drawn, wanted, Image.Resampling.LANCZOS)
         difference = ImageChops.difference(ours.convert("RGB"), theirs)
         assert max(ImageStat.Stat(difference).mean) < 2.0  # JPEG noise, not another picture
+
+
+def test_the_checks_need_only_the_pages_size_and_a_small_copy() -> None:
+    # What a page waiting for its reply keeps of a 2550 x 3300 catalog page: a quarter of a
+    # megabyte, and the same verdicts and result as with the decoded page.
+    page = picture(2550, 3300)
+    kept = Original.of(page)
+    assert kept.size == (2550, 3300)
+    assert max(kept.look.size) <= 256
+
+    drawn = to_jpeg(reply(2550, 3300))
+    assert fit_output(drawn, original=kept) == fit_output(drawn, original=page)
+    echoed = to_jpeg(page.resize((1275, 1650)))
+    with pytest.raises(OutputInvalid, match="unchanged"):
+        fit_output(echoed, original=kept)
 
 
 def test_the_wrong_shape_is_rejected_from_the_header_before_any_decode() -> None:

@@ -1,0 +1,67 @@
+"""Picture work runs in at most one thread per slot, across every caller of the process
+(processors/picture_work.py): the bound on decoded pictures in memory (issue 15)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from processors.picture_work import PictureWork, usable_cores
+
+
+class Peak:
+    """Counts the blocking jobs running at once, in their threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def job(self, seconds: float, result: int) -> int:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(seconds)
+        with self._lock:
+            self.now -= 1
+        return result
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+async def test_no_more_jobs_run_at_once_than_there_are_slots(slots: int) -> None:
+    work, peak = PictureWork(slots), Peak()
+
+    results = await asyncio.gather(*(work.run(peak.job, 0.05, n) for n in range(8)))
+
+    assert results == list(range(8))  # each caller gets its own job's result
+    assert peak.most == slots
+
+
+async def test_callers_of_different_orders_share_the_slots() -> None:
+    # Two "orders" each fitting four pictures at once, one process: two slots in all, not each.
+    work, peak = PictureWork(2), Peak()
+
+    async def order() -> list[int]:
+        return list(await asyncio.gather(*(work.run(peak.job, 0.05, n) for n in range(4))))
+
+    await asyncio.gather(order(), order())
+
+    assert peak.most == 2
+
+
+async def test_a_failing_job_gives_its_slot_back() -> None:
+    work = PictureWork(1)
+
+    def broken() -> None:
+        raise ValueError("corrupt picture")
+
+    with pytest.raises(ValueError, match="corrupt picture"):
+        await work.run(broken)
+    assert await asyncio.wait_for(work.run(lambda: 7), timeout=5) == 7
+
+
+def test_by_default_one_slot_per_usable_core() -> None:
+    assert PictureWork().slots == usable_cores() >= 1
