@@ -574,10 +574,10 @@ class BookProcessor:
         )
         try:
             await slot.take()
-            # A page that has its slot is started, as it always was; one still waiting when a
-            # sibling fails for good starts nothing.
-            started = not failed.is_set()
             original, base = await loading
+            # A page that has its slot and its inputs is started; one whose sibling failed for
+            # good before then starts nothing (its inputs may wait for a PictureWork slot).
+            started = not failed.is_set()
         except BaseException:
             loading.cancel()
             slot.release()
