@@ -825,7 +825,10 @@ async def test_pages_in_flight_when_one_fails_finish_and_are_kept(
 ) -> None:
     book = await env.add_book()
     item = await env.add_item(book.id)
-    env.script.on(1, http_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument."))
+    # Page 1 fails once pages 2 and 4 are in flight: a page decides to start when its slot and
+    # its inputs are ready, and one that sees a sibling's final failure by then starts nothing.
+    invalid = http_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")
+    env.script.on(1, delayed(0.3, invalid))
     env.script.on(2, delayed(1.0))
     env.script.on(4, delayed(1.0))
 
