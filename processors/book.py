@@ -453,10 +453,9 @@ class BookProcessor:
         softened = self.prompts.cover_prompt(
             inputs.cover, inputs.child, inputs.book, inputs.profile, softened=True
         )
+        checks = await self.pictures.run(Original.of, original)
         with logger.contextualize(page=0):
-            return await self._checked(
-                request, softened, Original.of(original), None, usage, slot, drawn
-            )
+            return await self._checked(request, softened, checks, None, usage, slot, drawn)
 
     async def _pages(
         self,

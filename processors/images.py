@@ -186,14 +186,13 @@ def fit_output(
     (``IMAGE_SIZE``) are kept, and only those beyond what the print needs are dropped.
 
     ``original`` is the RGB page or cover the model was asked to redraw, as ``load_page_image``
-    returns it, or its ``Original`` (all the checks use of it); ``requested_ratio``
-    (``"3:4"``) is what the model was asked for, which can differ
-    a little from the page when the model offers no closer ratio. The output may differ from
-    the requested ratio by ``tolerance`` at most; what is left between it and the page is
-    centre-cropped (never more than that gap plus the tolerance) and the picture resized with
-    LANCZOS, so nothing is ever stretched. Raises ``OutputInvalid`` when the output does not
-    decode, is blank, has the wrong shape, or is the original handed back unchanged: each is a
-    failed call, never a page to print.
+    returns it, or its ``Original`` (all the checks use of it). ``requested_ratio`` (``"3:4"``)
+    is what the model was asked for, which can differ a little from the page when the model
+    offers no closer ratio. The output may differ from the requested ratio by ``tolerance`` at
+    most; what is left between it and the page is centre-cropped (never more than that gap plus
+    the tolerance) and the picture resized with LANCZOS, so nothing is ever stretched. Raises
+    ``OutputInvalid`` when the output does not decode, is blank, has the wrong shape, or is the
+    original handed back unchanged: each is a failed call, never a page to print.
 
     The shape is judged from the header, before any pixel is decoded. A JPEG reply that already
     has the result's size (a square 2K reply for a square book that needs 2K or more) is
