@@ -119,7 +119,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", action="store_true", help="the make bench mode (default), about 25 min"
+        "--quick", action="store_true", help="the make bench mode (default), about 24 min"
     )
     mode.add_argument("--full", action="store_true", help="longer latencies, more orders, repeats")
     parser.add_argument(
