@@ -397,7 +397,7 @@ class BookProcessor:
         """A catalog page as the output checks need it and as the model is sent it; the decoded
         page itself is freed here, before the page waits for its image call."""
         decoded = await self._catalog_image(book_id, raw_path, what)
-        return await self.pictures.run(Original.of, decoded), await model_part(decoded)
+        return await self.pictures.run(_page_inputs, decoded)
 
     async def _check_pages(self, book_id: str, pages: list[Row]) -> None:
         """Fetch (into the disk cache) and decode every page still to draw, one at a time, so
@@ -801,6 +801,11 @@ def _box(value: object) -> tuple[float, float, float, float] | None:
 def _ratio(size: tuple[int, int]) -> str:
     """The page's own ratio in pixels; the adapter picks the nearest its model accepts."""
     return f"{size[0]}:{size[1]}"
+
+
+def _page_inputs(page: Image.Image) -> tuple[Original, ImagePart]:
+    """What a page to draw keeps of its decoded original: the checks' copy and the model input."""
+    return Original.of(page), ImagePart(image_part_bytes(page, AI_INPUT_MAX_SIDE))
 
 
 def _part_of(source: Path | bytes) -> ImagePart:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -13,39 +12,43 @@ from processors.picture_work import PictureWork, usable_cores
 
 
 class Peak:
-    """Counts the blocking jobs running at once, in their threads."""
+    """Counts the blocking jobs running at once, in their threads. Each job waits at a barrier
+    of ``together`` parties, so the test hangs (and fails at the barrier's timeout) unless that
+    many run at once, and ``most`` shows whether more ever did: no timing decides the result."""
 
-    def __init__(self) -> None:
+    def __init__(self, together: int) -> None:
         self._lock = threading.Lock()
+        self._barrier = threading.Barrier(together, timeout=10)
         self.now = 0
         self.most = 0
 
-    def job(self, seconds: float, result: int) -> int:
+    def job(self, result: int) -> int:
         with self._lock:
             self.now += 1
             self.most = max(self.most, self.now)
-        time.sleep(seconds)
+        self._barrier.wait()
         with self._lock:
             self.now -= 1
         return result
 
 
-@pytest.mark.parametrize("slots", [1, 2, 3])
+@pytest.mark.parametrize("slots", [2, 3])
 async def test_no_more_jobs_run_at_once_than_there_are_slots(slots: int) -> None:
-    work, peak = PictureWork(slots), Peak()
+    work, peak = PictureWork(slots), Peak(slots)
+    jobs = 3 * slots
 
-    results = await asyncio.gather(*(work.run(peak.job, 0.05, n) for n in range(8)))
+    results = await asyncio.gather(*(work.run(peak.job, n) for n in range(jobs)))
 
-    assert results == list(range(8))  # each caller gets its own job's result
+    assert results == list(range(jobs))  # each caller gets its own job's result
     assert peak.most == slots
 
 
 async def test_callers_of_different_orders_share_the_slots() -> None:
     # Two "orders" each fitting four pictures at once, one process: two slots in all, not each.
-    work, peak = PictureWork(2), Peak()
+    work, peak = PictureWork(2), Peak(2)
 
     async def order() -> list[int]:
-        return list(await asyncio.gather(*(work.run(peak.job, 0.05, n) for n in range(4))))
+        return list(await asyncio.gather(*(work.run(peak.job, n) for n in range(4))))
 
     await asyncio.gather(order(), order())
 
