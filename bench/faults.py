@@ -10,16 +10,18 @@ injects its fault while they work, waits for every order to end and reports:
 - repeated image calls: successful image calls beyond one per (item, page), told apart by the
   child's name and page number in the prompt the fake received;
 - the bound on repeats: the pages *in flight* at each fault, that is pages of the items the fault
-  caught whose image call had started before the fault ended but which had no checkpoint when it
-  began. A page repeated more often than the faults caught it in flight (say, one already
-  checkpointed) is counted as ``unbounded_repeats`` and must be 0;
+  caught whose image call had started before the fault ended but which had no checkpoint and no
+  draft (a drawing stored before its judge, migrations/021) when it began. A page repeated more
+  often than the faults caught it in flight (say, one already checkpointed or drafted) is counted
+  as ``unbounded_repeats`` and must be 0;
 - for a database outage, the bound that its length and the lease imply: a lease is renewed every
   LEASE_SECONDS / 3, so an outage longer than a third of the lease may end attempts after the
   database is back (a lease runs out before the next heartbeat, another worker takes the item
   over, redrawing what the old one still had in flight, which may include pages it started after
   the outage). So each interruption of an item (a claim after its first: ``attempts`` - 1 +
   ``crash_count``) may repeat each of its pages once, and no more (``repeats_beyond_interruptions``
-  must be 0); a page checkpointed before the fault is never paid again (``checkpointed_repaid``);
+  must be 0); a page checkpointed or drafted before the fault is never paid again
+  (``checkpointed_repaid``);
 - time to recover: from the end of a fault until every item it caught has made progress again
   (a new checkpoint, or its completion).
 
@@ -127,7 +129,7 @@ class Fault:
     began: float  # wall clock
     ended: float
     caught: set[str]  # the items in flight that the fault hit
-    checkpointed: set[Page]  # their pages that had a checkpoint when it began
+    checkpointed: set[Page]  # their pages that had a checkpoint or a draft when it began
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -155,7 +157,8 @@ class Run:
             return await (await conn.execute(sql, params)).fetchall()
 
     async def in_flight(self, worker: str | None = None) -> tuple[set[str], set[Page]]:
-        """Items processing (by ``worker``, or by anyone), and those items' checkpointed pages."""
+        """Items processing (by ``worker``, or by anyone), and those items' saved pages: with a
+        checkpoint, or a draft waiting for its judge (both are never drawn again)."""
         rows = await self.query(
             """select id::text from order_items where generation_status = 'processing'
                   and (%s::text is null or claimed_by = %s)""",
@@ -163,8 +166,12 @@ class Run:
         )
         caught = {r[0] for r in rows}
         pages = await self.query(
-            "select order_item_id::text, page_number from order_item_pages where order_item_id = any(%s::uuid[])",
-            [list(caught)],
+            """select order_item_id::text, page_number from order_item_pages
+                where order_item_id = any(%s::uuid[])
+               union
+               select order_item_id::text, page_number from order_item_page_drafts
+                where order_item_id = any(%s::uuid[])""",
+            [list(caught)] * 2,
         )
         return caught, {(r[0], r[1]) for r in pages}
 

@@ -124,6 +124,32 @@ class Job:
             )
         )
 
+    async def save_draft(
+        self,
+        page_number: int,
+        image_path: str,
+        *,
+        redraws: int,
+        model: str | None,
+        sha256: str,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a stored drawing waiting for its judge (``JobContext.save_draft``), fenced."""
+        self._accepted(
+            await self._write(
+                lambda: self.store.save_page_draft(
+                    self.item_id,
+                    self.worker,
+                    page_number,
+                    image_path,
+                    redraws=redraws,
+                    model=model,
+                    sha256=sha256,
+                    usage=usage,
+                )
+            )
+        )
+
     async def save_child_analysis(self, analysis: Row) -> None:
         """Keep the child analysis on the item (fenced: a refused write raises LeaseLost)."""
         self._accepted(

@@ -2,7 +2,9 @@
 "Data flow").
 
 Every paid image call ends in an uploaded image and a checkpoint row before it counts, so an item
-resumed after a crash or a lost lease skips what is done. Pages are kept on local disk, not in
+resumed after a crash or a lost lease skips what is done; a drawing waiting for its quality judge
+is uploaded and recorded as the page's draft meanwhile, so a resumed item judges it instead of
+paying for it again (processors/qa.py). Pages are kept on local disk, not in
 memory, so a 24-page book needs no more RAM than a 10-page one.
 
 Each illustration has ``page_deadline_seconds`` across all its retries and redraws, so a hung
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import shutil
 import tempfile
 import time
@@ -78,7 +81,7 @@ from processors.print_pdf import (
     prepare_print_image,
 )
 from processors.prompts import PromptBook
-from processors.qa import Checked, QualityGate
+from processors.qa import Checked, Drafted, Drawing, QualityGate
 from processors.story import page_texts
 from processors.text_layer import PlacedText, add_text_layer
 
@@ -220,6 +223,9 @@ class BookProcessor:
             int(c["page_number"]): result_path(job.item_id, int(c["page_number"]))
             for c in context.checkpoints
         }
+        drafts = {
+            int(d["page_number"]): d for d in context.drafts if int(d["page_number"]) not in done
+        }
         await job.report(2, "Looking at your photo", code=StepCode.ANALYZING, pages_total=total)
 
         photo = await self._child_photo(item, context.order.get("user_id"))
@@ -260,7 +266,7 @@ class BookProcessor:
                 # it is theirs once it passed.
                 drawn = as_reference if slot else None
                 await self._cover(
-                    job, inputs, original, cover_part, done, cover_file, usage, slot, drawn
+                    job, inputs, original, cover_part, done, drafts, cover_file, usage, slot, drawn
                 )
                 reference.part = await self.pictures.run(_part_of, cover_file)
                 prints.add(0, cover_file)
@@ -268,11 +274,11 @@ class BookProcessor:
             if self.cover_first or 0 in done:
                 await cover(None)
                 page_files = await self._pages(
-                    job, inputs, pages, reference, done, work, usage, prints
+                    job, inputs, pages, reference, done, drafts, work, usage, prints
                 )
             else:
                 page_files = await self._pages(
-                    job, inputs, pages, reference, done, work, usage, prints, cover=cover
+                    job, inputs, pages, reference, done, drafts, work, usage, prints, cover=cover
                 )
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
@@ -414,6 +420,7 @@ class BookProcessor:
         original: Image.Image,
         original_part: ImagePart,
         done: dict[int, str],
+        drafts: dict[int, Row],
         out: Path,
         usage: Usage,
         slot: DrawSlot | None,
@@ -422,10 +429,18 @@ class BookProcessor:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
             return
+        path = generated_cover_path(job.item_id)
         checked = await self.draw_cover(
-            inputs, original, original_part, usage, slot=slot, drawn=drawn
+            inputs,
+            original,
+            original_part,
+            usage,
+            slot=slot,
+            drawn=drawn,
+            resume=await self._resumed(job, 0, drafts.get(0)),
+            drafted=self._drafting(job, 0, path, usage),
         )
-        await self._save(job, 0, generated_cover_path(job.item_id), checked, out, usage)
+        await self._save(job, 0, path, checked, out, usage)
 
     async def draw_cover(
         self,
@@ -436,9 +451,12 @@ class BookProcessor:
         *,
         slot: DrawSlot | None = None,
         drawn: Callable[[bytes], Awaitable[None]] | None = None,
+        resume: Drawing | None = None,
+        drafted: Drafted | None = None,
     ) -> Checked:
         """The personalized cover, checked and judged, not yet stored: the book's first
-        illustration, and all of a cover made without an order (processors/cover_service.py)."""
+        illustration, and all of a cover made without an order (processors/cover_service.py).
+        ``resume`` and ``drafted``: the cover's draft, as in ``QualityGate.draw``."""
         request = EditRequest(
             prompt=self.prompts.cover_prompt(
                 inputs.cover, inputs.child, inputs.book, inputs.profile
@@ -455,7 +473,9 @@ class BookProcessor:
         )
         checks = await self.pictures.run(Original.of, original)
         with logger.contextualize(page=0):
-            return await self._checked(request, softened, checks, None, usage, slot, drawn)
+            return await self._checked(
+                request, softened, checks, None, usage, slot, drawn, resume, drafted
+            )
 
     async def _pages(
         self,
@@ -464,6 +484,7 @@ class BookProcessor:
         pages: list[Row],
         reference: _Reference,
         done: dict[int, str],
+        drafts: dict[int, Row],
         work: Path,
         usage: Usage,
         prints: _PrintImages,
@@ -491,7 +512,10 @@ class BookProcessor:
                     # A sibling's refused write (refund, lost lease) ends the item: no new paid
                     # call.
                     job.raise_if_lost()
-                    if not await self._page(job, inputs, page, pool, reference, failed, out, usage):
+                    draft = drafts.get(number)
+                    if not await self._page(
+                        job, inputs, page, pool, reference, failed, draft, out, usage
+                    ):
                         return out
                     async with reporting:
                         finished += 1
@@ -543,6 +567,7 @@ class BookProcessor:
         pool: PagePool,
         reference: _Reference,
         failed: asyncio.Event,
+        draft: Row | None,
         out: Path,
         usage: Usage,
     ) -> bool:
@@ -607,7 +632,14 @@ class BookProcessor:
             try:
                 with logger.contextualize(page=number):
                     checked = await self._checked(
-                        request, softened, original, identity, usage, slot
+                        request,
+                        softened,
+                        original,
+                        identity,
+                        usage,
+                        slot,
+                        resume=await self._resumed(job, number, draft),
+                        drafted=self._drafting(job, number, path, usage),
                     )
             except OrderError as exc:
                 self.metrics.page_generated(exc.code)
@@ -627,10 +659,17 @@ class BookProcessor:
         usage: Usage,
         slot: DrawSlot | None,
         drawn: Callable[[bytes], Awaitable[None]] | None = None,
+        resume: Drawing | None = None,
+        drafted: Drafted | None = None,
     ) -> Checked:
         """One illustration through the quality gate (processors/qa.py); each image call holds
         ``slot`` (when given), the judge calls do not. ``drawn`` sees every drawing that passed
-        the output checks, before it is judged."""
+        the output checks, before it is judged (a resumed draft included)."""
+        if resume is not None:
+            if slot:
+                slot.release()  # the draft's judge comes first; a redraw takes a slot again
+            if drawn:
+                await drawn(resume.jpeg)
 
         # Without a judge the drawing is saved next: the page keeps its slot until then.
         keep = self.quality.mode == "off"
@@ -655,6 +694,8 @@ class BookProcessor:
             identity=identity,
             usage=usage,
             as_part=lambda jpeg: self.pictures.run(_part_of, jpeg),
+            resume=resume,
+            drafted=drafted,
         )
 
     async def _draw(
@@ -742,8 +783,10 @@ class BookProcessor:
     ) -> None:
         """Upload, then checkpoint with the usage so far and the judge's verdict, in one write:
         once the row exists, the image is safely in storage, what it cost is on the item, and
-        no later attempt judges or redraws it again."""
-        await self.storage.upload(path, checked.jpeg, JPEG)
+        no later attempt judges or redraws it again. A drawing saved as a draft is in storage
+        already: only the row is written."""
+        if not checked.stored:
+            await self.storage.upload(path, checked.jpeg, JPEG)
         await job.checkpoint(
             number,
             path,
@@ -754,6 +797,43 @@ class BookProcessor:
             needs_review=checked.needs_review,
         )
         await asyncio.to_thread(out.write_bytes, checked.jpeg)
+
+    async def _resumed(self, job: JobContext, number: int, draft: Row | None) -> Drawing | None:
+        """An earlier attempt's draft of illustration ``number``, read from the item's own
+        result path (never from a path in the row). When the stored bytes are not the recorded
+        drawing's, they are the next drawing, uploaded just before a crash and not yet recorded
+        (migrations/021): that one is judged, one redraw later."""
+        if draft is None:
+            return None
+        try:
+            jpeg = await self.storage.download(result_path(job.item_id, number))
+        except ObjectNotFound:
+            logger.warning(
+                "the draft of illustration {} is not in storage; drawing it again", number
+            )
+            return None
+        redraws = int(draft["redraws"])
+        if await asyncio.to_thread(_sha256, jpeg) != draft["sha256"]:
+            redraws += 1
+        logger.info("judging the drawing an earlier attempt saved", page=number, redraws=redraws)
+        return Drawing(jpeg, str(draft.get("model") or ""), redraws)
+
+    def _drafting(self, job: JobContext, number: int, path: str, usage: Usage) -> Drafted:
+        """Stores each drawing of illustration ``number`` as its draft while it is judged: the
+        object first, then the row, so a row always names bytes that are in storage."""
+
+        async def drafted(drawing: Drawing) -> None:
+            await self.storage.upload(path, drawing.jpeg, JPEG)
+            await job.save_draft(
+                number,
+                path,
+                redraws=drawing.redraws,
+                model=drawing.model or None,
+                sha256=await asyncio.to_thread(_sha256, drawing.jpeg),
+                usage=usage.as_dict(),
+            )
+
+        return drafted
 
     async def check_ready(self) -> str | None:
         """Check the models again (the daemon calls this while ``ready_problem`` is set)."""
@@ -811,6 +891,10 @@ def _page_inputs(page: Image.Image) -> tuple[Original, ImagePart]:
 def _part_of(source: Path | bytes) -> ImagePart:
     """A drawn image (a file, or the bytes of one) as the model is sent it."""
     return ImagePart(model_input_file(source, AI_INPUT_MAX_SIDE))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 async def _download_to(storage: BlobStorage, path: str, out: Path) -> None:

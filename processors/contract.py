@@ -47,6 +47,9 @@ class ItemContext:
     book: Row | None
     pages: list[Row]
     checkpoints: list[Row]
+    #: The latest drawing of each page still waiting for its judge's verdict (a checkpoint
+    #: deletes the page's draft): migrations/021_drafts_before_the_judge.sql.
+    drafts: list[Row] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,19 @@ class JobContext(Protocol):
     ) -> None:
         """A finished illustration (0 = cover) is stored, with the usage so far and the quality
         judge's verdict: no later attempt pays for, judges or redraws it again."""
+
+    async def save_draft(
+        self,
+        page_number: int,
+        image_path: str,
+        *,
+        redraws: int,
+        model: str | None,
+        sha256: str,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        """A drawing that passed the output checks is stored and about to be judged: a later
+        attempt judges it instead of paying for it again. With the usage so far."""
 
     async def record_print_files(self, **files: Any) -> None:
         """The print PDFs' paths and URLs on the row, before completion."""

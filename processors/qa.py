@@ -10,29 +10,49 @@ fails for good: the same inputs keep giving the same kind of picture, and each t
 page's checkpoint and on the item, for an operator to look at before it is printed.
 
 The verdict is returned for the page's checkpoint, written in the same transaction, so a resumed
-item never judges or redraws a page again. Judge calls go through the same ``ImageAI`` (in
-production ``LimitedAI``), so pacing, retries, usage and cost apply to them as to any call.
+item never judges or redraws a page again. Each drawing is handed to ``drafted`` (stored and
+recorded as the page's draft) while it is judged, and a resumed item passes the draft back as
+``resume``: a kill -9 during a judge call repeats the judge call, not the paid drawing. Judge
+calls go through the same ``ImageAI`` (in production ``LimitedAI``), so pacing, retries, usage
+and cost apply to them as to any call.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from processors.ai.base import ImageAI, ImagePart, Usage
+from processors.ai.base import Analysis, ImageAI, ImagePart, Usage
 from processors.analysis_models import Text, TextList
 from processors.errors import TerminalError
 from processors.prompts import PromptBook
+
+T = TypeVar("T")
 
 QA_MODES = ("judge", "off")
 QA_ON_FAIL = ("fail", "review")
 
 Draw = Callable[[str, str], Awaitable[tuple[bytes, str]]]
 """Draws one illustration from (prompt, softened prompt): (JPEG bytes, model name)."""
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """An illustration that passed the output checks, before its verdict."""
+
+    jpeg: bytes
+    model: str
+    #: How many redraws of the quality gate came before it: 0 for the first drawing.
+    redraws: int
+
+
+Drafted = Callable[[Drawing], Awaitable[None]]
+"""Stores a drawing before its judge answers, so a later attempt can judge it instead."""
 
 
 class QualityCheckFailed(TerminalError):
@@ -103,6 +123,8 @@ class Checked:
     #: The last verdict with its outcome and redraw count; None when QA_MODE=off.
     verdict: dict[str, Any] | None
     needs_review: bool = False
+    #: Already stored at the page's result path (as a draft): the save writes only the row.
+    stored: bool = False
 
 
 class QualityGate:
@@ -138,20 +160,30 @@ class QualityGate:
         identity: ImagePart | None,
         usage: Usage,
         as_part: Callable[[bytes], Awaitable[ImagePart]],
+        resume: Drawing | None = None,
+        drafted: Drafted | None = None,
     ) -> Checked:
-        """One checked illustration; ``as_part`` turns a drawn JPEG into the judge's input."""
+        """One checked illustration; ``as_part`` turns a drawn JPEG into the judge's input.
+
+        ``resume``: the page's draft from an earlier attempt, judged first instead of a new
+        drawing (at its own redraw count). ``drafted``: called with every new drawing, beside
+        its judge call (the module docstring)."""
         if self.mode == "off":
+            if resume is not None:
+                return Checked(resume.jpeg, resume.model, None, stored=True)
             jpeg, model = await draw(prompt, softened)
             return Checked(jpeg, model, None)
         redraw_prompt, redraw_softened = prompt, softened
-        for redraw in range(self.max_redraws + 1):
-            jpeg, model = await draw(redraw_prompt, redraw_softened)
-            images = [original, await as_part(jpeg), photo, *([identity] if identity else [])]
-            result = await self.ai.analyze(
-                prompt=self.prompts.render("qa_judge"),
-                images=images,
-                schema=QualityVerdict,
-                usage=usage,
+        first = min(resume.redraws, self.max_redraws) if resume else 0
+        for redraw in range(first, self.max_redraws + 1):
+            if resume is not None and redraw == first:
+                drawing = resume
+            else:
+                jpeg, model = await draw(redraw_prompt, redraw_softened)
+                drawing = Drawing(jpeg, model, redraw)
+            saving = drafted(drawing) if drafted and drawing is not resume else None
+            result = await _beside(
+                self._judge(drawing, original, photo, identity, usage, as_part), saving
             )
             verdict = result.value
             problems = problems_of(verdict, self.min_likeness)
@@ -162,9 +194,10 @@ class QualityGate:
                 "judge_model": result.model,
                 "min_likeness": self.min_likeness,
             }
+            stored = drafted is not None or drawing is resume
             if not problems:
                 logger.info("quality check passed", likeness=verdict.likeness_score, redraws=redraw)
-                return Checked(jpeg, model, record)
+                return Checked(drawing.jpeg, drawing.model, record, stored=stored)
             logger.info(
                 "quality check failed: {}",
                 ", ".join(problems),
@@ -178,16 +211,45 @@ class QualityGate:
             logger.warning(
                 "quality check still failing after {} redraws; flagged for review", self.max_redraws
             )
-            return Checked(jpeg, model, record, needs_review=True)
+            return Checked(drawing.jpeg, drawing.model, record, needs_review=True, stored=stored)
         raise QualityCheckFailed(
             f"quality check failed after {self.max_redraws} redraws: {', '.join(problems)} "
             f"(likeness {verdict.likeness_score:g}, needs {self.min_likeness:g})"
+        )
+
+    async def _judge(
+        self,
+        drawing: Drawing,
+        original: ImagePart,
+        photo: ImagePart,
+        identity: ImagePart | None,
+        usage: Usage,
+        as_part: Callable[[bytes], Awaitable[ImagePart]],
+    ) -> Analysis[QualityVerdict]:
+        images = [original, await as_part(drawing.jpeg), photo, *([identity] if identity else [])]
+        return await self.ai.analyze(
+            prompt=self.prompts.render("qa_judge"),
+            images=images,
+            schema=QualityVerdict,
+            usage=usage,
         )
 
     def _redraw_suffix(self, verdict: QualityVerdict, problems: list[str]) -> str:
         sentences = problem_sentences(self.prompts, verdict, self.min_likeness)
         listed = "\n".join(f"- {sentences[key]}" for key in problems)
         return self.prompts.render("qa_redraw", problems=listed)
+
+
+async def _beside(judging: Awaitable[T], saving: Awaitable[None] | None) -> T:
+    """The judge's answer, with ``saving`` run beside it and finished before this returns, also
+    when the judge call fails: the drawing is paid for either way."""
+    if saving is None:
+        return await judging
+    stored = asyncio.ensure_future(saving)
+    try:
+        return await judging
+    finally:
+        await stored
 
 
 def problem_sentences(

@@ -238,7 +238,7 @@ as $$
     select version, checksum from schema_migrations order by version;
 $$;
 
--- from 009_queue_honesty.sql
+-- from 021_drafts_before_the_judge.sql
 create or replace function checkpoint_order_item_page(
     p_item uuid,
     p_worker text,
@@ -261,6 +261,9 @@ begin
             prompt_version = excluded.prompt_version,
             model = excluded.model,
             created_at = now();
+    delete from order_item_page_drafts
+     where order_item_id = p_item
+       and page_number = p_page_number;
     update order_items
        set pages_done = (select count(*) from order_item_pages
                           where order_item_id = p_item and page_number > 0),
@@ -702,7 +705,7 @@ begin
 end;
 $$;
 
--- from 019_retention_deletes_only_owned_objects.sql
+-- from 021_drafts_before_the_judge.sql
 create or replace function items_due_for_photo_deletion(p_days integer, p_limit integer)
 returns table (item_id uuid, paths text[])
 language sql
@@ -737,6 +740,12 @@ as $$
                     where c.order_item_id = d.id
                       and c.page_number > 0
                       and c.image_path like 'generated/' || d.id::text || '/%'
+                   union
+                   select r.image_path
+                     from order_item_page_drafts r
+                    where r.order_item_id = d.id
+                      and r.page_number > 0
+                      and r.image_path like 'generated/' || d.id::text || '/%'
                ) candidates
                 where p is distinct from d.cover_image_path
                   and p is distinct from d.pdf_path
@@ -777,7 +786,7 @@ as $$
      limit greatest(p_limit, 0);
 $$;
 
--- from 002_queue.sql
+-- from 021_drafts_before_the_judge.sql
 create or replace function load_order_item_context(p_item uuid, p_worker text)
 returns jsonb
 language sql
@@ -791,7 +800,10 @@ as $$
         'pages', coalesce((select jsonb_agg(to_jsonb(p) order by p.page_number)
                              from book_pages p where p.book_id = oi.book_id), '[]'::jsonb),
         'checkpoints', coalesce((select jsonb_agg(to_jsonb(c) order by c.page_number)
-                                   from order_item_pages c where c.order_item_id = oi.id), '[]'::jsonb)
+                                   from order_item_pages c where c.order_item_id = oi.id), '[]'::jsonb),
+        'drafts', coalesce((select jsonb_agg(to_jsonb(d) order by d.page_number)
+                              from order_item_page_drafts d where d.order_item_id = oi.id),
+                           '[]'::jsonb)
     )
       from order_items oi
       join orders o on o.id = oi.order_id
@@ -867,7 +879,7 @@ as $$
     select exists (select 1 from sent);
 $$;
 
--- from 006_retention.sql
+-- from 021_drafts_before_the_judge.sql
 create or replace function mark_photo_deleted(p_item uuid)
 returns boolean
 language plpgsql
@@ -883,6 +895,7 @@ begin
         return false;
     end if;
     delete from order_item_pages where order_item_id = p_item and page_number > 0;
+    delete from order_item_page_drafts where order_item_id = p_item and page_number > 0;
     return true;
 end;
 $$;
@@ -1254,7 +1267,7 @@ as $$
     select exists (select 1 from released);
 $$;
 
--- from 009_queue_honesty.sql
+-- from 021_drafts_before_the_judge.sql
 create or replace function retry_failed_order_item(p_item uuid)
 returns text
 language plpgsql
@@ -1278,6 +1291,7 @@ begin
     if v_payment_status is distinct from 'paid' then
         return 'order_not_paid';
     end if;
+    delete from order_item_page_drafts where order_item_id = p_item;
     update order_items
        set generation_status = 'pending',
            attempts = 0,
@@ -1307,6 +1321,37 @@ as $$
         returning 1
     )
     select exists (select 1 from updated);
+$$;
+
+-- from 021_drafts_before_the_judge.sql
+create or replace function save_order_item_page_draft(
+    p_item uuid,
+    p_worker text,
+    p_page_number integer,
+    p_image_path text,
+    p_redraws integer,
+    p_model text,
+    p_sha256 text,
+    p_usage jsonb default null
+)
+returns boolean
+language plpgsql
+as $$
+begin
+    if _lock_owned_paid_item(p_item, p_worker) <> 'ok' then
+        return false;
+    end if;
+    insert into order_item_page_drafts (order_item_id, page_number, image_path, redraws, model,
+                                        sha256)
+    values (p_item, p_page_number, p_image_path, p_redraws, p_model, p_sha256)
+    on conflict (order_item_id, page_number) do update
+        set image_path = excluded.image_path,
+            redraws = excluded.redraws,
+            model = excluded.model,
+            sha256 = excluded.sha256,
+            created_at = now();
+    return record_order_item_usage(p_item, p_worker, p_usage);
+end;
 $$;
 
 -- from 014_book_quality.sql

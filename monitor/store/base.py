@@ -141,6 +141,34 @@ class OrderStore(Connector):
             await self._call("checkpoint_order_item_page_with_usage", {**params, "p_usage": usage})
         )
 
+    async def save_page_draft(
+        self,
+        item_id: str,
+        worker: str,
+        page_number: int,
+        image_path: str,
+        *,
+        redraws: int,
+        model: str | None,
+        sha256: str,
+        usage: dict[str, Any] | None = None,
+    ) -> bool:
+        return bool(
+            await self._call(
+                "save_order_item_page_draft",
+                {
+                    "p_item": item_id,
+                    "p_worker": worker,
+                    "p_page_number": page_number,
+                    "p_image_path": image_path,
+                    "p_redraws": redraws,
+                    "p_model": model,
+                    "p_sha256": sha256,
+                    "p_usage": usage,
+                },
+            )
+        )
+
     async def set_print_files(
         self,
         item_id: str,
@@ -264,6 +292,7 @@ class OrderStore(Connector):
             book=data["book"],
             pages=data["pages"],
             checkpoints=data["checkpoints"],
+            drafts=data.get("drafts") or [],
         )
 
     async def retry_failed(self, item_id: str) -> RetryOutcome:

@@ -3,7 +3,8 @@
 Two real daemons work through a batch of orders while one fault strikes: SIGKILL and restart of a
 replica, a Postgres restart, a 429 storm on half the image calls, SIGTERM of a replica. Every
 order must end completed with its whole PDF, none completed twice, and no image call may be paid
-for again unless the fault caught it in flight (started, not yet checkpointed).
+for again unless the fault caught it in flight (started, neither checkpointed nor stored as a
+draft before its judge).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def assert_nothing_lost(report: dict[str, Any]) -> None:
 async def test_sigkill_and_restart_of_one_replica(bench: Bench) -> None:
     report = await faults.run_fault(bench, "sigkill_restart", faults.SHORT)
     assert_nothing_lost(report)
-    # The kill lands mid-book, so some paid calls were in flight and had to be made again.
-    assert report["repeat_bound"] > 0
+    # A drawing stored before its judge answered (a draft) is judged again, not drawn again, so
+    # a kill may repeat nothing at all: what it repeats is bounded by the image calls it caught
+    # in flight (assert_nothing_lost).
     # The kills were crashes: they spent the crash budget, never an attempt.
     assert report["max_crashes_used"] >= 1
     assert report["max_attempts_used"] == 1

@@ -2,7 +2,8 @@
 
 A page the judge scores low is drawn again with a prompt naming the problem; one that stays low
 fails the item (``quality_check_failed``) or, under ``QA_ON_FAIL=review``, completes flagged; a
-judged checkpoint is never judged or drawn again when the item resumes.
+judged checkpoint is never judged or drawn again when the item resumes, and a drawing whose judge
+never answered is judged again, not drawn again (its draft, migrations/021).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from processors.qa import QualityCheckFailed
 from testkit.fakes.gemini_server import judge_verdict, unavailable
 from tests.support.factories import item_row
-from tests.support.pipeline_env import PipelineEnv, checkpoints, notifications
+from tests.support.pipeline_env import PipelineEnv, checkpoints, drafts, notifications
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
 
@@ -119,3 +120,84 @@ async def test_a_resumed_item_never_judges_or_redraws_a_checkpointed_page(
         assert len(env.requests_for(target)) == 1, target
         assert len(env.requests_for(f"judge_{target}")) == 1, target
     assert len(env.requests_for("judge_4")) == 1
+
+
+@pytest.mark.parametrize("target", ["cover", 2])
+async def test_a_drawing_whose_judge_did_not_answer_is_judged_again_not_drawn_again(
+    env: PipelineEnv, db: psycopg.Connection, target: str | int
+) -> None:
+    """What a kill -9 during a judge call leaves: the drawing stored and its draft recorded,
+    no checkpoint. Here the judge is unavailable through every retry instead."""
+    number, key = (0, "cover.jpg") if target == "cover" else (2, "pages/02.jpg")
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on(f"judge_{target}", *[unavailable()] * 10)
+    processor = await env.processor(QA_MODE="judge", PAGE_CONCURRENCY="1")
+    await env.run_once(processor)
+    row = item_row(db, item)
+    assert row["generation_status"] == "pending", row["error_code"]
+    assert number not in checkpoints(db, item)
+    draft = drafts(db, item)[number]
+    assert (draft["redraws"], draft["image_path"]) == (0, f"generated/{item}/{key}")
+    stored_drawing = env.stored(draft["image_path"])
+    assert len(env.requests_for(target)) == 1
+    judged_before = len(env.requests_for(f"judge_{target}"))
+    env.script.forget(f"judge_{target}")
+    db.execute("update order_items set next_attempt_at = now() where id = %s", [item])
+
+    assert await env.run_once(processor) == 1
+
+    assert item_row(db, item)["generation_status"] == "completed"
+    assert len(env.requests_for(target)) == 1  # judged again, not drawn again
+    assert len(env.requests_for(f"judge_{target}")) == judged_before + 1
+    saved = checkpoints(db, item)[number]
+    assert saved["qa_verdict"]["redraws"] == 0 and saved["qa_verdict"]["failed"] == []
+    assert env.stored(saved["image_path"]) == stored_drawing
+    assert drafts(db, item) == {}  # each checkpoint deleted its draft
+
+
+async def test_a_stored_drawing_that_is_not_the_recorded_one_is_the_next_redraw(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    """A crash between storing redraw k+1 and recording it leaves the row at k with k's hash:
+    the stored object is judged as redraw k+1, so the redraw budget holds across the crash."""
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("judge_1", *[unavailable()] * 10)
+    processor = await env.processor(QA_MODE="judge", PAGE_CONCURRENCY="1", QA_MAX_REDRAWS="1")
+    await env.run_once(processor)
+    assert drafts(db, item)[1]["redraws"] == 0
+    env.script.forget("judge_1")
+    db.execute(
+        "update order_item_page_drafts set sha256 = repeat('0', 64)"
+        " where order_item_id = %s and page_number = 1",
+        [item],
+    )
+    db.execute("update order_items set next_attempt_at = now() where id = %s", [item])
+    env.script.on("judge_1", judge_verdict(likeness_score=1.0))
+
+    await env.run_once(processor)
+
+    # Judged as the last allowed drawing: it fails without another image call.
+    row = item_row(db, item)
+    assert (row["generation_status"], row["error_code"]) == ("failed", "quality_check_failed")
+    assert len(env.requests_for(1)) == 1
+
+
+async def test_an_operators_retry_draws_the_page_that_failed_its_judge_afresh(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("judge_1", judge_verdict(likeness_score=1.0))
+    processor = await env.processor(QA_MODE="judge", QA_MAX_REDRAWS="0")
+    await env.run_once(processor)
+    assert item_row(db, item)["error_code"] == "quality_check_failed"
+    assert drafts(db, item)[1]["redraws"] == 0  # the drawing that failed, stored
+
+    assert db.execute("select retry_failed_order_item(%s)", [item]).fetchone()[0] == "ok"
+    assert drafts(db, item) == {}
+    assert await env.run_once(processor) == 1
+
+    assert item_row(db, item)["generation_status"] == "completed"
+    assert len(env.requests_for(1)) == 2  # drawn again, not the failed drawing judged again

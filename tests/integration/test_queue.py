@@ -79,6 +79,9 @@ async def test_expired_lease_moves_item_and_fences_the_old_worker(
 
     assert await store.heartbeat(item, "old", 60) is LeaseState.LOST
     assert not await store.checkpoint_page(item, "old", 1, "generated/x/pages/01.jpg")
+    assert not await store.save_page_draft(
+        item, "old", 1, "generated/x/pages/01.jpg", redraws=0, model="m", sha256="0" * 64
+    )
     assert not await store.set_progress(item, "old", 50, "Drawing")
     assert not await store.complete(
         item, "old", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu"
@@ -141,6 +144,33 @@ async def test_checkpoints_survive_release_and_are_in_the_context(
     assert [p["page_number"] for p in context.pages] == [1, 2, 3]
     assert [c["page_number"] for c in context.checkpoints] == [0, 1]
     assert context.order["payment_status"] == "paid"
+
+
+async def test_a_draft_is_in_the_context_with_its_usage_until_its_checkpoint(
+    store: OrderStore, db: psycopg.Connection
+) -> None:
+    item = insert_item(db, book_id=insert_book(db, pages=2))
+    await store.claim("w1", 1, 60)
+    page = f"generated/{item}/pages/01.jpg"
+    usage = {"calls": 3, "images": 1}
+    assert await store.save_page_draft(
+        item, "w1", 1, page, redraws=0, model="m", sha256="a" * 64, usage=usage
+    )
+    # A redraw replaces the page's draft.
+    assert await store.save_page_draft(item, "w1", 1, page, redraws=1, model="m", sha256="b" * 64)
+    assert item_row(db, item)["ai_usage"]["images"] == 1  # the image call is on the row
+    assert await store.release(item, "w1")
+    await store.claim("w2", 1, 60)
+    context = await store.load_context(item, "w2")
+    assert context is not None
+    assert [(d["page_number"], d["redraws"], d["sha256"]) for d in context.drafts] == [
+        (1, 1, "b" * 64)
+    ]
+
+    assert await store.checkpoint_page(item, "w2", 1, page)
+
+    context = await store.load_context(item, "w2")
+    assert context is not None and context.drafts == []
 
 
 async def test_retryable_failure_backs_off_exponentially_then_dead_letters(
@@ -315,7 +345,7 @@ async def test_refund_mid_processing_ends_the_item_as_order_not_paid(
     )
 
 
-@pytest.mark.parametrize("write", ["progress", "checkpoint", "complete"])
+@pytest.mark.parametrize("write", ["progress", "checkpoint", "draft", "complete"])
 async def test_every_write_that_spends_or_delivers_refuses_a_refunded_order(
     store: OrderStore, db: psycopg.Connection, write: str
 ) -> None:
@@ -326,6 +356,10 @@ async def test_every_write_that_spends_or_delivers_refuses_a_refunded_order(
         written = await store.set_progress(item, "w", 50, "Drawing page 2 of 3")
     elif write == "checkpoint":
         written = await store.checkpoint_page(item, "w", 2, f"generated/{item}/pages/02.jpg")
+    elif write == "draft":
+        written = await store.save_page_draft(
+            item, "w", 2, f"generated/{item}/pages/02.jpg", redraws=0, model="m", sha256="0" * 64
+        )
     else:
         written = await store.complete(
             item, "w", pdf_path="p", pdf_url="u", cover_path="c", cover_url="cu"

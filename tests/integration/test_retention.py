@@ -224,3 +224,33 @@ async def test_retention_never_deletes_what_is_not_the_items_own(
     assert stored(tmp_path, other_family["photo"], other_family["page1"]) == [True, True]
     assert stored(tmp_path, old["page1"]) == [False]
     assert item_row(db, old["id"])["photo_deleted_at"] is not None
+
+
+async def test_a_drawing_that_never_got_its_checkpoint_is_deleted_too(
+    store: OrderStore, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """A page that failed its quality judge for good is stored as a draft and has no checkpoint
+    (migrations/021): it shows the child like any page and goes with the photo. A draft that
+    names an object outside the item's folder is not followed."""
+    storage = LocalStorage(tmp_path)
+    book = insert_book(db, pages=3)
+    neighbour = finished_item(db, tmp_path, book, days_ago=1)
+    old = finished_item(db, tmp_path, book, days_ago=31, status="failed")
+    rejected = f"generated/{old['id']}/pages/03.jpg"
+    (tmp_path / rejected).write_bytes(b"x")
+    for number, path in ((3, rejected), (4, neighbour["page1"])):
+        db.execute(
+            "insert into order_item_page_drafts"
+            " (order_item_id, page_number, image_path, redraws, sha256)"
+            " values (%s, %s, %s, 2, repeat('a', 64))",
+            [old["id"], number, path],
+        )
+
+    assert await purge_expired_photos(store, storage, days=30, batch=10) == 4
+
+    assert stored(tmp_path, rejected, old["page1"], old["photo"]) == [False] * 3
+    assert stored(tmp_path, neighbour["page1"]) == [True]
+    left = db.execute(
+        "select count(*) from order_item_page_drafts where order_item_id = %s", [old["id"]]
+    ).fetchone()[0]
+    assert left == 0

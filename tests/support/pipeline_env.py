@@ -135,6 +135,10 @@ class Script:
     def on(self, target: Target, *behaviours: Behaviour) -> None:
         self._plans[target].extend(behaviours)
 
+    def forget(self, target: Target) -> None:
+        """Drop what is left of ``target``'s plan: its next requests succeed."""
+        self._plans.pop(target, None)
+
     async def __call__(self, fake: FakeGemini, request: RecordedRequest) -> web.Response:
         plan = self._plans.get(self._env.target(request))
         behaviour = plan.popleft() if plan else succeed()
@@ -385,6 +389,12 @@ def _rows(db: psycopg.Connection, query: str, params: list[object]) -> list[dict
 
 def checkpoints(db: psycopg.Connection, item_id: str) -> dict[int, dict]:
     rows = _rows(db, "select * from order_item_pages where order_item_id = %s", [item_id])
+    return {row["page_number"]: row for row in rows}
+
+
+def drafts(db: psycopg.Connection, item_id: str) -> dict[int, dict]:
+    """The item's drafts (migrations/021): drawings stored before their judge answered."""
+    rows = _rows(db, "select * from order_item_page_drafts where order_item_id = %s", [item_id])
     return {row["page_number"]: row for row in rows}
 
 
