@@ -697,6 +697,7 @@ _VERSUS_DAEMONS = {
     "daemon": ("this daemon", "daemon"),
     "daemon_qa_off": ("daemon, QA_MODE=off", "QA off"),
     "daemon_pages_first": ("daemon, COVER_FIRST=false", "pages first"),
+    "daemon_ten_orders": ("daemon, MAX_CONCURRENT_ORDERS=10", "10 orders"),
 }
 
 
@@ -752,8 +753,10 @@ def _versus(s: dict[str, Any]) -> list[str]:
         "algorithms), the tight one far below (both are bound by the quota: it measures what "
         "each does with 429s). The daemon runs with its defaults and its quota set "
         "(AI_REQUESTS_PER_MINUTE, AI_RATE_WINDOW_SECONDS = the limit): as shipped (QA_MODE = "
-        "judge), with QA_MODE = off (the algorithm alone) and with COVER_FIRST = false (pages "
-        "start beside the cover, the first ones without it as reference). Saturation: "
+        "judge), with QA_MODE = off (the algorithm alone), with COVER_FIRST = false (pages "
+        "start beside the cover, the first ones without it as reference) and with "
+        "MAX_CONCURRENT_ORDERS = 10 (README's advice for a paid-tier quota; the default 5 keeps "
+        "a new project's small quota from timing pages out). Saturation: "
         f"{s['orders']} orders of 8 pages placed at once. The order alone and the kill -9 run "
         f"at the {s['single_and_kill_limit']} limit; kill -9: "
         f"{k['orders']} orders, SIGKILL after {k['images_drawn_before_kill']} images were drawn, "

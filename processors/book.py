@@ -232,7 +232,7 @@ class BookProcessor:
         # A missing or broken catalog image must fail the item before any call is paid for.
         await self._check_pages(book["id"], [p for p in pages if int(p["page_number"]) not in done])
         cover_original = await self.book_cover(book)
-        cover_part = await model_part(cover_original)
+        cover_part = await self.model_part(cover_original)
         cover_analysis, child_analysis = await asyncio.gather(
             self.analyzer.cover(job, book, cover_part, usage),
             self.analyzer.child(job, profile, photo, usage),
@@ -384,7 +384,7 @@ class BookProcessor:
             data = await self.storage.download(path)
         except ObjectNotFound as exc:
             raise PhotoMissing("child photo not in storage") from exc
-        return await photo_part(data)
+        return await self.photo_part(data)
 
     async def book_cover(self, book: Row) -> Image.Image:
         """The catalog's original cover of ``book`` (through the disk cache)."""
@@ -835,6 +835,16 @@ class BookProcessor:
 
         return drafted
 
+    async def photo_part(self, data: bytes) -> ImagePart:
+        """An uploaded photo as the model gets it: validated and normalized (``PhotoInvalid``
+        when it is not a usable photo), then downscaled, in one ``PictureWork`` job: a phone's
+        12-megapixel photo is 36 MB decoded, and orders start together."""
+        return await self.pictures.run(_photo_input, data)
+
+    async def model_part(self, image: Image.Image) -> ImagePart:
+        """An image as the model is sent it: downscaled to ``AI_INPUT_MAX_SIDE`` and re-encoded."""
+        return await self.pictures.run(_model_input, image)
+
     async def check_ready(self) -> str | None:
         """Check the models again (the daemon calls this while ``ready_problem`` is set)."""
         self.ready_problem = await check_ai(self.ai)
@@ -843,17 +853,6 @@ class BookProcessor:
     async def aclose(self) -> None:
         """Close what the factory handed over: the AI client and storage it built itself."""
         await self._resources.aclose()
-
-
-async def photo_part(data: bytes) -> ImagePart:
-    """An uploaded photo as the model gets it: validated and normalized (``PhotoInvalid`` when
-    it is not a usable photo), then downscaled."""
-    return await model_part(await asyncio.to_thread(normalize_photo, data))
-
-
-async def model_part(image: Image.Image) -> ImagePart:
-    """An image as the model is sent it: downscaled to ``AI_INPUT_MAX_SIDE`` and re-encoded."""
-    return ImagePart(await asyncio.to_thread(image_part_bytes, image, AI_INPUT_MAX_SIDE))
 
 
 def _catalog_entry(context: ItemContext) -> tuple[Row, list[Row]]:
@@ -883,9 +882,17 @@ def _ratio(size: tuple[int, int]) -> str:
     return f"{size[0]}:{size[1]}"
 
 
+def _model_input(image: Image.Image) -> ImagePart:
+    return ImagePart(image_part_bytes(image, AI_INPUT_MAX_SIDE))
+
+
+def _photo_input(data: bytes) -> ImagePart:
+    return _model_input(normalize_photo(data))
+
+
 def _page_inputs(page: Image.Image) -> tuple[Original, ImagePart]:
     """What a page to draw keeps of its decoded original: the checks' copy and the model input."""
-    return Original.of(page), ImagePart(image_part_bytes(page, AI_INPUT_MAX_SIDE))
+    return Original.of(page), _model_input(page)
 
 
 def _part_of(source: Path | bytes) -> ImagePart:

@@ -30,7 +30,7 @@ from PIL import Image
 
 from processors.ai.base import ImagePart, Usage
 from processors.analysis import AnalysisCache
-from processors.book import BookProcessor, Inputs, model_part, photo_part
+from processors.book import BookProcessor, Inputs
 from processors.child import ChildProfile, validate_child
 from processors.contract import Row
 from processors.images import load_page_image
@@ -116,14 +116,14 @@ class CoverService:
         the prompts may know of the book (``title``, ``genre``, ``age_min``, ``age_max``); a cover
         that does not decode raises ``BookImageInvalid``."""
         profile, photo = await self._child(child)
-        original = await asyncio.to_thread(load_page_image, cover)
+        original = await self.processor.pictures.run(load_page_image, cover)
         book = {**description, "id": f"upload-{hashlib.sha256(cover).hexdigest()[:32]}"}
         return await self._draw(book, original, profile, photo, self.uploads)
 
     async def _child(self, child: Child) -> tuple[ChildProfile, ImagePart]:
         """Checks that cost nothing, before any paid call: details, then the photo."""
         profile = validate_child(child.name, child.age, child.gender)
-        return profile, await photo_part(child.photo)
+        return profile, await self.processor.photo_part(child.photo)
 
     async def _draw(
         self,
@@ -134,7 +134,7 @@ class CoverService:
         analyses: AnalysisCache,
     ) -> CoverResult:
         processor, usage = self.processor, Usage()
-        cover_part = await model_part(original)
+        cover_part = await processor.model_part(original)
         cover_analysis, child_analysis = await asyncio.gather(
             processor.analyzer.cover(analyses, book, cover_part, usage),
             processor.analyzer.child(_Scratch(), profile, photo, usage),
