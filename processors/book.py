@@ -8,7 +8,8 @@ paying for it again (processors/qa.py). Pages are kept on local disk, not in
 memory, so a 24-page book needs no more RAM than a 10-page one.
 
 Each illustration has ``page_deadline_seconds`` across all its retries and redraws, so a hung
-call costs at most that. When one page fails for good, no new page starts, and the calls
+call costs at most that; waiting its turn for the quota or an AI slot does not count
+(processors/deadline.py). When one page fails for good, no new page starts, and the calls
 already in flight finish (within their deadline) and are checkpointed: they are paid for.
 Usage goes into one ``Usage`` per item that the adapters add to as answers arrive; the job
 exposes it (``JobContext.usage_of``) so the daemon persists it with a failure or release too.
@@ -43,6 +44,7 @@ from processors.analysis import Analyzer
 from processors.analysis_models import ChildAnalysis, CoverAnalysis
 from processors.child import ChildProfile, validate_child
 from processors.contract import BookResult, ItemContext, JobContext, Row, StepCode
+from processors.deadline import deadline
 from processors.errors import OrderError, TerminalError
 from processors.images import (
     DEFAULT_ASPECT_TOLERANCE,
@@ -709,7 +711,7 @@ class BookProcessor:
         """One illustration within the page deadline (module docstring); each image call
         within ``calling()`` (the page's image slot), the checks of its output outside."""
         try:
-            async with asyncio.timeout(self.page_deadline_seconds):
+            async with deadline(self.page_deadline_seconds):
                 return await self._draw_unbounded(
                     request, softened_prompt, original, usage, calling
                 )

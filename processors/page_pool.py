@@ -24,6 +24,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from processors.deadline import waiting_turn
+
 IN_PROGRESS_PER_SLOT = 2
 
 
@@ -48,7 +50,8 @@ class DrawSlot:
         """Wait for a slot and keep it for the next :meth:`drawing` (the page's inputs, such as
         the cover reference, are fixed the moment its first call may start)."""
         if not self._held:
-            await self._slots.acquire()
+            async with waiting_turn():  # a sibling's call, not this page's: off its deadline
+                await self._slots.acquire()
             self._held = True
 
     @asynccontextmanager

@@ -17,7 +17,8 @@ budget and do not turn into a 429 storm:
   backoff suits long waits better than a worker holding an order. ``AIConfigError`` is never
   retried in-process. Neither a backoff sleep nor a wait for a paced start holds a concurrency
   slot: a call takes its slot only once its kind's pacer admits it, so an image call waiting
-  for the next quota window never keeps a judge call from starting.
+  for the next quota window never keeps a judge call from starting. Neither wait counts against
+  the caller's page deadline (``processors.deadline``); a backoff sleep does.
 
 Metrics attach through callbacks, so this module needs no metrics library. With a ``prices``
 table, every successful call's usage is priced here, the one place that sees every call, and
@@ -49,6 +50,7 @@ from processors.ai.base import (
     Usage,
 )
 from processors.ai.pricing import PriceTable
+from processors.deadline import waiting_turn
 from processors.errors import OrderError, RetryableError
 
 
@@ -114,9 +116,8 @@ class _Pacer:
         # One caller at a time waits for the next token (and then for its slot): arrival order.
         self._turn = asyncio.Lock()
 
-    @asynccontextmanager
-    async def admit(self, slots: asyncio.Semaphore) -> AsyncIterator[None]:
-        """Wait for a token, then for a slot; hold the slot for the body of the ``with``."""
+    async def admit(self, slots: asyncio.Semaphore) -> None:
+        """Wait for a token, then take one of ``slots`` (the caller gives it back)."""
         async with self._turn:
             start = self._clock()
             if len(self._starts) == self._capacity:
@@ -128,10 +129,6 @@ class _Pacer:
             self._starts.append(max(start, self._clock()))
             if len(self._starts) > self._capacity:
                 self._starts.popleft()
-        try:
-            yield
-        finally:
-            slots.release()
 
 
 class LimitedAI:
@@ -237,8 +234,7 @@ class LimitedAI:
     async def _attempt(
         self, kind: str, call: Callable[[Usage], Awaitable[ResultT]], usage: Usage | None
     ) -> ResultT:
-        pacer = self._pacers.get(kind)
-        async with pacer.admit(self._slots) if pacer is not None else self._slots:
+        async with self._admitted(kind):
             started = time.monotonic()
             # What this attempt was answered, priced and handed to the caller's sink whatever
             # happens next: a blocked or unusable reply is billed like a good one.
@@ -254,6 +250,22 @@ class LimitedAI:
                     usage.add(answered)
             self._report(kind, result.model, started, "ok")
             return result
+
+    @asynccontextmanager
+    async def _admitted(self, kind: str) -> AsyncIterator[None]:
+        """A concurrency slot, once the kind's pacer (if any) admitted the call. The wait is the
+        call's turn, not its work: it does not count against a page's deadline
+        (processors/deadline.py)."""
+        pacer = self._pacers.get(kind)
+        async with waiting_turn():
+            if pacer is not None:
+                await pacer.admit(self._slots)
+            else:
+                await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def _price(self, kind: str, answered: Usage) -> None:
         """Price each model's share of ``answered`` into it, and report the spend."""
