@@ -44,13 +44,14 @@ _current: ContextVar[_Deadline | None] = ContextVar("deadline", default=None)
 
 
 @asynccontextmanager
-async def deadline(seconds: float) -> AsyncIterator[None]:
+async def deadline(seconds: float) -> AsyncIterator[asyncio.Timeout]:
     """Like ``asyncio.timeout(seconds)`` (``TimeoutError`` when it passes), except for the time
-    spent inside :func:`waiting_turn`."""
+    spent inside :func:`waiting_turn`. Yields the ``asyncio.Timeout``: its ``when()`` is None
+    while the deadline is stopped."""
     async with asyncio.timeout(None) as timeout:
         token = _current.set(_Deadline(timeout, seconds))
         try:
-            yield
+            yield timeout
         finally:
             _current.reset(token)
 

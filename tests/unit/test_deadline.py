@@ -1,8 +1,8 @@
-"""A page's deadline counts its own work, not its wait for a turn (processors/deadline.py).
+"""A page's deadline counts its own work, not its waits for a turn (processors/deadline.py).
 
-The waits here are real but one-sided: a paused deadline must survive a wait several times its
-length, and a running one must fire well before the work it bounds would end. The waits are
-released by events, not by the clock, wherever the order of events decides the outcome.
+No clock decides these tests: a deadline of 0 passes at the event loop's next turn unless it is
+stopped, and a stopped one shows as ``when() is None`` on the ``asyncio.Timeout`` it yields,
+read while the waiter is known to be blocked (on an event the test holds).
 """
 
 from __future__ import annotations
@@ -16,34 +16,42 @@ from processors.ai.limits import LimitedAI
 from processors.deadline import deadline, waiting_turn
 from processors.page_pool import PagePool
 
-SHORT = 0.2  # the deadline
-LONG = 1.0  # a wait five times as long
+REQUEST = EditRequest(
+    prompt="p",
+    base=ImagePart(b"base"),
+    child_photo=ImagePart(b"photo"),
+    aspect_ratio="1:1",
+    child_name="Mia",
+)
+
+
+async def settle() -> None:
+    """Let every other task run until it blocks."""
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 async def test_work_past_the_deadline_raises_timeout() -> None:
     with pytest.raises(TimeoutError):
-        async with deadline(SHORT):
-            await asyncio.sleep(LONG)
+        async with deadline(0):
+            await settle()
 
 
-async def test_a_wait_for_a_turn_is_not_counted() -> None:
-    async with deadline(SHORT):
-        async with waiting_turn():
-            await asyncio.sleep(LONG)
-        await asyncio.sleep(SHORT / 4)  # what is left of the deadline is still there
-
-
-async def test_the_deadline_runs_again_after_the_wait() -> None:
+async def test_a_wait_for_a_turn_stops_the_deadline_and_the_rest_still_counts() -> None:
+    waited = []
     with pytest.raises(TimeoutError):
-        async with deadline(SHORT):
+        async with deadline(0) as timeout:
             async with waiting_turn():
-                await asyncio.sleep(SHORT / 2)
-            await asyncio.sleep(LONG)
+                await settle()  # a running deadline of 0 would have passed here
+                assert timeout.when() is None
+            waited.append(timeout.when())
+            await settle()  # and here it passes
+    assert waited and waited[0] is not None
 
 
 async def test_waiting_turn_outside_a_deadline_is_a_plain_wait() -> None:
     async with waiting_turn():
-        await asyncio.sleep(0)
+        await settle()
 
 
 class HeldImages:
@@ -59,62 +67,69 @@ class HeldImages:
         return GeneratedImage(b"jpeg", "image/jpeg", "fake-image-model")
 
 
-REQUEST = EditRequest(
-    prompt="p",
-    base=ImagePart(b"base"),
-    child_photo=ImagePart(b"photo"),
-    aspect_ratio="1:1",
-    child_name="Mia",
-)
+async def page_call(ai: LimitedAI, timeouts: list[asyncio.Timeout]) -> GeneratedImage:
+    async with deadline(3600) as timeout:
+        timeouts.append(timeout)
+        return await ai.generate_image(REQUEST)
 
 
-async def test_a_call_waiting_for_a_busy_ai_slot_keeps_its_deadline() -> None:
-    """One AI slot, held by another order's call for five deadlines' worth: the waiting page's
-    call starts late and still gets its whole deadline."""
+async def test_a_call_waiting_for_a_busy_ai_slot_has_its_deadline_stopped() -> None:
     inner = HeldImages()
     ai = LimitedAI(inner, max_concurrency=1, requests_per_minute=None, max_retries=0)  # type: ignore[arg-type]
-    other = asyncio.ensure_future(ai.generate_image(REQUEST))
+    other = asyncio.ensure_future(ai.generate_image(REQUEST))  # another order's call
     await inner.started.wait()
+    timeouts: list[asyncio.Timeout] = []
+    waiting = asyncio.ensure_future(page_call(ai, timeouts))
+    await settle()
 
-    async def page() -> GeneratedImage:
-        async with deadline(SHORT):
-            return await ai.generate_image(REQUEST)
-
-    waiting = asyncio.ensure_future(page())
-    await asyncio.sleep(LONG)
-    assert not waiting.done()  # still waiting for the slot, its deadline stopped
+    assert not waiting.done() and timeouts[0].when() is None
     inner.release.set()
-    assert (await other).model == (await waiting).model == "fake-image-model"
+    await other
+    await asyncio.wait_for(waiting, 10)
 
 
-async def test_a_paced_call_keeps_its_deadline_while_the_quota_window_refills() -> None:
+async def test_a_call_waiting_for_the_quota_window_has_its_deadline_stopped() -> None:
     inner = HeldImages()
     inner.release.set()
-    window = 1.5 * LONG  # one call per window: the second waits a window for its token
+    window_over = asyncio.Event()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the pacer's wait for the next window
+        waits.append(seconds)
+        await window_over.wait()
+
     ai = LimitedAI(
         inner,  # type: ignore[arg-type]
         max_concurrency=4,
-        requests_per_minute=60 / window,
-        rate_window_s=window,
+        requests_per_minute=1,  # one call per window: the second waits for the next one
         max_retries=0,
+        sleep=sleep,
     )
     await ai.generate_image(REQUEST)
-    async with deadline(SHORT):
-        assert (await ai.generate_image(REQUEST)).model == "fake-image-model"
+    timeouts: list[asyncio.Timeout] = []
+    waiting = asyncio.ensure_future(page_call(ai, timeouts))
+    await settle()
+
+    assert len(waits) == 1 and timeouts[0].when() is None
+    window_over.set()
+    await asyncio.wait_for(waiting, 10)
 
 
-async def test_a_redraw_waiting_for_the_orders_page_slot_keeps_its_deadline() -> None:
+async def test_a_redraw_waiting_for_its_orders_page_slot_has_its_deadline_stopped() -> None:
     pool = PagePool(1, lambda: None)
     busy = pool.slot()
     await busy.take()
+    timeouts: list[asyncio.Timeout] = []
 
     async def redraw() -> None:
-        slot = pool.slot()
-        async with deadline(SHORT), slot.drawing():
-            pass
+        async with deadline(3600) as timeout:
+            timeouts.append(timeout)
+            async with pool.slot().drawing():
+                pass
 
     waiting = asyncio.ensure_future(redraw())
-    await asyncio.sleep(LONG)
-    assert not waiting.done()
+    await settle()
+
+    assert not waiting.done() and timeouts[0].when() is None
     busy.release()
-    await waiting
+    await asyncio.wait_for(waiting, 10)
