@@ -225,9 +225,8 @@ class BookProcessor:
             int(c["page_number"]): result_path(job.item_id, int(c["page_number"]))
             for c in context.checkpoints
         }
-        drafts = {
-            int(d["page_number"]): d for d in context.drafts if int(d["page_number"]) not in done
-        }
+        # A drawing stored before its judge answered (a checkpoint deletes its page's draft).
+        drafts = {int(d["page_number"]): d for d in context.drafts}
         await job.report(2, "Looking at your photo", code=StepCode.ANALYZING, pages_total=total)
 
         photo = await self._child_photo(item, context.order.get("user_id"))
