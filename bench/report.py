@@ -399,7 +399,7 @@ def _scaleout(s: dict[str, Any]) -> list[str]:
         "",
         f"Each replica MAX_CONCURRENT_ORDERS = {env['MAX_CONCURRENT_ORDERS']}, PAGE_CONCURRENCY = "
         f"{env['PAGE_CONCURRENCY']}; server limit {f(s['images_per_minute'], 0)} images/min. "
-        "Duplicates = successful image calls beyond 9 per completed book.",
+        "Duplicates = successful image calls beyond one per (order, page).",
         "",
         *table(
             [
@@ -511,7 +511,8 @@ def _faults(s: dict[str, Any]) -> list[str]:
         f"is stopped for {c['outage_s']} s; storm_429: {int(c['storm_fraction'] * 100)} % of image calls get a 429 "
         f"(RetryInfo {c['storm_retry_delay']}) for {c['storm_s']} s; sigterm_one: one replica drains and exits, "
         "the other goes on. Repeated image calls: successful calls beyond one per (item, page); the bound is "
-        "the pages in flight (started, not checkpointed) at the faults; unbounded = repeats beyond that "
+        "the pages in flight (started, neither checkpointed nor drafted) at the faults; unbounded = "
+        "repeats beyond that "
         "(must be 0). Recover = from the end of a fault until every item it caught progressed again.",
         "",
         *table(

@@ -9,6 +9,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -390,7 +391,9 @@ async def _throughput_run(
             if done
             else None
         )
-        image_ok = sum(1 for r in w.fake.generate_requests(w.fake.IMAGE_MODEL) if r.status == 200)
+        drawn = [r for r in w.fake.generate_requests(w.fake.IMAGE_MODEL) if r.status == 200]
+        # Per (child, page): the calls of an order that failed count only where they repeat.
+        per_page = Counter(faults.child_and_page(r) for r in drawn)
         images_per_book = pages + 1
         result = {
             "orders": orders,
@@ -405,7 +408,7 @@ async def _throughput_run(
             "http_429": w.fake.statuses.get(429, 0),
             "ai_calls_per_book_daemon": ai_calls(done) / len(done) if done else None,
             "http_requests_per_book": len(w.fake.generate_requests()) / max(len(done), 1),
-            "duplicate_image_calls": image_ok - images_per_book * len(done),
+            "duplicate_image_calls": sum(n - 1 for n in per_page.values()),
             "reclaimed_items": sum(1 for r in rows if (r["attempts"] or 0) > 1),
             "workers_used": len(workers),
             "peak_inflight": peak_inflight,
