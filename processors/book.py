@@ -260,14 +260,26 @@ class BookProcessor:
             async def as_reference(jpeg: bytes) -> None:
                 reference.part = await self.pictures.run(_part_of, jpeg)
 
-            async def cover(slot: DrawSlot | None) -> None:
+            async def cover(
+                slot: DrawSlot | None, doomed: Callable[[], None] | None = None
+            ) -> None:
                 original = cover_source.pop()
                 # Drawn beside the pages, the cover is their reference from the moment it is
                 # drawn, before its judge (docs/architecture.md, "Cover and pages"); drawn first,
                 # it is theirs once it passed.
                 drawn = as_reference if slot else None
                 await self._cover(
-                    job, inputs, original, cover_part, done, drafts, cover_file, usage, slot, drawn
+                    job,
+                    inputs,
+                    original,
+                    cover_part,
+                    done,
+                    drafts,
+                    cover_file,
+                    usage,
+                    slot,
+                    drawn,
+                    doomed,
                 )
                 reference.part = await self.pictures.run(_part_of, cover_file)
                 prints.add(0, cover_file)
@@ -426,6 +438,7 @@ class BookProcessor:
         usage: Usage,
         slot: DrawSlot | None,
         drawn: Callable[[bytes], Awaitable[None]] | None,
+        doomed: Callable[[], None] | None,
     ) -> None:
         if 0 in done:
             await _download_to(self.storage, done[0], out)
@@ -440,6 +453,7 @@ class BookProcessor:
             drawn=drawn,
             resume=await self._resumed(job, 0, drafts.get(0)),
             drafted=self._drafting(job, 0, path, usage),
+            doomed=doomed,
         )
         await self._save(job, 0, path, checked, out, usage)
 
@@ -454,10 +468,11 @@ class BookProcessor:
         drawn: Callable[[bytes], Awaitable[None]] | None = None,
         resume: Drawing | None = None,
         drafted: Drafted | None = None,
+        doomed: Callable[[], None] | None = None,
     ) -> Checked:
         """The personalized cover, checked and judged, not yet stored: the book's first
         illustration, and all of a cover made without an order (processors/cover_service.py).
-        ``resume`` and ``drafted``: the cover's draft, as in ``QualityGate.draw``."""
+        ``resume``, ``drafted`` and ``doomed``: as in ``QualityGate.draw``."""
         request = EditRequest(
             prompt=self.prompts.cover_prompt(
                 inputs.cover, inputs.child, inputs.book, inputs.profile
@@ -475,7 +490,7 @@ class BookProcessor:
         checks = await self.pictures.run(Original.of, original)
         with logger.contextualize(page=0):
             return await self._checked(
-                request, softened, checks, None, usage, slot, drawn, resume, drafted
+                request, softened, checks, None, usage, slot, drawn, resume, drafted, doomed
             )
 
     async def _pages(
@@ -489,7 +504,7 @@ class BookProcessor:
         work: Path,
         usage: Usage,
         prints: _PrintImages,
-        cover: Callable[[DrawSlot], Awaitable[None]] | None = None,
+        cover: Callable[[DrawSlot, Callable[[], None]], Awaitable[None]] | None = None,
     ) -> list[Path]:
         """Every page through the page pool (processors/page_pool.py); ``cover``, when given,
         is drawn in the same pool, first in line."""
@@ -529,11 +544,13 @@ class BookProcessor:
             prints.add(number, out)
             return out
 
-        async def first(draw_cover: Callable[[DrawSlot], Awaitable[None]]) -> None:
+        async def first(
+            draw_cover: Callable[[DrawSlot, Callable[[], None]], Awaitable[None]],
+        ) -> None:
             async with pool.in_progress:
                 slot = pool.slot()
                 try:
-                    await draw_cover(slot)
+                    await draw_cover(slot, failed.set)
                 finally:
                     slot.release()
 
@@ -641,6 +658,7 @@ class BookProcessor:
                         slot,
                         resume=await self._resumed(job, number, draft),
                         drafted=self._drafting(job, number, path, usage),
+                        doomed=failed.set,
                     )
             except OrderError as exc:
                 self.metrics.page_generated(exc.code)
@@ -662,6 +680,7 @@ class BookProcessor:
         drawn: Callable[[bytes], Awaitable[None]] | None = None,
         resume: Drawing | None = None,
         drafted: Drafted | None = None,
+        doomed: Callable[[], None] | None = None,
     ) -> Checked:
         """One illustration through the quality gate (processors/qa.py); each image call holds
         ``slot`` (when given), the judge calls do not. ``drawn`` sees every drawing that passed
@@ -697,6 +716,7 @@ class BookProcessor:
             as_part=lambda jpeg: self.pictures.run(_part_of, jpeg),
             resume=resume,
             drafted=drafted,
+            doomed=doomed,
         )
 
     async def _draw(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,8 +31,6 @@ from processors.ai.base import Analysis, ImageAI, ImagePart, Usage
 from processors.analysis_models import Text, TextList
 from processors.errors import TerminalError
 from processors.prompts import PromptBook
-
-T = TypeVar("T")
 
 QA_MODES = ("judge", "off")
 QA_ON_FAIL = ("fail", "review")
@@ -162,12 +160,15 @@ class QualityGate:
         as_part: Callable[[bytes], Awaitable[ImagePart]],
         resume: Drawing | None = None,
         drafted: Drafted | None = None,
+        doomed: Callable[[], None] | None = None,
     ) -> Checked:
         """One checked illustration; ``as_part`` turns a drawn JPEG into the judge's input.
 
         ``resume``: the page's draft from an earlier attempt, judged first instead of a new
         drawing (at its own redraw count). ``drafted``: called with every new drawing, beside
-        its judge call (the module docstring)."""
+        its judge call (the module docstring). ``doomed``: called as soon as a verdict means
+        ``QualityCheckFailed``, before the drawing's draft is finished, so siblings start no
+        new paid call meanwhile."""
         if self.mode == "off":
             if resume is not None:
                 return Checked(resume.jpeg, resume.model, None, stored=True)
@@ -182,8 +183,12 @@ class QualityGate:
                 jpeg, model = await draw(redraw_prompt, redraw_softened)
                 drawing = Drawing(jpeg, model, redraw)
             saving = drafted(drawing) if drafted and drawing is not resume else None
+            last_chance = redraw == self.max_redraws and self.on_fail == "fail"
             result = await _beside(
-                self._judge(drawing, original, photo, identity, usage, as_part), saving
+                self._judge(drawing, original, photo, identity, usage, as_part),
+                saving,
+                doomed if last_chance else None,
+                self.min_likeness,
             )
             verdict = result.value
             problems = problems_of(verdict, self.min_likeness)
@@ -240,16 +245,24 @@ class QualityGate:
         return self.prompts.render("qa_redraw", problems=listed)
 
 
-async def _beside(judging: Awaitable[T], saving: Awaitable[None] | None) -> T:
+async def _beside(
+    judging: Awaitable[Analysis[QualityVerdict]],
+    saving: Awaitable[None] | None,
+    doomed: Callable[[], None] | None,
+    min_likeness: float,
+) -> Analysis[QualityVerdict]:
     """The judge's answer, with ``saving`` run beside it and finished before this returns, also
-    when the judge call fails: the drawing is paid for either way."""
-    if saving is None:
-        return await judging
-    stored = asyncio.ensure_future(saving)
+    when the judge call fails: the drawing is paid for either way. A failing verdict calls
+    ``doomed`` (given for a last chance) before the wait for ``saving``."""
+    stored = asyncio.ensure_future(saving) if saving is not None else None
     try:
-        return await judging
+        result = await judging
+        if doomed is not None and problems_of(result.value, min_likeness):
+            doomed()
+        return result
     finally:
-        await stored
+        if stored is not None:
+            await stored
 
 
 def problem_sentences(
