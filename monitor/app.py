@@ -198,6 +198,7 @@ async def create_processor(
             max_redraws=settings.qa_max_redraws,
             on_fail=settings.qa_on_fail,
             min_likeness=settings.qa_min_likeness,
+            on_verdict=metrics.quality_verdict if metrics else None,
         ),
         print_bleed_in=settings.print_bleed_in,
         print_ppi=settings.print_ppi,

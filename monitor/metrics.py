@@ -63,6 +63,14 @@ class Metrics:
         self._pages = Counter(
             "pages_generated", "Book pages illustrated, by outcome.", ["outcome"], **own
         )
+        self._verdicts = Counter(
+            "quality_verdicts",
+            "QA judge verdicts on illustrations, passed or failed, by the identity reference the "
+            "drawing was made with: cover_itself, with_cover, without_cover (drawn beside the "
+            "cover, COVER_FIRST=false), unknown (a draft of an earlier attempt).",
+            ["outcome", "reference"],
+            **own,
+        )
         self._ai_calls = Histogram(
             "ai_call_duration_seconds",
             "Duration of one AI model call, by kind, model, outcome.",
@@ -200,6 +208,11 @@ class Metrics:
 
     def pdf_built(self, seconds: float) -> None:
         self._pdf.observe(seconds)
+
+    def quality_verdict(self, outcome: str, reference: str) -> None:
+        """One QA judge verdict, ``passed`` or ``failed``, on a drawing made with ``reference``
+        (processors/qa.py ``REFERENCES``): what COVER_FIRST=false costs in redraws, measured."""
+        self._verdicts.labels(outcome, reference).inc()
 
     def observe_ai_call(self, kind: str, model: str, seconds: float, outcome: str) -> None:
         """``LimitedAI``'s ``on_call`` hook: one attempt, ``outcome`` ``ok`` or an error code."""

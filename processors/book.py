@@ -122,26 +122,47 @@ class Inputs:
 
 @dataclass
 class _Reference:
-    """The generated cover as the pages' identity reference: None until it passed its checks and
-    is saved (with ``cover_first=False`` the first pages are drawn before that, without it)."""
+    """The generated cover as the pages' identity reference. Drawn first, it is theirs once it
+    passed and is saved; drawn beside them (``cover_first=False``), from the moment a drawing of
+    it passed the output checks, and the pages started before that are drawn without it.
+
+    Every page's judge compares with the cover, wherever the page was drawn: a judge waits until
+    the cover is drawn (or could not be), so a page drawn without the reference still has to be
+    the cover's character to pass, and its redraw carries the reference."""
 
     part: ImagePart | None = None
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def drawn(self, part: ImagePart) -> None:
+        self.part = part
+        self._settled.set()
+
+    def settle(self) -> None:
+        """No drawing of the cover is coming (the cover's task ended, however it ended)."""
+        self._settled.set()
+
+    async def for_judge(self) -> ImagePart | None:
+        await self._settled.wait()
+        return self.part
 
 
 @dataclass
 class _PrintImages:
     """Each illustration's print picture (processors/print_pdf.py), prepared as soon as it is
     saved, beside the drawing of the others, so the end of the book only assembles the print
-    PDFs. One at a time per order, each in a slot of the process's ``PictureWork``: an upscale
-    holds a print-size picture and its source in memory while it runs, and nothing waits for it
-    before the end of the book."""
+    PDFs. One at a time per order while its pages are drawn, each in a slot of the process's
+    ``PictureWork``: an upscale holds a print-size picture and its source in memory while it
+    runs, and the cores are wanted by the pages' output checks meanwhile. Once every
+    illustration is saved, the book waits for nothing else: those still to prepare take every
+    slot (with pages drawn in one round, they all come at the end)."""
 
     profile: PrintProfile
     work: Path
     pictures: PictureWork
     _ready: dict[int, PrintImage] = field(default_factory=dict)
     _tasks: list[asyncio.Future[None]] = field(default_factory=list)
-    _turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    _drawing: bool = True
 
     def add(self, number: int, source: Path) -> None:
         self._tasks.append(asyncio.ensure_future(self._prepare(number, source)))
@@ -152,6 +173,13 @@ class _PrintImages:
             self._ready[number] = await self.pictures.run(
                 prepare_print_image, source, out, self.profile
             )
+
+    def all_saved(self) -> None:
+        """Every illustration is saved: the rest run as many at once as ``pictures`` allows."""
+        if self._drawing:
+            self._drawing = False
+            for _ in range(self.pictures.slots - 1):
+                self._turn.release()
 
     async def ready(self) -> dict[int, PrintImage]:
         await asyncio.gather(*self._tasks)
@@ -258,7 +286,7 @@ class BookProcessor:
             del cover_original
 
             async def as_reference(jpeg: bytes) -> None:
-                reference.part = await self.pictures.run(_part_of, jpeg)
+                reference.drawn(await self.pictures.run(_part_of, jpeg))
 
             async def cover(
                 slot: DrawSlot | None, doomed: Callable[[], None] | None = None
@@ -268,20 +296,23 @@ class BookProcessor:
                 # drawn, before its judge (docs/architecture.md, "Cover and pages"); drawn first,
                 # it is theirs once it passed.
                 drawn = as_reference if slot else None
-                await self._cover(
-                    job,
-                    inputs,
-                    original,
-                    cover_part,
-                    done,
-                    drafts,
-                    cover_file,
-                    usage,
-                    slot,
-                    drawn,
-                    doomed,
-                )
-                reference.part = await self.pictures.run(_part_of, cover_file)
+                try:
+                    await self._cover(
+                        job,
+                        inputs,
+                        original,
+                        cover_part,
+                        done,
+                        drafts,
+                        cover_file,
+                        usage,
+                        slot,
+                        drawn,
+                        doomed,
+                    )
+                    reference.drawn(await self.pictures.run(_part_of, cover_file))
+                finally:
+                    reference.settle()
                 prints.add(0, cover_file)
 
             if self.cover_first or 0 in done:
@@ -293,6 +324,7 @@ class BookProcessor:
                 page_files = await self._pages(
                     job, inputs, pages, reference, done, drafts, work, usage, prints, cover=cover
                 )
+            prints.all_saved()
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
             pdf_file = await self.pictures.run(
@@ -629,16 +661,13 @@ class BookProcessor:
         try:
             if not started:
                 return False
-            # The reference is what exists when the first call starts; redraws keep it, so the
-            # judge compares every drawing with the same cover.
-            identity = reference.part
+            # Each image call carries the reference that exists when it starts (_Reference).
             request = EditRequest(
                 prompt=self.prompts.page_prompt(
                     inputs.cover, inputs.child, inputs.book, page, inputs.profile
                 ),
                 base=base,
                 child_photo=inputs.photo,
-                identity_reference=identity,
                 child_name=inputs.profile.name,
                 aspect_ratio=ratio,
                 character_box=_box(page.get("character_box")),
@@ -653,7 +682,7 @@ class BookProcessor:
                         request,
                         softened,
                         original,
-                        identity,
+                        reference,
                         usage,
                         slot,
                         resume=await self._resumed(job, number, draft),
@@ -674,7 +703,7 @@ class BookProcessor:
         request: EditRequest,
         softened: str,
         original: Original,
-        identity: ImagePart | None,
+        reference: _Reference | None,
         usage: Usage,
         slot: DrawSlot | None,
         drawn: Callable[[bytes], Awaitable[None]] | None = None,
@@ -697,13 +726,20 @@ class BookProcessor:
         def calling() -> contextlib.AbstractAsyncContextManager[None]:
             return slot.drawing(keep=keep) if slot else contextlib.nullcontext()
 
-        async def draw(prompt: str, soft: str) -> tuple[bytes, str]:
-            result = await self._draw(
-                replace(request, prompt=prompt), soft, original, usage, calling
+        async def draw(prompt: str, soft: str) -> tuple[bytes, str, str]:
+            identity = reference.part if reference else None
+            jpeg, model = await self._draw(
+                replace(request, prompt=prompt, identity_reference=identity),
+                soft,
+                original,
+                usage,
+                calling,
             )
             if drawn:
-                await drawn(result[0])
-            return result
+                await drawn(jpeg)
+            if reference is None:
+                return jpeg, model, "cover_itself"
+            return jpeg, model, "with_cover" if identity else "without_cover"
 
         return await self.quality.draw(
             draw,
@@ -711,7 +747,7 @@ class BookProcessor:
             softened,
             original=request.base,
             photo=request.child_photo,
-            identity=identity,
+            identity=reference.for_judge if reference else None,
             usage=usage,
             as_part=lambda jpeg: self.pictures.run(_part_of, jpeg),
             resume=resume,

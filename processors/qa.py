@@ -35,8 +35,14 @@ from processors.prompts import PromptBook
 QA_MODES = ("judge", "off")
 QA_ON_FAIL = ("fail", "review")
 
-Draw = Callable[[str, str], Awaitable[tuple[bytes, str]]]
-"""Draws one illustration from (prompt, softened prompt): (JPEG bytes, model name)."""
+Draw = Callable[[str, str], Awaitable[tuple[bytes, str, str]]]
+"""Draws one illustration from (prompt, softened prompt): (JPEG bytes, model name, what identity
+reference its image call carried: one of ``REFERENCES``)."""
+
+#: What a drawing was made with, as its verdict's ``drawn_with`` and the verdict metric's label:
+#: the cover itself (no reference), a page with the generated cover as reference, a page without
+#: it (drawn beside the cover, COVER_FIRST=false), or a draft from an earlier attempt.
+REFERENCES = ("cover_itself", "with_cover", "without_cover", "unknown")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class Drawing:
     model: str
     #: How many redraws of the quality gate came before it: 0 for the first drawing.
     redraws: int
+    #: What identity reference it was drawn with (``REFERENCES``); a draft does not record it.
+    reference: str = "unknown"
 
 
 Drafted = Callable[[Drawing], Awaitable[None]]
@@ -137,7 +145,11 @@ class QualityGate:
         max_redraws: int = 2,
         on_fail: str = "fail",
         min_likeness: float = 6.0,
+        on_verdict: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``on_verdict(outcome, reference)`` sees every verdict, ``passed`` or ``failed``, with
+        what the drawing was made with (``REFERENCES``): the daemon counts them
+        (``monitor.metrics.Metrics.quality_verdict``)."""
         if mode not in QA_MODES or on_fail not in QA_ON_FAIL:
             raise ValueError(f"QA mode {mode!r} / on-fail {on_fail!r} unknown")
         self.ai = ai
@@ -146,6 +158,7 @@ class QualityGate:
         self.max_redraws = max_redraws
         self.on_fail = on_fail
         self.min_likeness = min_likeness
+        self.on_verdict = on_verdict
 
     async def draw(
         self,
@@ -155,14 +168,16 @@ class QualityGate:
         *,
         original: ImagePart,
         photo: ImagePart,
-        identity: ImagePart | None,
+        identity: Callable[[], Awaitable[ImagePart | None]] | None,
         usage: Usage,
         as_part: Callable[[bytes], Awaitable[ImagePart]],
         resume: Drawing | None = None,
         drafted: Drafted | None = None,
         doomed: Callable[[], None] | None = None,
     ) -> Checked:
-        """One checked illustration; ``as_part`` turns a drawn JPEG into the judge's input.
+        """One checked illustration; ``as_part`` turns a drawn JPEG into the judge's input, and
+        ``identity`` (for pages) gives the cover each verdict compares with, looked up when the
+        judge call starts: a page drawn beside the cover waits for it there.
 
         ``resume``: the page's draft from an earlier attempt, judged first instead of a new
         drawing (at its own redraw count). ``drafted``: called with every new drawing, beside
@@ -172,7 +187,7 @@ class QualityGate:
         if self.mode == "off":
             if resume is not None:
                 return Checked(resume.jpeg, resume.model, None, stored=True)
-            jpeg, model = await draw(prompt, softened)
+            jpeg, model, _ = await draw(prompt, softened)
             return Checked(jpeg, model, None)
         redraw_prompt, redraw_softened = prompt, softened
         first = min(resume.redraws, self.max_redraws) if resume else 0
@@ -180,8 +195,8 @@ class QualityGate:
             if resume is not None and redraw == first:
                 drawing = resume
             else:
-                jpeg, model = await draw(redraw_prompt, redraw_softened)
-                drawing = Drawing(jpeg, model, redraw)
+                jpeg, model, reference = await draw(redraw_prompt, redraw_softened)
+                drawing = Drawing(jpeg, model, redraw, reference)
             saving = drafted(drawing) if drafted and drawing is not resume else None
             last_chance = redraw == self.max_redraws and self.on_fail == "fail"
             result = await _beside(
@@ -196,9 +211,12 @@ class QualityGate:
                 **verdict.model_dump(),
                 "failed": problems,
                 "redraws": redraw,
+                "drawn_with": drawing.reference,
                 "judge_model": result.model,
                 "min_likeness": self.min_likeness,
             }
+            if self.on_verdict:
+                self.on_verdict("failed" if problems else "passed", drawing.reference)
             stored = drafted is not None or drawing is resume
             if not problems:
                 logger.info("quality check passed", likeness=verdict.likeness_score, redraws=redraw)
@@ -227,11 +245,12 @@ class QualityGate:
         drawing: Drawing,
         original: ImagePart,
         photo: ImagePart,
-        identity: ImagePart | None,
+        identity: Callable[[], Awaitable[ImagePart | None]] | None,
         usage: Usage,
         as_part: Callable[[bytes], Awaitable[ImagePart]],
     ) -> Analysis[QualityVerdict]:
-        images = [original, await as_part(drawing.jpeg), photo, *([identity] if identity else [])]
+        cover = await identity() if identity else None
+        images = [original, await as_part(drawing.jpeg), photo, *([cover] if cover else [])]
         return await self.ai.analyze(
             prompt=self.prompts.render("qa_judge"),
             images=images,

@@ -2,8 +2,8 @@
 
 The judge runs outside a page's image slot, so another page is drawn while one is judged; pages
 in progress are bounded apart from the slots; with ``COVER_FIRST=false`` the cover is drawn in
-the pool beside the first pages, and pages drawn after it passed its checks carry it as identity
-reference. Each fake call is recorded with the moment it started and ended at the fake (its HTTP
+the pool beside the first pages, pages drawn after it passed its checks carry it as identity
+reference, and every page is judged against it. Each fake call is recorded with the moment it started and ended at the fake (its HTTP
 boundary), and the tests assert the order of those events, never a duration.
 """
 
@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from aiohttp import web
 
+from monitor.metrics import Metrics
 from processors.layout import generated_cover_path
 from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, delayed, judge_verdict
 from tests.support.factories import item_row
@@ -126,15 +127,51 @@ async def test_pages_first_starts_pages_beside_the_cover_and_later_pages_carry_i
         carried = drawn.request.images[2:]
         assert carried in ([], [reference]), number
         if carried:
-            # The drawn cover is a reference from the moment it is drawn (before its judge);
-            # the page's judge sees it too.
+            # The drawn cover is a reference from the moment it is drawn (before its judge).
             assert drawn.start >= cover.end, number
-            assert judged.request.images[3:] == [reference]
             with_cover.append(number)
-        else:
-            assert len(judged.request.images) == 3
+        # Drawn with it or not, every page is judged against the cover: its judge waited.
+        assert judged.request.images[3:] == [reference], number
+        assert judged.start >= cover.end, number
     assert 1 not in with_cover
     assert 8 in with_cover
+
+
+async def test_a_page_drawn_before_the_cover_is_redrawn_with_it(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    book = await env.add_book(pages=2, without_character=())
+    item = await env.add_item(book.id)
+    env.script.on("cover", delayed(0.4))
+    # Judged against the cover it was not drawn with, page 1 is not the cover's character.
+    env.script.on("judge_1", judge_verdict(likeness_score=2))
+    spans = record(env)
+    metrics = Metrics()
+    processor = await env.processor(
+        metrics=metrics, QA_MODE="judge", PAGE_CONCURRENCY="3", COVER_FIRST="false"
+    )
+
+    assert await env.run_once(processor) == 1
+
+    assert item_row(db, item)["generation_status"] == "completed"
+    cover = one(spans, "cover")
+    reference = identity_part(env.stored(generated_cover_path(item)))
+    first, redraw = [s for s in spans if s.target == 1]
+    assert first.start < cover.end and first.request.images[2:] == []
+    assert redraw.request.images[2:] == [reference]
+    assert [s.request.images[3:] for s in spans if s.target == "judge_1"] == [[reference]] * 2
+    # What the redraw cost is counted by what the drawing was made with, and on the page.
+    saved = checkpoints(db, item)
+    assert saved[1]["qa_verdict"]["drawn_with"] == "with_cover"
+    assert saved[1]["qa_verdict"]["redraws"] == 1
+
+    def verdicts(outcome: str, reference: str) -> float | None:
+        labels = {"outcome": outcome, "reference": reference}
+        return metrics.registry.get_sample_value("book_monitor_quality_verdicts_total", labels)
+
+    assert verdicts("failed", "without_cover") == 1
+    assert verdicts("passed", "with_cover") == 1
+    assert verdicts("passed", "cover_itself") == 1
 
 
 async def test_cover_first_draws_every_page_with_the_cover(

@@ -34,6 +34,7 @@ from monitor.app import create_processor
 from monitor.catalog import import_book, read_book_dir
 from monitor.config import Settings
 from monitor.daemon import Monitor
+from monitor.metrics import Metrics
 from monitor.storage.local import LocalStorage
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
@@ -243,11 +244,12 @@ class PipelineEnv:
         """
         return await self._create(self.settings(**overrides))
 
-    async def processor(self, **overrides: str) -> BookProcessor:
+    async def processor(self, *, metrics: Metrics | None = None, **overrides: str) -> BookProcessor:
         """The factory's processor with a tiny backoff whose delays are recorded in :attr:`sleeps`
         and whose retried error codes are recorded in :attr:`retries`."""
         return await self._create(
             self.settings(**overrides),
+            metrics=metrics,
             backoff_base=0.01,
             on_retry=self.retries.append,
             sleep=self._record_sleep,
