@@ -102,10 +102,12 @@ class Settings:
     #: models take 1K/2K/4K, gemini-2.5-flash-image took none. ``auto``: per request, the
     #: smallest size whose pixels reach the book's print profile, else the model's largest.
     image_size: str | None = "auto"
-    page_concurrency: int = 8
+    #: The cover and up to 11 pages in one round of image calls (bench/README.md, section 0).
+    page_concurrency: int = 12
     #: True: the cover (and its judge) before any page, every page with it as reference; False:
-    #: pages start with the cover and the first ones go without it (processors/book.py).
-    cover_first: bool = True
+    #: pages start with the cover and the first ones go without it, every page judged against
+    #: it (processors/book.py ``_Reference``; bench/README.md, section 1c).
+    cover_first: bool = False
     ai_max_concurrency: int = 24
     ai_requests_per_minute: float | None = None
     #: Pacing of analysis calls (their model has its own quota); None: not paced.

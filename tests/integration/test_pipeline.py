@@ -271,7 +271,9 @@ async def test_requests_carry_the_images_in_order_and_the_cover_as_identity_refe
     photo = draw_child_photo()
     item = await env.add_item(book.id, photo_path=await env.add_photo(photo))
 
-    await env.run_once(await env.processor())
+    # Cover first, so every page carries it (pages drawn beside it: tests/integration/
+    # test_page_order.py).
+    await env.run_once(await env.processor(COVER_FIRST="true"))
 
     assert_completed_book(env, db, item, book)
     generated_cover = env.stored(f"generated/{item}/cover.jpg")
