@@ -33,9 +33,9 @@ QUICK = {
     "real_jitter": 0.2,
     "real_pages": 10,
     "real_timeout_s": 240,
-    # The ordering scenario's assumed likeness of a page drawn without the cover as reference
-    # (bench/likeness.py; with it: the fake's 8.5).
-    "ordering_unreferenced_likeness": 7.5,
+    # The ordering scenario's worst case (bench/likeness.py): what the judge gives a page drawn
+    # without the cover as reference, below QA_MIN_LIKENESS so that every such page is redrawn.
+    "ordering_worst_likeness": 3.0,
     # versus (bench/versus.py): a SIGKILL after this many images of kill_orders orders.
     # Server image limits for the versus run, images per real minute (scaled with the
     # latencies there). Gemini publishes no fixed table any more, a project's live limits are

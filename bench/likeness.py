@@ -1,15 +1,16 @@
-"""A bench-only judge that scores likeness by what the judged drawing was made with (the
-``ordering`` scenario).
+"""A bench-only judge for the ``ordering`` scenario: it knows what each drawing was drawn with.
 
 What the fake cannot know: it draws every illustration as a tinted copy of its base whatever the
 request carried, and its judge answers 8.5 always, so nothing in the fake looks more or less like
-the child. What this behaviour does know: the QA judge (processors/qa.py) is sent the cover as
-identity reference exactly when the page was drawn with it (a fourth image). It scores
-``with_reference`` for those pages and for the cover, ``without_reference`` for pages drawn
-before the cover existed. Both numbers are the bench's assumptions, stated in the report, not
-measurements; what it measures is how many pages went without the reference and what that
-ordering costs in wall time. Everything else is the fake's healthy answer
-(testkit/fakes/gemini_server.py ``succeed``), in its reply format.
+the child. What this behaviour does know is whether the page's latest image call carried the
+cover as identity reference (a third image after the base and the photo, processors/ai/gemini.py
+``generate_image``). With ``without_reference`` set, a page drawn without it gets that likeness from its
+judge: the ordering scenario sets it below QA_MIN_LIKENESS for its worst case (every page drawn
+before the cover existed fails its judge against the cover and is drawn again); None keeps the
+fake's healthy answer, the best case. Neither is a measurement of likeness; what is measured is
+how many pages went without the reference, the wall time and the image calls each case costs.
+Everything else is the fake's healthy answer (testkit/fakes/gemini_server.py ``succeed``), in
+its reply format.
 """
 
 from __future__ import annotations
@@ -25,29 +26,34 @@ from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, candidate_r
 
 
 @dataclass(frozen=True)
-class Score:
+class Verdict:
     page: int
-    with_reference: bool
-    likeness: float
+    #: the judged drawing's image call carried the cover as reference
+    drawn_with_reference: bool
+    #: the judge was sent the cover as fourth image
+    judged_against_cover: bool
 
 
 @dataclass
 class ReferenceLikeness:
-    with_reference: float = 8.5
-    without_reference: float = 7.5
+    without_reference: float | None = None
     #: every judge answer, in the order they were given
-    scores: list[Score] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
     _pages: dict[bytes, int] = field(default_factory=dict)
+    _referenced: dict[int, bool] = field(default_factory=dict)
 
     async def __call__(self, fake: FakeGemini, request: RecordedRequest) -> web.Response:
         if request.schema_kind == "judge":
-            # The judge is sent [original, drawing, photo, cover?] (processors/qa.py).
+            # The judge is sent [original, drawing, photo, cover?] (processors/qa.py ``_judge``).
             page = self._pages.get(request.images[0], -1)
-            referenced = len(request.images) >= 4
-            likeness = self.with_reference if referenced or page == 0 else self.without_reference
-            self.scores.append(Score(page, referenced, likeness))
-            verdict = {**fake.analysis_json["judge"], "likeness_score": likeness}  # type: ignore[dict-item]
-            return candidate_response([{"text": json.dumps(verdict)}])
-        if not is_analysis(request):
-            self._pages[request.images[0]] = child_and_page(request)[1]
+            referenced = self._referenced.get(page, False)
+            self.verdicts.append(Verdict(page, referenced, len(request.images) >= 4))
+            if page > 0 and not referenced and self.without_reference is not None:
+                verdict = {**fake.analysis_json["judge"], "likeness_score": self.without_reference}  # type: ignore[dict-item]
+                return candidate_response([{"text": json.dumps(verdict)}])
+        elif not is_analysis(request):
+            page = child_and_page(request)[1]
+            self._pages[request.images[0]] = page
+            # An image call is sent [base, photo, cover?] (processors/ai/gemini.py).
+            self._referenced[page] = len(request.images) >= 3
         return await succeed()(fake, request)

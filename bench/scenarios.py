@@ -146,22 +146,31 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pool_finish(illustrations: list[list[tuple[float, float]]], slots: int, ready: float) -> float:
+def _pool_finish(
+    illustrations: list[list[tuple[float, float]]],
+    slots: int,
+    ready: float,
+    cover_in_pool: bool = False,
+) -> float:
     """When the last of ``illustrations`` is judged, each a list of (image s, judge s) attempts,
     on ``slots`` image slots from ``ready`` on: an attempt holds a slot for its image call only,
     its judge follows outside the slot, a redraw is ready when that judge ends, and free slots go
     to ready attempts first come first served, illustrations in order at the start (the page
-    pool of processors/page_pool.py with no client time at all)."""
+    pool of processors/page_pool.py with no client time at all). With ``cover_in_pool`` the
+    first illustration is the cover, and a page's judge starts no sooner than the cover's first
+    drawing ends: every page is judged against the cover (processors/book.py ``_Reference``)."""
     free = [ready] * slots
     waiting = [(ready, n, i, 0) for n, i in enumerate(range(len(illustrations)))]
     heapq.heapify(waiting)
-    seq, last = len(waiting), ready
+    seq, last, cover_drawn = len(waiting), ready, ready
     while waiting:
         at, _, i, k = heapq.heappop(waiting)
         start = max(heapq.heappop(free), at)
         image_s, judge_s = illustrations[i][k]
         heapq.heappush(free, start + image_s)
-        judged = start + image_s + judge_s
+        if cover_in_pool and i == 0 and k == 0:
+            cover_drawn = start + image_s  # first in line: known before any page's judge
+        judged = max(start + image_s, cover_drawn if cover_in_pool and i else 0.0) + judge_s
         if k + 1 < len(illustrations[i]):
             heapq.heappush(waiting, (judged, seq, i, k + 1))
             seq += 1
@@ -175,11 +184,11 @@ def drawn_critical_path(calls: list[Call], slots: int, cover_first: bool) -> dic
 
     The dependency chain of processors/book.py: the cover and child analyses (in parallel),
     then, with ``cover_first``, the cover's attempts (image, judge) and then the pages in the
-    pool of ``slots``; else the cover first in line of the same pool. Illustrations are told
-    apart by the page number in their prompt; a judge call is paired with its illustration by
-    the original it was sent first (the same bytes as the image call's base), and an
-    illustration's attempts with its judge calls in start order. Client work counts zero here:
-    wall / this = the daemon's own overhead.
+    pool of ``slots``; else the cover first in line of the same pool, each page's judge after
+    the cover's first drawing. Illustrations are told apart by the page number in their prompt;
+    a judge call is paired with its illustration by the original it was sent first (the same
+    bytes as the image call's base), and an illustration's attempts with its judge calls in
+    start order. Client work counts zero here: wall / this = the daemon's own overhead.
     """
     analyses = [c for c in calls if c.kind == "analysis" and c.request.schema_kind != "judge"]
     judges: dict[bytes, list[float]] = {}
@@ -198,7 +207,10 @@ def drawn_critical_path(calls: list[Call], slots: int, cover_first: bool) -> dic
         end = _pool_finish(pages, slots, first + cover_s)
     else:
         cover_s = 0.0
-        end = _pool_finish([cover, *pages] if cover else pages, slots, first)
+        if cover:
+            end = _pool_finish([cover, *pages], slots, first, cover_in_pool=True)
+        else:
+            end = _pool_finish(pages, slots, first)
     return {"analysis_s": first, "cover_s": cover_s, "pages_s": end - first - cover_s, "ai_s": end}
 
 
@@ -251,11 +263,15 @@ async def real_latency(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 async def ordering(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     """Cover first against pages first (COVER_FIRST), scaled latencies, the QA judge on: wall,
-    critical paths, and how many pages were drawn without the cover as reference, with the
-    likeness a reference-aware judge gives them (bench/likeness.py: its scores are assumptions).
+    critical paths, image calls, and how many pages were drawn without the cover as reference.
+
+    Pages first runs twice, as the two ends of what its likeness could cost
+    (bench/likeness.py): ``best``, the fake's judge, which cannot tell a page drawn without the
+    cover from one drawn with it; ``worst``, every page drawn without the cover fails its judge
+    against the cover once (likeness below QA_MIN_LIKENESS) and is drawn again, with it. Real
+    Gemini lies between the two; cover first is the same in both (every page has the cover).
     """
     la, li, p, pages = cfg["analysis_s"], cfg["image_s"], cfg["page_concurrency"], 10
-    unreferenced = cfg["ordering_unreferenced_likeness"]
     out: dict[str, Any] = {
         "analysis_s": la,
         "image_s": li,
@@ -263,14 +279,16 @@ async def ordering(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
         "page_concurrency": p,
         "pages": pages,
         "default_cover_first": DEFAULT.cover_first,
+        "min_likeness": DEFAULT.qa_min_likeness,
+        "worst_likeness": cfg["ordering_worst_likeness"],
         "variants": [],
     }
-    for cover_first in (True, False):
+    cases = ((True, "best", None), (False, "best", None))
+    cases += ((False, "worst", cfg["ordering_worst_likeness"]),)
+    for cover_first, case, unreferenced in cases:
         judge = ReferenceLikeness(without_reference=unreferenced)
-        out["likeness_with_reference"] = judge.with_reference
-        out["likeness_without_reference"] = judge.without_reference
         model = LatencyModel(analysis_s=la, image_s=li, jitter=cfg["jitter"], answer=judge)
-        walls, drawn, tails = [], [], []
+        walls, drawn, tails, images = [], [], [], []
         async with world(bench, model, (pages,)) as w:
             w.start_daemon(PAGE_CONCURRENCY=p, COVER_FIRST=str(cover_first).lower())
             for i in range(cfg["single_repeats"]):
@@ -282,12 +300,14 @@ async def ordering(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
                     walls.append(float(row["generated"] - row["started"]))
                     drawn.append(drawn_critical_path(calls, p, cover_first)["ai_s"])
                     tails.append(float(row["generated"]) - max(c.end for c in calls))
-        page_scores = [s for s in judge.scores if s.page > 0]
+                    images.append(sum(1 for c in calls if c.kind == "image"))
+        page_verdicts = [v for v in judge.verdicts if v.page > 0]
         wall = stats(walls)
         modelled = modelled_ai_path(la, li, pages, p, cover_first)
         out["variants"].append(
             {
                 "cover_first": cover_first,
+                "case": case,
                 "runs": cfg["single_repeats"],
                 "completed": len(walls),
                 "wall_s": wall,
@@ -295,12 +315,12 @@ async def ordering(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
                 "drawn_ai_s": stats(drawn),
                 "ratio_modelled": wall["median"] / modelled if wall["median"] else None,
                 "last_ai_call_to_completed_s": stats(tails),
-                "judged_pages": len(page_scores),
-                "pages_without_reference": sum(1 for s in page_scores if not s.with_reference),
-                "likeness_mean": statistics.fmean(s.likeness for s in page_scores)
-                if page_scores
-                else None,
-                "likeness_min": min((s.likeness for s in page_scores), default=None),
+                "image_calls_per_book": stats(images),
+                "judged_drawings": len(page_verdicts),
+                "drawn_without_reference": sum(
+                    1 for v in page_verdicts if not v.drawn_with_reference
+                ),
+                "judged_against_cover": sum(1 for v in page_verdicts if v.judged_against_cover),
             }
         )
     return out

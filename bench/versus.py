@@ -70,18 +70,19 @@ class BaselineProcess:
         self._log.close()
 
 
-#: The daemon as shipped (QA_MODE = judge), the same with the judge off (the algorithm alone:
-#: the emulated original has no judge), the same with COVER_FIRST=false (pages start beside the
-#: cover: one image round and one judge call shorter, the first pages without the cover as
-#: reference), the same with MAX_CONCURRENT_ORDERS=10 (what README.md advises for a paid-tier
-#: quota: the default 5 is sized for a new project's small one), and the emulated original.
-SYSTEMS = ("daemon", "daemon_qa_off", "daemon_pages_first", "daemon_ten_orders", "baseline")
+#: The daemon as shipped (QA_MODE = judge, COVER_FIRST = false), the same with the judge off (the
+#: algorithm alone: the emulated original has no judge), the same with COVER_FIRST=true (the cover
+#: and its judge before any page: one image round and one judge call longer, every page drawn
+#: with the cover as reference), the same with README.md's advice for a paid-tier quota
+#: (MAX_CONCURRENT_ORDERS=10 and AI_MAX_CONCURRENCY=32: the defaults are sized for a new project's
+#: small quota), and the emulated original.
+SYSTEMS = ("daemon", "daemon_qa_off", "daemon_cover_first", "daemon_paid_tier", "baseline")
 #: What each daemon variant sets on top of the defaults.
 VARIANTS: dict[str, dict[str, str]] = {
     "daemon": {},
     "daemon_qa_off": {"QA_MODE": "off"},
-    "daemon_pages_first": {"COVER_FIRST": "false"},
-    "daemon_ten_orders": {"MAX_CONCURRENT_ORDERS": "10"},
+    "daemon_cover_first": {"COVER_FIRST": "true"},
+    "daemon_paid_tier": {"MAX_CONCURRENT_ORDERS": "10", "AI_MAX_CONCURRENCY": "32"},
 }
 
 
