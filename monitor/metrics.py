@@ -211,7 +211,7 @@ class Metrics:
 
     def quality_verdict(self, outcome: str, reference: str) -> None:
         """One QA judge verdict, ``passed`` or ``failed``, on a drawing made with ``reference``
-        (processors/qa.py ``REFERENCES``): what COVER_FIRST=false costs in redraws, measured."""
+        (processors/qa.py ``Reference``): what COVER_FIRST=false costs in redraws, measured."""
         self._verdicts.labels(outcome, reference).inc()
 
     def observe_ai_call(self, kind: str, model: str, seconds: float, outcome: str) -> None:

@@ -83,7 +83,7 @@ from processors.print_pdf import (
     prepare_print_image,
 )
 from processors.prompts import PromptBook
-from processors.qa import Checked, Drafted, Drawing, QualityGate
+from processors.qa import Checked, Drafted, Drawing, QualityGate, Reference
 from processors.story import page_texts
 from processors.text_layer import PlacedText, add_text_layer
 
@@ -162,7 +162,6 @@ class _PrintImages:
     _ready: dict[int, PrintImage] = field(default_factory=dict)
     _tasks: list[asyncio.Future[None]] = field(default_factory=list)
     _turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
-    _drawing: bool = True
 
     def add(self, number: int, source: Path) -> None:
         self._tasks.append(asyncio.ensure_future(self._prepare(number, source)))
@@ -175,11 +174,10 @@ class _PrintImages:
             )
 
     def all_saved(self) -> None:
-        """Every illustration is saved: the rest run as many at once as ``pictures`` allows."""
-        if self._drawing:
-            self._drawing = False
-            for _ in range(self.pictures.slots - 1):
-                self._turn.release()
+        """Every illustration is saved (called once): the rest run as many at once as
+        ``pictures`` allows."""
+        for _ in range(self.pictures.slots - 1):
+            self._turn.release()
 
     async def ready(self) -> dict[int, PrintImage]:
         await asyncio.gather(*self._tasks)
@@ -310,7 +308,8 @@ class BookProcessor:
                         drawn,
                         doomed,
                     )
-                    reference.drawn(await self.pictures.run(_part_of, cover_file))
+                    if not drawn:  # beside the pages, the saved cover is the last one drawn
+                        reference.drawn(await self.pictures.run(_part_of, cover_file))
                 finally:
                     reference.settle()
                 prints.add(0, cover_file)
@@ -726,7 +725,7 @@ class BookProcessor:
         def calling() -> contextlib.AbstractAsyncContextManager[None]:
             return slot.drawing(keep=keep) if slot else contextlib.nullcontext()
 
-        async def draw(prompt: str, soft: str) -> tuple[bytes, str, str]:
+        async def draw(prompt: str, soft: str) -> tuple[bytes, str, Reference]:
             identity = reference.part if reference else None
             jpeg, model = await self._draw(
                 replace(request, prompt=prompt, identity_reference=identity),

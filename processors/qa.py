@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,14 +35,14 @@ from processors.prompts import PromptBook
 QA_MODES = ("judge", "off")
 QA_ON_FAIL = ("fail", "review")
 
-Draw = Callable[[str, str], Awaitable[tuple[bytes, str, str]]]
-"""Draws one illustration from (prompt, softened prompt): (JPEG bytes, model name, what identity
-reference its image call carried: one of ``REFERENCES``)."""
+Reference = Literal["cover_itself", "with_cover", "without_cover", "unknown"]
+"""What a drawing was made with, as its verdict's ``drawn_with`` and the verdict metric's label:
+the cover itself (no reference), a page with the generated cover as reference, a page without it
+(drawn beside the cover, COVER_FIRST=false), or a draft from an earlier attempt."""
 
-#: What a drawing was made with, as its verdict's ``drawn_with`` and the verdict metric's label:
-#: the cover itself (no reference), a page with the generated cover as reference, a page without
-#: it (drawn beside the cover, COVER_FIRST=false), or a draft from an earlier attempt.
-REFERENCES = ("cover_itself", "with_cover", "without_cover", "unknown")
+Draw = Callable[[str, str], Awaitable[tuple[bytes, str, Reference]]]
+"""Draws one illustration from (prompt, softened prompt): (JPEG bytes, model name, the identity
+reference its image call carried)."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ class Drawing:
     model: str
     #: How many redraws of the quality gate came before it: 0 for the first drawing.
     redraws: int
-    #: What identity reference it was drawn with (``REFERENCES``); a draft does not record it.
-    reference: str = "unknown"
+    #: What identity reference it was drawn with; a draft does not record it.
+    reference: Reference = "unknown"
 
 
 Drafted = Callable[[Drawing], Awaitable[None]]
@@ -148,7 +148,7 @@ class QualityGate:
         on_verdict: Callable[[str, str], None] | None = None,
     ) -> None:
         """``on_verdict(outcome, reference)`` sees every verdict, ``passed`` or ``failed``, with
-        what the drawing was made with (``REFERENCES``): the daemon counts them
+        what the drawing was made with (``Reference``): the daemon counts them
         (``monitor.metrics.Metrics.quality_verdict``)."""
         if mode not in QA_MODES or on_fail not in QA_ON_FAIL:
             raise ValueError(f"QA mode {mode!r} / on-fail {on_fail!r} unknown")
