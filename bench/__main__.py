@@ -48,6 +48,9 @@ QUICK = {
     # Real time / versus time (bench/versus.py ``scaled``): images 12.5 s -> 2.5 s.
     "versus_scale": 5.0,
     "versus_orders": 6,
+    # Saturation runs per limit in section 0 (the median reported, with min-max). At the tight
+    # limit both systems are bound by the quota and a run's books/min barely spreads.
+    "versus_saturation_repeats": {"paid_tier": 1, "tight": 1},
     "kill_orders": 5,
     "kill_after_images": 20,
     "poll_interval_s": 2.0,
@@ -78,6 +81,7 @@ FULL = {
     "image_s": 1.0,
     "analysis_s": 0.5,
     "versus_scale": 2.5,
+    "versus_saturation_repeats": {"paid_tier": 3, "tight": 1},
     "single_repeats": 5,
     "pickup_items": 40,
     "pickup_poll_items": 25,

@@ -613,6 +613,21 @@ def _pct(sat: dict[str, Any]) -> str:
     return f(100 * v / sat["ceiling_books_per_min"], 0) if v else "–"
 
 
+def _runs(sat: dict[str, Any]) -> str:
+    """Every saturation run's books/min, lowest first (runs before 2026-12-02 kept one)."""
+    runs = sat.get("books_per_min_runs") or [sat["books_per_min"]]
+    return ", ".join(f(r, 2) if r else "–" for r in runs)
+
+
+def _repeats(s: dict[str, Any]) -> str:
+    repeats = s.get("saturation_repeats") or {}
+    if not repeats:
+        return "one run per limit"
+    return ", ".join(
+        f"{n} run{'s' if n > 1 else ''} at the {limit} limit" for limit, n in repeats.items()
+    )
+
+
 def _kill_cell(k: dict[str, Any]) -> str:
     reset = "yes" if k["manual_reset_needed"] else "no"
     return f"{k['processing_at_kill']} / {reset} / {k['completed']} / {k['failed']}"
@@ -649,6 +664,12 @@ def _versus_rows(s: dict[str, Any]) -> list[Row]:
                 lambda x, sat=sat: sat(x)["books_per_min"],
                 "bpm",
                 "≥ 2",
+            ),
+            (
+                "  each run's books/min (the cell above: their median)",
+                lambda x, sat=sat: _runs(sat(x)),
+                None,
+                "",
             ),
             ("  % of the long-run ceiling", lambda x, sat=sat: _pct(sat(x)), None, ""),
             (
@@ -766,7 +787,8 @@ def _versus(s: dict[str, Any]) -> list[str]:
         "as reference) and with MAX_CONCURRENT_ORDERS = 10 and AI_MAX_CONCURRENCY = 32 "
         "(README's advice for a paid-tier quota; the defaults suit a new project's small one). "
         "Saturation: "
-        f"{s['orders']} orders of 8 pages placed at once. The order alone and the kill -9 run "
+        f"{s['orders']} orders of 8 pages placed at once, {_repeats(s)}. The order alone and "
+        "the kill -9 run "
         f"at the {s['single_and_kill_limit']} limit; kill -9: "
         f"{k['orders']} orders, SIGKILL after {k['images_drawn_before_kill']} images were drawn, "
         "restart at once; the baseline has no lease, so its orders in processing are put back "

@@ -30,6 +30,7 @@ from monitor.store.base import (
 )
 from monitor.webhook import OpsWebhook
 from processors.contract import Processor, Row
+from processors.queue_order import served_as
 
 POLL_JOB_ID = "poll"
 RETENTION_JOB_ID = "photo_retention"
@@ -513,7 +514,10 @@ class Monitor:
     async def _run_item(self, flight: InFlight) -> None:
         job = flight.job
         try:
-            with logger.contextualize(item_id=job.item_id, attempt=job.attempt, worker=self.worker):
+            with (
+                logger.contextualize(item_id=job.item_id, attempt=job.attempt, worker=self.worker),
+                served_as(job.queue_place),
+            ):
                 await self.runner.process(flight)
         finally:
             self.in_flight.pop(job.item_id, None)

@@ -16,6 +16,7 @@ from tenacity import stop_after_delay
 
 from monitor.store.base import OrderStore, through_outages
 from processors.contract import ItemContext, LeaseLost, Row, StepCode
+from processors.queue_order import Place
 
 T = TypeVar("T")
 
@@ -54,6 +55,14 @@ class Job:
     @property
     def item_id(self) -> str:
         return self.item["id"]
+
+    @property
+    def queue_place(self) -> Place:
+        """Where the claim statement found the item (``order by next_attempt_at, id``,
+        migrations/009_queue_honesty.sql): its AI calls and picture work are served in that
+        order (processors/queue_order.py). Both stores return the timestamp as the database's
+        ISO text, which sorts as the time does."""
+        return (str(self.item.get("next_attempt_at") or ""), self.item_id)
 
     @property
     def attempt(self) -> int:

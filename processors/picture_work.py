@@ -6,7 +6,8 @@ threads as pages are in flight, they only take turns on the cores while all thei
 alive at once; a 4K reply decoded whole is 50 MB. One slot per core keeps the CPU just as busy,
 and the pixels in memory bounded by the machine, not by the pages in flight (issue 15).
 
-One ``PictureWork`` per process (the book processor's), shared by every order in it.
+One ``PictureWork`` per process (the book processor's), shared by every order in it, its slots
+taken in queue order (processors/queue_order.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import asyncio
 import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
+
+from processors.queue_order import QueueOrderSemaphore
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,7 +36,7 @@ class PictureWork:
 
     def __init__(self, slots: int | None = None) -> None:
         self.slots = slots or usable_cores()
-        self._free = asyncio.Semaphore(self.slots)
+        self._free = QueueOrderSemaphore(self.slots)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         async with self._free:

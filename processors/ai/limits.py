@@ -3,7 +3,8 @@
 One ``LimitedAI`` wraps the adapter for the whole process, so five concurrent orders share one
 budget and do not turn into a 429 storm:
 
-- at most ``max_concurrency`` calls in flight (an ``asyncio.Semaphore``);
+- at most ``max_concurrency`` calls in flight, the slots and the pacers' turns going to the
+  oldest order first (processors/queue_order.py);
 - optionally at most ``requests_per_minute`` image-call starts and, apart,
   ``analysis_requests_per_minute`` analysis-call starts, each paced by a token bucket sized to
   the quota window (``_Pacer``): a whole window's quota may start at once, and no window ever
@@ -52,6 +53,7 @@ from processors.ai.base import (
 from processors.ai.pricing import PriceTable
 from processors.deadline import waiting_turn
 from processors.errors import OrderError, RetryableError
+from processors.queue_order import QueueOrderSemaphore
 
 
 class _FromModel(Protocol):
@@ -80,7 +82,7 @@ RETURN_MARGIN = 0.02
 
 
 class _Pacer:
-    """A token bucket of one quota window's worth of call starts, taken in arrival order.
+    """A token bucket of one quota window's worth of call starts, taken in queue order.
 
     The bucket holds ``requests_per_minute * window_s / 60`` tokens, so a whole window's quota
     may start at once (even spacing left that burst unused: 66 % against 78 % of the ceiling in
@@ -113,22 +115,41 @@ class _Pacer:
         self._clock = clock
         # The start times of the last ``capacity`` calls, oldest first (non-decreasing).
         self._starts: deque[float] = deque()
-        # One caller at a time waits for the next token (and then for its slot): arrival order.
-        self._turn = asyncio.Lock()
+        # One caller at a time waits for the next token (and then for its slot), in queue order.
+        self._turn = QueueOrderSemaphore(1)
 
-    async def admit(self, slots: asyncio.Semaphore) -> None:
-        """Wait for a token, then take one of ``slots`` (the caller gives it back)."""
-        async with self._turn:
+    async def admit(self, slots: QueueOrderSemaphore) -> None:
+        """Wait for a token, then take one of ``slots`` (the caller gives it back).
+
+        The turn's holder sleeps until the next token comes back; a call of an older order that
+        came in line meanwhile takes that token first (``yield_to_older``), and the holder waits
+        again for the one after."""
+        await self._turn.acquire()
+        holding = True
+        try:
             start = self._clock()
-            if len(self._starts) == self._capacity:
-                free_at = self._starts[0] + self._window
-                if free_at > start:
-                    await self._sleep(free_at - start)
-                    start = free_at
+            while (free_at := self._token_free_at()) > start:
+                await self._sleep(free_at - start)
+                start = free_at
+                holding = False
+                handed_over = await self._turn.yield_to_older()
+                holding = True
+                if not handed_over:
+                    break
+                start = self._clock()  # the older call took that token: wait for the next
             await slots.acquire()
             self._starts.append(max(start, self._clock()))
             if len(self._starts) > self._capacity:
                 self._starts.popleft()
+        finally:
+            if holding:
+                self._turn.release()
+
+    def _token_free_at(self) -> float:
+        """When the next token is back in the bucket (-inf: one is there now)."""
+        if len(self._starts) < self._capacity:
+            return float("-inf")
+        return self._starts[0] + self._window
 
 
 class LimitedAI:
@@ -171,7 +192,7 @@ class LimitedAI:
         if rate_window_s <= 0:
             raise ValueError("rate_window_s must be positive")
         self._inner = inner
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._slots = QueueOrderSemaphore(max_concurrency)
         rates = {"analyze": analysis_requests_per_minute, "generate_image": requests_per_minute}
         self._pacers = {
             kind: _Pacer(rate, rate_window_s, sleep, clock)

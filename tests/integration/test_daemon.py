@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import psycopg
@@ -9,9 +10,11 @@ import pytest
 
 from monitor.config import Secret, Settings
 from monitor.daemon import Monitor
+from monitor.job import Job
 from monitor.store.postgres import PostgresStore
-from processors.contract import Processor
+from processors.contract import BookResult, Processor
 from processors.errors import RetryableError, TerminalError
+from processors.queue_order import QueueOrderSemaphore
 from tests.support.factories import insert_book, insert_item, item_row
 from tests.support.processors import Crashing, Failing, Hanging, Recording
 from tests.support.waiting import eventually
@@ -224,3 +227,63 @@ async def test_a_restart_under_the_same_worker_id_resumes_its_items_at_once(
         1,
     )
     assert item_row(db, other)["claimed_by"] == "someone-else"
+
+
+class SharingOneSlot:
+    """Each item's work, in a task of its own as a page's is, waits for one process-wide slot
+    once the test lets that item ask for it."""
+
+    def __init__(self) -> None:
+        self.slot: QueueOrderSemaphore | None = None
+        self.may_ask: dict[str, asyncio.Event] = {}
+        self.in_line: list[str] = []
+        self.served: list[str] = []
+
+    async def __call__(self, job: Job) -> BookResult:
+        may_ask = self.may_ask.setdefault(job.item_id, asyncio.Event())
+
+        async def page() -> None:
+            await may_ask.wait()
+            assert self.slot is not None
+            self.in_line.append(job.item_id)
+            async with self.slot:
+                self.served.append(job.item_id)
+
+        await asyncio.ensure_future(page())
+        base = f"generated/{job.item_id}"
+        return BookResult(
+            pdf_path=f"{base}/book.pdf",
+            pdf_url=f"file:///{base}/book.pdf",
+            cover_path=f"{base}/cover.jpg",
+            cover_url=f"file:///{base}/cover.jpg",
+        )
+
+
+async def test_items_in_flight_are_served_in_queue_order_whoever_asks_first(
+    make_monitor: MonitorFactory, db: psycopg.Connection
+) -> None:
+    book = insert_book(db)
+    items = [insert_item(db, book_id=book) for _ in range(3)]
+    for minutes, item in zip((30, 20, 10), items, strict=True):  # items[0] has waited longest
+        db.execute(
+            "update order_items set next_attempt_at = now() - make_interval(mins => %s)"
+            " where id = %s",
+            [minutes, item],
+        )
+    processor = SharingOneSlot()
+    processor.slot = QueueOrderSemaphore(1)
+    await processor.slot.acquire()  # held by something outside the orders
+    monitor = make_monitor(processor, max_concurrent_orders=3)
+    await monitor.start()
+    await eventually(lambda: len(monitor.in_flight) == 3)
+
+    # The newest item asks first, the oldest last.
+    for n, item in enumerate(reversed(items), start=1):
+        await eventually(lambda item=item: item in processor.may_ask)
+        processor.may_ask[item].set()
+        await eventually(lambda n=n: len(processor.in_line) == n)
+    processor.slot.release()
+
+    await eventually(lambda: all(status(db, i) == "completed" for i in items))
+    assert processor.in_line == list(reversed(items))
+    assert processor.served == items

@@ -7,6 +7,7 @@ clock, so the tests check the pacer's decisions and never measure real time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from monitor.config import ConfigError, Settings
 from processors.ai.base import Analysis, EditRequest, GeneratedImage, ImagePart, ModelT, Usage
 from processors.ai.limits import RETURN_MARGIN, LimitedAI
 from processors.analysis_models import ChildAnalysis
+from processors.queue_order import Place, served_as
 
 #: A spent token comes back this many windows after its start (a small margin late).
 LATE = 1 + RETURN_MARGIN
@@ -59,6 +61,8 @@ class StartLog:
         self.time = time
         self.call_s = call_s
         self.starts: dict[str, list[float]] = {"analyze": [], "generate_image": []}
+        #: Whose image calls started, in start order (the request's child name).
+        self.drawn_for: list[str] = []
 
     async def check_models(self) -> list[str]:
         return []
@@ -79,6 +83,7 @@ class StartLog:
         self, request: EditRequest, usage: Usage | None = None
     ) -> GeneratedImage:
         self.starts["generate_image"].append(self.time.now)
+        self.drawn_for.append(request.child_name)
         await self.time.sleep(self.call_s)
         return GeneratedImage(data=b"", mime_type="image/jpeg", model="fake-image", usage=Usage())
 
@@ -224,6 +229,57 @@ async def test_a_quota_below_one_call_per_window_keeps_the_rate() -> None:
     await time.run(*(ai.generate_image(DRAW) for _ in range(3)))
 
     assert inner.starts["generate_image"] == pytest.approx([0.0, 10 * LATE, 20 * LATE])
+
+
+async def draw_for(ai: LimitedAI, child: str, place: Place, calls: int) -> None:
+    """An order's image calls, all at once, waiting at its place in the queue."""
+    with served_as(place):
+        request = dataclasses.replace(DRAW, child_name=child)
+        await asyncio.gather(*(ai.generate_image(request) for _ in range(calls)))
+
+
+async def test_the_oldest_order_gets_the_next_free_slot() -> None:
+    time = VirtualTime()
+    inner = StartLog(time, call_s=1.0)
+    ai = LimitedAI(
+        inner,  # type: ignore[arg-type]
+        max_concurrency=2,
+        requests_per_minute=None,
+        max_retries=0,
+        sleep=time.sleep,
+        clock=time.clock,
+    )
+
+    async def later(delay: float, child: str, place: Place) -> None:
+        await time.sleep(delay)
+        await draw_for(ai, child, place, 2)
+
+    # The newest order asks first and takes both slots; the oldest asks a moment later.
+    await time.run(
+        draw_for(ai, "Newest", ("10:03", "c"), 4),
+        later(0.5, "Oldest", ("10:01", "a")),
+        later(0.5, "Middle", ("10:02", "b")),
+    )
+
+    # Once the two calls in flight end, the oldest's two go first, then the middle's, and the
+    # newest's other two last, although they were waiting longest.
+    assert inner.drawn_for == ["Newest"] * 2 + ["Oldest"] * 2 + ["Middle"] * 2 + ["Newest"] * 2
+
+
+async def test_the_oldest_order_gets_the_next_quota_token() -> None:
+    time = VirtualTime()
+    inner = StartLog(time)
+    ai = paced(time, inner, rpm=24, window_s=5.0, slots=100)  # 2 starts per 5 s window
+
+    async def later(delay: float) -> None:
+        await time.sleep(delay)
+        await draw_for(ai, "Oldest", ("10:01", "a"), 2)
+
+    await time.run(draw_for(ai, "Newest", ("10:03", "c"), 6), later(1.0))
+
+    # The newest order spent the first window; the oldest, waiting since 1 s, takes the second.
+    assert inner.drawn_for == ["Newest"] * 2 + ["Oldest"] * 2 + ["Newest"] * 4
+    assert sorted(inner.starts["generate_image"])[2:4] == pytest.approx([5 * LATE, 5 * LATE])
 
 
 def test_the_rate_window_setting_defaults_to_a_minute_and_is_checked_by_name() -> None:
