@@ -84,6 +84,7 @@ def _single(s: dict[str, Any]) -> list[str]:
             mmm(b["first_to_last_ai_call_s"]),
             mmm(b["idle_gaps_between_ai_calls_s"]),
             mmm(b["last_ai_call_to_completed_s"]),
+            mmm(b["daemon_cpu_s"]) if "daemon_cpu_s" in b else "–",
         ]
         for b in s["books"]
     ]
@@ -117,9 +118,14 @@ def _single(s: dict[str, Any]) -> list[str]:
                 "first → last AI reply",
                 "idle gaps inside that span",
                 "last AI reply → completed",
+                "daemon CPU per book (user + sys)",
             ],
             split,
         ),
+        "",
+        "The CPU is the client's own work on every picture (output checks, judge inputs, the "
+        "300-PPI print upscales, the PDFs); most of it comes in bursts as a round's replies land "
+        "together, so at this compression it adds to the wall up to CPU ÷ cores.",
     ]
 
 

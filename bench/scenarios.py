@@ -106,12 +106,14 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
             daemon = w.start_daemon(PAGE_CONCURRENCY=p)
             rss = RssSampler(daemon.pid)
             rss.start()
-            walls, before_ai, ai_span, after_ai, pure = [], [], [], [], []
+            walls, before_ai, ai_span, after_ai, pure, cpu = [], [], [], [], [], []
             for i in range(cfg["single_repeats"]):
                 mark = len(model.timeline)
+                cpu_before = _cpu_seconds(rss.proc)
                 item = await w.order(pages, f"Solo{i}")
                 (row,) = await w.wait_done([item], timeout=120)
                 if row["generation_status"] == "completed":
+                    cpu.append(_cpu_seconds(rss.proc) - cpu_before)
                     walls.append(float(row["generated"] - row["started"]))
                     calls = model.timeline[mark:]
                     first, last = min(c.start for c in calls), max(c.end for c in calls)
@@ -141,9 +143,17 @@ async def single_order(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
                 "first_to_last_ai_call_s": stats(ai_span),
                 "last_ai_call_to_completed_s": stats(after_ai),
                 "idle_gaps_between_ai_calls_s": stats(pure),
+                "daemon_cpu_s": stats(cpu),
             }
         )
     return out
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU the daemon has used so far: a book's is the difference, its polling
+    and heartbeats over the same seconds included."""
+    times = proc.cpu_times()
+    return float(times.user + times.system)
 
 
 def _pool_finish(
