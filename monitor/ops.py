@@ -240,4 +240,12 @@ def format_detail(detail: Row) -> str:
         lines.append(
             f"  checkpoint {name}: {page.get('model') or '?'} at {page['created_at']}{where}"
         )
+    # Drawn and stored, not yet passed by the judge: waiting for it, or failed at it for good.
+    for draft in detail.get("drafts") or []:
+        name = "cover" if draft["page_number"] == 0 else f"page {draft['page_number']}"
+        where = f"  {draft['image_path']}" if "image_path" in draft else ""
+        lines.append(
+            f"  draft {name}: {draft.get('model') or '?'} after {draft['redraws']} redraw(s) "
+            f"at {draft['created_at']}{where}"
+        )
     return "\n".join(lines)

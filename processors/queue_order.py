@@ -13,8 +13,8 @@ section 0).
 The place comes from a context variable the daemon sets around each item
 (:func:`served_as`): asyncio copies the context into every task an order starts, so its
 pages' calls carry it without being passed it. A call outside any order (the interactive
-``POST /generate-cover``, the model check at start) has the empty place, ahead of every order:
-somebody is waiting on it now.
+``POST /generate-cover``) has the empty place, ahead of every order: somebody is waiting on it
+now.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -46,6 +47,13 @@ class DaemonProcess:
     def terminate(self, timeout: float = 30) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.wait(timeout)
+
+    async def terminate_beside_fakes(self, timeout: float = 30) -> int:
+        """``terminate`` for an async test whose fakes (Gemini, Storage) run in its own event
+        loop: the wait runs in a thread, so they keep answering while the daemon shuts down. A
+        blocking wait there stalls every request the daemon still has in flight until its
+        shutdown grace runs out, and the wait times out."""
+        return await asyncio.to_thread(self.terminate, timeout)
 
     def kill(self) -> None:
         self.process.kill()

@@ -1032,7 +1032,7 @@ as $$
     );
 $$;
 
--- from 017_ops_show_hides_print_files.sql
+-- from 022_ops_show_lists_drafts.sql
 create or replace function ops_show_order_item(p_item uuid, p_pii boolean default false)
 returns jsonb
 language sql
@@ -1061,7 +1061,16 @@ as $$
                                else '{}'::jsonb end
                        order by p.page_number), '[]'::jsonb)
               from order_item_pages p
-             where p.order_item_id = oi.id)
+             where p.order_item_id = oi.id),
+        'drafts', (
+            select coalesce(jsonb_agg(
+                       jsonb_build_object('page_number', d.page_number, 'model', d.model,
+                                          'redraws', d.redraws, 'created_at', d.created_at)
+                       || case when p_pii then jsonb_build_object('image_path', d.image_path)
+                               else '{}'::jsonb end
+                       order by d.page_number), '[]'::jsonb)
+              from order_item_page_drafts d
+             where d.order_item_id = oi.id)
     )
       from order_items oi
       join orders o on o.id = oi.order_id

@@ -120,7 +120,7 @@ async def test_paid_order_becomes_a_finished_book(
     try:
         await wait_status(db, item, "completed")
     finally:
-        assert daemon.terminate() == 0
+        assert await daemon.terminate_beside_fakes() == 0
     row = item_row(db, item)
     assert row["progress"] == 100 and row["pages_done"] == PAGES and row["pages_total"] == PAGES
     assert row["pdf_path"] == f"generated/{item}/book.pdf"
@@ -159,7 +159,7 @@ async def test_the_cover_is_analyzed_once_for_three_orders_of_a_book(
         for item in items:
             await wait_status(db, item, "completed")
     finally:
-        daemon.terminate()
+        await daemon.terminate_beside_fakes()
     kinds = [r.schema_kind for r in fake.generate_requests(fake.ANALYSIS_MODEL)]
     assert kinds.count("cover") == 1
     assert kinds.count("child") == 3
@@ -191,7 +191,7 @@ async def test_kill_9_mid_book_repeats_no_checkpointed_page(
     try:
         await wait_status(db, item, "completed")
     finally:
-        assert second.terminate() == 0
+        assert await second.terminate_beside_fakes() == 0
     calls = successful_page_calls(fake)
     for page in checkpointed:
         assert calls.count(page) == 1, f"page {page} was paid for again after its checkpoint"
@@ -251,7 +251,7 @@ async def test_books_complete_with_the_default_model_settings(
         for item in items:
             await wait_status(db, item, "completed")
     finally:
-        assert daemon.terminate() == 0
+        assert await daemon.terminate_beside_fakes() == 0
     used = {r.model for r in fake.generate_requests() if r.status == 200}
     assert used == {"gemini-3.5-flash", "gemini-3.1-flash-image"}
     assert all(r.status == 200 for r in fake.generate_requests())  # nothing refused: no 400
@@ -310,7 +310,7 @@ async def test_no_usable_model_keeps_the_daemon_up_and_unhealthy_until_it_return
         await wait_status(db, item, "completed")
         assert (await health()).status_code == 200
     finally:
-        assert daemon.terminate() == 0
+        assert await daemon.terminate_beside_fakes() == 0
     assert "checking again" in daemon.logs()
 
 

@@ -107,4 +107,4 @@ async def test_unhealthy_while_the_database_is_down(
 
     own_cluster.start()
     eventually_sync(lambda: healthcheck(port, tmp_path)[0] == 0, timeout=30, what="recovery")
-    assert daemon.terminate() == 0
+    assert await daemon.terminate_beside_fakes() == 0

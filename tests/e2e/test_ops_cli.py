@@ -41,7 +41,8 @@ def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def arrange_queue(db: psycopg.Connection) -> dict[str, str]:
-    """One item in each state; the processing one is mid-book with a checkpointed cover."""
+    """One item in each state; the processing one is mid-book with a checkpointed cover and
+    page 1 drafted (drawn again once, waiting for its judge)."""
     book = insert_book(db, pages=2, title="The Brave Explorer")
     items = {
         name: insert_item(db, book_id=book, child_name="Mia")
@@ -57,6 +58,12 @@ def arrange_queue(db: psycopg.Connection) -> dict[str, str]:
         """insert into order_item_pages (order_item_id, page_number, image_path, model)
                   values (%s, 0, %s, 'gemini-x-image')""",
         [items["processing"], f"generated/{items['processing']}/cover.jpg"],
+    )
+    db.execute(
+        """insert into order_item_page_drafts (order_item_id, page_number, image_path, redraws,
+                                               model, sha256)
+                  values (%s, 1, %s, 1, 'gemini-x-image', repeat('a', 64))""",
+        [items["processing"], f"generated/{items['processing']}/pages/01.jpg"],
     )
     db.execute(
         """update order_items set generation_status = 'failed', error_code = 'no_face',
@@ -114,6 +121,7 @@ def test_show_hides_personal_data_unless_asked(db: psycopg.Connection, database_
     assert shown.returncode == 0, shown.stderr
     assert "Drawing [child]'s cover" in shown.stdout
     assert "checkpoint cover: gemini-x-image" in shown.stdout
+    assert "draft page 1: gemini-x-image after 1 redraw(s)" in shown.stdout
     assert "Mia" not in shown.stdout and "uploads/" not in shown.stdout
     assert "generated/" not in shown.stdout
 
@@ -136,11 +144,19 @@ def test_show_hides_personal_data_unless_asked(db: psycopg.Connection, database_
         "prompt_version": None,
         "created_at": cover["created_at"],
     }
+    (draft,) = detail["drafts"]
+    assert draft == {
+        "page_number": 1,
+        "model": "gemini-x-image",
+        "redraws": 1,
+        "created_at": draft["created_at"],
+    }
 
     personal = json.loads(cli(database_url, "show", items["processing"], "--pii", "--json").stdout)
     assert personal["item"]["child_name"] == "Mia"
     assert personal["item"]["current_step"] == "Drawing Mia's cover"
     assert personal["pages"][0]["image_path"].endswith("/cover.jpg")
+    assert personal["drafts"][0]["image_path"].endswith("/pages/01.jpg")
     assert "child_name Mia" in cli(database_url, "show", items["processing"], "--pii").stdout
 
     failed = cli(database_url, "show", items["failed"])

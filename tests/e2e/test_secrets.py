@@ -219,7 +219,7 @@ async def test_no_planted_secret_reaches_logs_http_rows_or_notifications(
             assert status == 200
             bodies.append(body)
             bodies.append(http("POST", f"{base}/orders/{rejected}/retry", token=ADMIN_TOKEN)[1])
-            assert daemon.terminate() == 0
+            assert await daemon.terminate_beside_fakes() == 0
         finally:
             daemon.stop()
     finally:

@@ -251,7 +251,7 @@ async def test_run_starts_working_once_gemini_answers(
         await web.TCPSite(runner, "127.0.0.1", gemini_port).start()
         await eventually_async(problems, lambda p: p == [], what="/health turning ok")
         assert "AI usable again; claiming resumes" in daemon.logs()
-        assert await asyncio.to_thread(daemon.terminate) == 0
+        assert await daemon.terminate_beside_fakes() == 0
     finally:
         await runner.cleanup()
 
