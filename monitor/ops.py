@@ -234,18 +234,19 @@ def format_detail(detail: Row) -> str:
     lines += [f"{k} {item[k]}" for k in personal]
     if "user_id" in order:
         lines.append(f"user_id {order['user_id']}")
-    for page in detail["pages"]:
-        name = "cover" if page["page_number"] == 0 else f"page {page['page_number']}"
-        where = f"  {page['image_path']}" if "image_path" in page else ""
-        lines.append(
-            f"  checkpoint {name}: {page.get('model') or '?'} at {page['created_at']}{where}"
-        )
+    lines += [
+        _page_line("checkpoint", page, f"at {page['created_at']}") for page in detail["pages"]
+    ]
     # Drawn and stored, not yet passed by the judge: waiting for it, or failed at it for good.
-    for draft in detail.get("drafts") or []:
-        name = "cover" if draft["page_number"] == 0 else f"page {draft['page_number']}"
-        where = f"  {draft['image_path']}" if "image_path" in draft else ""
-        lines.append(
-            f"  draft {name}: {draft.get('model') or '?'} after {draft['redraws']} redraw(s) "
-            f"at {draft['created_at']}{where}"
-        )
+    lines += [
+        _page_line("draft", draft, f"after {draft['redraws']} redraw(s) at {draft['created_at']}")
+        for draft in detail.get("drafts") or []
+    ]
     return "\n".join(lines)
+
+
+def _page_line(kind: str, entry: Row, when: str) -> str:
+    """One checkpoint or draft of ``show``; its object's path only when ``--pii`` returned it."""
+    name = "cover" if entry["page_number"] == 0 else f"page {entry['page_number']}"
+    where = f"  {entry['image_path']}" if "image_path" in entry else ""
+    return f"  {kind} {name}: {entry.get('model') or '?'} {when}{where}"
