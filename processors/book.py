@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,6 +85,7 @@ from processors.print_pdf import (
 )
 from processors.prompts import PromptBook
 from processors.qa import Checked, Drafted, Drawing, QualityGate, Reference
+from processors.queue_order import behind_its_order
 from processors.story import page_texts
 from processors.text_layer import PlacedText, add_text_layer
 
@@ -148,46 +150,54 @@ class _Reference:
 
 @dataclass
 class _PrintImages:
-    """Each illustration's print picture (processors/print_pdf.py), prepared as soon as it is
-    saved, beside the drawing of the others, so the end of the book only assembles the print
-    PDFs. One at a time per order while its pages are drawn, each in a slot of the process's
-    ``PictureWork``: an upscale holds a print-size picture and its source in memory while it
-    runs, and the cores are wanted by the pages' output checks meanwhile. Once every
-    illustration is saved, the book waits for nothing else: those still to prepare take every
-    slot (with pages drawn in one round, they all come at the end)."""
+    """Each illustration's print picture (processors/print_pdf.py), prepared from the drawing
+    while it is judged, so a drawing that passes has its print picture ready or under way and
+    the end of the book only assembles the print PDFs. Each runs in a slot of the process's
+    ``PictureWork`` ``behind_its_order``: after the order's output checks and judge inputs,
+    which its pages wait on now, ahead of later orders' work. A drawing judged again after a
+    redraw replaces the earlier one's; the saved picture is always the one printed."""
 
     profile: PrintProfile
     work: Path
     pictures: PictureWork
-    _ready: dict[int, PrintImage] = field(default_factory=dict)
-    _tasks: list[asyncio.Future[None]] = field(default_factory=list)
-    _turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    _latest: dict[int, tuple[Path | bytes, asyncio.Future[PrintImage]]] = field(
+        default_factory=dict
+    )
+    _made: Iterator[int] = field(default_factory=itertools.count)
 
-    def add(self, number: int, source: Path) -> None:
-        self._tasks.append(asyncio.ensure_future(self._prepare(number, source)))
+    def drawn(self, number: int, jpeg: bytes) -> None:
+        """A drawing of illustration ``number`` passed its output checks: prepare it now."""
+        self._start(number, jpeg)
 
-    async def _prepare(self, number: int, source: Path) -> None:
-        out = self.work / f"print-{number:03d}.jpg"
-        async with self._turn:
-            self._ready[number] = await self.pictures.run(
-                prepare_print_image, source, out, self.profile
+    def saved(self, number: int, source: Path | bytes) -> None:
+        """Illustration ``number`` is final as ``source`` (its JPEG bytes, or a file): the
+        picture prepared from that very drawing is kept, anything else is prepared again."""
+        latest = self._latest.get(number)
+        if latest is None or latest[0] != source:
+            self._start(number, source)
+
+    def _start(self, number: int, source: Path | bytes) -> None:
+        if (replaced := self._latest.get(number)) is not None:
+            replaced[1].cancel()
+        # A file name of its own: a replaced picture already running still writes its output.
+        out = self.work / f"print-{number:03d}-{next(self._made)}.jpg"
+        with behind_its_order():
+            task = asyncio.ensure_future(
+                self.pictures.run(prepare_print_image, source, out, self.profile)
             )
-
-    def all_saved(self) -> None:
-        """Every illustration is saved (called once): the rest run as many at once as
-        ``pictures`` allows."""
-        for _ in range(self.pictures.slots - 1):
-            self._turn.release()
+        self._latest[number] = (source, task)
 
     async def ready(self) -> dict[int, PrintImage]:
-        await asyncio.gather(*self._tasks)
-        return self._ready
+        numbers = list(self._latest)
+        made = await asyncio.gather(*(task for _, task in self._latest.values()))
+        return dict(zip(numbers, made, strict=True))
 
     async def cancel(self) -> None:
         """Stop what has not started (the item failed): nothing is left running."""
-        for task in self._tasks:
+        tasks = [task for _, task in self._latest.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class BookProcessor:
@@ -283,9 +293,6 @@ class BookProcessor:
             cover_source = [cover_original]
             del cover_original
 
-            async def as_reference(jpeg: bytes) -> None:
-                reference.drawn(await self.pictures.run(_part_of, jpeg))
-
             async def cover(
                 slot: DrawSlot | None, doomed: Callable[[], None] | None = None
             ) -> None:
@@ -293,9 +300,15 @@ class BookProcessor:
                 # Drawn beside the pages, the cover is their reference from the moment it is
                 # drawn, before its judge (docs/architecture.md, "Cover and pages"); drawn first,
                 # it is theirs once it passed.
-                drawn = as_reference if slot else None
+                beside = slot is not None
+
+                async def drawn(jpeg: bytes) -> None:
+                    prints.drawn(0, jpeg)
+                    if beside:
+                        reference.drawn(await self.pictures.run(_part_of, jpeg))
+
                 try:
-                    await self._cover(
+                    saved = await self._cover(
                         job,
                         inputs,
                         original,
@@ -308,11 +321,11 @@ class BookProcessor:
                         drawn,
                         doomed,
                     )
-                    if not drawn:  # beside the pages, the saved cover is the last one drawn
+                    if not beside:  # beside the pages, the saved cover is the last one drawn
                         reference.drawn(await self.pictures.run(_part_of, cover_file))
                 finally:
                     reference.settle()
-                prints.add(0, cover_file)
+                prints.saved(0, saved)
 
             if self.cover_first or 0 in done:
                 await cover(None)
@@ -323,7 +336,6 @@ class BookProcessor:
                 page_files = await self._pages(
                     job, inputs, pages, reference, done, drafts, work, usage, prints, cover=cover
                 )
-            prints.all_saved()
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
             pdf_file = await self.pictures.run(
@@ -470,10 +482,12 @@ class BookProcessor:
         slot: DrawSlot | None,
         drawn: Callable[[bytes], Awaitable[None]] | None,
         doomed: Callable[[], None] | None,
-    ) -> None:
+    ) -> Path | bytes:
+        """The cover saved at ``out``; returns what it was saved from: the earlier attempt's
+        file, or the drawing's JPEG."""
         if 0 in done:
             await _download_to(self.storage, done[0], out)
-            return
+            return out
         path = generated_cover_path(job.item_id)
         checked = await self.draw_cover(
             inputs,
@@ -487,6 +501,7 @@ class BookProcessor:
             doomed=doomed,
         )
         await self._save(job, 0, path, checked, out, usage)
+        return checked.jpeg
 
     async def draw_cover(
         self,
@@ -555,13 +570,14 @@ class BookProcessor:
                     return out  # another page failed for good: start nothing new
                 if number in done:
                     await _download_to(self.storage, done[number], out)
+                    prints.saved(number, out)
                 else:
                     # A sibling's refused write (refund, lost lease) ends the item: no new paid
                     # call.
                     job.raise_if_lost()
                     draft = drafts.get(number)
                     if not await self._page(
-                        job, inputs, page, pool, reference, failed, draft, out, usage
+                        job, inputs, page, pool, reference, failed, draft, out, usage, prints
                     ):
                         return out
                     async with reporting:
@@ -572,7 +588,6 @@ class BookProcessor:
                             code=StepCode.DRAWING_PAGE,
                             usage=usage.as_dict(),
                         )
-            prints.add(number, out)
             return out
 
         async def first(
@@ -619,23 +634,19 @@ class BookProcessor:
         draft: Row | None,
         out: Path,
         usage: Usage,
+        prints: _PrintImages,
     ) -> bool:
-        """One page drawn, judged and saved; False when a sibling failed for good before its
-        first image call could start (nothing paid, nothing saved)."""
+        """One page drawn, judged and saved, its print picture under way; False when a sibling
+        failed for good before its first image call could start (nothing paid, nothing saved)."""
         number = int(page["page_number"])
         path = generated_page_path(job.item_id, number)
         what = f"page {number}"
         if not page.get("has_character", True):
             drawing = await self._catalog_image(inputs.book["id"], page.get("image_path"), what)
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
-            await self._save(
-                job,
-                number,
-                path,
-                Checked(await self.pictures.run(to_jpeg, drawing), "", None),
-                out,
-                usage,
-            )
+            as_drawn = Checked(await self.pictures.run(to_jpeg, drawing), "", None)
+            await self._save(job, number, path, as_drawn, out, usage)
+            prints.saved(number, as_drawn.jpeg)
             self.metrics.page_generated("original")
             return True
         # The original is loaded while the page waits for a slot (at most P + 1 pages hold its
@@ -675,6 +686,10 @@ class BookProcessor:
             softened = self.prompts.page_prompt(
                 inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
             )
+
+            async def drawn(jpeg: bytes) -> None:
+                prints.drawn(number, jpeg)
+
             try:
                 with logger.contextualize(page=number):
                     checked = await self._checked(
@@ -684,6 +699,7 @@ class BookProcessor:
                         reference,
                         usage,
                         slot,
+                        drawn=drawn,
                         resume=await self._resumed(job, number, draft),
                         drafted=self._drafting(job, number, path, usage),
                         doomed=failed.set,
@@ -692,6 +708,7 @@ class BookProcessor:
                 self.metrics.page_generated(exc.code)
                 raise
             await self._save(job, number, path, checked, out, usage)
+            prints.saved(number, checked.jpeg)
         finally:
             slot.release()
         self.metrics.page_generated("ok")

@@ -218,9 +218,11 @@ def fit_output(
     del opened  # often the same pixels as ``image``: fit_consuming frees them
     # Again on the pixels: a PNG may carry its orientation after the header.
     _check_shape(image.size, page.size, requested_ratio, tolerance)
-    fitted = fit_consuming(image, _result_size(image.size, page.size, wanted))
-    _check_drawing(fitted, page.look)
-    return to_jpeg(fitted)
+    size = _result_size(image.size, page.size, wanted)
+    # Checked before the fit, on a small copy of the same centre crop: a reply smaller than the
+    # page is not upscaled first only to be shrunk for its checks, nor at all when they fail.
+    _check_drawing(image, page.look, box=_centre_crop(image.size, size))
+    return to_jpeg(fit_consuming(image, size))
 
 
 def fit_consuming(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -272,15 +274,18 @@ def _is_the_result(opened: Image.Image, size: tuple[int, int]) -> bool:
     )
 
 
-def _check_drawing(drawing: Image.Image, reference: Image.Image) -> None:
-    """``OutputInvalid`` when ``drawing`` is blank or ``reference`` (the original, at most
-    ``_CHECK_SIDE`` px) handed back unchanged; both are judged on small copies, where JPEG
-    noise and resampling do not count."""
-    if max(ImageStat.Stat(downscale(drawing, _CHECK_SIDE)).stddev) < BLANK_STDDEV:
+def _check_drawing(
+    drawing: Image.Image,
+    reference: Image.Image,
+    box: tuple[float, float, float, float] | None = None,
+) -> None:
+    """``OutputInvalid`` when ``drawing`` (its ``box``, the part that becomes the page) is blank
+    or ``reference`` (the original, at most ``_CHECK_SIDE`` px) handed back unchanged; both are
+    judged on one copy at the reference's size, where JPEG noise and resampling do not count."""
+    small = drawing.resize(reference.size, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    if max(ImageStat.Stat(small).stddev) < BLANK_STDDEV:
         raise OutputInvalid("model output is blank (near-uniform colour)")
-    difference = ImageChops.difference(
-        drawing.resize(reference.size, Image.Resampling.LANCZOS, reducing_gap=3.0), reference
-    )
+    difference = ImageChops.difference(small, reference)
     mean_difference = sum(ImageStat.Stat(difference).mean) / 3
     if mean_difference < UNCHANGED_MEAN_DIFF:
         raise OutputInvalid(

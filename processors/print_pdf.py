@@ -8,8 +8,8 @@ PPI needs is upscaled with LANCZOS (the model gave no more), and the result says
 The screen PDF (``processors.pdf``) is left as small as it was.
 
 Each picture is prepared on its own (``prepare_print_image``, blocking: the pipeline runs it in a
-thread as soon as the page is saved, while other pages are still being drawn), so the end of a book
-only assembles the two PDFs (``assemble_print_files``).
+thread as soon as a drawing passed its output checks, while it is judged and other pages are
+still being drawn), so the end of a book only assembles the two PDFs (``assemble_print_files``).
 
 The cover file is the front cover alone, at the book's trim + bleed: a wrap cover with spine and
 back needs the page count and paper of a specific printer, which the catalog does not hold.
@@ -17,6 +17,7 @@ back needs the page count and paper of a specific printer, which the catalog doe
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,13 +82,16 @@ class PrintImage:
     upscaled: bool
 
 
-def prepare_print_image(source: Path, out: Path, profile: PrintProfile) -> PrintImage:
-    """``source`` itself when it has the pixels, else a LANCZOS upscale of it at ``out``.
-    Blocking."""
-    with Image.open(source) as image:
+def prepare_print_image(source: Path | bytes, out: Path, profile: PrintProfile) -> PrintImage:
+    """A LANCZOS upscale of ``source`` (a saved picture, or a drawing's JPEG bytes) at ``out``
+    when it lacks the pixels, else ``source`` itself (its bytes written to ``out``). Blocking."""
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
         ppi = _effective_ppi(image.size, profile.media_in)
         if ppi >= profile.ppi:
-            return PrintImage(source, ppi, False)
+            if isinstance(source, Path):
+                return PrintImage(source, ppi, False)
+            out.write_bytes(source)
+            return PrintImage(out, ppi, False)
         factor = profile.ppi / ppi
         size = (math.ceil(image.width * factor), math.ceil(image.height * factor))
         # Our drawn pictures are RGB already; convert() would make a full-size copy regardless.

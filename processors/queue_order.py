@@ -15,6 +15,10 @@ The place comes from a context variable the daemon sets around each item
 pages' calls carry it without being passed it. A call outside any order (the interactive
 ``POST /generate-cover``) has the empty place, ahead of every order: somebody is waiting on it
 now.
+
+Inside an order, work it does not wait on yet (a page's print picture, prepared while the page is
+judged) is served :func:`behind_its_order`: after the order's every other turn, still ahead of
+every later order's.
 """
 
 from __future__ import annotations
@@ -42,6 +46,16 @@ def served_as(place: Place) -> Iterator[None]:
         yield
     finally:
         _place.reset(token)
+
+
+@contextmanager
+def behind_its_order() -> Iterator[None]:
+    """Every turn taken inside waits behind the current place's other turns and ahead of every
+    later place: a tuple that extends a place sorts right after it (``("a", "b") <
+    ("a", "b", "") < ("a", "c")``), and outside any order, ``("",)`` still sorts before every
+    order's place."""
+    with served_as((*_place.get(), "")):
+        yield
 
 
 class QueueOrderSemaphore:

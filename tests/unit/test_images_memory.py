@@ -200,7 +200,8 @@ def test_the_fit_resizes_one_axis_at_a_time_and_matches_imageops_fit(
     monkeypatch.undo()
 
     wanted = size_of(fitted)
-    assert passes[:2] == [(reply_size[0], wanted[1]), wanted]
+    # The checks' small copy first, from the reply itself, then the fit's two passes.
+    assert passes == [Original.of(original).look.size, (reply_size[0], wanted[1]), wanted]
     with Image.open(io.BytesIO(fitted)) as ours:
         theirs = ImageOps.fit(drawn, wanted, Image.Resampling.LANCZOS)
         difference = ImageChops.difference(ours.convert("RGB"), theirs)

@@ -1,60 +1,119 @@
-"""An order's print pictures (processors/book.py ``_PrintImages``): one at a time while its pages
-are drawn, every PictureWork slot once they are all saved."""
+"""An order's print pictures (processors/book.py ``_PrintImages``): prepared from each drawing
+while it is judged, the saved drawing's kept, behind the order's other picture work."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import processors.book as book
 from processors.picture_work import PictureWork
-from processors.print_pdf import PrintProfile
+from processors.print_pdf import PrintImage, PrintProfile
+from processors.queue_order import served_as
+
+PROFILE = PrintProfile(8.5, 8.5)
 
 
-def pairing(barrier: threading.Barrier, ran: list[str]):
-    """A stand-in for prepare_print_image that waits for a second one to run beside it."""
-
-    def prepare(source: Path, out: Path, profile: PrintProfile) -> str:
-        try:
-            barrier.wait()
-            ran.append("beside another")
-        except threading.BrokenBarrierError:
-            ran.append("alone")
-        return out.name
-
-    return prepare
+def jpeg(colour: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(out, "JPEG")
+    return out.getvalue()
 
 
-async def test_print_pictures_run_one_at_a_time_until_every_page_is_saved(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def prepared(monkeypatch: pytest.MonkeyPatch) -> list[Path | bytes]:
+    """The sources the real prepare_print_image was run on, in order."""
+    sources: list[Path | bytes] = []
+    real = book.prepare_print_image
+
+    def recording(source: Path | bytes, out: Path, profile: PrintProfile) -> PrintImage:
+        sources.append(source)
+        return real(source, out, profile)
+
+    monkeypatch.setattr(book, "prepare_print_image", recording)
+    return sources
+
+
+def colour_of(image: PrintImage) -> tuple[int, ...]:
+    with Image.open(image.path) as img:
+        return img.convert("RGB").getpixel((img.width // 2, img.height // 2))
+
+
+async def test_a_drawing_that_passes_is_printed_once_from_its_judged_bytes(
+    tmp_path: Path, prepared: list[Path | bytes]
 ) -> None:
-    ran: list[str] = []
-    # A lone job gives up waiting for a partner after a moment: it ran alone.
-    monkeypatch.setattr(
-        book, "prepare_print_image", pairing(threading.Barrier(2, timeout=0.3), ran)
-    )
-    prints = book._PrintImages(PrintProfile(8.5, 8.5), tmp_path, PictureWork(2))
-    prints.add(1, tmp_path / "a.jpg")
-    prints.add(2, tmp_path / "b.jpg")
+    prints = book._PrintImages(PROFILE, tmp_path, PictureWork(2))
+    drawing = jpeg("red")
+    prints.drawn(1, drawing)
+    await asyncio.sleep(0.2)  # the judge's call: the print picture is made meanwhile
+    assert prepared == [drawing]
 
-    await prints.ready()
+    prints.saved(1, bytes(drawing))  # equal bytes, another object: the same drawing
+    ready = await prints.ready()
 
-    assert ran == ["alone", "alone"]
+    assert prepared == [drawing]
+    assert ready[1].upscaled and ready[1].path.exists()
+    assert colour_of(ready[1])[0] > 200
 
 
-async def test_once_every_page_is_saved_the_rest_take_every_slot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_the_saved_drawing_is_printed_not_a_rejected_one(
+    tmp_path: Path, prepared: list[Path | bytes]
 ) -> None:
-    ran: list[str] = []
-    monkeypatch.setattr(book, "prepare_print_image", pairing(threading.Barrier(2, timeout=10), ran))
-    prints = book._PrintImages(PrintProfile(8.5, 8.5), tmp_path, PictureWork(2))
-    prints.add(1, tmp_path / "a.jpg")
-    prints.add(2, tmp_path / "b.jpg")
-    prints.all_saved()
+    prints = book._PrintImages(PROFILE, tmp_path, PictureWork(1))
+    rejected, redrawn = jpeg("red"), jpeg("blue")
+    prints.drawn(1, rejected)
+    prints.drawn(1, redrawn)  # the judge failed the first: a redraw is judged
+    prints.saved(1, redrawn)
 
     ready = await prints.ready()
 
-    assert ran == ["beside another", "beside another"]
-    assert sorted(ready) == [1, 2]
+    assert colour_of(ready[1])[2] > 200
+    assert prepared[-1] == redrawn
+
+
+async def test_a_page_saved_from_another_source_is_prepared_from_it(
+    tmp_path: Path, prepared: list[Path | bytes]
+) -> None:
+    prints = book._PrintImages(PROFILE, tmp_path, PictureWork(2))
+    earlier = tmp_path / "page-002.jpg"  # an earlier attempt's checkpoint, downloaded
+    earlier.write_bytes(jpeg("green"))
+    prints.drawn(2, jpeg("red"))
+    prints.saved(2, earlier)
+
+    ready = await prints.ready()
+
+    assert prepared[-1] == earlier
+    assert colour_of(ready[2])[1] > 100 and colour_of(ready[2])[0] < 100
+
+
+async def test_print_pictures_wait_behind_their_orders_other_picture_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot, held: a print picture queued first still runs after the same order's output
+    check queued later, and before a later order's."""
+    ran: list[str] = []
+    monkeypatch.setattr(book, "prepare_print_image", lambda *_: ran.append("print"))
+    pictures = PictureWork(1)
+    busy = threading.Event()
+
+    with served_as(("2026-12-03T10:00:00", "a")):
+        holder = asyncio.ensure_future(pictures.run(busy.wait, 10))
+        await asyncio.sleep(0.05)
+        prints = book._PrintImages(PROFILE, tmp_path, pictures)
+        prints.drawn(1, b"drawing")
+        await asyncio.sleep(0)
+        check = asyncio.ensure_future(pictures.run(ran.append, "own check"))
+    with served_as(("2026-12-03T10:00:05", "b")):
+        later = asyncio.ensure_future(pictures.run(ran.append, "later order"))
+    await asyncio.sleep(0.05)
+    assert ran == []
+
+    busy.set()
+    await asyncio.gather(holder, check, later, prints.ready())
+
+    assert ran == ["own check", "print", "later order"]
