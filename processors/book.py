@@ -160,7 +160,9 @@ class _PrintImages:
     profile: PrintProfile
     work: Path
     pictures: PictureWork
-    _latest: dict[int, tuple[Path | bytes, asyncio.Future[PrintImage]]] = field(
+    #: Per illustration, what its latest print picture is made from (a file, or a drawing's
+    #: digest: the drawings' bytes are not kept for the whole book) and its task.
+    _latest: dict[int, tuple[Path | str, asyncio.Future[PrintImage]]] = field(
         default_factory=dict
     )
     _made: Iterator[int] = field(default_factory=itertools.count)
@@ -173,7 +175,7 @@ class _PrintImages:
         """Illustration ``number`` is final as ``source`` (its JPEG bytes, or a file): the
         picture prepared from that very drawing is kept, anything else is prepared again."""
         latest = self._latest.get(number)
-        if latest is None or latest[0] != source:
+        if latest is None or latest[0] != _made_from(source):
             self._start(number, source)
 
     def _start(self, number: int, source: Path | bytes) -> None:
@@ -185,7 +187,7 @@ class _PrintImages:
             task = asyncio.ensure_future(
                 self.pictures.run(prepare_print_image, source, out, self.profile)
             )
-        self._latest[number] = (source, task)
+        self._latest[number] = (_made_from(source), task)
 
     async def ready(self) -> dict[int, PrintImage]:
         numbers = list(self._latest)
@@ -975,6 +977,11 @@ def _part_of(source: Path | bytes) -> ImagePart:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _made_from(source: Path | bytes) -> Path | str:
+    """What tells one print picture's source from another's: a file's path, a drawing's digest."""
+    return source if isinstance(source, Path) else _sha256(source)
 
 
 async def _download_to(storage: BlobStorage, path: str, out: Path) -> None:
