@@ -160,43 +160,45 @@ class _PrintImages:
     profile: PrintProfile
     work: Path
     pictures: PictureWork
-    #: Per illustration, what its latest print picture is made from (a file, or a drawing's
-    #: digest: the drawings' bytes are not kept for the whole book) and its task.
-    _latest: dict[int, tuple[Path | str, asyncio.Future[PrintImage]]] = field(
-        default_factory=dict
-    )
+    #: Per illustration being judged, its latest drawing and that drawing's print picture.
+    _judged: dict[int, tuple[bytes, asyncio.Future[PrintImage]]] = field(default_factory=dict)
+    #: Per saved illustration, its print picture (the drawing's bytes are not kept).
+    _final: dict[int, asyncio.Future[PrintImage]] = field(default_factory=dict)
     _made: Iterator[int] = field(default_factory=itertools.count)
 
     def drawn(self, number: int, jpeg: bytes) -> None:
         """A drawing of illustration ``number`` passed its output checks: prepare it now."""
-        self._start(number, jpeg)
+        if (replaced := self._judged.get(number)) is not None:
+            replaced[1].cancel()  # its drawing failed the judge
+        self._judged[number] = (jpeg, self._start(number, jpeg))
 
     def saved(self, number: int, source: Path | bytes) -> None:
         """Illustration ``number`` is final as ``source`` (its JPEG bytes, or a file): the
         picture prepared from that very drawing is kept, anything else is prepared again."""
-        latest = self._latest.get(number)
-        if latest is None or latest[0] != _made_from(source):
-            self._start(number, source)
+        judged = self._judged.pop(number, None)
+        if judged is not None and judged[0] == source:
+            self._final[number] = judged[1]
+            return
+        if judged is not None:
+            judged[1].cancel()
+        self._final[number] = self._start(number, source)
 
-    def _start(self, number: int, source: Path | bytes) -> None:
-        if (replaced := self._latest.get(number)) is not None:
-            replaced[1].cancel()
+    def _start(self, number: int, source: Path | bytes) -> asyncio.Future[PrintImage]:
         # A file name of its own: a replaced picture already running still writes its output.
         out = self.work / f"print-{number:03d}-{next(self._made)}.jpg"
         with behind_its_order():
-            task = asyncio.ensure_future(
+            return asyncio.ensure_future(
                 self.pictures.run(prepare_print_image, source, out, self.profile)
             )
-        self._latest[number] = (_made_from(source), task)
 
     async def ready(self) -> dict[int, PrintImage]:
-        numbers = list(self._latest)
-        made = await asyncio.gather(*(task for _, task in self._latest.values()))
+        numbers = list(self._final)
+        made = await asyncio.gather(*self._final.values())
         return dict(zip(numbers, made, strict=True))
 
     async def cancel(self) -> None:
         """Stop what has not started (the item failed): nothing is left running."""
-        tasks = [task for _, task in self._latest.values()]
+        tasks = [*self._final.values(), *(task for _, task in self._judged.values())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -977,11 +979,6 @@ def _part_of(source: Path | bytes) -> ImagePart:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _made_from(source: Path | bytes) -> Path | str:
-    """What tells one print picture's source from another's: a file's path, a drawing's digest."""
-    return source if isinstance(source, Path) else _sha256(source)
 
 
 async def _download_to(storage: BlobStorage, path: str, out: Path) -> None:
