@@ -85,7 +85,7 @@ from processors.print_pdf import (
 )
 from processors.prompts import PromptBook
 from processors.qa import Checked, Drafted, Drawing, QualityGate, Reference
-from processors.queue_order import behind_its_order
+from processors.queue_order import in_background
 from processors.story import page_texts
 from processors.text_layer import PlacedText, add_text_layer
 
@@ -153,9 +153,9 @@ class _PrintImages:
     """Each illustration's print picture (processors/print_pdf.py), prepared from the drawing
     while it is judged, so a drawing that passes has its print picture ready or under way and
     the end of the book only assembles the print PDFs. Each runs in a slot of the process's
-    ``PictureWork`` ``behind_its_order``: after the order's output checks and judge inputs,
-    which its pages wait on now, ahead of later orders' work. A drawing judged again after a
-    redraw replaces the earlier one's; the saved picture is always the one printed."""
+    ``PictureWork`` ``in_background``: after every order's output checks, judge inputs and
+    PDFs, which pages and books wait on now. A drawing judged again after a redraw replaces
+    the earlier one's; the saved picture is always the one printed."""
 
     profile: PrintProfile
     work: Path
@@ -184,11 +184,21 @@ class _PrintImages:
         self._final[number] = self._start(number, source)
 
     def _start(self, number: int, source: Path | bytes) -> asyncio.Future[PrintImage]:
-        # A file name of its own: a replaced picture already running still writes its output.
-        out = self.work / f"print-{number:03d}-{next(self._made)}.jpg"
-        with behind_its_order():
-            return asyncio.ensure_future(
-                self.pictures.run(prepare_print_image, source, out, self.profile)
+        # Files of its own: a replaced picture already running still writes its output.
+        made = next(self._made)
+        return asyncio.ensure_future(
+            self._prepare(source, self.work / f"print-{number:03d}-{made}")
+        )
+
+    async def _prepare(self, source: Path | bytes, name: Path) -> PrintImage:
+        if isinstance(source, bytes):
+            # Waiting for its turn, a print picture holds a file name, not the drawing's bytes.
+            drawing = name.with_suffix(".drawn.jpg")
+            await asyncio.to_thread(drawing.write_bytes, source)
+            source = drawing
+        with in_background():
+            return await self.pictures.run(
+                prepare_print_image, source, name.with_suffix(".jpg"), self.profile
             )
 
     async def ready(self) -> dict[int, PrintImage]:

@@ -17,7 +17,6 @@ back needs the page count and paper of a specific printer, which the catalog doe
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,16 +81,13 @@ class PrintImage:
     upscaled: bool
 
 
-def prepare_print_image(source: Path | bytes, out: Path, profile: PrintProfile) -> PrintImage:
-    """A LANCZOS upscale of ``source`` (a saved picture, or a drawing's JPEG bytes) at ``out``
-    when it lacks the pixels, else ``source`` itself (its bytes written to ``out``). Blocking."""
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+def prepare_print_image(source: Path, out: Path, profile: PrintProfile) -> PrintImage:
+    """``source`` itself when it has the pixels, else a LANCZOS upscale of it at ``out``.
+    Blocking."""
+    with Image.open(source) as image:
         ppi = _effective_ppi(image.size, profile.media_in)
         if ppi >= profile.ppi:
-            if isinstance(source, Path):
-                return PrintImage(source, ppi, False)
-            out.write_bytes(source)
-            return PrintImage(out, ppi, False)
+            return PrintImage(source, ppi, False)
         factor = profile.ppi / ppi
         size = (math.ceil(image.width * factor), math.ceil(image.height * factor))
         # Our drawn pictures are RGB already; convert() would make a full-size copy regardless.

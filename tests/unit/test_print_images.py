@@ -1,5 +1,5 @@
 """An order's print pictures (processors/book.py ``_PrintImages``): prepared from each drawing
-while it is judged, the saved drawing's kept, behind the order's other picture work."""
+while it is judged, the saved drawing's kept, behind every order's other picture work."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ def jpeg(colour: str) -> bytes:
 
 
 @pytest.fixture
-def prepared(monkeypatch: pytest.MonkeyPatch) -> list[Path | bytes]:
-    """The sources the real prepare_print_image was run on, in order."""
-    sources: list[Path | bytes] = []
+def prepared(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The bytes of the sources the real prepare_print_image was run on, in order."""
+    sources: list[bytes] = []
     real = book.prepare_print_image
 
-    def recording(source: Path | bytes, out: Path, profile: PrintProfile) -> PrintImage:
-        sources.append(source)
+    def recording(source: Path, out: Path, profile: PrintProfile) -> PrintImage:
+        sources.append(source.read_bytes())
         return real(source, out, profile)
 
     monkeypatch.setattr(book, "prepare_print_image", recording)
@@ -45,7 +45,7 @@ def colour_of(image: PrintImage) -> tuple[int, ...]:
 
 
 async def test_a_drawing_that_passes_is_printed_once_from_its_judged_bytes(
-    tmp_path: Path, prepared: list[Path | bytes]
+    tmp_path: Path, prepared: list[bytes]
 ) -> None:
     prints = book._PrintImages(PROFILE, tmp_path, PictureWork(2))
     drawing = jpeg("red")
@@ -62,7 +62,7 @@ async def test_a_drawing_that_passes_is_printed_once_from_its_judged_bytes(
 
 
 async def test_the_saved_drawing_is_printed_not_a_rejected_one(
-    tmp_path: Path, prepared: list[Path | bytes]
+    tmp_path: Path, prepared: list[bytes]
 ) -> None:
     prints = book._PrintImages(PROFILE, tmp_path, PictureWork(1))
     rejected, redrawn = jpeg("red"), jpeg("blue")
@@ -77,7 +77,7 @@ async def test_the_saved_drawing_is_printed_not_a_rejected_one(
 
 
 async def test_a_page_saved_from_another_source_is_prepared_from_it(
-    tmp_path: Path, prepared: list[Path | bytes]
+    tmp_path: Path, prepared: list[bytes]
 ) -> None:
     prints = book._PrintImages(PROFILE, tmp_path, PictureWork(2))
     earlier = tmp_path / "page-002.jpg"  # an earlier attempt's checkpoint, downloaded
@@ -87,15 +87,15 @@ async def test_a_page_saved_from_another_source_is_prepared_from_it(
 
     ready = await prints.ready()
 
-    assert prepared[-1] == earlier
+    assert prepared[-1] == earlier.read_bytes()
     assert colour_of(ready[2])[1] > 100 and colour_of(ready[2])[0] < 100
 
 
-async def test_print_pictures_wait_behind_their_orders_other_picture_work(
+async def test_print_pictures_wait_behind_every_orders_other_picture_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One slot, held: a print picture queued first still runs after the same order's output
-    check queued later, and before a later order's."""
+    """One slot, held: a print picture queued first still runs after its own order's output
+    check and a later order's, both queued after it."""
     ran: list[str] = []
     monkeypatch.setattr(book, "prepare_print_image", lambda *_: ran.append("print"))
     pictures = PictureWork(1)
@@ -106,7 +106,7 @@ async def test_print_pictures_wait_behind_their_orders_other_picture_work(
         await asyncio.sleep(0.05)
         prints = book._PrintImages(PROFILE, tmp_path, pictures)
         prints.drawn(1, b"drawing")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.05)  # its drawing written, the print picture waits for the slot
         check = asyncio.ensure_future(pictures.run(ran.append, "own check"))
     with served_as(("2026-12-03T10:00:05", "b")):
         later = asyncio.ensure_future(pictures.run(ran.append, "later order"))
@@ -114,6 +114,7 @@ async def test_print_pictures_wait_behind_their_orders_other_picture_work(
     assert ran == []
 
     busy.set()
+    prints.saved(1, b"drawing")
     await asyncio.gather(holder, check, later, prints.ready())
 
-    assert ran == ["own check", "print", "later order"]
+    assert ran == ["own check", "later order", "print"]

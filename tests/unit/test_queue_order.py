@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from processors.queue_order import Place, QueueOrderSemaphore, behind_its_order, served_as
+from processors.queue_order import Place, QueueOrderSemaphore, in_background, served_as
 
 
 async def settle() -> None:
@@ -230,20 +230,20 @@ def test_a_semaphore_needs_a_slot() -> None:
         QueueOrderSemaphore(0)
 
 
-async def test_work_behind_its_order_goes_after_the_orders_turns_and_before_later_orders() -> None:
+async def test_background_work_goes_after_every_orders_turns_in_queue_order() -> None:
     turns = Turns(QueueOrderSemaphore(1))
     turns.arrive("holder", ("2026-12-02T10:00:00", "h"))
     await settle()
-    with served_as(("2026-12-02T10:00:01", "a")), behind_its_order():
+    with served_as(("2026-12-02T10:00:02", "b")), in_background():
+        turns.arrive("b's print")
+    with served_as(("2026-12-02T10:00:01", "a")), in_background():
         turns.arrive("a's print")
     turns.arrive("b's check", ("2026-12-02T10:00:02", "b"))
     turns.arrive("a's check", ("2026-12-02T10:00:01", "a"))
-    with behind_its_order():  # outside any order: still before every order
-        turns.arrive("interactive")
     await settle()
 
-    for name in ["holder", "interactive", "a's check", "a's print"]:
+    for name in ["holder", "a's check", "b's check", "a's print"]:
         turns.finish(name)
         await settle()
 
-    assert turns.served == ["holder", "interactive", "a's check", "a's print", "b's check"]
+    assert turns.served == ["holder", "a's check", "b's check", "a's print", "b's print"]
