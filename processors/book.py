@@ -85,7 +85,6 @@ from processors.print_pdf import (
 )
 from processors.prompts import PromptBook
 from processors.qa import Checked, Drafted, Drawing, QualityGate, Reference
-from processors.queue_order import in_background
 from processors.story import page_texts
 from processors.text_layer import PlacedText, add_text_layer
 
@@ -152,10 +151,14 @@ class _Reference:
 class _PrintImages:
     """Each illustration's print picture (processors/print_pdf.py), prepared from the drawing
     while it is judged, so a drawing that passes has its print picture ready or under way and
-    the end of the book only assembles the print PDFs. Each runs in a slot of the process's
-    ``PictureWork`` ``in_background``: after every order's output checks, judge inputs and
-    PDFs, which pages and books wait on now. A drawing judged again after a redraw replaces
-    the earlier one's; the saved picture is always the one printed."""
+    the end of the book only assembles the print PDFs. One at a time per order while its pages
+    are drawn, each in a slot of the process's ``PictureWork``: an upscale holds a print-size
+    picture and its source in memory while it runs, and the cores are wanted by the pages'
+    output checks and judge inputs meanwhile (every slot while pages were drawn cost 15 % of
+    books/min at the paid-tier limit and 20 MB on a 24-page order, bench/README.md). Once every
+    illustration is saved, the book waits for nothing else: those still to prepare take every
+    slot. A drawing judged again after a redraw replaces the earlier one's; the saved drawing
+    is always the one printed."""
 
     profile: PrintProfile
     work: Path
@@ -165,6 +168,7 @@ class _PrintImages:
     #: Per saved illustration, its print picture (the drawing's bytes are not kept).
     _final: dict[int, asyncio.Future[PrintImage]] = field(default_factory=dict)
     _made: Iterator[int] = field(default_factory=itertools.count)
+    _turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     def drawn(self, number: int, jpeg: bytes) -> None:
         """A drawing of illustration ``number`` passed its output checks: prepare it now."""
@@ -196,10 +200,16 @@ class _PrintImages:
             drawing = name.with_suffix(".drawn.jpg")
             await asyncio.to_thread(drawing.write_bytes, source)
             source = drawing
-        with in_background():
+        async with self._turn:
             return await self.pictures.run(
                 prepare_print_image, source, name.with_suffix(".jpg"), self.profile
             )
+
+    def all_saved(self) -> None:
+        """Every illustration is saved (called once): the rest run as many at once as
+        ``pictures`` allows."""
+        for _ in range(self.pictures.slots - 1):
+            self._turn.release()
 
     async def ready(self) -> dict[int, PrintImage]:
         numbers = list(self._final)
@@ -350,6 +360,7 @@ class BookProcessor:
                 page_files = await self._pages(
                     job, inputs, pages, reference, done, drafts, work, usage, prints, cover=cover
                 )
+            prints.all_saved()
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
             pdf_file = await self.pictures.run(

@@ -15,11 +15,6 @@ The place comes from a context variable the daemon sets around each item
 pages' calls carry it without being passed it. A call outside any order (the interactive
 ``POST /generate-cover``) has the empty place, ahead of every order: somebody is waiting on it
 now.
-
-Work no order waits on yet (a page's print picture, prepared while the page is judged) is served
-:func:`in_background`: after every other turn of every order, and in queue order among its kind.
-Ahead of later orders' work, an older order's print pictures held back their output checks and
-judge calls: books/min at the paid-tier limit fell from 18.6 to 15.8 (bench/README.md).
 """
 
 from __future__ import annotations
@@ -47,19 +42,6 @@ def served_as(place: Place) -> Iterator[None]:
         yield
     finally:
         _place.reset(token)
-
-
-#: Sorts after every place's first element (the daemon's is an ISO timestamp).
-_BACKGROUND = "\uffff"
-
-
-@contextmanager
-def in_background() -> Iterator[None]:
-    """Every turn taken inside waits behind every turn outside the background, of any order,
-    and among background turns keeps the current place's order: ``(_BACKGROUND, *place)`` sorts
-    after every plain place and, among its kind, by ``place``."""
-    with served_as((_BACKGROUND, *_place.get())):
-        yield
 
 
 class QueueOrderSemaphore:

@@ -1,5 +1,6 @@
 """An order's print pictures (processors/book.py ``_PrintImages``): prepared from each drawing
-while it is judged, the saved drawing's kept, behind every order's other picture work."""
+while it is judged, the saved drawing's kept; one at a time while pages are drawn, every
+PictureWork slot once they are all saved."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from PIL import Image
 import processors.book as book
 from processors.picture_work import PictureWork
 from processors.print_pdf import PrintImage, PrintProfile
-from processors.queue_order import served_as
 
 PROFILE = PrintProfile(8.5, 8.5)
 
@@ -91,30 +91,49 @@ async def test_a_page_saved_from_another_source_is_prepared_from_it(
     assert colour_of(ready[2])[1] > 100 and colour_of(ready[2])[0] < 100
 
 
-async def test_print_pictures_wait_behind_every_orders_other_picture_work(
+def pairing(barrier: threading.Barrier, ran: list[str]):
+    """A stand-in for prepare_print_image that waits for a second one to run beside it."""
+
+    def prepare(source: Path, out: Path, profile: PrintProfile) -> str:
+        try:
+            barrier.wait()
+            ran.append("beside another")
+        except threading.BrokenBarrierError:
+            ran.append("alone")
+        return out.name
+
+    return prepare
+
+
+async def test_print_pictures_run_one_at_a_time_until_every_page_is_saved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One slot, held: a print picture queued first still runs after its own order's output
-    check and a later order's, both queued after it."""
     ran: list[str] = []
-    monkeypatch.setattr(book, "prepare_print_image", lambda *_: ran.append("print"))
-    pictures = PictureWork(1)
-    busy = threading.Event()
+    # A lone job gives up waiting for a partner after a moment: it ran alone.
+    monkeypatch.setattr(
+        book, "prepare_print_image", pairing(threading.Barrier(2, timeout=0.3), ran)
+    )
+    prints = book._PrintImages(PROFILE, tmp_path, PictureWork(2))
+    prints.drawn(1, jpeg("red"))
+    prints.saved(2, tmp_path / "b.jpg")
+    prints.saved(1, jpeg("red"))
 
-    with served_as(("2026-12-03T10:00:00", "a")):
-        holder = asyncio.ensure_future(pictures.run(busy.wait, 10))
-        await asyncio.sleep(0.05)
-        prints = book._PrintImages(PROFILE, tmp_path, pictures)
-        prints.drawn(1, b"drawing")
-        await asyncio.sleep(0.05)  # its drawing written, the print picture waits for the slot
-        check = asyncio.ensure_future(pictures.run(ran.append, "own check"))
-    with served_as(("2026-12-03T10:00:05", "b")):
-        later = asyncio.ensure_future(pictures.run(ran.append, "later order"))
-    await asyncio.sleep(0.05)
-    assert ran == []
+    await prints.ready()
 
-    busy.set()
-    prints.saved(1, b"drawing")
-    await asyncio.gather(holder, check, later, prints.ready())
+    assert ran == ["alone", "alone"]
 
-    assert ran == ["own check", "later order", "print"]
+
+async def test_once_every_page_is_saved_the_rest_take_every_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+    monkeypatch.setattr(book, "prepare_print_image", pairing(threading.Barrier(2, timeout=10), ran))
+    prints = book._PrintImages(PROFILE, tmp_path, PictureWork(2))
+    prints.saved(1, tmp_path / "a.jpg")
+    prints.saved(2, tmp_path / "b.jpg")
+    prints.all_saved()
+
+    ready = await prints.ready()
+
+    assert ran == ["beside another", "beside another"]
+    assert sorted(ready) == [1, 2]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
-from processors.queue_order import Place, QueueOrderSemaphore, in_background, served_as
+from processors.queue_order import Place, QueueOrderSemaphore, served_as
 
 
 async def settle() -> None:
@@ -25,8 +24,7 @@ class Turns:
         self._done: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
-    def arrive(self, name: str, place: Place | None = None) -> None:
-        """``name`` waits at ``place``, or (None) at the place it is called in."""
+    def arrive(self, name: str, place: Place) -> None:
         self._done[name] = asyncio.Event()
 
         async def take() -> None:
@@ -34,7 +32,7 @@ class Turns:
                 self.served.append(name)
                 await self._done[name].wait()
 
-        with served_as(place) if place is not None else contextlib.nullcontext():
+        with served_as(place):
             self.tasks[name] = asyncio.ensure_future(take())
 
     def finish(self, name: str) -> None:
@@ -228,22 +226,3 @@ async def test_a_holder_cancelled_while_waiting_for_its_slot_back_holds_none() -
 def test_a_semaphore_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one slot"):
         QueueOrderSemaphore(0)
-
-
-async def test_background_work_goes_after_every_orders_turns_in_queue_order() -> None:
-    turns = Turns(QueueOrderSemaphore(1))
-    turns.arrive("holder", ("2026-12-02T10:00:00", "h"))
-    await settle()
-    with served_as(("2026-12-02T10:00:02", "b")), in_background():
-        turns.arrive("b's print")
-    with served_as(("2026-12-02T10:00:01", "a")), in_background():
-        turns.arrive("a's print")
-    turns.arrive("b's check", ("2026-12-02T10:00:02", "b"))
-    turns.arrive("a's check", ("2026-12-02T10:00:01", "a"))
-    await settle()
-
-    for name in ["holder", "a's check", "b's check", "a's print"]:
-        turns.finish(name)
-        await settle()
-
-    assert turns.served == ["holder", "a's check", "b's check", "a's print", "b's print"]
