@@ -4,7 +4,6 @@ PictureWork slot once they are all saved."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import threading
 from pathlib import Path
@@ -15,6 +14,7 @@ from PIL import Image
 import processors.book as book
 from processors.picture_work import PictureWork
 from processors.print_pdf import PrintImage, PrintProfile
+from tests.support.waiting import eventually
 
 PROFILE = PrintProfile(8.5, 8.5)
 
@@ -50,7 +50,8 @@ async def test_a_drawing_that_passes_is_printed_once_from_its_judged_bytes(
     prints = book._PrintImages(PROFILE, tmp_path, PictureWork(2))
     drawing = jpeg("red")
     prints.drawn(1, drawing)
-    await asyncio.sleep(0.2)  # the judge's call: the print picture is made meanwhile
+    # While the drawing is judged (no save yet), its print picture is made.
+    await eventually(lambda: prepared, what="the print picture before the save")
     assert prepared == [drawing]
 
     prints.saved(1, bytes(drawing))  # equal bytes, another object: the same drawing
