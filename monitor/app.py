@@ -184,6 +184,7 @@ async def create_processor(
         analyzer=Analyzer(ai, prompts, model_name),
         prompts=prompts,
         work_dir=settings.cache_dir / "work",
+        page_input_cache_bytes=settings.page_input_cache_mb * 1024 * 1024,
         page_concurrency=settings.page_concurrency,
         cover_first=settings.cover_first,
         page_deadline_seconds=settings.page_deadline_seconds,

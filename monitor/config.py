@@ -81,6 +81,9 @@ class Settings:
     signed_url_refresh_margin_seconds: int = 24 * 3600
     local_storage_dir: Path = Path("storage")
     cache_dir: Path = Path(".cache")
+    #: Catalog pages' model inputs and check copies kept in memory between the orders of a book
+    #: (processors/page_inputs.py); 0 keeps none.
+    page_input_cache_mb: int = 64
     # Image AI.
     ai_provider: str = "local"
     google_api_key: Secret | None = None
@@ -409,6 +412,13 @@ class _Parser:
             ),
             local_storage_dir=Path(self.first("LOCAL_STORAGE_DIR") or DEFAULT.local_storage_dir),
             cache_dir=Path(self.first("CACHE_DIR") or DEFAULT.cache_dir),
+            page_input_cache_mb=self.typed(
+                "PAGE_INPUT_CACHE_MB",
+                int,
+                DEFAULT.page_input_cache_mb,
+                lambda v: v >= 0,
+                "a whole number of megabytes, 0 or more",
+            ),
             ai_provider=ai_provider,
             google_api_key=Secret(api_key) if api_key else None,
             gemini_analysis_model=self.first("GEMINI_ANALYSIS_MODEL")

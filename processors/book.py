@@ -67,6 +67,7 @@ from processors.layout import (
 )
 from processors.links import sign_results
 from processors.ownership import require_user_upload
+from processors.page_inputs import PageInput, PageInputs
 from processors.page_pool import DrawSlot, PagePool
 from processors.pdf import SCREEN_MAX_SIDE, build_pdf
 from processors.picture_work import PictureWork
@@ -244,6 +245,7 @@ class BookProcessor:
         print_bleed_in: float = 0.125,
         print_ppi: int = 300,
         cover_first: bool = True,
+        page_input_cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.ai = ai
         self.storage = storage
@@ -267,6 +269,8 @@ class BookProcessor:
         self.cover_first = cover_first
         #: Decodes, resizes and encodes of full-size pictures, across all orders of the process.
         self.pictures = PictureWork()
+        #: Catalog pages' model inputs and check copies, across all orders of the process.
+        self.page_inputs = PageInputs(page_input_cache_bytes)
 
     async def __call__(self, job: JobContext) -> BookResult:
         started_at = time.monotonic()
@@ -471,28 +475,37 @@ class BookProcessor:
         """The catalog's original cover of ``book`` (through the disk cache)."""
         return await self._catalog_image(book["id"], book.get("cover_image_path"), "cover")
 
-    async def _catalog_image(self, book_id: str, raw_path: str | None, what: str) -> Image.Image:
+    async def _catalog_file(
+        self, book_id: str, raw_path: str | None, what: str
+    ) -> tuple[str, bytes]:
+        """A catalog image's object key and bytes (through the disk cache)."""
         if not raw_path:
             raise ObjectNotFound(f"book {what} has no image path")
         path = self.storage.key_for(raw_path)
-        data = await self.assets.get(book_id, path)
+        return path, await self.assets.get(book_id, path)
+
+    async def _catalog_image(self, book_id: str, raw_path: str | None, what: str) -> Image.Image:
+        _, data = await self._catalog_file(book_id, raw_path, what)
         return await self.pictures.run(load_page_image, data)
 
-    async def _model_input(
-        self, book_id: str, raw_path: str | None, what: str
-    ) -> tuple[Original, ImagePart]:
-        """A catalog page as the output checks need it and as the model is sent it; the decoded
-        page itself is freed here, before the page waits for its image call."""
-        decoded = await self._catalog_image(book_id, raw_path, what)
-        return await self.pictures.run(_page_inputs, decoded)
+    async def _model_input(self, book_id: str, raw_path: str | None, what: str) -> PageInput:
+        """A catalog page as the output checks need it and as the model is sent it, made once
+        per version of the file for all the orders of its book (processors/page_inputs.py); the
+        decoded page itself is freed before the page waits for its image call."""
+        path, data = await self._catalog_file(book_id, raw_path, what)
+        key = await _input_key(path, data)
+        return await self.page_inputs.get(key, lambda: self.pictures.run(_page_inputs, data))
 
     async def _check_pages(self, book_id: str, pages: list[Row]) -> None:
         """Fetch (into the disk cache) and decode every page still to draw, one at a time, so
-        memory does not grow with the book's length."""
+        memory does not grow with the book's length; a page whose inputs are held was decoded
+        from the very same bytes already."""
         for page in pages:
-            await self._catalog_image(
+            path, data = await self._catalog_file(
                 book_id, page.get("image_path"), f"page {page['page_number']}"
             )
+            if await _input_key(path, data) not in self.page_inputs:
+                await self.pictures.run(load_page_image, data)
 
     async def _cover(
         self,
@@ -988,9 +1001,15 @@ def _photo_input(data: bytes) -> ImagePart:
     return _model_input(normalize_photo(data))
 
 
-def _page_inputs(page: Image.Image) -> tuple[Original, ImagePart]:
-    """What a page to draw keeps of its decoded original: the checks' copy and the model input."""
+def _page_inputs(data: bytes) -> PageInput:
+    """What a page to draw keeps of its original: the checks' copy and the model input."""
+    page = load_page_image(data)
     return Original.of(page), _model_input(page)
+
+
+async def _input_key(path: str, data: bytes) -> tuple[str, bytes]:
+    """``PageInputs``' key of a catalog file: its object key and the digest of its bytes."""
+    return path, await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
 
 
 def _part_of(source: Path | bytes) -> ImagePart:

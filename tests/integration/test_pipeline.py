@@ -20,6 +20,7 @@ import asyncio
 import io
 import json
 import re
+import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from loguru import logger
 from PIL import Image, ImageStat
 from pypdf import PdfReader
 
+import processors.book
 from monitor.daemon import AINotReady
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
@@ -76,6 +78,7 @@ from tests.support.pipeline_env import (
     ai_part,
     checkpoints,
     draw_child_photo,
+    draw_scene,
     identity_part,
     notifications,
     photo_part,
@@ -763,6 +766,49 @@ async def test_the_cover_is_analyzed_once_for_every_order_of_the_book(
     calls = sorted(item_row(db, item)["ai_usage"]["calls"] for item in items)
     drawn = len(image_targets(book))
     assert calls == [1 + drawn, 1 + drawn, 2 + drawn]
+
+
+async def test_later_orders_of_a_book_reuse_its_page_inputs_until_a_file_changes(
+    env: PipelineEnv, db: psycopg.Connection, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[bytes] = []
+    decode = processors.book.load_page_image
+
+    def counting(data: bytes) -> Image.Image:
+        decoded.append(data)
+        return decode(data)
+
+    monkeypatch.setattr(processors.book, "load_page_image", counting)
+    book = await env.add_book()
+    processor = await env.processor()
+    first = await env.add_item(book.id, child_name="Mia")
+    assert await env.run_once(processor) == 1
+    drawn = book.drawn_pages
+    # The up-front check and the drawing each decode every page once.
+    assert sum(decoded.count(book.pages[n]) for n in drawn) == 2 * len(drawn)
+
+    decoded.clear()
+    second = await env.add_item(book.id, child_name="Noah")
+    assert await env.run_once(processor) == 1
+    for item in (first, second):
+        assert_completed_book(env, db, item, book)
+    assert not any(decoded.count(book.pages[n]) for n in drawn)
+    assert all(len(env.requests_for(n)) == 2 for n in drawn)
+
+    # An operator replaces page 1's image and drops the book's disk cache: the next order is
+    # drawn from the new picture, not from the inputs made of the old one.
+    (path,) = db.execute(
+        "select image_path from book_pages where book_id = %s and page_number = 1", [book.id]
+    ).fetchone()
+    replacement = draw_scene(7)
+    await env.storage.upload(path, replacement, "image/jpeg")
+    shutil.rmtree(tmp_path / "cache" / "books" / book.id)
+    env.register(replacement, 1)
+    since = len(env.fake.requests)
+    await env.add_item(book.id, child_name="Lea")
+    assert await env.run_once(processor) == 1
+    (request,) = env.requests_for(1, since=since)
+    assert request.images[0] == ai_part(replacement)
 
 
 # --- honest usage, bounded time, siblings that finish ---------------------------------------

@@ -301,9 +301,9 @@ class PipelineEnv:
             age_min=3,
             age_max=7,
         )
-        self._targets[ai_part(cover)] = "cover"
+        self.register(cover, "cover")
         for number, jpeg in originals.items():
-            self._targets[ai_part(jpeg)] = number
+            self.register(jpeg, number)
         return SampleBook(str(book_id), title, cover, originals, has_character)
 
     async def add_photo(self, data: bytes | None = None, *, name: str = "photo.jpg") -> str:
@@ -351,6 +351,10 @@ class PipelineEnv:
         return await asyncio.wait_for(monitor.run_once(), RUN_TIMEOUT)
 
     # ---------------------------------------------------------------- inspecting
+
+    def register(self, original: bytes, target: Target) -> None:
+        """Requests that carry ``original`` (a catalog image replaced in storage) are ``target``'s."""
+        self._targets[ai_part(original)] = target
 
     def target(self, request: RecordedRequest) -> Target:
         kind = request.schema_kind
