@@ -39,5 +39,15 @@ class PictureWork:
         self._free = QueueOrderSemaphore(self.slots)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn``'s result. A caller cancelled meanwhile (a redraw, a lost lease) is cancelled
+        once ``fn`` has ended: a thread cannot be stopped, and its slot is freed only when the
+        thread is, so no more pictures are in work than there are slots."""
         async with self._free:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])
+                if not work.cancelled():
+                    work.exception()  # the caller is gone: retrieved, so asyncio does not log it
+                raise

@@ -66,5 +66,27 @@ async def test_a_failing_job_gives_its_slot_back() -> None:
     assert await asyncio.wait_for(work.run(lambda: 7), timeout=5) == 7
 
 
+async def test_a_cancelled_caller_keeps_its_slot_until_its_thread_ends() -> None:
+    work, release = PictureWork(1), threading.Event()
+    started, ran = threading.Event(), []
+
+    def blocking() -> None:
+        started.set()
+        release.wait(timeout=10)
+        ran.append("first")
+
+    first = asyncio.ensure_future(work.run(blocking))
+    await asyncio.to_thread(started.wait, 10)
+    first.cancel()
+    second = asyncio.ensure_future(work.run(lambda: ran.append("second")))
+    await asyncio.sleep(0.05)
+    # The first thread still runs, so its slot is not free and the second job has not started.
+    assert ran == [] and not first.done()
+    release.set()
+    await asyncio.wait_for(second, timeout=5)
+    assert ran == ["first", "second"]
+    assert first.cancelled()
+
+
 def test_by_default_one_slot_per_usable_core() -> None:
     assert PictureWork().slots == usable_cores() >= 1
