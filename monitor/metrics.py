@@ -7,7 +7,8 @@ Who reports what:
 
 - the daemon: claims, completions, failures, retries, abandoned items, the in-flight count and
   the queue depth (whenever it probes the database);
-- the book processor: :meth:`Metrics.page_generated` and :meth:`Metrics.pdf_built`;
+- the book processor: :meth:`Metrics.page_generated`, :meth:`Metrics.pdf_built` and
+  :meth:`Metrics.page_input`;
 - the AI wrapper (``processors.ai.limits.LimitedAI``): pass :meth:`Metrics.observe_ai_call` as
   ``on_call`` and :meth:`Metrics.ai_retry` as ``on_retry``; their signatures match those hooks;
 - the status server: the event-loop lag.
@@ -62,6 +63,13 @@ class Metrics:
         )
         self._pages = Counter(
             "pages_generated", "Book pages illustrated, by outcome.", ["outcome"], **own
+        )
+        self._page_inputs = Counter(
+            "page_inputs",
+            "Catalog pages' model inputs, made, or reused from another order of the book "
+            "(PAGE_INPUT_CACHE_MB).",
+            ["outcome"],
+            **own,
         )
         self._verdicts = Counter(
             "quality_verdicts",
@@ -208,6 +216,10 @@ class Metrics:
 
     def pdf_built(self, seconds: float) -> None:
         self._pdf.observe(seconds)
+
+    def page_input(self, outcome: str) -> None:
+        """A catalog page's model input, ``made`` or ``reused`` (processors/page_inputs.py)."""
+        self._page_inputs.labels(outcome).inc()
 
     def quality_verdict(self, outcome: str, reference: str) -> None:
         """One QA judge verdict, ``passed`` or ``failed``, on a drawing made with ``reference``

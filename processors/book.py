@@ -270,7 +270,7 @@ class BookProcessor:
         #: Decodes, resizes and encodes of full-size pictures, across all orders of the process.
         self.pictures = PictureWork()
         #: Catalog pages' model inputs and check copies, across all orders of the process.
-        self.page_inputs = PageInputs(page_input_cache_bytes)
+        self.page_inputs = PageInputs(page_input_cache_bytes, self.metrics.page_input)
 
     async def __call__(self, job: JobContext) -> BookResult:
         started_at = time.monotonic()

@@ -35,10 +35,12 @@ def input_bytes(made: PageInput) -> int:
 
 
 class PageInputs:
-    """A byte-bounded LRU of page inputs; concurrent requests for one entry share one making."""
+    """A byte-bounded LRU of page inputs; concurrent requests for one entry share one making.
+    ``counted`` hears ``made`` or ``reused`` for every request (``PipelineMetrics.page_input``)."""
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, counted: Callable[[str], None] | None = None) -> None:
         self.budget_bytes = budget_bytes
+        self._counted = counted or (lambda outcome: None)
         self._entries: OrderedDict[Key, tuple[PageInput, int]] = OrderedDict()
         self._held = 0
         self._making: dict[Key, asyncio.Task[PageInput]] = {}
@@ -56,12 +58,16 @@ class PageInputs:
         held = self._entries.get(key)
         if held is not None:
             self._entries.move_to_end(key)
+            self._counted("reused")
             return held[0]
         making = self._making.get(key)
         if making is None:
             making = asyncio.ensure_future(make())
             self._making[key] = making
             making.add_done_callback(partial(self._made, key))
+            self._counted("made")
+        else:
+            self._counted("reused")
         # Shielded: one order cancelled (its lease lost) must not cancel the making that other
         # orders of the book wait for.
         return await asyncio.shield(making)

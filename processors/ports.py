@@ -76,6 +76,10 @@ class PipelineMetrics(Protocol):
     def pdf_built(self, seconds: float) -> None:
         """The PDF of one book took ``seconds`` to assemble."""
 
+    def page_input(self, outcome: str) -> None:
+        """A catalog page's model input was ``made``, or ``reused`` from another order of its
+        book (processors/page_inputs.py)."""
+
 
 class NullMetrics:
     """Counts nothing: the default when no metrics are wanted (tests, scripts)."""
@@ -84,4 +88,7 @@ class NullMetrics:
         pass
 
     def pdf_built(self, seconds: float) -> None:
+        pass
+
+    def page_input(self, outcome: str) -> None:
         pass

@@ -33,8 +33,8 @@ from loguru import logger
 from PIL import Image, ImageStat
 from pypdf import PdfReader
 
-import processors.book
 from monitor.daemon import AINotReady
+from monitor.metrics import Metrics
 from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from monitor.store.supabase import SupabaseStore
@@ -769,31 +769,29 @@ async def test_the_cover_is_analyzed_once_for_every_order_of_the_book(
 
 
 async def test_later_orders_of_a_book_reuse_its_page_inputs_until_a_file_changes(
-    env: PipelineEnv, db: psycopg.Connection, tmp_path, monkeypatch: pytest.MonkeyPatch
+    env: PipelineEnv, db: psycopg.Connection, tmp_path
 ) -> None:
-    decoded: list[bytes] = []
-    decode = processors.book.load_page_image
+    metrics = Metrics()
 
-    def counting(data: bytes) -> Image.Image:
-        decoded.append(data)
-        return decode(data)
+    def page_inputs(outcome: str) -> float:
+        value = metrics.registry.get_sample_value(
+            "book_monitor_page_inputs_total", {"outcome": outcome}
+        )
+        return value or 0.0
 
-    monkeypatch.setattr(processors.book, "load_page_image", counting)
     book = await env.add_book()
-    processor = await env.processor()
+    processor = await env.processor(metrics=metrics)
+    drawn = len(book.drawn_pages)
     first = await env.add_item(book.id, child_name="Mia")
     assert await env.run_once(processor) == 1
-    drawn = book.drawn_pages
-    # The up-front check and the drawing each decode every page once.
-    assert sum(decoded.count(book.pages[n]) for n in drawn) == 2 * len(drawn)
+    assert (page_inputs("made"), page_inputs("reused")) == (drawn, 0)
 
-    decoded.clear()
     second = await env.add_item(book.id, child_name="Noah")
     assert await env.run_once(processor) == 1
     for item in (first, second):
         assert_completed_book(env, db, item, book)
-    assert not any(decoded.count(book.pages[n]) for n in drawn)
-    assert all(len(env.requests_for(n)) == 2 for n in drawn)
+    assert (page_inputs("made"), page_inputs("reused")) == (drawn, drawn)
+    assert all(len(env.requests_for(n)) == 2 for n in book.drawn_pages)
 
     # An operator replaces page 1's image and drops the book's disk cache: the next order is
     # drawn from the new picture, not from the inputs made of the old one.

@@ -116,3 +116,15 @@ async def test_one_waiter_cancelled_leaves_the_making_to_the_others() -> None:
     assert (await kept)[1].data == made(1)[1].data
     assert cancelled.cancelled()
     assert key(1) in cache
+
+
+async def test_each_request_is_counted_made_or_reused() -> None:
+    heard: list[str] = []
+    cache, maker = PageInputs(10 * ENTRY, heard.append), Maker()
+    maker.gate.clear()
+    together = [asyncio.ensure_future(cache.get(key(1), maker.of(1))) for _ in range(2)]
+    await asyncio.sleep(0)
+    maker.gate.set()
+    await asyncio.gather(*together)
+    await cache.get(key(1), maker.of(1))
+    assert heard == ["made", "reused", "reused"]
