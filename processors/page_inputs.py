@@ -1,9 +1,9 @@
 """What a catalog page becomes before it is drawn, kept between the orders of one book.
 
 Every order of a book decodes the same catalog pages and makes the same two things of each: the
-output checks' small copy (``Original``) and the JPEG sent to the model. That is about a tenth of
-the CPU an order costs on a two-core machine (bench/README.md, "Not done yet"), spent again for
-every copy of a book sold. ``PageInputs`` keeps them, least recently used first out, within a byte
+output checks' small copy (``Original``) and the JPEG sent to the model: about 40 ms of CPU a
+page of the bench's sample book, a sixth of what a 10-page order costs (bench/README.md, the
+seventh pass), spent again for every copy of a book sold. ``PageInputs`` keeps them, least recently used first out, within a byte
 budget (``PAGE_INPUT_CACHE_MB``), one per process beside the disk cache of the catalog files
 (``monitor.storage.cache``), which keeps the files themselves.
 
