@@ -276,6 +276,10 @@ class _Parser:
     def positive_int(self, name: str, default: int) -> int:
         return self.typed(name, int, default, lambda v: v > 0, "a positive integer")
 
+    def non_negative_int(self, name: str, default: int, meaning: str = "") -> int:
+        expect = f"an integer >= 0 ({meaning})" if meaning else "an integer >= 0"
+        return self.typed(name, int, default, lambda v: v >= 0, expect)
+
     def positive_float(self, name: str, default: float) -> float:
         return self.typed(name, float, default, lambda v: v > 0, "a positive number")
 
@@ -412,12 +416,8 @@ class _Parser:
             ),
             local_storage_dir=Path(self.first("LOCAL_STORAGE_DIR") or DEFAULT.local_storage_dir),
             cache_dir=Path(self.first("CACHE_DIR") or DEFAULT.cache_dir),
-            page_input_cache_mb=self.typed(
-                "PAGE_INPUT_CACHE_MB",
-                int,
-                DEFAULT.page_input_cache_mb,
-                lambda v: v >= 0,
-                "a whole number of megabytes, 0 or more",
+            page_input_cache_mb=self.non_negative_int(
+                "PAGE_INPUT_CACHE_MB", DEFAULT.page_input_cache_mb, "megabytes, 0 keeps none"
             ),
             ai_provider=ai_provider,
             google_api_key=Secret(api_key) if api_key else None,
@@ -457,9 +457,7 @@ class _Parser:
             ai_rate_window_seconds=self.positive_float(
                 "AI_RATE_WINDOW_SECONDS", DEFAULT.ai_rate_window_seconds
             ),
-            ai_max_retries=self.typed(
-                "AI_MAX_RETRIES", int, DEFAULT.ai_max_retries, lambda v: v >= 0, "an integer >= 0"
-            ),
+            ai_max_retries=self.non_negative_int("AI_MAX_RETRIES", DEFAULT.ai_max_retries),
             ai_backoff_base_seconds=self.positive_float(
                 "AI_BACKOFF_BASE_SECONDS", DEFAULT.ai_backoff_base_seconds
             ),
@@ -488,12 +486,8 @@ class _Parser:
             ),
             notify_webhook_url=self.first("NOTIFY_WEBHOOK_URL"),
             notify_webhook_secret=Secret(s) if (s := self.first("NOTIFY_WEBHOOK_SECRET")) else None,
-            photo_retention_days=self.typed(
-                "PHOTO_RETENTION_DAYS",
-                int,
-                DEFAULT.photo_retention_days,
-                lambda v: v >= 0,
-                "an integer >= 0 (0 switches retention off)",
+            photo_retention_days=self.non_negative_int(
+                "PHOTO_RETENTION_DAYS", DEFAULT.photo_retention_days, "0 switches retention off"
             ),
         )
         if worker_id := self.first("WORKER_ID"):

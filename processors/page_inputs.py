@@ -3,9 +3,9 @@
 Every order of a book decodes the same catalog pages and makes the same two things of each: the
 output checks' small copy (``Original``) and the JPEG sent to the model: about 40 ms of CPU a
 page of the bench's sample book, a sixth of what a 10-page order costs (bench/README.md, the
-seventh pass), spent again for every copy of a book sold. ``PageInputs`` keeps them, least recently used first out, within a byte
-budget (``PAGE_INPUT_CACHE_MB``), one per process beside the disk cache of the catalog files
-(``monitor.storage.cache``), which keeps the files themselves.
+seventh pass), spent again for every copy of a book sold. ``PageInputs`` keeps them, least
+recently used first out, within a byte budget (``PAGE_INPUT_CACHE_MB``), one per process beside
+the disk cache of the catalog files (``monitor.storage.cache``), which keeps the files themselves.
 
 An entry is found by the object key *and* the SHA-256 of the file's bytes, so a catalog image
 replaced under the same key (and fetched again once its disk cache entry is dropped) is never

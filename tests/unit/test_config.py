@@ -82,6 +82,17 @@ def test_bad_ai_time_and_shape_settings_are_refused_by_name(name: str, value: st
         Settings.from_env({**BASE, name: value})
 
 
+@pytest.mark.parametrize("value", ["-1", "lots", "1.5"])
+def test_a_bad_page_input_cache_size_is_refused_by_name(value: str) -> None:
+    with pytest.raises(ConfigError, match="PAGE_INPUT_CACHE_MB=.*an integer >= 0"):
+        Settings.from_env({**BASE, "PAGE_INPUT_CACHE_MB": value})
+
+
+def test_the_page_input_cache_size_is_read_and_zero_keeps_none() -> None:
+    assert Settings.from_env(BASE).page_input_cache_mb == 64
+    assert Settings.from_env({**BASE, "PAGE_INPUT_CACHE_MB": "0"}).page_input_cache_mb == 0
+
+
 def test_image_size_is_chosen_per_book_unless_the_operator_names_one() -> None:
     assert Settings.from_env(BASE).image_size == "auto"
     assert Settings.from_env({**BASE, "IMAGE_SIZE": "AUTO"}).image_size == "auto"
