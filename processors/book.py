@@ -155,11 +155,11 @@ class _PrintImages:
     the end of the book only assembles the print PDFs. One at a time per order while its pages
     are drawn, each in a slot of the process's ``PictureWork``: an upscale holds a print-size
     picture and its source in memory while it runs, and the cores are wanted by the pages'
-    output checks and judge inputs meanwhile (every slot while pages were drawn cost 15 % of
-    books/min at the paid-tier limit and 20 MB on a 24-page order, bench/README.md). Once every
-    illustration is saved, the book waits for nothing else: those still to prepare take every
-    slot. A drawing judged again after a redraw replaces the earlier one's; the saved drawing
-    is always the one printed."""
+    output checks and judge inputs meanwhile (every slot while pages were drawn cost 20 MB on a
+    24-page order; the books/min it seemed to cost was within the machine's run-to-run spread,
+    bench/README.md, seventh pass). Once every illustration is saved, the book waits for
+    nothing else: those still to prepare take every slot. A drawing judged again after a redraw
+    replaces the earlier one's; the saved drawing is always the one printed."""
 
     profile: PrintProfile
     work: Path
