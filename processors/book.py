@@ -69,7 +69,7 @@ from processors.links import sign_results
 from processors.ownership import require_user_upload
 from processors.page_inputs import PageInput, PageInputs
 from processors.page_pool import DrawSlot, PagePool
-from processors.pdf import SCREEN_MAX_SIDE, build_pdf
+from processors.pdf import build_pdf, screen_copy
 from processors.picture_work import PictureWork
 from processors.ports import (
     AssetCache,
@@ -148,26 +148,45 @@ class _Reference:
         return self.part
 
 
+@dataclass(frozen=True)
+class _Finished:
+    """One illustration as the two kinds of PDF take it."""
+
+    print: PrintImage
+    #: At most ``SCREEN_MAX_SIDE`` px: the screen PDF's picture.
+    screen: Path
+
+
+def _finish(source: Path, name: Path, profile: PrintProfile) -> _Finished:
+    """The print picture and the screen copy of one drawing (files next to ``name``). Blocking."""
+    return _Finished(
+        prepare_print_image(source, name.with_suffix(".print.jpg"), profile),
+        screen_copy(source, name.with_suffix(".screen.jpg")),
+    )
+
+
 @dataclass
-class _PrintImages:
-    """Each illustration's print picture (processors/print_pdf.py), prepared from the drawing
-    while it is judged, so a drawing that passes has its print picture ready or under way and
-    the end of the book only assembles the print PDFs. One at a time per order while its pages
-    are drawn, each in a slot of the process's ``PictureWork``: an upscale holds a print-size
-    picture and its source in memory while it runs, and the cores are wanted by the pages'
-    output checks and judge inputs meanwhile (every slot while pages were drawn cost 20 MB on a
-    24-page order; the books/min it seemed to cost was within the machine's run-to-run spread,
-    bench/README.md, seventh pass). Once every illustration is saved, the book waits for
-    nothing else: those still to prepare take every slot. A drawing judged again after a redraw
-    replaces the earlier one's; the saved drawing is always the one printed."""
+class _FinishedPictures:
+    """Each illustration's print picture (processors/print_pdf.py) and screen copy
+    (processors/pdf.py), prepared from the drawing while it is judged, so a drawing that passes
+    has them ready or under way and the end of the book only assembles the PDFs. One at a time
+    per order while its pages are drawn, each in a slot of the process's ``PictureWork``: an
+    upscale or a downscale holds a print-size picture and its result in memory while it runs,
+    and the cores are wanted by the pages' output checks and judge inputs meanwhile (every slot
+    while pages were drawn cost 20 MB on a 24-page order; the books/min it seemed to cost was
+    within the machine's run-to-run spread, bench/README.md, seventh pass). Once every
+    illustration is saved, the book waits for nothing else: those still to prepare take every
+    slot. Made at the end instead, a 10-page book's screen copies of 4K drawings added 0.8 s
+    after its last picture (bench/README.md, eighth pass). A drawing judged again after a redraw
+    replaces the earlier one's; the saved drawing is always the one in the books."""
 
     profile: PrintProfile
     work: Path
     pictures: PictureWork
-    #: Per illustration being judged, its latest drawing and that drawing's print picture.
-    _judged: dict[int, tuple[bytes, asyncio.Future[PrintImage]]] = field(default_factory=dict)
-    #: Per saved illustration, its print picture (the drawing's bytes are not kept).
-    _final: dict[int, asyncio.Future[PrintImage]] = field(default_factory=dict)
+    #: Per illustration being judged, its latest drawing and what is prepared from it.
+    _judged: dict[int, tuple[bytes, asyncio.Future[_Finished]]] = field(default_factory=dict)
+    #: Per saved illustration, what is prepared from it (the drawing's bytes are not kept).
+    _final: dict[int, asyncio.Future[_Finished]] = field(default_factory=dict)
     _made: Iterator[int] = field(default_factory=itertools.count)
     _turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
@@ -178,8 +197,8 @@ class _PrintImages:
         self._judged[number] = (jpeg, self._start(number, jpeg))
 
     def saved(self, number: int, source: Path | bytes) -> None:
-        """Illustration ``number`` is final as ``source`` (its JPEG bytes, or a file): the
-        picture prepared from that very drawing is kept, anything else is prepared again."""
+        """Illustration ``number`` is final as ``source`` (its JPEG bytes, or a file): what was
+        prepared from that very drawing is kept, anything else is prepared again."""
         judged = self._judged.pop(number, None)
         if judged is not None and judged[0] == source:
             self._final[number] = judged[1]
@@ -188,23 +207,21 @@ class _PrintImages:
             judged[1].cancel()
         self._final[number] = self._start(number, source)
 
-    def _start(self, number: int, source: Path | bytes) -> asyncio.Future[PrintImage]:
+    def _start(self, number: int, source: Path | bytes) -> asyncio.Future[_Finished]:
         # Files of its own: a replaced picture already running still writes its output.
         made = next(self._made)
         return asyncio.ensure_future(
-            self._prepare(source, self.work / f"print-{number:03d}-{made}")
+            self._prepare(source, self.work / f"finished-{number:03d}-{made}")
         )
 
-    async def _prepare(self, source: Path | bytes, name: Path) -> PrintImage:
+    async def _prepare(self, source: Path | bytes, name: Path) -> _Finished:
         if isinstance(source, bytes):
-            # Waiting for its turn, a print picture holds a file name, not the drawing's bytes.
+            # Waiting for its turn, a picture holds a file name, not the drawing's bytes.
             drawing = name.with_suffix(".drawn.jpg")
             await asyncio.to_thread(drawing.write_bytes, source)
             source = drawing
         async with self._turn:
-            return await self.pictures.run(
-                prepare_print_image, source, name.with_suffix(".jpg"), self.profile
-            )
+            return await self.pictures.run(_finish, source, name, self.profile)
 
     def all_saved(self) -> None:
         """Every illustration is saved (called once): the rest run as many at once as
@@ -212,7 +229,7 @@ class _PrintImages:
         for _ in range(self.pictures.slots - 1):
             self._turn.release()
 
-    async def ready(self) -> dict[int, PrintImage]:
+    async def ready(self) -> dict[int, _Finished]:
         numbers = list(self._final)
         made = await asyncio.gather(*self._final.values())
         return dict(zip(numbers, made, strict=True))
@@ -309,7 +326,7 @@ class BookProcessor:
         # not delete the new owner's files, even with a CACHE_DIR shared between processes.
         self.work_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{job.item_id}-", dir=self.work_dir))
-        prints = _PrintImages(print_profile, work, self.pictures)
+        prepared = _FinishedPictures(print_profile, work, self.pictures)
         try:
             await job.report(
                 10, "Drawing the cover", code=StepCode.DRAWING_COVER, usage=usage.as_dict()
@@ -331,7 +348,7 @@ class BookProcessor:
                 beside = slot is not None
 
                 async def drawn(jpeg: bytes) -> None:
-                    prints.drawn(0, jpeg)
+                    prepared.drawn(0, jpeg)
                     if beside:
                         reference.drawn(await self.pictures.run(_part_of, jpeg))
 
@@ -353,29 +370,30 @@ class BookProcessor:
                         reference.drawn(await self.pictures.run(_part_of, cover_file))
                 finally:
                     reference.settle()
-                prints.saved(0, saved)
+                prepared.saved(0, saved)
 
             if self.cover_first or 0 in done:
                 await cover(None)
-                page_files = await self._pages(
-                    job, inputs, pages, reference, done, drafts, work, usage, prints
+                await self._pages(
+                    job, inputs, pages, reference, done, drafts, work, usage, prepared
                 )
             else:
-                page_files = await self._pages(
-                    job, inputs, pages, reference, done, drafts, work, usage, prints, cover=cover
+                await self._pages(
+                    job, inputs, pages, reference, done, drafts, work, usage, prepared, cover=cover
                 )
-            prints.all_saved()
+            prepared.all_saved()
             await job.report(92, "Binding your book", code=StepCode.BINDING, usage=usage.as_dict())
             started = time.monotonic()
+            numbers = [int(p["page_number"]) for p in pages]
+            pictures = await prepared.ready()
             pdf_file = await self.pictures.run(
                 build_pdf,
-                cover_file,
-                page_files,
+                pictures[0].screen,
+                [pictures[n].screen for n in numbers],
                 work / "book.pdf",
                 trim_width_in=float(book.get("trim_width_in") or 8.5),
                 trim_height_in=float(book.get("trim_height_in") or 8.5),
                 title=str(book.get("title") or "Your book"),
-                max_side=SCREEN_MAX_SIDE,
             )
             texts = page_texts(pages, profile, _box)
             await self.pictures.run(add_text_layer, pdf_file, [None, *texts])
@@ -387,10 +405,9 @@ class BookProcessor:
             )
             await self.storage.upload_file(pdf_path, pdf_file, "application/pdf")
             links = await sign_results(self.storage, pdf_path, cover_path)
-            numbers = [int(p["page_number"]) for p in pages]
-            await self._print_files(job, book, prints, numbers, texts)
+            await self._print_files(job, book, prepared, pictures, numbers, texts)
         finally:
-            await prints.cancel()
+            await prepared.cancel()
             shutil.rmtree(work, ignore_errors=True)
         logger.info(
             "book finished",
@@ -414,20 +431,20 @@ class BookProcessor:
         self,
         job: JobContext,
         book: Row,
-        prints: _PrintImages,
+        prepared: _FinishedPictures,
+        pictures: dict[int, _Finished],
         numbers: list[int],
         texts: list[PlacedText | None],
     ) -> None:
         """The interior and cover PDFs for printing (processors/print_pdf.py), uploaded and on
         the row before completion."""
-        ready = await prints.ready()
         files = await self.pictures.run(
             assemble_print_files,
-            ready[0],
-            [ready[n] for n in numbers],
+            pictures[0].print,
+            [pictures[n].print for n in numbers],
             texts,
-            prints.work,
-            prints.profile,
+            prepared.work,
+            prepared.profile,
             title=str(book.get("title") or "Your book"),
         )
         interior_path, cover_path = generated_print_paths(job.item_id)
@@ -436,7 +453,7 @@ class BookProcessor:
         links = await sign_results(self.storage, interior_path, cover_path)
         if files.upscaled:
             logger.info(
-                "print images upscaled", source_ppi=files.source_ppi, ppi=prints.profile.ppi
+                "print images upscaled", source_ppi=files.source_ppi, ppi=prepared.profile.ppi
             )
         await job.record_print_files(
             interior_path=interior_path,
@@ -587,11 +604,11 @@ class BookProcessor:
         drafts: dict[int, Row],
         work: Path,
         usage: Usage,
-        prints: _PrintImages,
+        prepared: _FinishedPictures,
         cover: Callable[[DrawSlot, Callable[[], None]], Awaitable[None]] | None = None,
-    ) -> list[Path]:
-        """Every page through the page pool (processors/page_pool.py); ``cover``, when given,
-        is drawn in the same pool, first in line."""
+    ) -> None:
+        """Every page through the page pool (processors/page_pool.py), each saved into
+        ``prepared``; ``cover``, when given, is drawn in the same pool, first in line."""
         pool = PagePool(self.page_concurrency, job.raise_if_lost)
         # Reports go out one at a time, in the order pages finish: concurrent writes could land
         # out of order and the row would step back from "page 3 of 8" to "page 2 of 8".
@@ -599,25 +616,25 @@ class BookProcessor:
         finished = sum(1 for p in pages if int(p["page_number"]) in done)
         failed = asyncio.Event()
 
-        async def one(page: Row) -> Path:
+        async def one(page: Row) -> None:
             nonlocal finished
             number = int(page["page_number"])
             out = work / f"page-{number:03d}.jpg"
             async with pool.in_progress:
                 if failed.is_set():
-                    return out  # another page failed for good: start nothing new
+                    return  # another page failed for good: start nothing new
                 if number in done:
                     await _download_to(self.storage, done[number], out)
-                    prints.saved(number, out)
+                    prepared.saved(number, out)
                 else:
                     # A sibling's refused write (refund, lost lease) ends the item: no new paid
                     # call.
                     job.raise_if_lost()
                     draft = drafts.get(number)
                     if not await self._page(
-                        job, inputs, page, pool, reference, failed, draft, out, usage, prints
+                        job, inputs, page, pool, reference, failed, draft, out, usage, prepared
                     ):
-                        return out
+                        return
                     async with reporting:
                         finished += 1
                         await job.report(
@@ -626,7 +643,6 @@ class BookProcessor:
                             code=StepCode.DRAWING_PAGE,
                             usage=usage.as_dict(),
                         )
-            return out
 
         async def first(
             draw_cover: Callable[[DrawSlot, Callable[[], None]], Awaitable[None]],
@@ -638,9 +654,9 @@ class BookProcessor:
                 finally:
                     slot.release()
 
-        async def guarded(work: Awaitable[Path | None]) -> Path | None:
+        async def guarded(work: Awaitable[None]) -> None:
             try:
-                return await work
+                await work
             except BaseException:
                 failed.set()
                 raise
@@ -659,7 +675,6 @@ class BookProcessor:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-        return [r for r in results if isinstance(r, Path)]
 
     async def _page(
         self,
@@ -672,7 +687,7 @@ class BookProcessor:
         draft: Row | None,
         out: Path,
         usage: Usage,
-        prints: _PrintImages,
+        prepared: _FinishedPictures,
     ) -> bool:
         """One page drawn, judged and saved, its print picture under way; False when a sibling
         failed for good before its first image call could start (nothing paid, nothing saved)."""
@@ -684,7 +699,7 @@ class BookProcessor:
             # Nobody to personalize on this page: it goes into the book as drawn, by design.
             as_drawn = Checked(await self.pictures.run(to_jpeg, drawing), "", None)
             await self._save(job, number, path, as_drawn, out, usage)
-            prints.saved(number, as_drawn.jpeg)
+            prepared.saved(number, as_drawn.jpeg)
             self.metrics.page_generated("original")
             return True
         # The original is loaded while the page waits for a slot (at most P + 1 pages hold its
@@ -726,7 +741,7 @@ class BookProcessor:
             )
 
             async def drawn(jpeg: bytes) -> None:
-                prints.drawn(number, jpeg)
+                prepared.drawn(number, jpeg)
 
             try:
                 with logger.contextualize(page=number):
@@ -746,7 +761,7 @@ class BookProcessor:
                 self.metrics.page_generated(exc.code)
                 raise
             await self._save(job, number, path, checked, out, usage)
-            prints.saved(number, checked.jpeg)
+            prepared.saved(number, checked.jpeg)
         finally:
             slot.release()
         self.metrics.page_generated("ok")

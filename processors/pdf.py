@@ -7,7 +7,6 @@ JPEG loss, and building a 30-page book costs file copies rather than image encod
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -22,7 +21,8 @@ from processors.images import downscale, to_jpeg
 DEFAULT_TRIM_IN = 8.5
 #: The screen PDF's longest picture side: what ``IMAGE_SIZE=2K`` gives, more than a phone or a
 #: tablet shows. Pictures drawn larger for the print files (``IMAGE_SIZE=auto`` asks for 4K for
-#: an 8.5 in book at 300 PPI) go into the screen PDF as downscaled copies, so it stays small.
+#: an 8.5 in book at 300 PPI) go into the screen PDF as downscaled copies (``screen_copy``), so
+#: it stays small.
 SCREEN_MAX_SIDE = 2048
 
 # img2pdf's layout callback: (width px, height px, dpi) -> (page w, page h, image w, image h) in pt.
@@ -64,12 +64,8 @@ def build_pdf(
     trim_width_in: float = DEFAULT_TRIM_IN,
     trim_height_in: float = DEFAULT_TRIM_IN,
     title: str,
-    max_side: int | None = None,
 ) -> Path:
     """Write ``cover`` then ``pages``, in the order given, as a PDF at ``out``; return ``out``.
-
-    With ``max_side``, a picture whose longer side exceeds it goes in as a downscaled copy
-    (LANCZOS, made next to ``out`` and removed after); the others pass through untouched.
 
     The caller passes ``pages`` already sorted by ``page_number``. Every page's media box is the
     book's trim size. Images *fill* the page, centred: artwork whose ratio differs slightly from
@@ -87,14 +83,7 @@ def build_pdf(
         fit=img2pdf.FitMode.fill,
     )
     try:
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".screen-") as scratch:
-            sources = [cover, *pages]
-            if max_side is not None:
-                sources = [
-                    _at_most(source, max_side, Path(scratch) / f"{n:03d}.jpg")
-                    for n, source in enumerate(sources)
-                ]
-            _convert(sources, out, layout_fun=layout, title=title)
+        _convert([cover, *pages], out, layout_fun=layout, title=title)
     except _IMG2PDF_ERRORS as exc:
         raise PdfFailed(f"img2pdf could not build {out.name}: {exc}") from exc
     except OSError as exc:
@@ -102,8 +91,9 @@ def build_pdf(
     return out
 
 
-def _at_most(source: Path, max_side: int, copy: Path) -> Path:
-    """``source`` when its longer side is at most ``max_side``, else a downscaled copy."""
+def screen_copy(source: Path, copy: Path, max_side: int = SCREEN_MAX_SIDE) -> Path:
+    """``source`` when its longer side is at most ``max_side``, else a LANCZOS-downscaled copy
+    of it written at ``copy``: the picture the screen PDF gets. Blocking."""
     with Image.open(source) as image:
         if max(image.size) <= max_side:
             return source

@@ -29,6 +29,7 @@ import binascii
 import contextlib
 import copy
 import json
+import math
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -168,6 +169,11 @@ class RecordedRequest:
     def aspect_ratio(self) -> str | None:
         ratio: str | None = self.generation_config.get("imageConfig", {}).get("aspectRatio")
         return ratio
+
+    @property
+    def image_size(self) -> str | None:
+        size: str | None = self.generation_config.get("imageConfig", {}).get("imageSize")
+        return size
 
 
 class FakeGemini(LocalServer):
@@ -608,8 +614,30 @@ def hang() -> Behaviour:
 # --- images --------------------------------------------------------------------------------
 
 
+# The pixels a real reply has per imageSize: "Supported values are 1K, 2K, 4K. If not specified,
+# the model will use default value 1K" (ImageConfig in the SDK reference,
+# https://googleapis.github.io/js-genai/release_docs/interfaces/types.ImageConfig.html, read
+# 2026-12-03), and the image-generation page's "Aspect ratios and image size" table gives each
+# size about the same megapixels at every ratio: 1:1 is 1024, 2048 and 4096 px square, 3:4 at
+# 4K 3584 x 4800 (https://ai.google.dev/gemini-api/docs/image-generation, as transcribed by
+# third parties; the page itself is not reachable from here). The fake keeps the megapixels at
+# the exact ratio, in multiples of 16 px, rather than copy anyone's table.
+_SIZE_SIDE = {"1K": 1024, "2K": 2048, "4K": 4096}
+
+
+def requested_pixels(request: RecordedRequest) -> tuple[int, int]:
+    """The (width, height) the real model's reply to ``request`` has: its imageSize (1K when
+    none) at its aspect ratio (1:1 when none)."""
+    side = _SIZE_SIDE.get(request.image_size or "1K", _SIZE_SIDE["1K"])
+    w, h = (int(part) for part in (request.aspect_ratio or "1:1").split(":"))
+    root = math.sqrt(w / h)
+    return 16 * round(side * root / 16), 16 * round(side / root / 16)
+
+
 def reply_size(aspect_ratio: str | None) -> tuple[int, int]:
-    """A small image size with exactly the requested ratio, long side ``_REPLY_LONG_SIDE``."""
+    """A small image size with exactly the requested ratio, long side ``_REPLY_LONG_SIDE``: the
+    tests' default, which keeps a suite of thousands of image calls fast; ``requested_pixels``
+    is what the real service answers, for the benchmark."""
     w, h = (int(side) for side in (aspect_ratio or "1:1").split(":"))
     if w >= h:
         return _REPLY_LONG_SIDE, round(_REPLY_LONG_SIDE * h / w)
@@ -625,6 +653,14 @@ def tinted_copy(request: RecordedRequest) -> tuple[bytes, str]:
         fitted = ImageOps.fit(source.convert("RGB"), size)
     tinted = Image.blend(fitted, Image.new("RGB", size, (255, 180, 0)), 0.3)
     return _jpeg(tinted), "image/jpeg"
+
+
+def full_size_copy(request: RecordedRequest) -> tuple[bytes, str]:
+    """``tinted_copy`` at the pixels the real model answers with (``requested_pixels``): 4K is
+    16 megapixels, so only a test about the size pays for it."""
+    data, mime_type = tinted_copy(request)
+    with Image.open(BytesIO(data)) as small:
+        return _jpeg(small.convert("RGB").resize(requested_pixels(request))), mime_type
 
 
 def solid_jpeg(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:

@@ -16,6 +16,8 @@ from fontTools.ttLib import TTFont
 from pypdf import PdfReader
 
 from monitor.catalog import CatalogError, import_book, read_book_dir
+from processors.pdf import SCREEN_MAX_SIDE
+from testkit.fakes.gemini_server import full_size_copy
 from tests.support.factories import item_row
 from tests.support.pipeline_env import PipelineEnv, draw_scene
 
@@ -132,6 +134,28 @@ async def test_the_print_files_have_bleed_trim_and_300_ppi(
     assert row["print_cover_url"].endswith("print-cover.pdf")
     # The screen PDF stays small: the upscaled pixels are only in the print file.
     assert len(env.stored(row["pdf_path"])) * 4 < len(env.stored(row["print_interior_path"]))
+
+
+async def test_drawings_at_4k_go_whole_into_the_print_files_and_downscaled_into_the_screen_pdf(
+    env: PipelineEnv, db: psycopg.Connection
+) -> None:
+    # An 8.5 in book at 300 PPI is asked for 4K (tests/integration/test_print_image_size.py),
+    # and the fake answers with the pixels the real model gives for it.
+    env.fake.image_maker = full_size_copy
+    row = await finished(env, db, "Mia", "girl")
+    screen = PdfReader(io.BytesIO(env.stored(row["pdf_path"])))
+    interior = PdfReader(io.BytesIO(env.stored(row["print_interior_path"])))
+    cover = PdfReader(io.BytesIO(env.stored(row["print_cover_path"])))
+
+    def sides(reader: PdfReader) -> list[tuple[int, int]]:
+        return [(i.image.width, i.image.height) for page in reader.pages for i in page.images]
+
+    print_side = 2625  # (8.5 + 2 x 0.125) in x 300 PPI
+    assert sides(cover) == [(print_side, print_side)]
+    assert sides(interior) == [(print_side, print_side)] * 3
+    # The cover and pages 1 and 2 were drawn at 4K; page 3 has nobody to draw, so it is the
+    # catalog's 600 px picture: upscaled for print only.
+    assert sides(screen) == [(SCREEN_MAX_SIDE, SCREEN_MAX_SIDE)] * 3 + [(600, 600)]
 
 
 def _placed_images(page):

@@ -11,7 +11,7 @@ from PIL import Image
 from pypdf import PdfReader
 from pypdf.generic import DictionaryObject
 
-from processors.pdf import PdfFailed, PdfWriteFailed, build_pdf
+from processors.pdf import PdfFailed, PdfWriteFailed, build_pdf, screen_copy
 
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 200), (230, 200, 40)]
 TITLE = "Lukáš and the Dragon's Garden"
@@ -53,21 +53,25 @@ def test_pdf_has_cover_then_pages_with_jpegs_embedded_unchanged(
         assert (float(page.mediabox.width), float(page.mediabox.height)) == (612, 612)
 
 
-def test_pictures_above_max_side_go_in_downscaled_the_others_unchanged(
-    images: list[Path], tmp_path: Path
-) -> None:
+def test_a_picture_above_the_screen_side_gets_a_downscaled_copy(tmp_path: Path) -> None:
     big = tmp_path / "drawn-for-print.jpg"
     Image.new("RGB", (4096, 3072), (90, 90, 200)).save(big, "JPEG", quality=90)
-    out = tmp_path / "book.pdf"
+    copy = tmp_path / "screen.jpg"
 
-    build_pdf(images[0], [big, images[1]], out, title=TITLE, max_side=2048)
+    assert screen_copy(big, copy, max_side=2048) == copy
 
-    first, second, third = (only_image(page) for page in PdfReader(out).pages)
-    assert first.get_data() == images[0].read_bytes()
-    assert (second["/Width"], second["/Height"]) == (2048, 1536)
-    assert third.get_data() == images[1].read_bytes()
+    with Image.open(copy) as image:
+        assert image.size == (2048, 1536)
     assert big.stat().st_size > 0  # the source itself is left alone
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_picture_within_the_screen_side_is_its_own_screen_copy(
+    images: list[Path], tmp_path: Path
+) -> None:
+    copy = tmp_path / "screen.jpg"
+
+    assert screen_copy(images[0], copy, max_side=2048) == images[0]
+    assert not copy.exists()
 
 
 def test_non_square_trim_sets_every_media_box_and_fills_the_page(
