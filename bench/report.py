@@ -62,12 +62,20 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "missed"
 
 
+def _replies_text(b: dict[str, Any]) -> str:
+    """Which replies a single-order run had (bench/scenarios.py ``REPLIES``)."""
+    if b.get("replies", "small") == "model":
+        return f"the model's size ({b['reply_px']} px)"
+    return f"small ({b.get('reply_px') or 256} px)"
+
+
 def _single(s: dict[str, Any]) -> list[str]:
     rows = []
     for b in s["books"]:
         ok = b["ratio_max"] is not None and b["ratio_max"] <= 1.2
         rows.append(
             [
+                _replies_text(b),
                 b["pages"],
                 f"{b['completed']}/{b['runs']}",
                 f"{f(b['critical_path_s'])} ({f(b['ai_path_s'])} + {f(b['pdf_s'], 3)})",
@@ -79,6 +87,7 @@ def _single(s: dict[str, Any]) -> list[str]:
         )
     split = [
         [
+            _replies_text(b),
             b["pages"],
             mmm(b["claim_to_first_ai_call_s"]),
             mmm(b["first_to_last_ai_call_s"]),
@@ -95,10 +104,16 @@ def _single(s: dict[str, Any]) -> list[str]:
         f"PAGE_CONCURRENCY = {s['page_concurrency']}, QA_MODE = judge (the default), "
         f"{_order_name(s.get('cover_first', True))}. Critical path = {_path_text(s)} + PDF "
         "build (measured in process). A judge call holds no image slot, so only the last "
-        "illustration's judge adds to the path. Wall = generated_at − started_at.",
+        "illustration's judge adds to the path. Wall = generated_at − started_at. Replies: the "
+        "fake's small tinted copies (what the daemon's ordering and overhead cost), or pictures "
+        "of the pixels the real model gives at the imageSize the daemon asked for (the sample "
+        "book is 8.5 in square, so 4K: what every picture costs the client in production). Each "
+        "row's daemon first finishes one unmeasured order (the fake's replies and the book's "
+        "page inputs are then cached, as for any later order of a catalog book).",
         "",
         *table(
             [
+                "replies",
                 "pages",
                 "runs",
                 "critical path s (AI + PDF)",
@@ -113,6 +128,7 @@ def _single(s: dict[str, Any]) -> list[str]:
         "",
         *table(
             [
+                "replies",
                 "pages",
                 "claim → first AI call",
                 "first → last AI reply",
@@ -123,9 +139,10 @@ def _single(s: dict[str, Any]) -> list[str]:
             split,
         ),
         "",
-        "The CPU is the client's own work on every picture (output checks, judge inputs, the "
-        "300-PPI print upscales, the PDFs); most of it comes in bursts as a round's replies land "
-        "together, so at this compression it adds to the wall up to CPU ÷ cores.",
+        "The CPU is the client's own work on every picture (output checks and fits, judge "
+        "inputs, print pictures and screen copies, the PDFs); most of it comes in bursts as a "
+        "round's replies land together, so at this compression it adds to the wall up to CPU ÷ "
+        "cores.",
     ]
 
 
@@ -577,6 +594,8 @@ def _real(s: dict[str, Any]) -> list[str]:
     return [
         "### 1b. Single order at real latency (not scaled), the QA judge on",
         "",
+        f"Replies of the model's size ({s.get('reply_px') or 256} px, the imageSize the daemon "
+        "asked for), after one unmeasured order (section 1). "
         f"L_a = {s['analysis_s']} s (analyses and every judge call), L_i = {s['image_s']} s, "
         f"±{round(s['jitter'] * 100)} % jitter (uniform), PAGE_CONCURRENCY = {s['page_concurrency']}, "
         "QA_MODE = judge (the default: one analysis call after every illustration, the cover "

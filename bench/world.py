@@ -27,7 +27,7 @@ from monitor.migrate import migrate
 from monitor.storage.local import LocalStorage
 from monitor.store.postgres import PostgresStore
 from testkit.daemon_process import DaemonProcess
-from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, tinted_copy
+from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, full_size_copy, tinted_copy
 from testkit.postgres import Cluster
 
 TEMPLATE = "bench_template"
@@ -76,27 +76,33 @@ def big_jpeg(side: int) -> bytes:
     return out.getvalue()
 
 
-def sized_replies(side: int):
-    """The fake's tinted copy of the first input (so quality checks pass), scaled up to ``side``.
+def sized_replies(side: int | None = None):
+    """The fake's tinted copy of the first input (so quality checks pass), scaled up to a long
+    side of ``side`` px or, when ``side`` is None, to the pixels the real model answers the
+    request with (its imageSize at its ratio, ``full_size_copy``).
 
-    Replies are cached per input image: a 4K JPEG takes the fake a good part of a second to
-    encode, CPU that would otherwise be taken from the daemon being measured on a 2-core box.
+    Replies are cached per input image and size: a 4K JPEG takes the fake a good part of a
+    second to encode, CPU that would otherwise be taken from the daemon being measured on a
+    2-core box.
     """
     made: dict[bytes, tuple[bytes, str]] = {}
 
     def make(request: RecordedRequest) -> tuple[bytes, str]:
         first = request.images[0] if request.images else b""
-        key = hashlib.sha256(first + str(request.aspect_ratio).encode()).digest()
-        if key not in made:
-            data, _ = tinted_copy(request)
-            with Image.open(BytesIO(data)) as img:
-                scale = side / max(img.size)
-                big = img.convert("RGB").resize(
-                    (round(img.width * scale), round(img.height * scale))
-                )
-            out = BytesIO()
-            big.save(out, "JPEG", quality=90)
-            made[key] = (out.getvalue(), "image/jpeg")
+        tag = f"{request.aspect_ratio}/{side or request.image_size}".encode()
+        key = hashlib.sha256(first + tag).digest()
+        if key in made:
+            return made[key]
+        if side is None:
+            made[key] = full_size_copy(request)
+            return made[key]
+        data, _ = tinted_copy(request)
+        with Image.open(BytesIO(data)) as img:
+            scale = side / max(img.size)
+            big = img.convert("RGB").resize((round(img.width * scale), round(img.height * scale)))
+        out = BytesIO()
+        big.save(out, "JPEG", quality=90)
+        made[key] = (out.getvalue(), "image/jpeg")
         return made[key]
 
     return make
