@@ -86,6 +86,7 @@ from processors.print_pdf import (
 )
 from processors.prompts import PromptBook
 from processors.qa import Checked, Drafted, Drawing, QualityGate, Reference
+from processors.queue_order import deferred
 from processors.story import page_texts
 from processors.text_layer import PlacedText, add_text_layer
 
@@ -176,8 +177,8 @@ class _FinishedPictures:
     while pages were drawn cost 20 MB on a 24-page order; the books/min it seemed to cost was
     within the machine's run-to-run spread, bench/README.md, seventh pass). Once every
     illustration is saved, the book waits for nothing else: those still to prepare take every
-    slot. Made at the end instead, a 10-page book's screen copies of 4K drawings added 0.8 s
-    after its last picture (bench/README.md, eighth pass). A drawing judged again after a redraw
+    slot. Until then they are ``deferred``: the order's output checks and judge inputs, which
+    its next calls wait on, take a free core first. A drawing judged again after a redraw
     replaces the earlier one's; the saved drawing is always the one in the books."""
 
     profile: PrintProfile
@@ -221,7 +222,8 @@ class _FinishedPictures:
             await asyncio.to_thread(drawing.write_bytes, source)
             source = drawing
         async with self._turn:
-            return await self.pictures.run(_finish, source, name, self.profile)
+            with deferred():
+                return await self.pictures.run(_finish, source, name, self.profile)
 
     def all_saved(self) -> None:
         """Every illustration is saved (called once): the rest run as many at once as

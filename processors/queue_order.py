@@ -44,6 +44,20 @@ def served_as(place: Place) -> Iterator[None]:
         _place.reset(token)
 
 
+#: Appended to a place by ``deferred``: a tuple sorts after every tuple it extends.
+_DEFERRED = "deferred"
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Turns taken inside wait behind the same order's other turns, and still before any
+    younger order's: for work nobody waits on yet. An order's finished pictures (print picture,
+    screen copy) are prepared while its pages are drawn, but the judge inputs and output checks
+    of those pages are what its next calls wait on, so a core goes to them first."""
+    with served_as((*_place.get(), _DEFERRED)):
+        yield
+
+
 class QueueOrderSemaphore:
     """A semaphore whose free slot goes to the waiter with the lowest place (first come first
     served among equal places).

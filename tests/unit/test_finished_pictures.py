@@ -4,6 +4,7 @@ while pages are drawn, every PictureWork slot once they are all saved."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from pathlib import Path
@@ -158,3 +159,31 @@ async def test_once_every_page_is_saved_the_rest_take_every_slot(
 
     assert ran == ["beside another", "beside another"]
     assert sorted(ready) == [1, 2]
+
+
+async def test_a_finished_picture_waits_behind_the_orders_other_picture_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+    monkeypatch.setattr(book, "_finish", lambda source, name, profile: ran.append("finished"))
+    work = PictureWork(1)
+    prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, work)
+    started, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        holding.wait(10)
+
+    busy = asyncio.ensure_future(work.run(hold))
+    await eventually(started.is_set, what="the only slot taken")
+    drawing = jpeg("red")
+    prepared_pictures.drawn(1, drawing)
+    await eventually(lambda: work._free._waiters, what="the finished picture in line")
+    # A page's output check asks for the core after the finished picture did.
+    check = asyncio.ensure_future(work.run(ran.append, "output check"))
+    holding.set()
+    await asyncio.gather(busy, check)
+    prepared_pictures.saved(1, drawing)
+    await prepared_pictures.ready()
+
+    assert ran == ["output check", "finished"]

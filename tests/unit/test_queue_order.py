@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from processors.queue_order import Place, QueueOrderSemaphore, served_as
+from processors.queue_order import Place, QueueOrderSemaphore, deferred, served_as
 
 
 async def settle() -> None:
@@ -24,7 +24,7 @@ class Turns:
         self._done: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
-    def arrive(self, name: str, place: Place) -> None:
+    def arrive(self, name: str, place: Place, *, defer: bool = False) -> None:
         self._done[name] = asyncio.Event()
 
         async def take() -> None:
@@ -32,11 +32,32 @@ class Turns:
                 self.served.append(name)
                 await self._done[name].wait()
 
+        async def take_deferred() -> None:
+            with deferred():
+                await take()
+
         with served_as(place):
-            self.tasks[name] = asyncio.ensure_future(take())
+            self.tasks[name] = asyncio.ensure_future(take_deferred() if defer else take())
 
     def finish(self, name: str) -> None:
         self._done[name].set()
+
+
+async def test_deferred_work_goes_after_its_orders_other_turns_and_before_younger_orders() -> None:
+    turns = Turns(QueueOrderSemaphore(1))
+    older, younger = ("2026-12-02T10:00:01", "a"), ("2026-12-02T10:00:09", "z")
+    turns.arrive("holder", older)
+    await settle()
+    turns.arrive("older, deferred", older, defer=True)
+    turns.arrive("younger", younger)
+    turns.arrive("older", older)
+    await settle()
+
+    for name in ["holder", "older", "older, deferred"]:
+        turns.finish(name)
+        await settle()
+
+    assert turns.served == ["holder", "older", "older, deferred", "younger"]
 
 
 async def test_a_freed_slot_goes_to_the_oldest_place_then_first_come() -> None:
