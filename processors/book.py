@@ -96,6 +96,11 @@ AI_INPUT_MAX_SIDE = 1536
 # A blank or unchanged output is redrawn this many times before the item is retried later.
 OUTPUT_REDRAWS = 1
 
+#: A drawing's JPEG to the judge's input of it.
+AsPart = Callable[[bytes], Awaitable[ImagePart]]
+#: Told of every drawing that passed its output checks, with the way to its judge input.
+Drawn = Callable[[bytes, AsPart], Awaitable[None]]
+
 
 class BookNotFound(TerminalError):
     code = "book_not_found"
@@ -147,6 +152,25 @@ class _Reference:
     async def for_judge(self) -> ImagePart | None:
         await self._settled.wait()
         return self.part
+
+
+class _JudgeInputs:
+    """The judge's input of one illustration's latest drawing. A fresh drawing's is made in the
+    same picture job as its fit (``_fit``): a job of its own would decode the fitted picture
+    again and queue for a core again, on the way to the judge call. Whoever else asks for the
+    same drawing (the cover as the pages' reference) gets the same part."""
+
+    def __init__(self, pictures: PictureWork) -> None:
+        self._pictures = pictures
+        self._latest: tuple[bytes, ImagePart] | None = None
+
+    def made(self, jpeg: bytes, part: ImagePart) -> None:
+        self._latest = (jpeg, part)
+
+    async def of(self, jpeg: bytes) -> ImagePart:
+        if self._latest is None or self._latest[0] is not jpeg:
+            self._latest = (jpeg, await self._pictures.run(_part_of, jpeg))
+        return self._latest[1]
 
 
 @dataclass(frozen=True)
@@ -349,10 +373,10 @@ class BookProcessor:
                 # it is theirs once it passed.
                 beside = slot is not None
 
-                async def drawn(jpeg: bytes) -> None:
+                async def drawn(jpeg: bytes, as_part: AsPart) -> None:
                     prepared.drawn(0, jpeg)
                     if beside:
-                        reference.drawn(await self.pictures.run(_part_of, jpeg))
+                        reference.drawn(await as_part(jpeg))
 
                 try:
                     saved = await self._cover(
@@ -537,7 +561,7 @@ class BookProcessor:
         out: Path,
         usage: Usage,
         slot: DrawSlot | None,
-        drawn: Callable[[bytes], Awaitable[None]] | None,
+        drawn: Drawn | None,
         doomed: Callable[[], None] | None,
     ) -> Path | bytes:
         """The cover saved at ``out``; returns what it was saved from: the earlier attempt's
@@ -568,7 +592,7 @@ class BookProcessor:
         usage: Usage,
         *,
         slot: DrawSlot | None = None,
-        drawn: Callable[[bytes], Awaitable[None]] | None = None,
+        drawn: Drawn | None = None,
         resume: Drawing | None = None,
         drafted: Drafted | None = None,
         doomed: Callable[[], None] | None = None,
@@ -742,7 +766,7 @@ class BookProcessor:
                 inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
             )
 
-            async def drawn(jpeg: bytes) -> None:
+            async def drawn(jpeg: bytes, as_part: AsPart) -> None:
                 prepared.drawn(number, jpeg)
 
             try:
@@ -777,7 +801,7 @@ class BookProcessor:
         reference: _Reference | None,
         usage: Usage,
         slot: DrawSlot | None,
-        drawn: Callable[[bytes], Awaitable[None]] | None = None,
+        drawn: Drawn | None = None,
         resume: Drawing | None = None,
         drafted: Drafted | None = None,
         doomed: Callable[[], None] | None = None,
@@ -785,11 +809,12 @@ class BookProcessor:
         """One illustration through the quality gate (processors/qa.py); each image call holds
         ``slot`` (when given), the judge calls do not. ``drawn`` sees every drawing that passed
         the output checks, before it is judged (a resumed draft included)."""
+        judge_inputs = _JudgeInputs(self.pictures)
         if resume is not None:
             if slot:
                 slot.release()  # the draft's judge comes first; a redraw takes a slot again
             if drawn:
-                await drawn(resume.jpeg)
+                await drawn(resume.jpeg, judge_inputs.of)
 
         # Without a judge the drawing is saved next: the page keeps its slot until then.
         keep = self.quality.mode == "off"
@@ -799,15 +824,18 @@ class BookProcessor:
 
         async def draw(prompt: str, soft: str) -> tuple[bytes, str, Reference]:
             identity = reference.part if reference else None
-            jpeg, model = await self._draw(
+            jpeg, model, part = await self._draw(
                 replace(request, prompt=prompt, identity_reference=identity),
                 soft,
                 original,
                 usage,
                 calling,
+                with_part=self.quality.mode != "off",
             )
+            if part is not None:
+                judge_inputs.made(jpeg, part)
             if drawn:
-                await drawn(jpeg)
+                await drawn(jpeg, judge_inputs.of)
             if reference is None:
                 return jpeg, model, "cover_itself"
             return jpeg, model, "with_cover" if identity else "without_cover"
@@ -820,7 +848,7 @@ class BookProcessor:
             photo=request.child_photo,
             identity=reference.for_judge if reference else None,
             usage=usage,
-            as_part=lambda jpeg: self.pictures.run(_part_of, jpeg),
+            as_part=judge_inputs.of,
             resume=resume,
             drafted=drafted,
             doomed=doomed,
@@ -833,13 +861,16 @@ class BookProcessor:
         original: Original,
         usage: Usage,
         calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
-    ) -> tuple[bytes, str]:
+        *,
+        with_part: bool,
+    ) -> tuple[bytes, str, ImagePart | None]:
         """One illustration within the page deadline (module docstring); each image call
-        within ``calling()`` (the page's image slot), the checks of its output outside."""
+        within ``calling()`` (the page's image slot), the checks of its output outside. With
+        ``with_part``, the drawing's judge input too."""
         try:
             async with deadline(self.page_deadline_seconds):
                 return await self._draw_unbounded(
-                    request, softened_prompt, original, usage, calling
+                    request, softened_prompt, original, usage, calling, with_part
                 )
         except TimeoutError:
             logger.warning(
@@ -859,7 +890,8 @@ class BookProcessor:
         original: Original,
         usage: Usage,
         calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
-    ) -> tuple[bytes, str]:
+        with_part: bool,
+    ) -> tuple[bytes, str, ImagePart | None]:
         """Softened prompt once after a safety block; redraw a blank, unchanged or wrong-shaped
         output up to ``OUTPUT_REDRAWS`` times, then fail with ``ai_bad_output``.
 
@@ -878,9 +910,10 @@ class BookProcessor:
                 async with calling():
                     result = await self.ai.generate_image(request, usage)
             try:
-                jpeg = await self.pictures.run(
-                    fit_output,
+                jpeg, part = await self.pictures.run(
+                    _fit,
                     result.data,
+                    with_part,
                     original=original,
                     requested_ratio=result.aspect_ratio,
                     tolerance=self.aspect_tolerance,
@@ -903,7 +936,7 @@ class BookProcessor:
                 softened=request.prompt == softened_prompt,
                 seconds=round(time.monotonic() - started, 1),
             )
-            return jpeg, result.model
+            return jpeg, result.model, part
         raise AssertionError("unreachable")
 
     async def _save(
@@ -1032,6 +1065,22 @@ async def _input_key(path: str, data: bytes) -> tuple[str, bytes]:
 def _part_of(source: Path | bytes) -> ImagePart:
     """A drawn image (a file, or the bytes of one) as the model is sent it."""
     return ImagePart(model_input_file(source, AI_INPUT_MAX_SIDE))
+
+
+def _fit(
+    output: bytes,
+    with_part: bool,
+    *,
+    original: Original,
+    requested_ratio: str | None,
+    tolerance: float,
+    keep: tuple[int, int] | None,
+) -> tuple[bytes, ImagePart | None]:
+    """``fit_output``, and with ``with_part`` its result's judge input (``_JudgeInputs``)."""
+    jpeg = fit_output(
+        output, original=original, requested_ratio=requested_ratio, tolerance=tolerance, keep=keep
+    )
+    return jpeg, _part_of(jpeg) if with_part else None
 
 
 def _sha256(data: bytes) -> str:

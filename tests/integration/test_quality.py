@@ -9,10 +9,13 @@ never answered is judged again, not drawn again (its draft, migrations/021).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+import processors.book as book_module
+from processors.ai.base import ImagePart
 from processors.qa import QualityCheckFailed
 from testkit.fakes.gemini_server import judge_verdict, unavailable
 from tests.support.factories import item_row
@@ -201,3 +204,26 @@ async def test_an_operators_retry_draws_the_page_that_failed_its_judge_afresh(
 
     assert item_row(db, item)["generation_status"] == "completed"
     assert len(env.requests_for(1)) == 2  # drawn again, not the failed drawing judged again
+
+
+async def test_each_drawing_is_made_into_the_judges_input_once(
+    env: PipelineEnv, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In its fit's picture job: not again for the judge, nor for the pages' reference when the
+    cover is drawn beside them (COVER_FIRST=false)."""
+    made: list[Path | bytes] = []
+    real = book_module._part_of
+
+    def counting(source: Path | bytes) -> ImagePart:
+        made.append(source)
+        return real(source)
+
+    monkeypatch.setattr(book_module, "_part_of", counting)
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+    env.script.on("judge_2", judge_verdict(likeness_score=2.5, problems=["different hair"]))
+
+    assert await env.run_once(await env.processor(QA_MODE="judge", COVER_FIRST="false")) == 1
+
+    assert item_row(db, item)["generation_status"] == "completed"
+    assert len(made) == len(JUDGED) + 1  # page 2 was drawn twice
