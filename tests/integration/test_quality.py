@@ -210,7 +210,8 @@ async def test_each_drawing_is_made_into_the_judges_input_once(
     env: PipelineEnv, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In its fit's picture job: not again for the judge, nor for the pages' reference when the
-    cover is drawn beside them (COVER_FIRST=false)."""
+    cover is drawn beside them (COVER_FIRST=false). ``_part_of`` is spied on, not replaced: it
+    is the one place a drawing becomes a model input, and the count is not visible outside."""
     made: list[Path | bytes] = []
     real = book_module._part_of
 

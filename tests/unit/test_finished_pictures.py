@@ -129,7 +129,7 @@ async def test_a_drawing_larger_than_the_screen_side_gets_its_screen_copy_while_
     assert ready[1].print.path.read_bytes() == out.getvalue()
 
 
-async def test_print_pictures_run_one_at_a_time_until_every_page_is_saved(
+async def test_finished_pictures_run_one_at_a_time_until_every_page_is_saved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ran: list[str] = []
