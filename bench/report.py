@@ -107,7 +107,9 @@ def _single(s: dict[str, Any]) -> list[str]:
         "illustration's judge adds to the path. Wall = generated_at − started_at. Replies: the "
         "fake's small tinted copies (what the daemon's ordering and overhead cost), or pictures "
         "of the pixels the real model gives at the imageSize the daemon asked for (the sample "
-        "book is 8.5 in square, so 4K: what every picture costs the client in production). Each "
+        "book is 8.5 in square, so 4K: what every picture costs the client in production), "
+        "encoded with a real reply's detail and quality (grain, JPEG quality 95: 6 MB at 4096 "
+        "px, where real replies are JPEGs of 3.5-7.8 MB). Each "
         "row's daemon first finishes one unmeasured order (the fake's replies and the book's "
         "page inputs are then cached, as for any later order of a catalog book).",
         "",
@@ -342,7 +344,8 @@ def _memory(s: dict[str, Any]) -> list[str]:
     return [
         "### 4. Memory: peak RSS against in-flight orders, book length and image size",
         "",
-        "Fake replies are square JPEGs of `reply px` per side (1024, 2048, 4096 ≈ Gemini's 1K, 2K, 4K). "
+        "Fake replies are square JPEGs of `reply px` per side (1024, 2048, 4096 ≈ Gemini's 1K, 2K, 4K), "
+        "with a real reply's detail and quality (grain, quality 95: 6 MB at 4096 px). "
         "RSS of the daemon process sampled every 50 ms. Cold = before any order; warm = after one "
         "finished order (one-time costs included); per order = (peak − warm) / in-flight observed. "
         "Targets: ≤ 100 MB per order up to 2K, ≤ 250 MB at 4K."
@@ -595,7 +598,7 @@ def _real(s: dict[str, Any]) -> list[str]:
         "### 1b. Single order at real latency (not scaled), the QA judge on",
         "",
         f"Replies of the model's size ({s.get('reply_px') or 256} px, the imageSize the daemon "
-        "asked for), after one unmeasured order (section 1). "
+        "asked for, 6 MB each as a real reply), after one unmeasured order (section 1). "
         f"L_a = {s['analysis_s']} s (analyses and every judge call), L_i = {s['image_s']} s, "
         f"±{round(s['jitter'] * 100)} % jitter (uniform), PAGE_CONCURRENCY = {s['page_concurrency']}, "
         "QA_MODE = judge (the default: one analysis call after every illustration, the cover "

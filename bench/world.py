@@ -27,7 +27,13 @@ from monitor.migrate import migrate
 from monitor.storage.local import LocalStorage
 from monitor.store.postgres import PostgresStore
 from testkit.daemon_process import DaemonProcess
-from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, full_size_copy, tinted_copy
+from testkit.fakes.gemini_server import (
+    FakeGemini,
+    RecordedRequest,
+    full_size_copy,
+    like_a_reply,
+    tinted_copy,
+)
 from testkit.postgres import Cluster
 
 TEMPLATE = "bench_template"
@@ -79,7 +85,8 @@ def big_jpeg(side: int) -> bytes:
 def sized_replies(side: int | None = None):
     """The fake's tinted copy of the first input (so quality checks pass), scaled up to a long
     side of ``side`` px or, when ``side`` is None, to the pixels the real model answers the
-    request with (its imageSize at its ratio, ``full_size_copy``).
+    request with (its imageSize at its ratio, ``full_size_copy``), and encoded with a real
+    reply's detail and quality (``like_a_reply``: 6 MB at 4096 px).
 
     Replies are cached per input image and size: a 4K JPEG takes the fake a good part of a
     second to encode, CPU that would otherwise be taken from the daemon being measured on a
@@ -100,9 +107,7 @@ def sized_replies(side: int | None = None):
         with Image.open(BytesIO(data)) as img:
             scale = side / max(img.size)
             big = img.convert("RGB").resize((round(img.width * scale), round(img.height * scale)))
-        out = BytesIO()
-        big.save(out, "JPEG", quality=90)
-        made[key] = (out.getvalue(), "image/jpeg")
+        made[key] = (like_a_reply(big), "image/jpeg")
         return made[key]
 
     return make

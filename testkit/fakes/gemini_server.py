@@ -33,11 +33,12 @@ import math
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from io import BytesIO
 from typing import Any
 
 from aiohttp import web
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps
 
 from testkit.fakes.base import LocalServer
 
@@ -656,11 +657,42 @@ def tinted_copy(request: RecordedRequest) -> tuple[bytes, str]:
 
 
 def full_size_copy(request: RecordedRequest) -> tuple[bytes, str]:
-    """``tinted_copy`` at the pixels the real model answers with (``requested_pixels``): 4K is
-    16 megapixels, so only a test about the size pays for it."""
+    """``tinted_copy`` at the pixels the real model answers with (``requested_pixels``), encoded
+    as the real model encodes (``like_a_reply``): 4K is 16 megapixels and about 6 MB, so only a
+    test about the size pays for it."""
     data, mime_type = tinted_copy(request)
     with Image.open(BytesIO(data)) as small:
-        return _jpeg(small.convert("RGB").resize(requested_pixels(request))), mime_type
+        return like_a_reply(small.convert("RGB").resize(requested_pixels(request))), mime_type
+
+
+# What a real reply weighs: gemini-3.1-flash-image-preview answers "mime=image/jpeg,
+# bytes=3667955", JPEG "with very high quality (likely close to 100)"
+# (https://github.com/googleapis/python-genai/issues/2346, 2026-04-27), and a 4K 16:9 picture
+# of gemini-3-pro-image-preview was 7.8 MB (https://github.com/Chevey339/kelivo/issues/161,
+# 2025-12-08). A scaled-up tinted copy is smooth and would encode to a tenth of that (423 KB at
+# 4096 px), so the client would decode and carry far less than in production. Grain of sigma
+# 6 at quality 95 gives 0.36 bytes a pixel: 6.1 MB at 4096 px square, between the two reports.
+_REPLY_GRAIN_SIGMA = 6
+_REPLY_QUALITY = 95
+
+
+def like_a_reply(image: Image.Image) -> bytes:
+    """``image`` (RGB) as the real image model's JPEG of its size: its detail (grain) and its
+    quality, so its bytes and its decode cost are a real reply's."""
+    grained = ImageChops.add(image, _grain(image.size), 1.0, -128)
+    buffer = BytesIO()
+    grained.save(buffer, "JPEG", quality=_REPLY_QUALITY)
+    return buffer.getvalue()
+
+
+@lru_cache(maxsize=2)
+def _grain(size: tuple[int, int]) -> Image.Image:
+    """Gaussian grain around 128 per channel (one noise field, turned, for each): made once per
+    size, as it takes longer than the encode."""
+    noise = Image.effect_noise(size, _REPLY_GRAIN_SIGMA)
+    turned = noise.transpose(Image.Transpose.ROTATE_180)
+    mirrored = noise.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return Image.merge("RGB", (noise, turned, mirrored))
 
 
 def solid_jpeg(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
