@@ -178,6 +178,7 @@ def fit_output(
     requested_ratio: str | None = None,
     tolerance: float = DEFAULT_ASPECT_TOLERANCE,
     keep: tuple[int, int] | None = None,
+    checked: bool = False,
 ) -> bytes:
     """Check a model's picture and return it as the page's JPEG, at ``original``'s exact ratio
     and at ``original``'s pixel size or, when the picture has more pixels and ``keep`` (width,
@@ -201,6 +202,11 @@ def fit_output(
     so a truncated reply fails them. Any other JPEG larger than the result is decoded at 1/2,
     1/4 or 1/8 scale where that still covers it: a 4K reply for a 2K need costs a quarter of
     its pixels.
+
+    ``checked``: this very ``output`` passed ``check_output`` with the same ``original``,
+    ``requested_ratio`` and ``tolerance``, so its pixels are not checked again (the shape still
+    is, from the header): a second look at another scale could judge a picture on the edge of
+    a threshold the other way, after its judge call has started.
     """
     page = original if isinstance(original, Original) else Original.of(original)
     wanted = max(1.0, *(k / o for k, o in zip(keep or (0, 0), page.size, strict=True)))
@@ -210,8 +216,9 @@ def fit_output(
     _check_shape(upright, page.size, requested_ratio, tolerance)
     size = _result_size(upright, page.size, wanted)
     if _is_the_result(opened, size):
-        _draft(opened, (_CHECK_SIDE, _CHECK_SIDE))
-        _check_drawing(_decode(opened, OutputInvalid), page.look)
+        if not checked:
+            _draft(opened, (_CHECK_SIDE, _CHECK_SIDE))
+            _check_drawing(_decode(opened, OutputInvalid), page.look)
         return output
     _draft(opened, _fit_source_size(upright, wanted_size))
     image = _decode(opened, OutputInvalid)
@@ -219,10 +226,43 @@ def fit_output(
     # Again on the pixels: a PNG may carry its orientation after the header.
     _check_shape(image.size, page.size, requested_ratio, tolerance)
     size = _result_size(image.size, page.size, wanted)
-    # Checked before the fit, on a small copy of the same centre crop: a reply smaller than the
-    # page is not upscaled first only to be shrunk for its checks, nor at all when they fail.
-    _check_drawing(image, page.look, box=_centre_crop(image.size, size))
+    if not checked:
+        # Checked before the fit, on a small copy of the same centre crop: a reply smaller than
+        # the page is not upscaled first only to be shrunk for its checks, nor at all when they
+        # fail.
+        _check_drawing(image, page.look, box=_centre_crop(image.size, size))
     return to_jpeg(fit_consuming(image, size))
+
+
+def check_output(
+    output: bytes,
+    *,
+    original: Original,
+    requested_ratio: str | None = None,
+    tolerance: float = DEFAULT_ASPECT_TOLERANCE,
+    preview_side: int,
+) -> Image.Image:
+    """``fit_output``'s checks alone (``OutputInvalid`` for the same outputs), and the page the
+    output will become as a preview of at most ``preview_side`` px: the same centre crop, from a
+    decode at the smallest DCT scale that still covers it.
+
+    The judge's input is made from this preview while the page itself is fitted: the fit
+    decodes all of a 4K reply and resizes it to the print's pixels, half a second of a core,
+    while the judge looks at 1536 px, which a half-scale decode of the reply serves. Then call
+    ``fit_output(..., checked=True)``.
+    """
+    opened = _open(output, _GENERATED_FORMATS, OutputInvalid)
+    upright = _upright_size(opened)
+    _check_shape(upright, original.size, requested_ratio, tolerance)
+    left, top, right, bottom = _centre_crop(upright, original.size)
+    scale = min(1.0, preview_side / max(right - left, bottom - top))
+    preview = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
+    _draft(opened, _fit_source_size(upright, preview))
+    image = _decode(opened, OutputInvalid)
+    _check_shape(image.size, original.size, requested_ratio, tolerance)
+    box = _centre_crop(image.size, original.size)
+    _check_drawing(image, original.look, box=box)
+    return image.resize(preview, Image.Resampling.LANCZOS, box=box)
 
 
 def fit_consuming(image: Image.Image, size: tuple[int, int]) -> Image.Image:

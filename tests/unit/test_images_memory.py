@@ -18,6 +18,7 @@ import processors.images as images
 from processors.images import (
     Original,
     OutputInvalid,
+    check_output,
     fit_output,
     load_page_image,
     model_input_file,
@@ -264,3 +265,64 @@ def test_model_input_of_a_file_decodes_only_what_the_model_gets(
         assert sent.format == "JPEG"
         assert sent.size == (1536, 1152)
     assert Image.open(io.BytesIO(model_input_file(page.read_bytes(), 1536))).size == (1536, 1152)
+
+
+def test_the_judges_preview_of_a_4k_reply_is_decoded_at_half_scale_and_is_the_pages_crop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    page = Original.of(picture(1200, 1600))
+    drawn = reply(3600, 4800)  # 3:4, as the page
+    seen = decoded_sizes(monkeypatch, "_decode")
+
+    preview = check_output(to_jpeg(drawn), original=page, preview_side=1536)
+
+    assert seen == [(1800, 2400)]  # half of 4800 still covers 1536
+    assert preview.size == (1152, 1536)
+    fitted = fit_output(to_jpeg(drawn), original=page, checked=True)
+    with Image.open(io.BytesIO(fitted)) as page_jpeg:
+        shrunk = page_jpeg.convert("RGB").resize(preview.size, Image.Resampling.LANCZOS)
+    assert max(ImageStat.Stat(ImageChops.difference(preview, shrunk)).mean) < 3
+
+
+def test_the_judges_preview_shows_the_centre_crop_of_a_wider_reply() -> None:
+    page = Original.of(picture(1000, 1000))
+    drawn = reply(1030, 1000)  # 3 % wider: within the tolerance, cropped to the square page
+    drawn.paste((255, 0, 0), (0, 0, 15, 1000))
+
+    preview = check_output(to_jpeg(drawn), original=page, preview_side=1536)
+
+    assert preview.size == (1000, 1000)  # never enlarged
+    red, green, _ = preview.getpixel((0, 500))
+    assert not (red > 200 and green < 60)  # the red band is outside the page
+
+
+def test_the_judges_preview_meets_the_same_checks_as_the_fit() -> None:
+    original = picture(1024, 1024)
+    page = Original.of(original)
+    blank = to_jpeg(Image.new("RGB", (2048, 2048), (90, 90, 90)))
+    echoed = to_jpeg(original.resize((2048, 2048), Image.Resampling.BICUBIC))
+    answer = to_jpeg(reply(2048, 2048))
+    for data, problem in [
+        (blank, "blank"),
+        (echoed, "unchanged"),
+        (answer[: len(answer) * 2 // 3], "does not decode"),
+        (to_jpeg(reply(2048, 1024)), "ratio"),
+    ]:
+        with pytest.raises(OutputInvalid, match=problem):
+            check_output(data, original=page, preview_side=1536)
+        with pytest.raises(OutputInvalid, match=problem):
+            fit_output(data, original=page)
+
+
+def test_a_checked_reply_is_fitted_without_being_checked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checks: list[object] = []
+    monkeypatch.setattr(images, "_check_drawing", lambda *args, **kwargs: checks.append(args))
+    page = Original.of(picture(1000, 1000))
+
+    fitted = fit_output(to_jpeg(reply(2048, 2048)), original=page, checked=True)
+
+    assert checks == [] and size_of(fitted) == (1000, 1000)
+    fit_output(to_jpeg(reply(2048, 2048)), original=page)
+    assert len(checks) == 1
