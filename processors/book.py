@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import shutil
@@ -51,6 +52,7 @@ from processors.images import (
     DEFAULT_ASPECT_TOLERANCE,
     Original,
     OutputInvalid,
+    check_output,
     fit_output,
     image_part_bytes,
     load_page_image,
@@ -85,7 +87,7 @@ from processors.print_pdf import (
     prepare_print_image,
 )
 from processors.prompts import PromptBook
-from processors.qa import Checked, Drafted, Drawing, QualityGate, Reference
+from processors.qa import Checked, Drafted, Drawing, QualityGate, Reference, finished
 from processors.queue_order import deferred
 from processors.story import page_texts
 from processors.text_layer import PlacedText, add_text_layer
@@ -96,10 +98,10 @@ AI_INPUT_MAX_SIDE = 1536
 # A blank or unchanged output is redrawn this many times before the item is retried later.
 OUTPUT_REDRAWS = 1
 
-#: A drawing's JPEG to the judge's input of it.
-AsPart = Callable[[bytes], Awaitable[ImagePart]]
+#: A drawing's JPEG (done or in the making, ``qa.Draw``) to the judge's input of it.
+AsPart = Callable[[asyncio.Future[bytes]], Awaitable[ImagePart]]
 #: Told of every drawing that passed its output checks, with the way to its judge input.
-Drawn = Callable[[bytes, AsPart], Awaitable[None]]
+Drawn = Callable[[asyncio.Future[bytes], AsPart], Awaitable[None]]
 
 
 class BookNotFound(TerminalError):
@@ -155,21 +157,22 @@ class _Reference:
 
 
 class _JudgeInputs:
-    """The judge's input of one illustration's latest drawing. A fresh drawing's is made in the
-    same picture job as its fit (``_fit``): a job of its own would decode the fitted picture
-    again and queue for a core again, on the way to the judge call. Whoever else asks for the
-    same drawing (the cover as the pages' reference) gets the same part."""
+    """The judge's input of one illustration's latest drawing. A fresh drawing's is made from
+    the model's reply by its output checks (``_judge_input``), before the page is fitted, so the
+    judge call waits for neither the fit nor a second decode of the page. A draft read back
+    from storage has none yet: it is made from the draft. Whoever else asks for the same
+    drawing (the cover as the pages' reference) gets the same part."""
 
     def __init__(self, pictures: PictureWork) -> None:
         self._pictures = pictures
-        self._latest: tuple[bytes, ImagePart] | None = None
+        self._latest: tuple[asyncio.Future[bytes], ImagePart] | None = None
 
-    def made(self, jpeg: bytes, part: ImagePart) -> None:
-        self._latest = (jpeg, part)
+    def made(self, page: asyncio.Future[bytes], part: ImagePart) -> None:
+        self._latest = (page, part)
 
-    async def of(self, jpeg: bytes) -> ImagePart:
-        if self._latest is None or self._latest[0] is not jpeg:
-            self._latest = (jpeg, await self._pictures.run(_part_of, jpeg))
+    async def of(self, page: asyncio.Future[bytes]) -> ImagePart:
+        if self._latest is None or self._latest[0] is not page:
+            self._latest = (page, await self._pictures.run(_part_of, await page))
         return self._latest[1]
 
 
@@ -201,52 +204,61 @@ class _FinishedPictures:
     while pages were drawn cost 20 MB on a 24-page order; the books/min it seemed to cost was
     within the machine's run-to-run spread, bench/README.md, seventh pass). Once every
     illustration is saved, the book waits for nothing else: those still to prepare take every
-    slot. Until then they are ``deferred``: the order's output checks and judge inputs, which
-    its next calls wait on, take a free core first. A drawing judged again after a redraw
+    slot. Until then they are ``deferred`` two steps: the order's output checks and judge
+    inputs, which its next calls wait on, take a free core first, then its pages' fits, which
+    the drafts saved beside the judge calls wait on. A drawing judged again after a redraw
     replaces the earlier one's; the saved drawing is always the one in the books."""
 
     profile: PrintProfile
     work: Path
     pictures: PictureWork
     #: Per illustration being judged, its latest drawing and what is prepared from it.
-    _judged: dict[int, tuple[bytes, asyncio.Future[_Finished]]] = field(default_factory=dict)
+    _judged: dict[int, tuple[asyncio.Future[bytes], asyncio.Future[_Finished]]] = field(
+        default_factory=dict
+    )
     #: Per saved illustration, what is prepared from it (the drawing's bytes are not kept).
     _final: dict[int, asyncio.Future[_Finished]] = field(default_factory=dict)
     _made: Iterator[int] = field(default_factory=itertools.count)
     _turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
-    def drawn(self, number: int, jpeg: bytes) -> None:
-        """A drawing of illustration ``number`` passed its output checks: prepare it now."""
+    def drawn(self, number: int, page: asyncio.Future[bytes]) -> None:
+        """A drawing of illustration ``number`` passed its output checks: prepare it as soon as
+        its JPEG is made."""
         if (replaced := self._judged.get(number)) is not None:
             replaced[1].cancel()  # its drawing failed the judge
-        self._judged[number] = (jpeg, self._start(number, jpeg))
+        self._judged[number] = (page, self._start(number, page))
 
     def saved(self, number: int, source: Path | bytes) -> None:
         """Illustration ``number`` is final as ``source`` (its JPEG bytes, or a file): what was
         prepared from that very drawing is kept, anything else is prepared again."""
         judged = self._judged.pop(number, None)
-        if judged is not None and judged[0] == source:
+        if judged is not None and _is_made(judged[0], source):
             self._final[number] = judged[1]
             return
         if judged is not None:
             judged[1].cancel()
         self._final[number] = self._start(number, source)
 
-    def _start(self, number: int, source: Path | bytes) -> asyncio.Future[_Finished]:
+    def _start(
+        self, number: int, source: Path | bytes | asyncio.Future[bytes]
+    ) -> asyncio.Future[_Finished]:
         # Files of its own: a replaced picture already running still writes its output.
         made = next(self._made)
         return asyncio.ensure_future(
             self._prepare(source, self.work / f"finished-{number:03d}-{made}")
         )
 
-    async def _prepare(self, source: Path | bytes, name: Path) -> _Finished:
+    async def _prepare(self, source: Path | bytes | asyncio.Future[bytes], name: Path) -> _Finished:
+        if isinstance(source, asyncio.Future):
+            # Shielded: the draft saved beside the judge call waits for the same fit.
+            source = await asyncio.shield(source)
         if isinstance(source, bytes):
             # Waiting for its turn, a picture holds a file name, not the drawing's bytes.
             drawing = name.with_suffix(".drawn.jpg")
             await asyncio.to_thread(drawing.write_bytes, source)
             source = drawing
         async with self._turn:
-            with deferred():
+            with deferred(2):
                 return await self.pictures.run(_finish, source, name, self.profile)
 
     def all_saved(self) -> None:
@@ -373,10 +385,10 @@ class BookProcessor:
                 # it is theirs once it passed.
                 beside = slot is not None
 
-                async def drawn(jpeg: bytes, as_part: AsPart) -> None:
-                    prepared.drawn(0, jpeg)
+                async def drawn(page: asyncio.Future[bytes], as_part: AsPart) -> None:
+                    prepared.drawn(0, page)
                     if beside:
-                        reference.drawn(await as_part(jpeg))
+                        reference.drawn(await as_part(page))
 
                 try:
                     saved = await self._cover(
@@ -766,8 +778,8 @@ class BookProcessor:
                 inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
             )
 
-            async def drawn(jpeg: bytes, as_part: AsPart) -> None:
-                prepared.drawn(number, jpeg)
+            async def drawn(page: asyncio.Future[bytes], as_part: AsPart) -> None:
+                prepared.drawn(number, page)
 
             try:
                 with logger.contextualize(page=number):
@@ -814,7 +826,7 @@ class BookProcessor:
             if slot:
                 slot.release()  # the draft's judge comes first; a redraw takes a slot again
             if drawn:
-                await drawn(resume.jpeg, judge_inputs.of)
+                await drawn(resume.page, judge_inputs.of)
 
         # Without a judge the drawing is saved next: the page keeps its slot until then.
         keep = self.quality.mode == "off"
@@ -822,9 +834,9 @@ class BookProcessor:
         def calling() -> contextlib.AbstractAsyncContextManager[None]:
             return slot.drawing(keep=keep) if slot else contextlib.nullcontext()
 
-        async def draw(prompt: str, soft: str) -> tuple[bytes, str, Reference]:
+        async def draw(prompt: str, soft: str) -> tuple[asyncio.Future[bytes], str, Reference]:
             identity = reference.part if reference else None
-            jpeg, model, part = await self._draw(
+            page, model, part = await self._draw(
                 replace(request, prompt=prompt, identity_reference=identity),
                 soft,
                 original,
@@ -833,12 +845,12 @@ class BookProcessor:
                 with_part=self.quality.mode != "off",
             )
             if part is not None:
-                judge_inputs.made(jpeg, part)
+                judge_inputs.made(page, part)
             if drawn:
-                await drawn(jpeg, judge_inputs.of)
+                await drawn(page, judge_inputs.of)
             if reference is None:
-                return jpeg, model, "cover_itself"
-            return jpeg, model, "with_cover" if identity else "without_cover"
+                return page, model, "cover_itself"
+            return page, model, "with_cover" if identity else "without_cover"
 
         return await self.quality.draw(
             draw,
@@ -863,10 +875,11 @@ class BookProcessor:
         calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
         *,
         with_part: bool,
-    ) -> tuple[bytes, str, ImagePart | None]:
+    ) -> tuple[asyncio.Future[bytes], str, ImagePart | None]:
         """One illustration within the page deadline (module docstring); each image call
         within ``calling()`` (the page's image slot), the checks of its output outside. With
-        ``with_part``, the drawing's judge input too."""
+        ``with_part``, the drawing's judge input too, and its page JPEG is returned while it is
+        still being fitted (``qa.Draw``)."""
         try:
             async with deadline(self.page_deadline_seconds):
                 return await self._draw_unbounded(
@@ -891,7 +904,7 @@ class BookProcessor:
         usage: Usage,
         calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
         with_part: bool,
-    ) -> tuple[bytes, str, ImagePart | None]:
+    ) -> tuple[asyncio.Future[bytes], str, ImagePart | None]:
         """Softened prompt once after a safety block; redraw a blank, unchanged or wrong-shaped
         output up to ``OUTPUT_REDRAWS`` times, then fail with ``ai_bad_output``.
 
@@ -909,16 +922,28 @@ class BookProcessor:
                 request = replace(request, prompt=softened_prompt)
                 async with calling():
                     result = await self.ai.generate_image(request, usage)
+            fit = functools.partial(
+                fit_output,
+                result.data,
+                original=original,
+                requested_ratio=result.aspect_ratio,
+                tolerance=self.aspect_tolerance,
+                keep=request.print_pixels,
+            )
+            page: asyncio.Future[bytes]
             try:
-                jpeg, part = await self.pictures.run(
-                    _fit,
-                    result.data,
-                    with_part,
-                    original=original,
-                    requested_ratio=result.aspect_ratio,
-                    tolerance=self.aspect_tolerance,
-                    keep=request.print_pixels,
-                )
+                if with_part:
+                    part = await self.pictures.run(
+                        _judge_input,
+                        result.data,
+                        original=original,
+                        requested_ratio=result.aspect_ratio,
+                        tolerance=self.aspect_tolerance,
+                    )
+                    with deferred():  # after the judge inputs the order's next calls wait on
+                        page = asyncio.ensure_future(self.pictures.run(fit, checked=True))
+                else:
+                    part, page = None, finished(await self.pictures.run(fit))
             except OutputInvalid as exc:
                 if redraw == OUTPUT_REDRAWS:
                     raise
@@ -936,7 +961,7 @@ class BookProcessor:
                 softened=request.prompt == softened_prompt,
                 seconds=round(time.monotonic() - started, 1),
             )
-            return jpeg, result.model, part
+            return page, result.model, part
         raise AssertionError("unreachable")
 
     async def _save(
@@ -977,20 +1002,21 @@ class BookProcessor:
         if await asyncio.to_thread(_sha256, jpeg) != draft["sha256"]:
             redraws += 1
         logger.info("judging the drawing an earlier attempt saved", page=number, redraws=redraws)
-        return Drawing(jpeg, str(draft.get("model") or ""), redraws)
+        return Drawing(finished(jpeg), str(draft.get("model") or ""), redraws)
 
     def _drafting(self, job: JobContext, number: int, path: str, usage: Usage) -> Drafted:
         """Stores each drawing of illustration ``number`` as its draft while it is judged: the
         object first, then the row, so a row always names bytes that are in storage."""
 
         async def drafted(drawing: Drawing) -> None:
-            await self.storage.upload(path, drawing.jpeg, JPEG)
+            jpeg = await drawing.page
+            await self.storage.upload(path, jpeg, JPEG)
             await job.save_draft(
                 number,
                 path,
                 redraws=drawing.redraws,
                 model=drawing.model or None,
-                sha256=await asyncio.to_thread(_sha256, drawing.jpeg),
+                sha256=await asyncio.to_thread(_sha256, jpeg),
                 usage=usage.as_dict(),
             )
 
@@ -1067,20 +1093,29 @@ def _part_of(source: Path | bytes) -> ImagePart:
     return ImagePart(model_input_file(source, AI_INPUT_MAX_SIDE))
 
 
-def _fit(
-    output: bytes,
-    with_part: bool,
-    *,
-    original: Original,
-    requested_ratio: str | None,
-    tolerance: float,
-    keep: tuple[int, int] | None,
-) -> tuple[bytes, ImagePart | None]:
-    """``fit_output``, and with ``with_part`` its result's judge input (``_JudgeInputs``)."""
-    jpeg = fit_output(
-        output, original=original, requested_ratio=requested_ratio, tolerance=tolerance, keep=keep
+def _judge_input(
+    output: bytes, *, original: Original, requested_ratio: str | None, tolerance: float
+) -> ImagePart:
+    """A model's reply checked (``check_output``), and the page it becomes as the judge's input,
+    made from the reply itself (``_JudgeInputs``)."""
+    preview = check_output(
+        output,
+        original=original,
+        requested_ratio=requested_ratio,
+        tolerance=tolerance,
+        preview_side=AI_INPUT_MAX_SIDE,
     )
-    return jpeg, _part_of(jpeg) if with_part else None
+    return ImagePart(to_jpeg(preview))
+
+
+def _is_made(page: asyncio.Future[bytes], source: Path | bytes) -> bool:
+    """Whether ``source`` is the JPEG ``page`` was made as."""
+    return (
+        page.done()
+        and not page.cancelled()
+        and page.exception() is None
+        and page.result() == source
+    )
 
 
 def _sha256(data: bytes) -> str:

@@ -40,16 +40,27 @@ Reference = Literal["cover_itself", "with_cover", "without_cover", "unknown"]
 the cover itself (no reference), a page with the generated cover as reference, a page without it
 (drawn beside the cover, COVER_FIRST=false), or a draft from an earlier attempt."""
 
-Draw = Callable[[str, str], Awaitable[tuple[bytes, str, Reference]]]
-"""Draws one illustration from (prompt, softened prompt): (JPEG bytes, model name, the identity
-reference its image call carried)."""
+Draw = Callable[[str, str], Awaitable[tuple[asyncio.Future[bytes], str, Reference]]]
+"""Draws one illustration from (prompt, softened prompt): (its page's JPEG, model name, the
+identity reference its image call carried). The drawing has passed its output checks when this
+returns, but its JPEG may still be in the making: the judge's input is made from the model's
+reply itself (processors/book.py), so the judge call does not wait for the page's fit."""
+
+
+def finished(jpeg: bytes) -> asyncio.Future[bytes]:
+    """A drawing's JPEG that is already made (a draft read back from storage), as ``Draw`` gives
+    one."""
+    page: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    page.set_result(jpeg)
+    return page
 
 
 @dataclass(frozen=True)
 class Drawing:
     """An illustration that passed the output checks, before its verdict."""
 
-    jpeg: bytes
+    #: Its page's JPEG, done or still in the making (``Draw``).
+    page: asyncio.Future[bytes]
     model: str
     #: How many redraws of the quality gate came before it: 0 for the first drawing.
     redraws: int
@@ -170,12 +181,12 @@ class QualityGate:
         photo: ImagePart,
         identity: Callable[[], Awaitable[ImagePart | None]] | None,
         usage: Usage,
-        as_part: Callable[[bytes], Awaitable[ImagePart]],
+        as_part: Callable[[asyncio.Future[bytes]], Awaitable[ImagePart]],
         resume: Drawing | None = None,
         drafted: Drafted | None = None,
         doomed: Callable[[], None] | None = None,
     ) -> Checked:
-        """One checked illustration; ``as_part`` turns a drawn JPEG into the judge's input, and
+        """One checked illustration; ``as_part`` gives a drawing's judge input, and
         ``identity`` (for pages) gives the cover each verdict compares with, looked up when the
         judge call starts: a page drawn beside the cover waits for it there.
 
@@ -186,25 +197,29 @@ class QualityGate:
         new paid call meanwhile."""
         if self.mode == "off":
             if resume is not None:
-                return Checked(resume.jpeg, resume.model, None, stored=True)
-            jpeg, model, _ = await draw(prompt, softened)
-            return Checked(jpeg, model, None)
+                return Checked(await resume.page, resume.model, None, stored=True)
+            page, model, _ = await draw(prompt, softened)
+            return Checked(await page, model, None)
         redraw_prompt, redraw_softened = prompt, softened
         first = min(resume.redraws, self.max_redraws) if resume else 0
         for redraw in range(first, self.max_redraws + 1):
             if resume is not None and redraw == first:
                 drawing = resume
             else:
-                jpeg, model, reference = await draw(redraw_prompt, redraw_softened)
-                drawing = Drawing(jpeg, model, redraw, reference)
+                page, model, reference = await draw(redraw_prompt, redraw_softened)
+                drawing = Drawing(page, model, redraw, reference)
             saving = drafted(drawing) if drafted and drawing is not resume else None
             last_chance = redraw == self.max_redraws and self.on_fail == "fail"
-            result = await _beside(
-                self._judge(drawing, original, photo, identity, usage, as_part),
-                saving,
-                doomed if last_chance else None,
-                self.min_likeness,
-            )
+            try:
+                result = await _beside(
+                    self._judge(drawing, original, photo, identity, usage, as_part),
+                    saving,
+                    doomed if last_chance else None,
+                    self.min_likeness,
+                )
+            except BaseException:
+                drawing.page.cancel()  # nobody will take this drawing now
+                raise
             verdict = result.value
             problems = problems_of(verdict, self.min_likeness)
             record = {
@@ -220,13 +235,15 @@ class QualityGate:
             stored = drafted is not None or drawing is resume
             if not problems:
                 logger.info("quality check passed", likeness=verdict.likeness_score, redraws=redraw)
-                return Checked(drawing.jpeg, drawing.model, record, stored=stored)
+                return Checked(await drawing.page, drawing.model, record, stored=stored)
             logger.info(
                 "quality check failed: {}",
                 ", ".join(problems),
                 likeness=verdict.likeness_score,
                 redraw=redraw,
             )
+            if redraw < self.max_redraws:
+                drawing.page.cancel()  # another drawing comes: this one's fit is not wanted
             suffix = self._redraw_suffix(verdict, problems)
             redraw_prompt = f"{prompt.rstrip()}\n\n{suffix}"
             redraw_softened = f"{softened.rstrip()}\n\n{suffix}"
@@ -234,7 +251,9 @@ class QualityGate:
             logger.warning(
                 "quality check still failing after {} redraws; flagged for review", self.max_redraws
             )
-            return Checked(drawing.jpeg, drawing.model, record, needs_review=True, stored=stored)
+            return Checked(
+                await drawing.page, drawing.model, record, needs_review=True, stored=stored
+            )
         raise QualityCheckFailed(
             f"quality check failed after {self.max_redraws} redraws: {', '.join(problems)} "
             f"(likeness {verdict.likeness_score:g}, needs {self.min_likeness:g})"
@@ -247,10 +266,10 @@ class QualityGate:
         photo: ImagePart,
         identity: Callable[[], Awaitable[ImagePart | None]] | None,
         usage: Usage,
-        as_part: Callable[[bytes], Awaitable[ImagePart]],
+        as_part: Callable[[asyncio.Future[bytes]], Awaitable[ImagePart]],
     ) -> Analysis[QualityVerdict]:
         cover = await identity() if identity else None
-        images = [original, await as_part(drawing.jpeg), photo, *([cover] if cover else [])]
+        images = [original, await as_part(drawing.page), photo, *([cover] if cover else [])]
         return await self.ai.analyze(
             prompt=self.prompts.render("qa_judge"),
             images=images,

@@ -49,12 +49,13 @@ _DEFERRED = "deferred"
 
 
 @contextmanager
-def deferred() -> Iterator[None]:
-    """Turns taken inside wait behind the same order's other turns, and still before any
-    younger order's: for work nobody waits on yet. An order's finished pictures (print picture,
-    screen copy) are prepared while its pages are drawn, but the judge inputs and output checks
-    of those pages are what its next calls wait on, so a core goes to them first."""
-    with served_as((*_place.get(), _DEFERRED)):
+def deferred(steps: int = 1) -> Iterator[None]:
+    """Turns taken inside wait behind the same order's other turns (those deferred by fewer
+    ``steps`` included), and still before any younger order's: for work nobody waits on yet.
+    A drawing's judge input is what its judge call waits on; its page's fit is wanted by the
+    draft saved beside that call (one step); its finished pictures (print picture, screen
+    copy) only by the PDFs at the end (two steps). So a core goes to the nearest need first."""
+    with served_as((*_place.get(), *(_DEFERRED,) * steps)):
         yield
 
 

@@ -21,7 +21,12 @@ from monitor.metrics import Metrics
 from processors.layout import generated_cover_path
 from testkit.fakes.gemini_server import FakeGemini, RecordedRequest, delayed, judge_verdict
 from tests.support.factories import item_row
-from tests.support.pipeline_env import PipelineEnv, checkpoints, identity_part
+from tests.support.pipeline_env import (
+    PipelineEnv,
+    checkpoints,
+    drawn_identity_part,
+    identity_part,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
 
@@ -120,7 +125,7 @@ async def test_pages_first_starts_pages_beside_the_cover_and_later_pages_carry_i
     cover = one(spans, "cover")
     page_1 = one(spans, 1)
     assert page_1.start < cover.end  # the first page did not wait for the cover
-    reference = identity_part(env.stored(generated_cover_path(item)))
+    reference = drawn_identity_part(cover.request, book.cover)
     with_cover = []
     for number in range(1, 9):
         drawn, judged = one(spans, number), one(spans, f"judge_{number}")
@@ -155,7 +160,7 @@ async def test_a_page_drawn_before_the_cover_is_redrawn_with_it(
 
     assert item_row(db, item)["generation_status"] == "completed"
     cover = one(spans, "cover")
-    reference = identity_part(env.stored(generated_cover_path(item)))
+    reference = drawn_identity_part(cover.request, book.cover)
     first, redraw = [s for s in spans if s.target == 1]
     assert first.start < cover.end and first.request.images[2:] == []
     assert redraw.request.images[2:] == [reference]

@@ -8,16 +8,15 @@ never answered is judged again, not drawn again (its draft, migrations/021).
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import psycopg
 import pytest
+from PIL import Image, ImageChops, ImageStat
 
-import processors.book as book_module
-from processors.ai.base import ImagePart
 from processors.qa import QualityCheckFailed
-from testkit.fakes.gemini_server import judge_verdict, unavailable
+from testkit.fakes.gemini_server import RecordedRequest, judge_verdict, tinted_copy, unavailable
 from tests.support.factories import item_row
 from tests.support.pipeline_env import PipelineEnv, checkpoints, drafts, notifications
 
@@ -206,25 +205,55 @@ async def test_an_operators_retry_draws_the_page_that_failed_its_judge_afresh(
     assert len(env.requests_for(1)) == 2  # drawn again, not the failed drawing judged again
 
 
-async def test_each_drawing_is_made_into_the_judges_input_once(
-    env: PipelineEnv, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+def wider_with_red_edges(request: RecordedRequest) -> tuple[bytes, str]:
+    """The fake's tinted copy with a red band added on each side: 3 % wider than asked, within
+    the aspect tolerance, so the page is its centre crop, without the bands."""
+    data, mime_type = tinted_copy(request)
+    with Image.open(io.BytesIO(data)) as drawn:
+        band = round(drawn.width * 0.015)
+        wide = Image.new("RGB", (drawn.width + 2 * band, drawn.height), (255, 0, 0))
+        wide.paste(drawn.convert("RGB"), (band, 0))
+    out = io.BytesIO()
+    wide.save(out, "JPEG", quality=95)
+    return out.getvalue(), mime_type
+
+
+def drawn_size(reply: bytes) -> tuple[int, int]:
+    """The size of the reply's centre crop at the (square) page's ratio."""
+    with Image.open(io.BytesIO(reply)) as image:
+        return (image.height, image.height)
+
+
+def red_edges(image: Image.Image) -> bool:
+    rgb = image.convert("RGB")
+    return all(
+        (lambda r, g, b: r > 200 and g < 60)(*rgb.getpixel((x, rgb.height // 2)))
+        for x in (0, rgb.width - 1)
+    )
+
+
+async def test_the_judge_is_shown_the_page_that_is_stored_not_the_reply(
+    env: PipelineEnv, db: psycopg.Connection
 ) -> None:
-    """In its fit's picture job: not again for the judge, nor for the pages' reference when the
-    cover is drawn beside them (COVER_FIRST=false). ``_part_of`` is spied on, not replaced: it
-    is the one place a drawing becomes a model input, and the count is not visible outside."""
-    made: list[Path | bytes] = []
-    real = book_module._part_of
-
-    def counting(source: Path | bytes) -> ImagePart:
-        made.append(source)
-        return real(source)
-
-    monkeypatch.setattr(book_module, "_part_of", counting)
+    """The judge's input is made from the model's reply while the page is fitted
+    (processors/book.py ``_judge_input``), so the call need not wait for the fit: it must still
+    show the page's own centre crop."""
+    env.fake.image_maker = wider_with_red_edges
     book = await env.add_book()
     item = await env.add_item(book.id)
-    env.script.on("judge_2", judge_verdict(likeness_score=2.5, problems=["different hair"]))
 
-    assert await env.run_once(await env.processor(QA_MODE="judge", COVER_FIRST="false")) == 1
+    assert await env.run_once(await env.processor(QA_MODE="judge")) == 1
 
     assert item_row(db, item)["generation_status"] == "completed"
-    assert len(made) == len(JUDGED) + 1  # page 2 was drawn twice
+    (drawn,) = [r for r in env.requests_for(1) if r.status == 200]
+    reply, _ = wider_with_red_edges(drawn)
+    assert red_edges(Image.open(io.BytesIO(reply)))  # what the model answered
+    page = Image.open(io.BytesIO(env.stored(checkpoints(db, item)[1]["image_path"])))
+    (judge,) = env.requests_for("judge_1")
+    shown = Image.open(io.BytesIO(judge.images[1]))
+    assert not red_edges(page) and not red_edges(shown)
+    # The reply's own pixels (256 px here; the page is upscaled to 600), at most 1536 px.
+    assert max(shown.size) == min(max(drawn_size(reply)), 1536)
+    assert abs(shown.width / shown.height - page.width / page.height) < 0.01
+    difference = ImageChops.difference(shown.convert("RGB"), page.convert("RGB").resize(shown.size))
+    assert max(ImageStat.Stat(difference).mean) < 4

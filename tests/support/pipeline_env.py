@@ -40,12 +40,20 @@ from monitor.store.base import OrderStore
 from monitor.store.postgres import PostgresStore
 from processors.book import AI_INPUT_MAX_SIDE, BookProcessor
 from processors.contract import Processor
-from processors.images import image_part_bytes, load_page_image, normalize_photo, to_jpeg
+from processors.images import (
+    Original,
+    check_output,
+    image_part_bytes,
+    load_page_image,
+    normalize_photo,
+    to_jpeg,
+)
 from testkit.fakes.gemini_server import (
     Behaviour,
     FakeGemini,
     RecordedRequest,
     succeed,
+    tinted_copy,
 )
 
 PAGE_SIDE = 600
@@ -116,9 +124,24 @@ def photo_part(data: bytes) -> bytes:
 
 
 def identity_part(generated_cover: bytes) -> bytes:
-    """The bytes the pipeline sends as the identity reference: the generated cover, re-encoded."""
+    """The bytes the pipeline sends as the identity reference when the cover is drawn first:
+    the saved cover, re-encoded."""
     with Image.open(io.BytesIO(generated_cover)) as img:
         return image_part_bytes(img.convert("RGB"), AI_INPUT_MAX_SIDE)
+
+
+def drawn_identity_part(cover_request: RecordedRequest, original_cover: bytes) -> bytes:
+    """The identity reference a cover drawn beside the pages gives them: its judge input, made
+    from the model's reply (the fake's ``tinted_copy``, made again) as the page it becomes."""
+    reply, _ = tinted_copy(cover_request)
+    page = Original.of(load_page_image(original_cover))
+    preview = check_output(
+        reply,
+        original=page,
+        requested_ratio=cover_request.aspect_ratio,
+        preview_side=AI_INPUT_MAX_SIDE,
+    )
+    return to_jpeg(preview)
 
 
 def unchanged_page(jpeg: bytes) -> bytes:

@@ -16,6 +16,7 @@ import processors.book as book
 from processors.pdf import SCREEN_MAX_SIDE
 from processors.picture_work import PictureWork
 from processors.print_pdf import PrintImage, PrintProfile
+from processors.qa import finished
 from tests.support.waiting import eventually
 
 PROFILE = PrintProfile(8.5, 8.5)
@@ -51,7 +52,7 @@ async def test_a_drawing_that_passes_is_printed_once_from_its_judged_bytes(
 ) -> None:
     prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, PictureWork(2))
     drawing = jpeg("red")
-    prepared_pictures.drawn(1, drawing)
+    prepared_pictures.drawn(1, finished(drawing))
     # While the drawing is judged (no save yet), its print picture is made.
     await eventually(lambda: prepared, what="the print picture before the save")
     assert prepared == [drawing]
@@ -71,8 +72,8 @@ async def test_the_saved_drawing_is_printed_not_a_rejected_one(
 ) -> None:
     prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, PictureWork(1))
     rejected, redrawn = jpeg("red"), jpeg("blue")
-    prepared_pictures.drawn(1, rejected)
-    prepared_pictures.drawn(1, redrawn)  # the judge failed the first: a redraw is judged
+    prepared_pictures.drawn(1, finished(rejected))
+    prepared_pictures.drawn(1, finished(redrawn))  # the judge failed the first: a redraw is judged
     prepared_pictures.saved(1, redrawn)
 
     ready = await prepared_pictures.ready()
@@ -88,7 +89,7 @@ async def test_a_page_saved_from_another_source_is_prepared_from_it(
     prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, PictureWork(2))
     earlier = tmp_path / "page-002.jpg"  # an earlier attempt's checkpoint, downloaded
     earlier.write_bytes(jpeg("green"))
-    prepared_pictures.drawn(2, jpeg("red"))
+    prepared_pictures.drawn(2, finished(jpeg("red")))
     prepared_pictures.saved(2, earlier)
 
     ready = await prepared_pictures.ready()
@@ -118,7 +119,7 @@ async def test_a_drawing_larger_than_the_screen_side_gets_its_screen_copy_while_
     prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, PictureWork(2))
     out = io.BytesIO()
     Image.new("RGB", (2700, 2700), "red").save(out, "JPEG")  # above 2625 px: 300 PPI
-    prepared_pictures.drawn(1, out.getvalue())
+    prepared_pictures.drawn(1, finished(out.getvalue()))
     prepared_pictures.saved(1, out.getvalue())
 
     ready = await prepared_pictures.ready()
@@ -136,7 +137,7 @@ async def test_finished_pictures_run_one_at_a_time_until_every_page_is_saved(
     # A lone job gives up waiting for a partner after a moment: it ran alone.
     monkeypatch.setattr(book, "_finish", pairing(threading.Barrier(2, timeout=0.3), ran))
     prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, PictureWork(2))
-    prepared_pictures.drawn(1, jpeg("red"))
+    prepared_pictures.drawn(1, finished(jpeg("red")))
     prepared_pictures.saved(2, tmp_path / "b.jpg")
     prepared_pictures.saved(1, jpeg("red"))
 
@@ -177,7 +178,7 @@ async def test_a_finished_picture_waits_behind_the_orders_other_picture_work(
     busy = asyncio.ensure_future(work.run(hold))
     await eventually(started.is_set, what="the only slot taken")
     drawing = jpeg("red")
-    prepared_pictures.drawn(1, drawing)
+    prepared_pictures.drawn(1, finished(drawing))
     await eventually(lambda: work._free._waiters, what="the finished picture in line")
     # A page's output check asks for the core after the finished picture did.
     check = asyncio.ensure_future(work.run(ran.append, "output check"))
@@ -187,3 +188,37 @@ async def test_a_finished_picture_waits_behind_the_orders_other_picture_work(
     await prepared_pictures.ready()
 
     assert ran == ["output check", "finished"]
+
+
+async def test_a_drawing_still_being_fitted_is_prepared_once_its_jpeg_is_made(
+    tmp_path: Path, prepared: list[bytes]
+) -> None:
+    prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, PictureWork(2))
+    page: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    prepared_pictures.drawn(1, page)  # judged from the reply while the page is fitted
+    await asyncio.sleep(0.05)
+    assert prepared == []
+
+    drawing = jpeg("red")
+    page.set_result(drawing)
+    prepared_pictures.saved(1, drawing)
+    ready = await prepared_pictures.ready()
+
+    assert prepared == [drawing]
+    assert ready[1].screen.read_bytes() == drawing
+
+
+async def test_a_redraw_stops_the_fit_that_was_not_made_yet(
+    tmp_path: Path, prepared: list[bytes]
+) -> None:
+    prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, PictureWork(2))
+    abandoned: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    prepared_pictures.drawn(1, abandoned)
+    redrawn = jpeg("blue")
+    prepared_pictures.drawn(1, finished(redrawn))
+    prepared_pictures.saved(1, redrawn)
+
+    ready = await prepared_pictures.ready()
+
+    assert prepared == [redrawn]
+    assert ready[1].screen.read_bytes() == redrawn

@@ -24,7 +24,7 @@ class Turns:
         self._done: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
-    def arrive(self, name: str, place: Place, *, defer: bool = False) -> None:
+    def arrive(self, name: str, place: Place, *, defer: int = 0) -> None:
         self._done[name] = asyncio.Event()
 
         async def take() -> None:
@@ -33,7 +33,7 @@ class Turns:
                 await self._done[name].wait()
 
         async def take_deferred() -> None:
-            with deferred():
+            with deferred(defer):
                 await take()
 
         with served_as(place):
@@ -48,7 +48,7 @@ async def test_deferred_work_goes_after_its_orders_other_turns_and_before_younge
     older, younger = ("2026-12-02T10:00:01", "a"), ("2026-12-02T10:00:09", "z")
     turns.arrive("holder", older)
     await settle()
-    turns.arrive("older, deferred", older, defer=True)
+    turns.arrive("older, deferred", older, defer=1)
     turns.arrive("younger", younger)
     turns.arrive("older", older)
     await settle()
@@ -58,6 +58,23 @@ async def test_deferred_work_goes_after_its_orders_other_turns_and_before_younge
         await settle()
 
     assert turns.served == ["holder", "older", "older, deferred", "younger"]
+
+
+async def test_work_deferred_further_goes_after_work_deferred_less() -> None:
+    turns = Turns(QueueOrderSemaphore(1))
+    order = ("2026-12-02T10:00:01", "a")
+    turns.arrive("holder", order)
+    await settle()
+    turns.arrive("finished picture", order, defer=2)
+    turns.arrive("fit", order, defer=1)
+    turns.arrive("judge input", order)
+    await settle()
+
+    for name in ["holder", "judge input", "fit"]:
+        turns.finish(name)
+        await settle()
+
+    assert turns.served == ["holder", "judge input", "fit", "finished picture"]
 
 
 async def test_a_freed_slot_goes_to_the_oldest_place_then_first_come() -> None:
