@@ -64,8 +64,9 @@ QUICK = {
     "timeout_s": 150,
     # [in-flight orders, pages, reply px]
     "memory_cases": [[1, 8, 2048], [4, 8, 2048], [1, 24, 2048], [1, 8, 1024], [1, 8, 4096]],
-    # Cases run a second time under the profiler (bench/memprofile): where the peak is.
-    "memory_profile_cases": [[1, 8, 2048], [1, 8, 4096]],
+    # Cases run a second time under the profiler (bench/memprofile.py): where the peak is, and
+    # why it grows with book length.
+    "memory_profile_cases": [[1, 8, 2048], [1, 24, 2048]],
     "replicas": [1, 2, 4],
     "scale_orders": 6,
     "scale_orders_per_replica": 1,
@@ -104,6 +105,7 @@ FULL = {
         [1, 8, 4096],
         [4, 8, 4096],
     ],
+    "memory_profile_cases": [[1, 8, 2048], [1, 24, 2048], [1, 8, 4096]],
     "scale_orders": 16,
     "pdf_repeats": 5,
 }

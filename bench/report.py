@@ -371,39 +371,36 @@ def _memory(s: dict[str, Any]) -> list[str]:
     ]
 
 
-def _memory_peaks(cases: list[dict[str, Any]], top: int = 5) -> list[str]:
-    """Where the peak is, from the profiled run of each case (bench/memprofile)."""
+def _memory_peaks(cases: list[dict[str, Any]], top: int = 6) -> list[str]:
+    """Where the peak is, from the profiled run of each case (bench/memprofile.py)."""
     profiled = [c for c in cases if c.get("profile")]
     if not profiled:
         return []
     lines = [
         "",
-        "Where the peak is: each case run again with the profiler in the daemon "
-        "(`bench/memprofile`, tracemalloc; its own cost inflates RSS, so the table above is from "
-        "the unprofiled run). At the profiled run's highest RSS, less tracemalloc's own tables: "
-        "*traced* = what Python's allocator held (tracemalloc), *Pillow* = pixels of the decoded "
-        "images alive then (C memory tracemalloc cannot see), *rest* = the remainder "
-        "(interpreter and libraries, codec buffers, freed memory not returned to the OS). Top "
-        "allocation sites alive then, innermost frame ← the project frame that asked for it:",
+        "Where the peak is: each case run again with the daemon under memray (`bench/memprofile.py`, "
+        "`--native`: every `malloc` and `mmap`, C libraries included; it costs time, so the table "
+        "above is from the unprofiled run). The capture covers the whole run, the warm-up order "
+        "included. *Heap* = the largest total of live allocations memray saw; *RSS then* = the "
+        "process's RSS at that moment (the rest is the interpreter's and libraries' code and "
+        "data, and freed memory the allocator kept). The largest groups of allocations alive at "
+        "the heap's peak, as the innermost Python frame [the C function under it] ← the project "
+        "frame that asked for it, MB:",
         "",
     ]
     for c in profiled:
         p = c["profile"]
-        pil = sum(i["bytes"] for i in p["pil"])
-        biggest = ", ".join(f"{i['size'][0]}×{i['size'][1]} {i['mode']}" for i in p["pil"][:4])
         sites = "; ".join(
             f"`{x['site']}`"
+            + (f" [{x['native']}]" if x["native"] else "")
             + (f" ← `{x['caller']}`" if x["caller"] else "")
             + f" {x['bytes'] / MB:.1f}"
             for x in p["sites"][:top]
         )
         lines.append(
-            f"- {c['inflight']} × {c['pages']} pages @ {c['reply_px']} px: RSS {p['rss'] / MB:.0f} MB "
-            f"= traced {p['traced'] / MB:.0f} + Pillow {pil / MB:.0f} ({len(p['pil'])} images"
-            + (f"; largest {biggest}" if biggest else "")
-            + f") + rest {(p['rss'] - p['traced'] - pil) / MB:.0f}"
-            + (f" (sites read {p['lag_s']:.2f} s after the RSS)" if "lag_s" in p else "")
-            + f". Sites (MB): {sites}"
+            f"- {c['inflight']} × {c['pages']} pages @ {c['reply_px']} px: heap {p['peak_heap'] / MB:.0f} MB, "
+            f"RSS then {p['rss_at_peak_heap'] / MB:.0f} MB (highest {p['peak_rss'] / MB:.0f}). "
+            f"Sites: {sites}"
         )
     return lines
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 import math
 import statistics
 import tempfile
@@ -17,7 +16,7 @@ import psutil
 import psycopg
 from PIL import Image
 
-from bench import faults
+from bench import faults, memprofile
 from bench.latency import Call, LatencyModel
 from bench.likeness import ReferenceLikeness
 from bench.versus import versus
@@ -27,8 +26,6 @@ from processors.pdf import SCREEN_MAX_SIDE, build_pdf
 from testkit.fakes.gemini_server import reply_size, requested_pixels
 
 MB = 1024 * 1024
-# bench/memprofile/sitecustomize.py: the profiler a daemon loads when it is on its PYTHONPATH.
-MEMPROFILE_DIR = Path(__file__).resolve().parent / "memprofile"
 
 
 def stats(values: list[float]) -> dict[str, float | int | None]:
@@ -586,8 +583,8 @@ async def saturation(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
 
 async def memory(bench: Bench, cfg: dict[str, Any]) -> dict[str, Any]:
     """Each case with RSS measured unprofiled; the cases in ``memory_profile_cases`` once more
-    under the profiler (bench/memprofile) for where the peak is, since tracemalloc costs memory
-    and time of its own (a profiled case runs 2-3 times longer)."""
+    under memray (bench/memprofile.py) for where the peak is, since the profiler costs time of
+    its own."""
     env = cfg.get("memory_env", {})
     profiled_cases = cfg.get("memory_profile_cases", [])
     out = []
@@ -613,19 +610,18 @@ async def _memory_case(
     model = LatencyModel(analysis_s=0.1, image_s=cfg["image_s"], jitter=cfg["jitter"])
     async with world(bench, model, (pages,)) as w:
         w.fake.image_maker = sized_replies(side)
-        extra: dict[str, Any] = dict(env)
-        profile_file = w.home / "memprofile.json"
-        if profile:
-            extra.update(PYTHONPATH=str(MEMPROFILE_DIR), BENCH_MEMPROFILE=str(profile_file))
-        d = w.start_daemon(MAX_CONCURRENT_ORDERS=inflight, **extra)
+        capture = w.home / "memray.bin"
+        d = w.start_daemon(
+            interpreter_args=memprofile.command(capture) if profile else None,
+            MAX_CONCURRENT_ORDERS=inflight,
+            **env,
+        )
         await asyncio.sleep(2.0)
         sampler = RssSampler(d.pid)
         cold = sampler.rss()
         # One finished order first, so one-time costs (clients, codecs, arenas) are in the baseline.
         await w.wait_done([await w.order(pages, "Warm")], timeout=cfg["timeout_s"])
         idle = sampler.rss()
-        # The profile is of the measured orders' peak only, not of the warm-up's.
-        profile_file.unlink(missing_ok=True)
         sampler.start()
         items = [await w.order(pages, f"Mem{i}") for i in range(inflight)]
         peak_inflight = 0
@@ -643,7 +639,11 @@ async def _memory_case(
                 "[bench] memory: daemon log tail:\n" + "\n".join(d.logs().splitlines()[-5:]),
                 flush=True,
             )
-        found = json.loads(profile_file.read_text()) if profile_file.exists() else None
+        found = None
+        if profile:
+            # memray writes the last of its capture as the daemon exits.
+            await d.terminate_beside_fakes()
+            found = await asyncio.to_thread(memprofile.summarize, capture)
     return {
         "inflight": inflight,
         "pages": pages,

@@ -146,10 +146,14 @@ class World:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def start_daemon(self, **extra: Any) -> DaemonProcess:
+    def start_daemon(
+        self, *, interpreter_args: list[str] | None = None, **extra: Any
+    ) -> DaemonProcess:
         n = len(self.daemons)
         daemon = DaemonProcess(
-            self.env(WORKER_ID=f"bench-{n}", **extra), log_file=self.home / f"daemon-{n}.log"
+            self.env(WORKER_ID=f"bench-{n}", **extra),
+            log_file=self.home / f"daemon-{n}.log",
+            interpreter_args=interpreter_args,
         )
         self.daemons.append(daemon)
         return daemon

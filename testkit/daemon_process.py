@@ -20,8 +20,18 @@ class DaemonProcess:
         command: str = "run",
         processor: str | None = None,
         log_file: Path,
+        interpreter_args: list[str] | None = None,
     ) -> None:
-        args = [sys.executable, str(REPO / "run_monitor.py"), "--env-file", os.devnull, command]
+        # ``interpreter_args`` go between the interpreter and the script: the bench's profiler
+        # (``-m memray run ...``) wraps the daemon that way.
+        args = [
+            sys.executable,
+            *(interpreter_args or []),
+            str(REPO / "run_monitor.py"),
+            "--env-file",
+            os.devnull,
+            command,
+        ]
         if processor:
             args += ["--processor", processor]
         self.env = env
