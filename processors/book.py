@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 from PIL import Image
@@ -48,6 +49,7 @@ from processors.child import ChildProfile, validate_child
 from processors.contract import BookResult, ItemContext, JobContext, Row, StepCode
 from processors.deadline import deadline
 from processors.errors import OrderError, TerminalError
+from processors.files import ParkedBytes
 from processors.images import (
     DEFAULT_ASPECT_TOLERANCE,
     Original,
@@ -922,11 +924,15 @@ class BookProcessor:
                 request = replace(request, prompt=softened_prompt)
                 async with calling():
                     result = await self.ai.generate_image(request, usage)
+            model, ratio = result.model, result.aspect_ratio
+            # While it waits for a core, to be checked and then fitted, the reply is on disk.
+            reply = await asyncio.to_thread(ParkedBytes, result.data, self.work_dir)
+            del result
             fit = functools.partial(
-                fit_output,
-                result.data,
+                _fit_parked,
+                reply,
                 original=original,
-                requested_ratio=result.aspect_ratio,
+                requested_ratio=ratio,
                 tolerance=self.aspect_tolerance,
                 keep=request.print_pixels,
             )
@@ -935,9 +941,9 @@ class BookProcessor:
                 if with_part:
                     part = await self.pictures.run(
                         _judge_input,
-                        result.data,
+                        reply,
                         original=original,
-                        requested_ratio=result.aspect_ratio,
+                        requested_ratio=ratio,
                         tolerance=self.aspect_tolerance,
                     )
                     with deferred():  # after the judge inputs the order's next calls wait on
@@ -950,18 +956,18 @@ class BookProcessor:
                 logger.info(
                     "unusable model output; drawing again: {}",
                     exc.detail,
-                    model_name=result.model,
+                    model_name=model,
                     redraw=redraw + 1,
                 )
                 continue
             logger.info(
                 "page drawn",
-                model=result.model,
+                model=model,
                 redraws=redraw,
                 softened=request.prompt == softened_prompt,
                 seconds=round(time.monotonic() - started, 1),
             )
-            return page, result.model, part
+            return page, model, part
         raise AssertionError("unreachable")
 
     async def _save(
@@ -1093,13 +1099,18 @@ def _part_of(source: Path | bytes) -> ImagePart:
     return ImagePart(model_input_file(source, AI_INPUT_MAX_SIDE))
 
 
+def _fit_parked(reply: ParkedBytes, **fit: Any) -> bytes:
+    """``fit_output`` of a parked reply, its last reader."""
+    return fit_output(reply.take(), **fit)
+
+
 def _judge_input(
-    output: bytes, *, original: Original, requested_ratio: str | None, tolerance: float
+    reply: ParkedBytes, *, original: Original, requested_ratio: str | None, tolerance: float
 ) -> ImagePart:
     """A model's reply checked (``check_output``), and the page it becomes as the judge's input,
     made from the reply itself (``_JudgeInputs``)."""
     preview = check_output(
-        output,
+        reply.read(),
         original=original,
         requested_ratio=requested_ratio,
         tolerance=tolerance,

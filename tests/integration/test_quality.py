@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
+from processors.files import ParkedBytes
 from processors.qa import QualityCheckFailed
 from testkit.fakes.gemini_server import RecordedRequest, judge_verdict, tinted_copy, unavailable
 from tests.support.factories import item_row
+from tests.support.open_files import open_files_under
 from tests.support.pipeline_env import PipelineEnv, checkpoints, drafts, notifications
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
@@ -257,3 +260,37 @@ async def test_the_judge_is_shown_the_page_that_is_stored_not_the_reply(
     assert abs(shown.width / shown.height - page.width / page.height) < 0.01
     difference = ImageChops.difference(shown.convert("RGB"), page.convert("RGB").resize(shown.size))
     assert max(ImageStat.Stat(difference).mean) < 4
+
+
+@pytest.mark.parametrize("qa_mode", ["judge", "off"])
+async def test_every_reply_waits_for_its_fit_on_disk_and_no_parked_file_outlives_the_book(
+    env: PipelineEnv, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch, qa_mode: str
+) -> None:
+    """While a reply waits for a core it is parked in an unlinked file (processors/files.py
+    ``ParkedBytes``), so a book drawn faster than it is fitted does not hold its replies; its
+    fit is the last reader and frees the file."""
+    import processors.book
+
+    parked: list[bytes] = []
+    taken: list[bytes] = []
+
+    class Recorded(ParkedBytes):
+        def __init__(self, data: bytes, directory: Path) -> None:
+            super().__init__(data, directory)
+            parked.append(data)
+
+        def take(self) -> bytes:
+            taken.append(data := super().take())
+            return data
+
+    monkeypatch.setattr(processors.book, "ParkedBytes", Recorded)
+    book = await env.add_book()
+    item = await env.add_item(book.id)
+
+    assert await env.run_once(await env.processor(QA_MODE=qa_mode)) == 1
+
+    assert item_row(db, item)["generation_status"] == "completed"
+    replies = [tinted_copy(r)[0] for t in JUDGED for r in env.requests_for(t) if r.status == 200]
+    assert sorted(parked) == sorted(replies)
+    assert sorted(taken) == sorted(replies)
+    assert open_files_under(env.root / "cache") == []
