@@ -284,6 +284,33 @@ def test_the_judges_preview_of_a_4k_reply_is_decoded_at_half_scale_and_is_the_pa
     assert max(ImageStat.Stat(ImageChops.difference(preview, shrunk)).mean) < 3
 
 
+def test_the_judges_preview_frees_the_decoded_reply_before_its_second_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A 2K reply for a 2K page cannot be drafted to 1536 px: its whole decode, the first pass
+    # and the preview would otherwise all be alive at once (38 MB in a picture thread).
+    page = Original.of(picture(2048, 2048))
+    sources: list[Image.Image] = []
+    real = Image.Image.resize
+
+    def spy(self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> object:
+        if size[0] == 1536 or size[1] == 1536:
+            if sources:  # the second pass: the reply the first one read is closed by now
+                with pytest.raises(ValueError, match="closed image"):
+                    sources[0].getpixel((0, 0))
+            sources.append(self)
+        return real(self, size, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    preview = check_output(to_jpeg(reply(2048, 2048)), original=page, preview_side=1536)
+    monkeypatch.undo()
+
+    assert len(sources) == 2
+    assert preview.size == (1536, 1536)
+    expected = reply(2048, 2048).resize((1536, 1536), Image.Resampling.LANCZOS)
+    assert max(ImageStat.Stat(ImageChops.difference(preview, expected)).mean) < 2.0
+
+
 def test_the_judges_preview_shows_the_centre_crop_of_a_wider_reply() -> None:
     page = Original.of(picture(1000, 1000))
     drawn = reply(1030, 1000)  # 3 % wider: within the tolerance, cropped to the square page
