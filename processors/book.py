@@ -73,7 +73,7 @@ from processors.links import sign_results
 from processors.ownership import require_user_upload
 from processors.page_inputs import PageInput, PageInputs
 from processors.page_pool import DrawSlot, PagePool
-from processors.pdf import build_pdf, screen_copy
+from processors.pdf import SCREEN_MAX_SIDE, build_pdf, screen_copy
 from processors.picture_work import PictureWork
 from processors.ports import (
     AssetCache,
@@ -102,8 +102,9 @@ OUTPUT_REDRAWS = 1
 
 #: A drawing's JPEG (done or in the making, ``qa.Draw``) to the judge's input of it.
 AsPart = Callable[[asyncio.Future[bytes]], Awaitable[ImagePart]]
-#: Told of every drawing that passed its output checks, with the way to its judge input.
-Drawn = Callable[[asyncio.Future[bytes], AsPart], Awaitable[None]]
+#: Told of every drawing that passed its output checks, with the way to its judge input and
+#: the screen copy its checks made (``_Preview``), if they made one.
+Drawn = Callable[[asyncio.Future[bytes], AsPart, bytes | None], Awaitable[None]]
 
 
 class BookNotFound(TerminalError):
@@ -160,7 +161,7 @@ class _Reference:
 
 class _JudgeInputs:
     """The judge's input of one illustration's latest drawing. A fresh drawing's is made from
-    the model's reply by its output checks (``_judge_input``), before the page is fitted, so the
+    the model's reply by its output checks (``_preview``), before the page is fitted, so the
     judge call waits for neither the fit nor a second decode of the page. A draft read back
     from storage has none yet: it is made from the draft. Whoever else asks for the same
     drawing (the cover as the pages' reference) gets the same part."""
@@ -179,6 +180,16 @@ class _JudgeInputs:
 
 
 @dataclass(frozen=True)
+class _Preview:
+    """What the output checks of a fresh drawing made from the model's reply, beside the page
+    it is being fitted into (``images.check_output``): the judge's input, and the page's screen
+    copy when the page is larger than the screen side (None: the page is its own)."""
+
+    part: ImagePart
+    screen: bytes | None
+
+
+@dataclass(frozen=True)
 class _Finished:
     """One illustration as the two kinds of PDF take it."""
 
@@ -187,18 +198,22 @@ class _Finished:
     screen: Path
 
 
-def _finish(source: Path, name: Path, profile: PrintProfile) -> _Finished:
-    """The print picture and the screen copy of one drawing (files next to ``name``). Blocking."""
+def _finish(
+    source: Path, name: Path, profile: PrintProfile, screen: Path | None = None
+) -> _Finished:
+    """The print picture of one drawing, and its screen copy unless its output checks made it
+    (``screen``); files next to ``name``. Blocking."""
     return _Finished(
         prepare_print_image(source, name.with_suffix(".print.jpg"), profile),
-        screen_copy(source, name.with_suffix(".screen.jpg")),
+        screen or screen_copy(source, name.with_suffix(".screen.jpg")),
     )
 
 
 @dataclass
 class _FinishedPictures:
     """Each illustration's print picture (processors/print_pdf.py) and screen copy
-    (processors/pdf.py), prepared from the drawing while it is judged, so a drawing that passes
+    (processors/pdf.py, unless its output checks made one: ``_Preview``), prepared from the
+    drawing while it is judged, so a drawing that passes
     has them ready or under way and the end of the book only assembles the PDFs. One at a time
     per order while its pages are drawn, each in a slot of the process's ``PictureWork``: an
     upscale or a downscale holds a print-size picture and its result in memory while it runs,
@@ -223,12 +238,12 @@ class _FinishedPictures:
     _made: Iterator[int] = field(default_factory=itertools.count)
     _turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
-    def drawn(self, number: int, page: asyncio.Future[bytes]) -> None:
-        """A drawing of illustration ``number`` passed its output checks: prepare it as soon as
-        its JPEG is made."""
+    def drawn(self, number: int, page: asyncio.Future[bytes], screen: bytes | None = None) -> None:
+        """A drawing of illustration ``number`` passed its output checks (which made its
+        ``screen`` copy, or not): prepare it as soon as its JPEG is made."""
         if (replaced := self._judged.get(number)) is not None:
             replaced[1].cancel()  # its drawing failed the judge
-        self._judged[number] = (page, self._start(number, page))
+        self._judged[number] = (page, self._start(number, page, screen))
 
     def saved(self, number: int, source: Path | bytes) -> None:
         """Illustration ``number`` is final as ``source`` (its JPEG bytes, or a file): what was
@@ -242,15 +257,25 @@ class _FinishedPictures:
         self._final[number] = self._start(number, source)
 
     def _start(
-        self, number: int, source: Path | bytes | asyncio.Future[bytes]
+        self,
+        number: int,
+        source: Path | bytes | asyncio.Future[bytes],
+        screen: bytes | None = None,
     ) -> asyncio.Future[_Finished]:
         # Files of its own: a replaced picture already running still writes its output.
         made = next(self._made)
         return asyncio.ensure_future(
-            self._prepare(source, self.work / f"finished-{number:03d}-{made}")
+            self._prepare(source, self.work / f"finished-{number:03d}-{made}", screen)
         )
 
-    async def _prepare(self, source: Path | bytes | asyncio.Future[bytes], name: Path) -> _Finished:
+    async def _prepare(
+        self, source: Path | bytes | asyncio.Future[bytes], name: Path, screen: bytes | None
+    ) -> _Finished:
+        copy = None
+        if screen is not None:  # written at once: waiting, a picture holds no bytes
+            copy = name.with_suffix(".screen.jpg")
+            await asyncio.to_thread(copy.write_bytes, screen)
+            del screen
         if isinstance(source, asyncio.Future):
             # Shielded: the draft saved beside the judge call waits for the same fit.
             source = await asyncio.shield(source)
@@ -261,7 +286,7 @@ class _FinishedPictures:
             source = drawing
         async with self._turn:
             with deferred(2):
-                return await self.pictures.run(_finish, source, name, self.profile)
+                return await self.pictures.run(_finish, source, name, self.profile, copy)
 
     def all_saved(self) -> None:
         """Every illustration is saved (called once): the rest run as many at once as
@@ -387,8 +412,10 @@ class BookProcessor:
                 # it is theirs once it passed.
                 beside = slot is not None
 
-                async def drawn(page: asyncio.Future[bytes], as_part: AsPart) -> None:
-                    prepared.drawn(0, page)
+                async def drawn(
+                    page: asyncio.Future[bytes], as_part: AsPart, screen: bytes | None
+                ) -> None:
+                    prepared.drawn(0, page, screen)
                     if beside:
                         reference.drawn(await as_part(page))
 
@@ -780,8 +807,10 @@ class BookProcessor:
                 inputs.cover, inputs.child, inputs.book, page, inputs.profile, softened=True
             )
 
-            async def drawn(page: asyncio.Future[bytes], as_part: AsPart) -> None:
-                prepared.drawn(number, page)
+            async def drawn(
+                page: asyncio.Future[bytes], as_part: AsPart, screen: bytes | None
+            ) -> None:
+                prepared.drawn(number, page, screen)
 
             try:
                 with logger.contextualize(page=number):
@@ -828,7 +857,7 @@ class BookProcessor:
             if slot:
                 slot.release()  # the draft's judge comes first; a redraw takes a slot again
             if drawn:
-                await drawn(resume.page, judge_inputs.of)
+                await drawn(resume.page, judge_inputs.of, None)
 
         # Without a judge the drawing is saved next: the page keeps its slot until then.
         keep = self.quality.mode == "off"
@@ -838,18 +867,18 @@ class BookProcessor:
 
         async def draw(prompt: str, soft: str) -> tuple[asyncio.Future[bytes], str, Reference]:
             identity = reference.part if reference else None
-            page, model, part = await self._draw(
+            page, model, preview = await self._draw(
                 replace(request, prompt=prompt, identity_reference=identity),
                 soft,
                 original,
                 usage,
                 calling,
-                with_part=self.quality.mode != "off",
+                with_preview=self.quality.mode != "off",
             )
-            if part is not None:
-                judge_inputs.made(page, part)
+            if preview is not None:
+                judge_inputs.made(page, preview.part)
             if drawn:
-                await drawn(page, judge_inputs.of)
+                await drawn(page, judge_inputs.of, preview.screen if preview else None)
             if reference is None:
                 return page, model, "cover_itself"
             return page, model, "with_cover" if identity else "without_cover"
@@ -876,16 +905,16 @@ class BookProcessor:
         usage: Usage,
         calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
         *,
-        with_part: bool,
-    ) -> tuple[asyncio.Future[bytes], str, ImagePart | None]:
+        with_preview: bool,
+    ) -> tuple[asyncio.Future[bytes], str, _Preview | None]:
         """One illustration within the page deadline (module docstring); each image call
         within ``calling()`` (the page's image slot), the checks of its output outside. With
-        ``with_part``, the drawing's judge input too, and its page JPEG is returned while it is
-        still being fitted (``qa.Draw``)."""
+        ``with_preview``, the drawing's judge input and screen copy too (``_Preview``), and its
+        page JPEG is returned while it is still being fitted (``qa.Draw``)."""
         try:
             async with deadline(self.page_deadline_seconds):
                 return await self._draw_unbounded(
-                    request, softened_prompt, original, usage, calling, with_part
+                    request, softened_prompt, original, usage, calling, with_preview
                 )
         except TimeoutError:
             logger.warning(
@@ -905,8 +934,8 @@ class BookProcessor:
         original: Original,
         usage: Usage,
         calling: Callable[[], contextlib.AbstractAsyncContextManager[None]],
-        with_part: bool,
-    ) -> tuple[asyncio.Future[bytes], str, ImagePart | None]:
+        with_preview: bool,
+    ) -> tuple[asyncio.Future[bytes], str, _Preview | None]:
         """Softened prompt once after a safety block; redraw a blank, unchanged or wrong-shaped
         output up to ``OUTPUT_REDRAWS`` times, then fail with ``ai_bad_output``.
 
@@ -938,18 +967,19 @@ class BookProcessor:
             )
             page: asyncio.Future[bytes]
             try:
-                if with_part:
-                    part = await self.pictures.run(
-                        _judge_input,
+                if with_preview:
+                    preview = await self.pictures.run(
+                        _preview,
                         reply,
                         original=original,
                         requested_ratio=ratio,
                         tolerance=self.aspect_tolerance,
+                        keep=request.print_pixels,
                     )
                     with deferred():  # after the judge inputs the order's next calls wait on
                         page = asyncio.ensure_future(self.pictures.run(fit, checked=True))
                 else:
-                    part, page = None, finished(await self.pictures.run(fit))
+                    preview, page = None, finished(await self.pictures.run(fit))
             except OutputInvalid as exc:
                 if redraw == OUTPUT_REDRAWS:
                     raise
@@ -967,7 +997,7 @@ class BookProcessor:
                 softened=request.prompt == softened_prompt,
                 seconds=round(time.monotonic() - started, 1),
             )
-            return page, model, part
+            return page, model, preview
         raise AssertionError("unreachable")
 
     async def _save(
@@ -1104,19 +1134,26 @@ def _fit_parked(reply: ParkedBytes, **fit: Any) -> bytes:
     return fit_output(reply.take(), **fit)
 
 
-def _judge_input(
-    reply: ParkedBytes, *, original: Original, requested_ratio: str | None, tolerance: float
-) -> ImagePart:
-    """A model's reply checked (``check_output``), and the page it becomes as the judge's input,
-    made from the reply itself (``_JudgeInputs``)."""
-    preview = check_output(
+def _preview(
+    reply: ParkedBytes,
+    *,
+    original: Original,
+    requested_ratio: str | None,
+    tolerance: float,
+    keep: tuple[int, int] | None,
+) -> _Preview:
+    """A model's reply checked (``check_output``), and the page it becomes as the judge's input
+    (``_JudgeInputs``) and as its screen copy, both made from the reply itself."""
+    checked = check_output(
         reply.read(),
         original=original,
         requested_ratio=requested_ratio,
         tolerance=tolerance,
         preview_side=AI_INPUT_MAX_SIDE,
+        keep=keep,
+        screen_side=SCREEN_MAX_SIDE,
     )
-    return ImagePart(to_jpeg(preview))
+    return _Preview(ImagePart(to_jpeg(checked.preview)), checked.screen)
 
 
 def _is_made(page: asyncio.Future[bytes], source: Path | bytes) -> bool:

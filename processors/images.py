@@ -116,10 +116,9 @@ def downscale(img: Image.Image, max_side: int) -> Image.Image:
     """
     if max_side < 1:
         raise ValueError(f"max_side must be positive, got {max_side}")
-    scale = max_side / max(img.size)
-    if scale >= 1:
+    size = _within(img.size, max_side)
+    if size == img.size:
         return img
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
@@ -209,7 +208,7 @@ def fit_output(
     a threshold the other way, after its judge call has started.
     """
     page = original if isinstance(original, Original) else Original.of(original)
-    wanted = max(1.0, *(k / o for k, o in zip(keep or (0, 0), page.size, strict=True)))
+    wanted = _wanted(page.size, keep)
     wanted_size = (math.ceil(page.size[0] * wanted), math.ceil(page.size[1] * wanted))
     opened = _open(output, _GENERATED_FORMATS, OutputInvalid)
     upright = _upright_size(opened)
@@ -234,6 +233,16 @@ def fit_output(
     return to_jpeg(fit_consuming(image, size))
 
 
+@dataclass(frozen=True)
+class CheckedOutput:
+    """What ``check_output`` makes of a reply that passed: the judge's preview, and the
+    screen PDF's copy of the page when the page will be larger than the screen side."""
+
+    preview: Image.Image
+    #: The screen copy's JPEG; None when the page is within ``screen_side`` (it is its own).
+    screen: bytes | None
+
+
 def check_output(
     output: bytes,
     *,
@@ -241,7 +250,9 @@ def check_output(
     requested_ratio: str | None = None,
     tolerance: float = DEFAULT_ASPECT_TOLERANCE,
     preview_side: int,
-) -> Image.Image:
+    keep: tuple[int, int] | None = None,
+    screen_side: int | None = None,
+) -> CheckedOutput:
     """``fit_output``'s checks alone (``OutputInvalid`` for the same outputs), and the page the
     output will become as a preview of at most ``preview_side`` px: the same centre crop, from a
     decode at the smallest DCT scale that still covers it.
@@ -249,7 +260,13 @@ def check_output(
     The judge's input is made from this preview while the page itself is fitted: the fit
     decodes all of a 4K reply and resizes it to the print's pixels, half a second of a core,
     while the judge looks at 1536 px, which a half-scale decode of the reply serves. Then call
-    ``fit_output(..., checked=True)``.
+    ``fit_output(..., checked=True)`` with the same ``keep``.
+
+    With ``screen_side``, a page that ``fit_output`` will make larger than it (``keep``: the
+    print's pixels) also gets its screen copy here, the size ``downscale(page, screen_side)``
+    has, from the same decode: a square 4K reply's half-scale decode is the 2048 px copy with
+    no resize at all, where a copy made from the fitted page would decode 2625 px again and
+    resample them (0.17 s of a core a picture, bench/README.md, eleventh pass).
     """
     opened = _open(output, _GENERATED_FORMATS, OutputInvalid)
     upright = _upright_size(opened)
@@ -257,12 +274,18 @@ def check_output(
     left, top, right, bottom = _centre_crop(upright, original.size)
     scale = min(1.0, preview_side / max(right - left, bottom - top))
     preview = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
-    _draft(opened, _fit_source_size(upright, preview))
+    page = _result_size(upright, original.size, _wanted(original.size, keep))
+    screen = _within(page, screen_side) if screen_side and max(page) > screen_side else None
+    _draft(opened, _fit_source_size(upright, screen or preview))
     image = _decode(opened, OutputInvalid)
     _check_shape(image.size, original.size, requested_ratio, tolerance)
     _check_drawing(image, original.look, box=_centre_crop(image.size, original.size))
-    # The decoded reply is freed after the first pass (a 2K reply: 29 MB at most instead of 38).
-    return fit_consuming(image, preview)
+    # Each step frees the picture it was made from (a 2K reply: 29 MB at most instead of 38).
+    if screen is None:
+        return CheckedOutput(fit_consuming(image, preview), None)
+    copy = fit_consuming(image, screen)
+    screen_jpeg = to_jpeg(copy)
+    return CheckedOutput(fit_consuming(copy, preview), screen_jpeg)
 
 
 def fit_consuming(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -291,6 +314,19 @@ def _centre_crop(
     crop_w, crop_h = (height * ratio, height) if width / height >= ratio else (width, width / ratio)
     left, top = (width - crop_w) / 2, (height - crop_h) / 2
     return left, top, left + crop_w, top + crop_h
+
+
+def _wanted(original: tuple[int, int], keep: tuple[int, int] | None) -> float:
+    """How many times ``original``'s size covers ``keep`` (at least 1)."""
+    return max(1.0, *(k / o for k, o in zip(keep or (0, 0), original, strict=True)))
+
+
+def _within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size`` shrunk, as ``downscale`` shrinks a picture, to a longer side of ``max_side``."""
+    scale = max_side / max(size)
+    if scale >= 1:
+        return size
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def _result_size(

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from fontTools.ttLib import TTFont
+from PIL import Image, ImageChops, ImageStat
 from pypdf import PdfReader
 
 from monitor.catalog import CatalogError, import_book, read_book_dir
@@ -156,6 +157,16 @@ async def test_drawings_at_4k_go_whole_into_the_print_files_and_downscaled_into_
     # The cover and pages 1 and 2 were drawn at 4K; page 3 has nobody to draw, so it is the
     # catalog's 600 px picture: upscaled for print only.
     assert sides(screen) == [(SCREEN_MAX_SIDE, SCREEN_MAX_SIDE)] * 3 + [(600, 600)]
+    # The 4K drawings' screen copies come from their output checks' own decode of the reply
+    # (images.check_output), not from the print picture: they must still be the same picture.
+    printed = [i.image for i in cover.pages[0].images] + [
+        i.image for page in interior.pages for i in page.images
+    ]
+    shown = [i.image for page in screen.pages for i in page.images]
+    for big, small in zip(printed[:3], shown[:3], strict=True):
+        shrunk = big.convert("RGB").resize(small.size, Image.Resampling.LANCZOS)
+        difference = ImageChops.difference(shrunk, small.convert("RGB"))
+        assert max(ImageStat.Stat(difference).mean) < 3
 
 
 def _placed_images(page):

@@ -239,7 +239,7 @@ async def test_the_judge_is_shown_the_page_that_is_stored_not_the_reply(
     env: PipelineEnv, db: psycopg.Connection
 ) -> None:
     """The judge's input is made from the model's reply while the page is fitted
-    (processors/book.py ``_judge_input``), so the call need not wait for the fit: it must still
+    (processors/book.py ``_preview``), so the call need not wait for the fit: it must still
     show the page's own centre crop."""
     env.fake.image_maker = wider_with_red_edges
     book = await env.add_book()

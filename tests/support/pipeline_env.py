@@ -140,7 +140,7 @@ def drawn_identity_part(cover_request: RecordedRequest, original_cover: bytes) -
         original=page,
         requested_ratio=cover_request.aspect_ratio,
         preview_side=AI_INPUT_MAX_SIDE,
-    )
+    ).preview
     return to_jpeg(preview)
 
 

@@ -102,7 +102,7 @@ async def test_a_page_saved_from_another_source_is_prepared_from_it(
 def pairing(barrier: threading.Barrier, ran: list[str]):
     """A stand-in for ``book._finish`` that waits for a second one to run beside it."""
 
-    def prepare(source: Path, name: Path, profile: PrintProfile) -> str:
+    def prepare(source: Path, name: Path, profile: PrintProfile, screen: Path | None) -> str:
         try:
             barrier.wait()
             ran.append("beside another")
@@ -128,6 +128,29 @@ async def test_a_drawing_larger_than_the_screen_side_gets_its_screen_copy_while_
         assert screen.size == (SCREEN_MAX_SIDE, SCREEN_MAX_SIDE)
     assert not ready[1].print.upscaled
     assert ready[1].print.path.read_bytes() == out.getvalue()
+
+
+async def test_a_screen_copy_the_output_checks_made_is_the_one_the_screen_pdf_gets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks of a 4K reply make the page's screen copy from their own decode
+    (images.check_output): it is kept, and the page is not decoded and resampled again."""
+
+    def no_second_copy(source: Path, copy: Path) -> Path:
+        raise AssertionError("the screen copy was made again from the page")
+
+    monkeypatch.setattr(book, "screen_copy", no_second_copy)
+    prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, PictureWork(2))
+    page = io.BytesIO()
+    Image.new("RGB", (2700, 2700), "red").save(page, "JPEG")
+    screen = jpeg("blue")
+    prepared_pictures.drawn(1, finished(page.getvalue()), screen)
+    prepared_pictures.saved(1, page.getvalue())
+
+    ready = await prepared_pictures.ready()
+
+    assert ready[1].screen.read_bytes() == screen
+    assert ready[1].print.path.read_bytes() == page.getvalue()
 
 
 async def test_finished_pictures_run_one_at_a_time_until_every_page_is_saved(
@@ -166,7 +189,9 @@ async def test_a_finished_picture_waits_behind_the_orders_other_picture_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ran: list[str] = []
-    monkeypatch.setattr(book, "_finish", lambda source, name, profile: ran.append("finished"))
+    monkeypatch.setattr(
+        book, "_finish", lambda source, name, profile, screen: ran.append("finished")
+    )
     work = PictureWork(1)
     prepared_pictures = book._FinishedPictures(PROFILE, tmp_path, work)
     started, holding = threading.Event(), threading.Event()

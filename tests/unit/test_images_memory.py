@@ -274,7 +274,7 @@ def test_the_judges_preview_of_a_4k_reply_is_decoded_at_half_scale_and_is_the_pa
     drawn = reply(3600, 4800)  # 3:4, as the page
     seen = decoded_sizes(monkeypatch, "_decode")
 
-    preview = check_output(to_jpeg(drawn), original=page, preview_side=1536)
+    preview = check_output(to_jpeg(drawn), original=page, preview_side=1536).preview
 
     assert seen == [(1800, 2400)]  # half of 4800 still covers 1536
     assert preview.size == (1152, 1536)
@@ -282,6 +282,69 @@ def test_the_judges_preview_of_a_4k_reply_is_decoded_at_half_scale_and_is_the_pa
     with Image.open(io.BytesIO(fitted)) as page_jpeg:
         shrunk = page_jpeg.convert("RGB").resize(preview.size, Image.Resampling.LANCZOS)
     assert max(ImageStat.Stat(ImageChops.difference(preview, shrunk)).mean) < 3
+
+
+def screen_of(page_jpeg: bytes, side: int) -> Image.Image:
+    """The screen copy made from the fitted page, as processors/pdf.py ``screen_copy`` does."""
+    with Image.open(io.BytesIO(page_jpeg)) as page:
+        return images.downscale(page.convert("RGB"), side)
+
+
+@pytest.mark.parametrize(
+    ("page_size", "reply_size", "print_pixels", "decoded"),
+    [
+        # A square 4K reply for an 8.5 in book (2625 px print): its half-scale decode is the
+        # 2048 px copy itself.
+        ((1200, 1200), (4096, 4096), (2625, 2625), (2048, 2048)),
+        # A 3:4 reply for a 3:4 page: the half-scale decode covers the 1536 x 2048 copy.
+        ((1200, 1600), (3600, 4800), (2625, 3450), (1800, 2400)),
+    ],
+)
+def test_the_checks_of_a_reply_larger_than_the_screen_side_make_its_screen_copy(
+    monkeypatch: pytest.MonkeyPatch,
+    page_size: tuple[int, int],
+    reply_size: tuple[int, int],
+    print_pixels: tuple[int, int],
+    decoded: tuple[int, int],
+) -> None:
+    page = Original.of(picture(*page_size))
+    drawn = to_jpeg(reply(*reply_size))
+    seen = decoded_sizes(monkeypatch, "_decode")
+
+    checked = check_output(
+        drawn, original=page, preview_side=1536, keep=print_pixels, screen_side=2048
+    )
+    monkeypatch.undo()
+
+    assert seen == [decoded]  # one decode, at half scale, for the checks, preview and copy
+    assert checked.screen is not None
+    fitted = fit_output(drawn, original=page, keep=print_pixels, checked=True)
+    expected = screen_of(fitted, 2048)
+    with Image.open(io.BytesIO(checked.screen)) as screen:
+        assert screen.format == "JPEG"
+        assert screen.size == expected.size
+        difference = ImageChops.difference(screen.convert("RGB"), expected)
+    assert max(ImageStat.Stat(difference).mean) < 2.0
+    assert max(checked.preview.size) == 1536
+
+
+def test_a_page_within_the_screen_side_gets_no_screen_copy_from_the_checks() -> None:
+    # A 2K reply for a book whose print needs 2625 px: the page keeps the 2048 px it has, and
+    # is its own screen copy.
+    page = Original.of(picture(1200, 1200))
+    drawn = to_jpeg(reply(2048, 2048))
+
+    checked = check_output(
+        drawn, original=page, preview_side=1536, keep=(2625, 2625), screen_side=2048
+    )
+
+    assert checked.screen is None
+    assert size_of(fit_output(drawn, original=page, keep=(2625, 2625), checked=True)) == (
+        2048,
+        2048,
+    )
+    without_side = check_output(to_jpeg(reply(4096, 4096)), original=page, preview_side=1536)
+    assert without_side.screen is None
 
 
 def test_the_judges_preview_frees_the_decoded_reply_before_its_second_pass(
@@ -302,7 +365,7 @@ def test_the_judges_preview_frees_the_decoded_reply_before_its_second_pass(
         return real(self, size, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Image.Image, "resize", spy)
-    preview = check_output(to_jpeg(reply(2048, 2048)), original=page, preview_side=1536)
+    preview = check_output(to_jpeg(reply(2048, 2048)), original=page, preview_side=1536).preview
     monkeypatch.undo()
 
     assert len(sources) == 2
@@ -316,7 +379,7 @@ def test_the_judges_preview_shows_the_centre_crop_of_a_wider_reply() -> None:
     drawn = reply(1030, 1000)  # 3 % wider: within the tolerance, cropped to the square page
     drawn.paste((255, 0, 0), (0, 0, 15, 1000))
 
-    preview = check_output(to_jpeg(drawn), original=page, preview_side=1536)
+    preview = check_output(to_jpeg(drawn), original=page, preview_side=1536).preview
 
     assert preview.size == (1000, 1000)  # never enlarged
     red, green, _ = preview.getpixel((0, 500))
