@@ -11,9 +11,12 @@ memory scenario (bench/README.md, section 4): the RSS after one order grew from 
 and peaks grew with it.
 
 Setting the threshold once (which also switches the dynamic adjustment off) keeps every block of
-1 MiB or more (pictures, reply bytes) an ``mmap`` of its own, returned the moment it is freed.
-The cost is the kernel zeroing fresh pages for each picture: a little system time, next to
-image calls that take seconds.
+256 KiB or more (pictures, reply bytes, JPEG and base64 buffers) an ``mmap`` of its own,
+returned the moment it is freed. The cost would be the kernel zeroing fresh pages for each such
+block; measured, it is lost in the run-to-run spread: in the bench's single-order runs
+(2026-12-04, quick mode, bench/README.md "Targets") a 10-page book of 4K replies used 11.67 s of
+CPU at 256 KiB against 11.69 s at 1 MiB, a 24-page one 27.27 against 27.21 s, while one order's
+peak RSS fell from 441 to 370 MB and from 455 to 378 MB.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 
 # mallopt(3) parameter number, from glibc's malloc.h.
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 << 20
+MMAP_THRESHOLD_BYTES = 256 << 10
 # glibc's own environment variable for the same setting: when the operator set it, it stands.
 ENV_OVERRIDE = "MALLOC_MMAP_THRESHOLD_"
 
